@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: the Fashion-MNIST data package, a virtual environment, the package and its
+# dependencies (torch 2.14.1 / torchvision 0.29.1 come from the machine's local package cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  if [ -z "${SUBNETSEARCH_APT_UPDATED:-}" ]; then as_root apt-get update -qq; export SUBNETSEARCH_APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  echo "setup: installing the Fashion-MNIST data package (dataset-fashion-mnist)"
+  apt_install dataset-fashion-mnist
+fi
+for tool in "$@"; do
+  case "$tool" in
+    chromium) command -v chromium >/dev/null || { echo "setup: installing chromium"; apt_install chromium chromium-driver; } ;;
+  esac
+done
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+stamp=.venv/.subnetsearch-installed
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing subnetsearch and its dependencies into .venv (first time: a few minutes)"
+  .venv/bin/pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

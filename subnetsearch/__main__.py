@@ -1,0 +1,3 @@
+from subnetsearch.cli import main
+
+main()

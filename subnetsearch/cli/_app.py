@@ -1,0 +1,21 @@
+"""The `subnetsearch` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import typer
+
+from subnetsearch.cli._run import run_command
+from subnetsearch.cli._train import train_command
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML search over dynamic subnets.")
+app.command("run")(run_command)
+app.command("train")(train_command)
+
+
+@app.callback()
+def _root() -> None:
+    """AutoML search over dynamic subnets: train supernets, measure and search their modes."""
+
+
+def main() -> None:
+    app()

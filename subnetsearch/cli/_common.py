@@ -1,0 +1,52 @@
+"""Shared CLI helpers: the console, failing with a clear message, and parsing of common options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from subnetsearch.spaces import Mode, ModeError
+from subnetsearch.supernets import WeNetSupernet
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def parse_widths(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"expected comma-separated integers, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        fail(f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_mode(supernet: WeNetSupernet, text: str) -> Mode:
+    """full | smallest | uniform:G | a mode's JSON | a path to a JSON file holding one."""
+    try:
+        if text == "full":
+            return supernet.full_mode()
+        if text == "smallest":
+            return supernet.smallest_mode()
+        if text.startswith("uniform:"):
+            return supernet.uniform_mode(int(text.split(":", 1)[1]))
+        if Path(text).is_file():
+            text = Path(text).read_text()
+        payload = json.loads(text)
+        values = payload.get("values", payload) if isinstance(payload, dict) else None
+        if not isinstance(values, dict):
+            fail(f"a mode must be full, smallest, uniform:G or a JSON object of layer -> groups; got {text[:80]!r}")
+        return supernet.make_mode(values)
+    except (ModeError, ValueError) as error:
+        fail(f"bad mode: {error}")

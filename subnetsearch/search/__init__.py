@@ -1,0 +1,11 @@
+"""Evaluation of modes (and, later, the search strategies)."""
+
+from subnetsearch.search._evaluator import (
+    EvaluationSettings,
+    Metrics,
+    calibration_batches,
+    evaluate_mode,
+    mode_accuracy,
+)
+
+__all__ = ["EvaluationSettings", "Metrics", "calibration_batches", "evaluate_mode", "mode_accuracy"]

@@ -1,0 +1,44 @@
+"""Dynamic layers, supernet builders, converters from torchvision models, checkpoints."""
+
+from subnetsearch.supernets._convert import convert_to_wenet
+from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
+from subnetsearch.supernets._layers import (
+    DEFAULT_GROUP_CHOICES,
+    ChannelShuffle,
+    GroupSwitchConv2d,
+    GroupSwitchLinear,
+    SwitchableBatchNorm2d,
+    allowed_groups,
+    block_diagonal,
+)
+from subnetsearch.supernets._materialize import fold_shuffles, materialize_network, to_static
+from subnetsearch.supernets._registry import CIFAR_RESNET_DEFAULTS, FAMILIES, ArchError, build_supernet
+from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
+from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
+
+__all__ = [
+    "CIFAR_RESNET_DEFAULTS",
+    "DEFAULT_GROUP_CHOICES",
+    "FAMILIES",
+    "ArchError",
+    "ChannelShuffle",
+    "CifarResNet",
+    "Cost",
+    "GroupSwitchConv2d",
+    "GroupSwitchLinear",
+    "LayerShape",
+    "SwitchUnit",
+    "SwitchableBatchNorm2d",
+    "WeNetSupernet",
+    "allowed_groups",
+    "block_diagonal",
+    "build_supernet",
+    "convert_to_wenet",
+    "find_switch_units",
+    "fold_shuffles",
+    "layer_cost",
+    "materialize_network",
+    "network_cost",
+    "shuffle_groups",
+    "to_static",
+]

@@ -1,0 +1,119 @@
+"""Checkpoints: weights + architecture config + training recipe + data spec + metrics, with a content
+hash. Everything is stored as tensors and JSON strings so `torch.load(weights_only=True)` reads it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from subnetsearch.supernets._registry import build_supernet
+from subnetsearch.supernets._wenet import WeNetSupernet
+
+FORMAT = "subnetsearch-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, tampered with, or for another architecture."""
+
+
+def _canonical(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def content_hash(state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
+    """sha256 over the canonical metadata and every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(_canonical(meta).encode())
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint. `extra` holds resumable training state (optimizer, RNG), if saved."""
+
+    arch: dict
+    recipe: dict
+    data: dict
+    metrics: dict
+    state_dict: dict[str, torch.Tensor]
+    hash: str
+    extra: dict = field(default_factory=dict)
+
+    def build(self) -> WeNetSupernet:
+        """The supernet with these weights (eval mode, full network)."""
+        supernet = build_supernet(self.arch)
+        load_weights(supernet, self.state_dict)
+        return supernet.eval()
+
+
+def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor]) -> None:
+    expected = supernet.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [k for k in expected if k in state_dict and expected[k].shape != state_dict[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            "checkpoint does not fit this architecture: "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(mismatched)} with other shapes (e.g. {mismatched[:3]})")
+    supernet.load_state_dict(state_dict)
+
+
+def save_checkpoint(path: str | Path, supernet: WeNetSupernet, recipe: Mapping, data: Mapping,
+                    metrics: Mapping, extra: Mapping | None = None) -> str:
+    """Write atomically (temp file + rename) and return the content hash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
+    meta = {"arch": supernet.arch, "recipe": dict(recipe), "data": dict(data), "metrics": dict(metrics)}
+    digest = content_hash(state, meta)
+    payload = {"format": FORMAT, **{k: _canonical(v) for k, v in meta.items()}, "state_dict": state, "hash": digest}
+    if extra:
+        payload["extra"] = dict(extra)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return digest
+
+
+def load_checkpoint(path: str | Path, arch: Mapping | None = None) -> Checkpoint:
+    """Read and verify a checkpoint. With `arch`, refuse one saved for another architecture."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for damaged files
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {reason}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    try:
+        meta = {key: json.loads(payload[key]) for key in ("arch", "recipe", "data", "metrics")}
+        state = payload["state_dict"]
+        stored_hash = payload["hash"]
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path} is missing or has damaged field: {error}") from error
+    actual = content_hash(state, meta)
+    if actual != stored_hash:
+        raise CheckpointError(f"{path}: content hash mismatch (stored {stored_hash[:12]}, actual {actual[:12]}); "
+                              "the file was modified or damaged")
+    if arch is not None and _canonical(dict(arch)) != _canonical(meta["arch"]):
+        raise CheckpointError(f"{path} was saved for architecture {meta['arch']}, not {dict(arch)}")
+    return Checkpoint(meta["arch"], meta["recipe"], meta["data"], meta["metrics"], state, stored_hash,
+                      payload.get("extra", {}))
+
+
+def load_supernet(path: str | Path) -> tuple[WeNetSupernet, Checkpoint]:
+    checkpoint = load_checkpoint(path)
+    return checkpoint.build(), checkpoint

@@ -1,0 +1,112 @@
+"""Turn a supernet in one mode into a plain static network: ordinary nn.Conv2d(groups=g), BN folded
+into the convolutions, channel shuffles folded into a neighbouring dense convolution where possible."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
+
+from subnetsearch.supernets._layers import (
+    ChannelShuffle,
+    GroupSwitchConv2d,
+    GroupSwitchLinear,
+    SwitchableBatchNorm2d,
+)
+
+
+def _static_module(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear)):
+        return module.to_static()
+    if isinstance(module, SwitchableBatchNorm2d):
+        return copy.deepcopy(module.active)
+    if isinstance(module, ChannelShuffle) and (not module.enabled or module.max_groups == 1):
+        return nn.Identity()
+    return None
+
+
+def to_static(network: nn.Module) -> nn.Module:
+    """A copy of `network` (already switched to the wanted mode) with every dynamic layer replaced."""
+    static = copy.deepcopy(network)
+    for name, module in list(static.named_modules()):
+        replacement = _static_module(module)
+        if replacement is not None and name:
+            parent_name, _, child = name.rpartition(".")
+            setattr(static.get_submodule(parent_name) if parent_name else static, child, replacement)
+    return static.eval()
+
+
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_function":
+        return node.target in (torch.relu, torch.nn.functional.relu)
+    return node.op == "call_module" and isinstance(modules[node.target], nn.ReLU)
+
+
+def _dense_conv(node: fx.Node | None, modules: dict[str, nn.Module]) -> nn.Conv2d | None:
+    if node is not None and node.op == "call_module":
+        module = modules[node.target]
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            return module
+    return None
+
+
+def fold_shuffles(graph_module: fx.GraphModule) -> int:
+    """Fold each channel shuffle into a dense conv next to it. Returns how many were folded.
+
+    y = shuffle(x) has y[:, i] = x[:, p[i]]. A dense consumer conv absorbs it by reordering its input
+    channels (W[:, argsort(p)]); a dense producer conv -> (ReLU) -> shuffle absorbs it by reordering
+    its output channels (W[p], b[p]), ReLU being elementwise. Grouped neighbours cannot absorb a
+    permutation that crosses their groups, so the shuffle stays there.
+    """
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], ChannelShuffle):
+            continue
+        permutation = modules[node.target].permutation()
+        consumer = _dense_conv(_single_user(node), modules)
+        source = node.args[0]
+        producer_node = source.args[0] if _is_relu(source, modules) and _single_user(source) is node else source
+        producer = _dense_conv(producer_node, modules) if _single_user(producer_node) in (source, node) else None
+        with torch.no_grad():
+            if consumer is not None:
+                consumer.weight.copy_(consumer.weight[:, torch.argsort(permutation)])
+            elif producer is not None:
+                producer.weight.copy_(producer.weight[permutation])
+                if producer.bias is not None:
+                    producer.bias.copy_(producer.bias[permutation])
+            else:
+                continue
+        node.replace_all_uses_with(source)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    graph_module.graph.lint()
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    return folded
+
+
+class _ShuffleLeafTracer(fx.Tracer):
+    """Keeps ChannelShuffle as one node so that `fold_shuffles` can find it."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, ChannelShuffle) or super().is_leaf_module(module, qualified_name)
+
+
+def materialize_network(network: nn.Module) -> nn.Module:
+    """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode."""
+    static = to_static(network)
+    try:
+        traced = fx.GraphModule(static, _ShuffleLeafTracer().trace(static))
+    except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
+        return static
+    fused = fuse(traced, inplace=True, no_trace=True)
+    fold_shuffles(fused)
+    return fused.eval()

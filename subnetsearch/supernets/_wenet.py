@@ -1,0 +1,186 @@
+"""The WeNet supernet: a network of group-switchable layers, its search space, and mode handling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
+from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
+from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d
+from subnetsearch.supernets._materialize import materialize_network
+
+SwitchLayer = GroupSwitchConv2d | GroupSwitchLinear
+
+
+@dataclass(frozen=True)
+class SwitchUnit:
+    """One knob: a switchable layer and the S-BN layers keyed by its group count."""
+
+    name: str
+    layer: SwitchLayer
+    norms: tuple[SwitchableBatchNorm2d, ...]
+
+
+class _DynamicLeafTracer(fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d)) or \
+            super().is_leaf_module(module, qualified_name)
+
+
+def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
+    """Pair every S-BN with the switchable layer that feeds it, by tracing the data flow."""
+    graph = _DynamicLeafTracer().trace(network)
+    modules = dict(network.named_modules())
+    norms: dict[str, list[SwitchableBatchNorm2d]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], SwitchableBatchNorm2d):
+            source = node.args[0]
+            if not (source.op == "call_module" and isinstance(modules[source.target], (GroupSwitchConv2d,))):
+                raise ValueError(f"switchable BN {node.target} does not follow a group-switchable conv")
+            norms.setdefault(source.target, []).append(modules[node.target])
+    return [SwitchUnit(name, module, tuple(norms.get(name, ())))
+            for name, module in network.named_modules() if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear))]
+
+
+class WeNetSupernet(nn.Module):
+    """A trained network whose operating modes are per-layer group counts (paper III-A, III-B).
+
+    Contract: `set_mode` validates first and changes nothing on error; it only assigns integers
+    (O(layers), no weight copy or allocation). `materialize` returns an independent static network
+    and leaves the supernet's mode unchanged. `cost` is a pure function of the mode.
+    """
+
+    family = "wenet"
+
+    def __init__(self, network: nn.Module, arch: Mapping, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.network = network
+        self.arch = dict(arch)
+        self.input_shape = tuple(input_shape)
+        self.units = {unit.name: unit for unit in find_switch_units(network)}
+        knobs = [Knob(name, "ordered", unit.layer.group_choices)
+                 for name, unit in self.units.items() if len(unit.layer.group_choices) > 1]
+        self.space = SearchSpace(knobs, context=self.arch)
+        self._layers, self._other_params = self._trace_layers()
+
+    # ---- modes -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    @property
+    def mode(self) -> Mode:
+        return Mode({name: self.units[name].layer.groups for name in self._knob_names()}, self.space.id)
+
+    def _knob_names(self) -> list[str]:
+        return [knob.name for knob in self.space.knobs]
+
+    def make_mode(self, groups: Mapping[str, int]) -> Mode:
+        """A validated mode from a {layer name: group count} mapping."""
+        return self.space.mode(groups)
+
+    def uniform_mode(self, groups: int) -> Mode:
+        """Every layer at min(groups, its largest allowed group count): the paper's 1/g-network."""
+        offered = sorted({g for knob in self.space.knobs for g in knob.values})
+        if groups not in offered:
+            raise ModeError(f"no layer allows {groups} groups; group counts offered: {offered}")
+        values = {}
+        for knob in self.space.knobs:
+            allowed = [g for g in knob.values if g <= groups]
+            values[knob.name] = max(allowed)
+        return self.space.mode(values)
+
+    def full_mode(self) -> Mode:
+        return self.uniform_mode(1)
+
+    def smallest_mode(self) -> Mode:
+        return self.space.mode({knob.name: max(knob.values) for knob in self.space.knobs})
+
+    def random_mode(self, generator: torch.Generator) -> Mode:
+        """Each layer's group count drawn independently and uniformly (Algorithm 1, line 13)."""
+        values = {}
+        for knob in self.space.knobs:
+            index = int(torch.randint(len(knob.values), (1,), generator=generator))
+            values[knob.name] = knob.values[index]
+        return self.space.mode(values)
+
+    def set_mode(self, mode: Mode) -> None:
+        self.space.validate(mode)  # raises before anything changes
+        for name, groups in mode.values.items():
+            unit = self.units[name]
+            unit.layer.groups = groups
+            for norm in unit.norms:
+                norm.key = groups
+
+    def set_bn_tracking(self, enabled: bool) -> None:
+        """Whether S-BN layers update their running statistics in training mode."""
+        for unit in self.units.values():
+            for norm in unit.norms:
+                norm.update_running_stats = enabled
+
+    # ---- static networks and cost ------------------------------------------------------------
+    def materialize(self, mode: Mode) -> nn.Module:
+        previous = self.mode
+        self.set_mode(mode)
+        try:
+            return materialize_network(self.network)
+        finally:
+            self.set_mode(previous)
+
+    def cost(self, mode: Mode) -> Cost:
+        self.space.validate(mode)
+        return network_cost(self._layers, dict(mode.values), self._other_params)
+
+    @property
+    def layer_shapes(self) -> tuple[LayerShape, ...]:
+        return self._layers
+
+    def _trace_layers(self) -> tuple[tuple[LayerShape, ...], int]:
+        """Record each conv/linear layer's shape once (full mode, batch 1), and which of them carry a
+        bias after BN folding, from the materialized full network."""
+        knobs = set(self._knob_names())
+        shapes: dict[str, int] = {}
+        hooks = []
+        for name, module in self.network.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear, GroupSwitchConv2d, GroupSwitchLinear)):
+                def record(mod: nn.Module, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
+                    shapes[name] = int(output.shape[-2] * output.shape[-1]) if output.dim() == 4 else 1
+                hooks.append(module.register_forward_hook(record))
+        previous, was_training = self.mode, self.training
+        try:
+            self.set_mode(self.full_mode())
+            self.eval()
+            with torch.no_grad():
+                self.network(torch.zeros(1, *self.input_shape))
+            static = materialize_network(self.network)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.set_mode(previous)
+            self.train(was_training)
+        static_modules = dict(static.named_modules())
+        layers = []
+        for name, module in self.network.named_modules():
+            if name not in shapes:
+                continue
+            if isinstance(module, (GroupSwitchConv2d, nn.Conv2d)):
+                kind, c_in, c_out, area = "conv", module.in_channels, module.out_channels, module.kernel_size
+                area = area * area if isinstance(area, int) else area[0] * area[1]
+                fixed = getattr(module, "groups", 1) if isinstance(module, nn.Conv2d) else 1
+            else:
+                kind, c_in, c_out, area, fixed = "linear", module.in_features, module.out_features, 1, 1
+            twin = static_modules.get(name)
+            bias = (twin.bias is not None) if isinstance(twin, (nn.Conv2d, nn.Linear)) else module.bias is not None
+            knob = name if name in knobs else None
+            layers.append(LayerShape(name, kind, c_in, c_out, area, shapes[name], fixed, knob, bias))
+        other = sum(p.numel() for m in static.modules() if not isinstance(m, (nn.Conv2d, nn.Linear))
+                    for p in m.parameters(recurse=False))
+        return tuple(layers), other
+
+    def describe(self, mode: Mode) -> str:
+        """Group counts per layer in order, e.g. '1-1-2-4-...'."""
+        return "-".join(str(mode.values[name]) for name in self._knob_names())
+
