@@ -1,11 +1,25 @@
-"""Hardware targets: the latency measurement protocol on this host."""
+"""Hardware targets: the latency measurement protocol on this host and its runtimes."""
 
 from subnetsearch.devices._latency import (
+    RUNTIMES,
     Latency,
     LatencyProtocol,
+    OnnxRuntimeModel,
+    export_onnx,
+    measure_latencies,
     measure_latency,
     measurement_lock,
     prepare_runtime,
 )
 
-__all__ = ["Latency", "LatencyProtocol", "measure_latency", "measurement_lock", "prepare_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Latency",
+    "LatencyProtocol",
+    "OnnxRuntimeModel",
+    "export_onnx",
+    "measure_latencies",
+    "measure_latency",
+    "measurement_lock",
+    "prepare_runtime",
+]

@@ -10,7 +10,7 @@ from torch import fx, nn
 
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
-from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d
+from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
 from subnetsearch.supernets._materialize import materialize_network
 
 SwitchLayer = GroupSwitchConv2d | GroupSwitchLinear
@@ -65,6 +65,13 @@ class WeNetSupernet(nn.Module):
         knobs = [Knob(name, "ordered", unit.layer.group_choices)
                  for name, unit in self.units.items() if len(unit.layer.group_choices) > 1]
         self.space = SearchSpace(knobs, context=self.arch)
+        # One shared state for all switchable layers and their S-BNs: set_mode swaps one tuple.
+        self._switch = SwitchState(unit.layer.groups for unit in self.units.values())
+        for slot, unit in enumerate(self.units.values()):
+            unit.layer.bind(self._switch, slot)
+            for norm in unit.norms:
+                norm.bind(self._switch, slot)
+        self._plans: dict[Mode, tuple[int, ...]] = {}  # validated mode -> group count per unit
         self._layers, self._other_params = self._trace_layers()
 
     # ---- modes -------------------------------------------------------------------------------
@@ -108,12 +115,14 @@ class WeNetSupernet(nn.Module):
         return self.space.mode(values)
 
     def set_mode(self, mode: Mode) -> None:
-        self.space.validate(mode)  # raises before anything changes
-        for name, groups in mode.values.items():
-            unit = self.units[name]
-            unit.layer.groups = groups
-            for norm in unit.norms:
-                norm.key = groups
+        plan = self._plans.get(mode)
+        if plan is None:  # a Mode is immutable: validate and plan it once
+            self.space.validate(mode)  # raises before anything changes
+            plan = tuple(mode.values.get(name, unit.layer.groups) for name, unit in self.units.items())
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[mode] = plan
+        self._switch.values = plan
 
     def set_bn_tracking(self, enabled: bool) -> None:
         """Whether S-BN layers update their running statistics in training mode."""

@@ -7,7 +7,7 @@ import torch
 from subnetsearch.devices import LatencyProtocol, measure_latency, measurement_lock, prepare_runtime
 
 
-@pytest.mark.parametrize("runtime", ["eager", "optimized"])
+@pytest.mark.parametrize("runtime", ["eager", "optimized", "onnxruntime"])
 def test_latency_is_measured_with_its_protocol(tiny_supernet, runtime: str) -> None:
     static = tiny_supernet.materialize(tiny_supernet.uniform_mode(2))
     protocol = LatencyProtocol(runtime=runtime, threads=1, warmup=2, repeats=3, min_run_time=0.02)
@@ -18,11 +18,12 @@ def test_latency_is_measured_with_its_protocol(tiny_supernet, runtime: str) -> N
     assert record["input_shape"] == [1, 1, 12, 12]
 
 
-def test_optimized_runtime_computes_the_same_outputs(tiny_supernet) -> None:
+@pytest.mark.parametrize("runtime", ["optimized", "onnxruntime"])
+def test_runtimes_compute_the_same_outputs(tiny_supernet, runtime: str) -> None:
     static = tiny_supernet.materialize(tiny_supernet.uniform_mode(4))
     x = torch.randn(2, 1, 12, 12)
     with torch.no_grad():
-        torch.testing.assert_close(prepare_runtime(static, x, "optimized")(x), static(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(prepare_runtime(static, x, runtime)(x), static(x), rtol=1e-4, atol=1e-5)
 
 
 def test_measurements_never_overlap_across_threads() -> None:
