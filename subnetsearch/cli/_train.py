@@ -65,7 +65,12 @@ def train_command(
             bar.update(task, completed=state["step"], total=state["steps"], epoch=state["epoch"],
                        loss=state["loss_full"], acc=state["acc_full"])
 
-        result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report)
+        def epoch_done(record: dict) -> None:
+            bar.console.print(f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss_full']:.4f}, "
+                              f"train acc {record['train_acc_full']:.4f}, val acc {record['val_acc_active_mode']:.4f}, "
+                              f"{record['seconds']:.0f} s")
+
+        result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report, on_epoch=epoch_done)
     last = result["history"][-1]
     console.print(f"done: val accuracy (full mode, stored BN) {last['val_acc_active_mode']:.4f}; "
                   f"checkpoint {out / 'supernet.pt'}; recipe {asdict(recipe)}")

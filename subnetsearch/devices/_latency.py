@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -24,7 +25,11 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which warns on every start that this CPU-only host
+# has no CUDA runtime; that says nothing about the measurement.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 
 Runtime = Literal["eager", "optimized", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("eager", "optimized", "onnxruntime")

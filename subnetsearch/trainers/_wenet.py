@@ -130,7 +130,7 @@ def _lr_at(recipe: WeNetRecipe, step: int, total: int) -> float:
 
 def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, out_dir: str | Path,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
-                resume: bool = True) -> dict:
+                resume: bool = True, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train with Algorithm 1; writes `last.pt` (resumable) each epoch, `supernet.pt` at the end,
     and `train_log.jsonl` (one line of metrics per epoch) in `out_dir`. Returns the final metrics."""
     out_dir = Path(out_dir)
@@ -179,6 +179,8 @@ def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, ou
         history.append(record)
         log.write(json.dumps(record) + "\n")
         log.flush()
+        if on_epoch:
+            on_epoch(record)
         save_checkpoint(last, supernet, asdict(recipe), data_spec, {"epoch": epoch + 1, "history": history},
                         extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
     log.close()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Training runs behind benchmark 3 (twins), benchmark 4 (shuffle) and the BN-sampling and
+# distillation ablations, run by two workers of one thread each (on 2 cores this beats one
+# 2-thread run for these narrow networks). Runs go to $RUNS (default ~/.cache/subnetsearch-runs);
+# each is resumable: rerunning this script continues unfinished runs and skips finished ones.
+#   bash benchmarks/train_runs.sh [twins|ablations|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUNS="${RUNS:-$HOME/.cache/subnetsearch-runs}"
+mkdir -p "$RUNS"
+twins='twin-full --fixed-mode full --epochs 10
+twin-uniform2 --fixed-mode uniform:2 --epochs 10
+twin-uniform4 --fixed-mode uniform:4 --epochs 10
+twin-uniform8 --fixed-mode uniform:8 --epochs 10
+twin-smallest --fixed-mode smallest --epochs 10'
+ablations='ablation-default --epochs 2
+ablation-noshuffle --epochs 2 --no-shuffle
+ablation-independent --epochs 2 --sampling independent
+ablation-nodistill --epochs 2 --no-distill'
+case "${1:-all}" in
+  twins) jobs=$twins ;;
+  ablations) jobs=$ablations ;;
+  all) jobs="$twins"$'\n'"$ablations" ;;
+  *) echo "usage: $0 [twins|ablations|all]" >&2; exit 2 ;;
+esac
+# shellcheck disable=SC2016
+printf '%s\n' "$jobs" | xargs -P 2 -L 1 bash -c '
+  name=$0
+  if [ -f "$RUNS/$name/supernet.pt" ]; then echo "$name: done already"; exit 0; fi
+  echo "$name: training"
+  .venv/bin/subnetsearch train --out "$RUNS/$name" --threads 1 "$@" > "$RUNS/$name.log" 2>&1 && echo "$name: finished"'
