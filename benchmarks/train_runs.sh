@@ -16,7 +16,8 @@ twin-smallest --fixed-mode smallest --epochs 10'
 ablations='ablation-default --epochs 2
 ablation-noshuffle --epochs 2 --no-shuffle
 ablation-independent --epochs 2 --sampling independent
-ablation-nodistill --epochs 2 --no-distill'
+ablation-nodistill --epochs 2 --no-distill
+ablation-shufflemax --epochs 2 --shuffle-rule max'
 case "${1:-all}" in
   twins) jobs=$twins ;;
   ablations) jobs=$ablations ;;

@@ -39,7 +39,7 @@ def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(modules[node.target], SwitchableBatchNorm2d):
             source = node.args[0]
-            if not (source.op == "call_module" and isinstance(modules[source.target], (GroupSwitchConv2d,))):
+            if not (source.op == "call_module" and isinstance(modules[source.target], GroupSwitchConv2d)):
                 raise ValueError(f"switchable BN {node.target} does not follow a group-switchable conv")
             norms.setdefault(source.target, []).append(modules[node.target])
     return [SwitchUnit(name, module, tuple(norms.get(name, ())))
@@ -49,9 +49,11 @@ def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
 class WeNetSupernet(nn.Module):
     """A trained network whose operating modes are per-layer group counts (paper III-A, III-B).
 
-    Contract: `set_mode` validates first and changes nothing on error; it only assigns integers
-    (O(layers), no weight copy or allocation). `materialize` returns an independent static network
-    and leaves the supernet's mode unchanged. `cost` is a pure function of the mode.
+    Contract: `set_mode` validates first and changes nothing on error; then it swaps one tuple of
+    group counts shared by every dynamic layer (O(1) once a mode has been seen; no weight copy or
+    allocation). `materialize` returns an independent static network and leaves the supernet's
+    mode unchanged. `cost` is a pure function of the mode. Not thread-safe: one mode is active at a
+    time, so threads that evaluate different modes need their own supernet.
     """
 
     family = "wenet"
