@@ -13,11 +13,12 @@ twin-uniform2 --fixed-mode uniform:2 --epochs 10
 twin-uniform4 --fixed-mode uniform:4 --epochs 10
 twin-uniform8 --fixed-mode uniform:8 --epochs 10
 twin-smallest --fixed-mode smallest --epochs 10'
-ablations='ablation-default --epochs 2
-ablation-noshuffle --epochs 2 --no-shuffle
-ablation-independent --epochs 2 --sampling independent
-ablation-nodistill --epochs 2 --no-distill
-ablation-shufflemax --epochs 2 --shuffle-rule max'
+# Ablations: one epoch each (the CPU budget of one session); compare them with each other only.
+ablations='ablation-default --epochs 1
+ablation-noshuffle --epochs 1 --no-shuffle
+ablation-independent --epochs 1 --sampling independent
+ablation-nodistill --epochs 1 --no-distill
+ablation-shufflemax --epochs 1 --shuffle-rule max'
 case "${1:-all}" in
   twins) jobs=$twins ;;
   ablations) jobs=$ablations ;;
@@ -28,5 +29,8 @@ esac
 printf '%s\n' "$jobs" | xargs -P 2 -L 1 bash -c '
   name=$0
   if [ -f "$RUNS/$name/supernet.pt" ]; then echo "$name: done already"; exit 0; fi
+  # one process per run folder, even across two invocations of this script
+  exec 9>"$RUNS/$name.lock"
+  flock -n 9 || { echo "$name: running elsewhere"; exit 0; }
   echo "$name: training"
-  .venv/bin/subnetsearch train --out "$RUNS/$name" --threads 1 "$@" > "$RUNS/$name.log" 2>&1 && echo "$name: finished"'
+  .venv/bin/subnetsearch train --out "$RUNS/$name" --threads 1 "$@" >> "$RUNS/$name.log" 2>&1 && echo "$name: finished"'

@@ -10,8 +10,9 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from subnetsearch.cli._common import console, fail, parse_mode, parse_widths
-from subnetsearch.data import DataSpec, load_data
-from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, build_supernet
+from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, build_supernet
+from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
 
@@ -38,14 +39,20 @@ def train_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Train the default-family supernet on real data and write a checkpoint."""
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     spec = DataSpec(data, data_root, val_size, split_seed)
-    splits = load_data(spec)
-    channels, size, _ = splits.input_shape
-    arch = {**CIFAR_RESNET_DEFAULTS, "family": "wenet-cifar-resnet", "depth": depth, "widths": parse_widths(widths),
-            "in_channels": channels, "input_size": size, "num_classes": splits.num_classes,
-            "group_choices": parse_widths(groups), "shuffle": shuffle, "shuffle_rule": shuffle_rule}
-    supernet = build_supernet(arch)
+    try:
+        splits = load_data(spec)
+        channels, size, _ = splits.input_shape
+        arch = {**CIFAR_RESNET_DEFAULTS, "family": "wenet-cifar-resnet", "depth": depth,
+                "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
+                "num_classes": splits.num_classes, "group_choices": parse_widths(groups), "shuffle": shuffle,
+                "shuffle_rule": shuffle_rule}
+        supernet = build_supernet(arch)
+    except (DataError, ArchError) as error:
+        fail(str(error))
     mode_json = parse_mode(supernet, fixed_mode).to_json() if fixed_mode else None
     try:
         recipe = WeNetRecipe(epochs=epochs, batch_size=batch_size, lr=lr, samples_per_step=samples_per_step,
@@ -70,7 +77,10 @@ def train_command(
                               f"train acc {record['train_acc_full']:.4f}, val acc {record['val_acc_active_mode']:.4f}, "
                               f"{record['seconds']:.0f} s")
 
-        result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report, on_epoch=epoch_done)
+        try:
+            result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report, on_epoch=epoch_done)
+        except (ValueError, CheckpointError) as error:  # e.g. resuming a folder written with another recipe
+            fail(str(error))
     last = result["history"][-1]
     console.print(f"done: val accuracy (full mode, stored BN) {last['val_acc_active_mode']:.4f}; "
                   f"checkpoint {out / 'supernet.pt'}; recipe {asdict(recipe)}")

@@ -49,6 +49,12 @@ def test_train_smoke_and_bad_inputs(tmp_path) -> None:
     bad_sampling = runner.invoke(app, [*common, "--out", str(tmp_path / "z"), "--sampling", "every"])
     assert bad_sampling.exit_code == 2 and "sampling" in bad_sampling.output
     assert not (tmp_path / "z").exists()
+    bad_depth = runner.invoke(app, [*common, "--out", str(tmp_path / "d"), "--depth", "9"])
+    assert bad_depth.exit_code == 2 and "6n+2" in bad_depth.output
+    no_data = runner.invoke(app, ["train", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "e")])
+    assert no_data.exit_code == 2 and "nothing" in no_data.output and "apt-get install" in no_data.output
+    other_recipe = runner.invoke(app, [*common[:-1], "2", "--out", str(tmp_path / "ok")])
+    assert other_recipe.exit_code == 2 and "another recipe" in other_recipe.output
 
 
 def test_module_entry_point_shows_help() -> None:
