@@ -1,5 +1,7 @@
-"""Hardware targets: the latency measurement protocol on this host and its runtimes."""
+"""Hardware targets: the latency measurement protocol on this host and its runtimes, and the
+analytical energy model."""
 
+from subnetsearch.devices._energy import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
 from subnetsearch.devices._latency import (
     RUNTIMES,
     Latency,
@@ -14,6 +16,11 @@ from subnetsearch.devices._latency import (
 
 __all__ = [
     "RUNTIMES",
+    "Accesses",
+    "EnergyCoefficients",
+    "energy_pj",
+    "layer_accesses",
+    "network_accesses",
     "Latency",
     "LatencyProtocol",
     "OnnxRuntimeModel",

@@ -16,6 +16,7 @@ class LayerShape:
     out_channels: int
     kernel_area: int  # k_h * k_w (1 for linear)
     output_area: int  # h_out * w_out (1 for linear)
+    input_area: int  # h_in * w_in (1 for linear)
     fixed_groups: int  # groups of a static layer (depthwise convs keep theirs); 1 for switchable ones
     knob: str | None  # the knob that sets this layer's group count, if it is switchable
     bias: bool  # whether the materialized layer has a bias (own bias, or a folded BN)

@@ -25,6 +25,10 @@ class SwitchUnit:
     norms: tuple[SwitchableBatchNorm2d, ...]
 
 
+def _spatial_area(tensor: torch.Tensor) -> int:
+    return int(tensor.shape[-2] * tensor.shape[-1]) if tensor.dim() == 4 else 1
+
+
 class _DynamicLeafTracer(fx.Tracer):
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d)) or \
@@ -153,12 +157,12 @@ class WeNetSupernet(nn.Module):
         """Record each conv/linear layer's shape once (full mode, batch 1), and which of them carry a
         bias after BN folding, from the materialized full network."""
         knobs = set(self._knob_names())
-        shapes: dict[str, int] = {}
+        shapes: dict[str, tuple[int, int]] = {}  # name -> (output area, input area)
         hooks = []
         for name, module in self.network.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear, GroupSwitchConv2d, GroupSwitchLinear)):
                 def record(mod: nn.Module, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
-                    shapes[name] = int(output.shape[-2] * output.shape[-1]) if output.dim() == 4 else 1
+                    shapes[name] = (_spatial_area(output), _spatial_area(inputs[0]))
                 hooks.append(module.register_forward_hook(record))
         previous, was_training = self.mode, self.training
         try:
@@ -186,7 +190,7 @@ class WeNetSupernet(nn.Module):
             twin = static_modules.get(name)
             bias = (twin.bias is not None) if isinstance(twin, (nn.Conv2d, nn.Linear)) else module.bias is not None
             knob = name if name in knobs else None
-            layers.append(LayerShape(name, kind, c_in, c_out, area, shapes[name], fixed, knob, bias))
+            layers.append(LayerShape(name, kind, c_in, c_out, area, *shapes[name], fixed, knob, bias))
         other = sum(p.numel() for m in static.modules() if not isinstance(m, (nn.Conv2d, nn.Linear))
                     for p in m.parameters(recurse=False))
         return tuple(layers), other
