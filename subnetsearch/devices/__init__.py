@@ -13,9 +13,15 @@ from subnetsearch.devices._latency import (
     measurement_lock,
     prepare_runtime,
 )
+from subnetsearch.devices._profile import LOCATIONS, Device, DeviceError, default_host_device, host_description
 
 __all__ = [
+    "LOCATIONS",
     "RUNTIMES",
+    "Device",
+    "DeviceError",
+    "default_host_device",
+    "host_description",
     "Accesses",
     "EnergyCoefficients",
     "energy_pj",
