@@ -10,7 +10,7 @@ from rich.table import Table
 
 from subnetsearch.cli._common import console, fail
 from subnetsearch.data import DataError, DataSpec, load_data
-from subnetsearch.devices import LatencyProtocol
+from subnetsearch.devices import Device, LatencyProtocol, host_description
 from subnetsearch.search import EvaluationSettings, calibration_batches, evaluate_mode
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
@@ -32,6 +32,7 @@ def run_command(
         protocol = LatencyProtocol(runtime=runtime, threads=threads)  # type: ignore[arg-type]
     except ValueError as error:
         fail(str(error))
+    device = Device("this-host", "host", protocol, description=host_description())
     if not checkpoint.exists():
         if not train_if_missing:
             fail(f"checkpoint not found: {checkpoint}")
@@ -50,6 +51,7 @@ def run_command(
     torch.set_num_threads(threads)
     console.print(f"supernet {checkpoint} (hash {state.hash[:12]}), {len(supernet.space)} switchable layers, "
                   f"data {splits.name}: selection on {len(splits.val)} validation images")
+    console.print(f"device {device.name}: {device.description}; energy: Eq. (6) model, {device.energy.source}")
     generator = torch.Generator().manual_seed(seed)
     modes = [("full", supernet.full_mode())]
     modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
@@ -60,14 +62,14 @@ def run_command(
     table = Table(title=f"operating modes - latency: {runtime}, batch 1, {threads} threads, min of "
                         f"{protocol.repeats} medians")
     for column in ("mode", "groups per layer", "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms", "IQR ms", "id"):
+                   "latency ms", "IQR ms", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", "groups per layer", "id") else "right")
     full_latency = None
     for name, mode in modes:
-        metrics = evaluate_mode(supernet, mode, splits, settings, protocol, with_stored_bn=True, calibration=calibration)
+        metrics = evaluate_mode(supernet, mode, splits, device, settings, with_stored_bn=True, calibration=calibration)
         full_latency = full_latency or metrics.latency.ms
         table.add_row(name, supernet.describe(mode), f"{metrics.macs / 1e6:.2f}", f"{metrics.params:,}",
                       f"{metrics.accuracy_stored_bn:.4f}", f"{metrics.accuracy:.4f}",
                       f"{metrics.latency.ms:.3f} ({full_latency / metrics.latency.ms:.2f}x)",
-                      f"{metrics.latency.iqr_ms:.3f}", mode.id)
+                      f"{metrics.latency.iqr_ms:.3f}", f"{metrics.energy_mj:.3f}", mode.id)
     console.print(table)

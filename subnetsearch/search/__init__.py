@@ -6,6 +6,16 @@ from subnetsearch.search._evaluator import (
     calibration_batches,
     evaluate_mode,
     mode_accuracy,
+    mode_accuracy_and_loss,
+    mode_energy_mj,
 )
 
-__all__ = ["EvaluationSettings", "Metrics", "calibration_batches", "evaluate_mode", "mode_accuracy"]
+__all__ = [
+    "EvaluationSettings",
+    "Metrics",
+    "calibration_batches",
+    "evaluate_mode",
+    "mode_accuracy",
+    "mode_accuracy_and_loss",
+    "mode_energy_mj",
+]

@@ -1,4 +1,5 @@
-"""Evaluate one mode of a supernet: cost, BN-calibrated validation accuracy, measured latency."""
+"""Evaluate one mode of a supernet on one device: cost, BN-calibrated validation accuracy and loss,
+measured latency, modelled energy. Every figure says how it was obtained."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from dataclasses import dataclass
 import torch
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Latency, LatencyProtocol, measure_latency
+from subnetsearch.devices import Device, Latency, energy_pj, measure_latency, network_accesses
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet
 from subnetsearch.supernets._calibrate import calibrated_bn
-from subnetsearch.trainers import evaluate_accuracy
+from subnetsearch.trainers import evaluate_split
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """How accuracy is measured. Calibration uses training images only; accuracy uses `split`."""
+    """How accuracy is measured. Calibration uses training images only; accuracy uses `split`
+    (validation for every selection; "test" only for reports)."""
 
     split: str = "val"
     calibration_batches: int = 20
@@ -33,13 +35,23 @@ class EvaluationSettings:
 
 @dataclass(frozen=True)
 class Metrics:
+    """Everything measured for one (mode, device). `latency` is None where the device does not run
+    here (a Ray node or an imported table); `energy_mj` always comes from the Eq. (6) model."""
+
     mode: Mode
+    device: str
     macs: int
     params: int
-    accuracy: float  # with BN calibrated for this mode (or stored statistics if calibration_batches == 0)
+    accuracy: float  # BN calibrated for this mode (stored statistics if calibration_batches == 0)
+    loss: float
     accuracy_stored_bn: float | None
     latency: Latency | None
+    energy_mj: float
     settings: EvaluationSettings
+
+    @property
+    def energy_source(self) -> str:
+        return "model"
 
 
 def calibration_batches(splits: Splits, settings: EvaluationSettings) -> list[torch.Tensor]:
@@ -51,37 +63,51 @@ def calibration_batches(splits: Splits, settings: EvaluationSettings) -> list[to
 
 def mode_accuracy(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                   calibration: list[torch.Tensor] | None = None) -> float:
+    return mode_accuracy_and_loss(supernet, mode, splits, settings, calibration)[0]
+
+
+def mode_accuracy_and_loss(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
+                           calibration: list[torch.Tensor] | None = None) -> tuple[float, float]:
     split = splits.val if settings.split == "val" else splits.test
     if settings.calibration_batches == 0:
         previous = supernet.mode
         supernet.set_mode(mode)
         try:
-            return evaluate_accuracy(supernet, splits, split, max_batches=settings.max_eval_batches)
+            return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
-        return evaluate_accuracy(supernet, splits, split, max_batches=settings.max_eval_batches)
+        return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
 
 
-def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings = EvaluationSettings(),
-                  protocol: LatencyProtocol | None = LatencyProtocol(), with_stored_bn: bool = False,
-                  calibration: list[torch.Tensor] | None = None) -> Metrics:
-    """Cost from the analytical model, accuracy with per-mode BN calibration, and (if a protocol is
-    given) the measured latency of the materialized mode, with calibrated BN folded in."""
+def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
+    """Modelled energy per inference (millijoules) at the device's batch size."""
+    batch = device.protocol.batch_size
+    accesses = network_accesses(supernet.layer_shapes, dict(mode.values), batch)
+    return energy_pj(accesses, device.energy) / batch * 1e-9
+
+
+def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: Device,
+                  settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
+                  calibration: list[torch.Tensor] | None = None, measure: bool = True) -> Metrics:
+    """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
+    the device's energy model, and (for a device on this host, if `measure`) the measured latency
+    of the materialized mode with its calibrated BN folded in."""
     cost = supernet.cost(mode)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
-    accuracy = mode_accuracy(supernet, mode, splits, settings, batches)
+    accuracy, loss = mode_accuracy_and_loss(supernet, mode, splits, settings, batches)
     stored = None
     if with_stored_bn:
         stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
                                                                            max_eval_batches=settings.max_eval_batches))
     latency = None
-    if protocol is not None:
+    if measure and device.location == "host":
         if settings.calibration_batches:
             with calibrated_bn(supernet, mode, batches):
                 static = supernet.materialize(mode)
         else:
             static = supernet.materialize(mode)
-        latency = measure_latency(static, supernet.input_shape, protocol, label=mode.id)
-    return Metrics(mode, cost.macs, cost.params, accuracy, stored, latency, settings)
+        latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id)
+    return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
+                   mode_energy_mj(supernet, mode, device), settings)
