@@ -1,0 +1,202 @@
+"""Latency lookup tables (Once-for-All's predictor, generalized to group-switchable layers).
+
+Each convolution of a materialized mode is one *layer configuration*: its shape, group count, the
+activation after it and the channel shuffle that stays after it (a shuffle next to a dense conv is
+folded away by `materialize`). A table maps configurations to latencies measured on the device,
+each as a small standalone module run by the device's runtime. A mode's predicted latency is the
+sum over its convolutions plus a fixed overhead (pooling, adds, classifier, per-call costs) that
+no knob changes, measured as the median gap between end-to-end latency and the sum on a few modes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import fx, nn
+
+from subnetsearch.devices._latency import LatencyProtocol, measure_latencies
+from subnetsearch.spaces import Mode
+from subnetsearch.supernets import ChannelShuffle, GroupSwitchConv2d, SwitchableBatchNorm2d, WeNetSupernet
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One entry of a lookup table (hashable, JSON-able)."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    input_size: tuple[int, int]
+    groups: int
+    activation: bool
+    shuffle_groups: int  # 0: no shuffle after this layer in the materialized network
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def module(self) -> nn.Module:
+        layers: list[nn.Module] = [nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride,
+                                             self.kernel // 2, groups=self.groups, bias=True)]
+        if self.activation:
+            layers.append(nn.ReLU())
+        if self.shuffle_groups:
+            layers.append(ChannelShuffle(self.out_channels, self.shuffle_groups))
+        return nn.Sequential(*layers).eval()
+
+
+@dataclass(frozen=True)
+class _ConvSite:
+    """Where a convolution sits in the supernet, for building its configuration under any mode."""
+
+    name: str
+    knob: str | None
+    fixed_groups: int
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    input_size: tuple[int, int]
+    activation: bool
+    shuffle: ChannelShuffle | None
+    consumer_knob: str | None  # the knob of the conv after the shuffle (None: not switchable)
+    consumer_fixed_groups: int
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, (GroupSwitchConv2d, SwitchableBatchNorm2d, ChannelShuffle)) or \
+            super().is_leaf_module(module, qualified_name)
+
+
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
+    """Trace the supernet once: every convolution, the activation and shuffle that follow it."""
+    network = supernet.network
+    modules = dict(network.named_modules())
+    graph = _Tracer().trace(network)
+    input_sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        return lambda module, inputs, output: input_sizes.__setitem__(name, tuple(inputs[0].shape[-2:]))
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in modules.items()
+             if isinstance(m, (nn.Conv2d, GroupSwitchConv2d))]
+    was_training = supernet.training
+    try:
+        supernet.eval()
+        with torch.no_grad():
+            network(torch.zeros(1, *supernet.input_shape))  # spatial sizes do not depend on the mode
+    finally:
+        supernet.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    knobs = {knob.name for knob in supernet.space.knobs}
+
+    def is_module(node: fx.Node | None, kinds: tuple[type, ...]) -> bool:
+        return node is not None and node.op == "call_module" and isinstance(modules[node.target], kinds)
+
+    def is_activation(node: fx.Node | None) -> bool:
+        if node is None:
+            return False
+        if node.op == "call_function":
+            return node.target in (torch.relu, torch.nn.functional.relu)
+        return is_module(node, _ACTIVATIONS)
+
+    sites = []
+    for node in graph.nodes:
+        if not is_module(node, (nn.Conv2d, GroupSwitchConv2d)):
+            continue
+        conv = modules[node.target]
+        cursor, activation, shuffle, consumer = node, False, None, None
+        nxt = _single_user(cursor)
+        if is_module(nxt, (nn.BatchNorm2d, SwitchableBatchNorm2d)):
+            cursor, nxt = nxt, _single_user(nxt)
+        for _ in range(2):  # activation and shuffle, in either order
+            if is_activation(nxt) and not activation:
+                activation, cursor, nxt = True, nxt, _single_user(nxt)
+            elif is_module(nxt, (ChannelShuffle,)) and shuffle is None:
+                shuffle, cursor, nxt = modules[nxt.target], nxt, _single_user(nxt)
+        if shuffle is not None and is_module(nxt, (nn.Conv2d, GroupSwitchConv2d)):
+            consumer = nxt.target
+        kernel = conv.kernel_size if isinstance(conv.kernel_size, int) else conv.kernel_size[0]
+        stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
+        consumer_module = modules.get(consumer) if consumer else None
+        sites.append(_ConvSite(
+            node.target, node.target if node.target in knobs else None,
+            conv.groups if isinstance(conv, nn.Conv2d) else 1, conv.in_channels, conv.out_channels, kernel, stride,
+            input_sizes[node.target], activation, shuffle,
+            consumer if consumer in knobs else None,
+            consumer_module.groups if isinstance(consumer_module, nn.Conv2d) else 1))
+    return sites
+
+
+def layer_configs(sites: Iterable[_ConvSite], mode: Mode) -> list[LayerConfig]:
+    """The configurations a mode's materialized network runs, one per convolution."""
+    configs = []
+    for site in sites:
+        groups = mode.values[site.knob] if site.knob else site.fixed_groups
+        shuffle_groups = 0
+        if site.shuffle is not None and site.shuffle.enabled and site.shuffle.max_groups > 1:
+            consumer_groups = mode.values[site.consumer_knob] if site.consumer_knob else site.consumer_fixed_groups
+            if groups > 1 and consumer_groups > 1:  # otherwise materialize folds it into a dense conv
+                shuffle_groups = site.shuffle.max_groups
+        configs.append(LayerConfig(site.in_channels, site.out_channels, site.kernel, site.stride, site.input_size,
+                                   groups, site.activation, shuffle_groups))
+    return configs
+
+
+@dataclass
+class LatencyTable:
+    """Measured latency (ms) per layer configuration on one device, plus the fixed overhead."""
+
+    protocol: LatencyProtocol
+    entries: dict[str, float]
+    overhead_ms: float = 0.0
+
+    def predict(self, configs: Iterable[LayerConfig]) -> float:
+        missing = [c for c in configs if c.key() not in self.entries]
+        if missing:
+            raise KeyError(f"{len(missing)} layer configuration(s) not in the table, e.g. {missing[0]}")
+        return sum(self.entries[c.key()] for c in configs) + self.overhead_ms
+
+    def to_dict(self) -> dict:
+        return {"protocol": asdict(self.protocol), "entries": self.entries, "overhead_ms": self.overhead_ms}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping) -> LatencyTable:
+        return cls(LatencyProtocol(**payload["protocol"]), dict(payload["entries"]), float(payload["overhead_ms"]))
+
+
+def build_table(supernet: WeNetSupernet, modes: Iterable[Mode], protocol: LatencyProtocol,
+                calibration_modes: Iterable[Mode]) -> LatencyTable:
+    """Measure every configuration the given modes need (each once), then the overhead as the median
+    gap between measured end-to-end latency and the summed entries on `calibration_modes`."""
+    sites = conv_sites(supernet)
+    calibration = list(calibration_modes)
+    wanted: dict[str, LayerConfig] = {}
+    for mode in [*modes, *calibration]:
+        for config in layer_configs(sites, mode):
+            wanted.setdefault(config.key(), config)
+    entries = {}
+    by_input: dict[tuple[int, ...], dict[str, nn.Module]] = {}
+    for key, config in wanted.items():
+        by_input.setdefault((config.in_channels, *config.input_size), {})[key] = config.module()
+    for input_shape, group in by_input.items():
+        entries.update({key: latency.ms for key, latency in measure_latencies(group, input_shape, protocol).items()})
+    table = LatencyTable(protocol, entries)
+    measured = measure_latencies({mode.id: supernet.materialize(mode) for mode in calibration}, supernet.input_shape,
+                                 protocol)
+    table.overhead_ms = statistics.median(measured[mode.id].ms - table.predict(layer_configs(sites, mode))
+                                          for mode in calibration)
+    return table

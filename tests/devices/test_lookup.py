@@ -1,0 +1,32 @@
+import torch
+
+from subnetsearch.devices import LatencyProtocol
+from subnetsearch.devices._lookup import LatencyTable, build_table, conv_sites, layer_configs
+from subnetsearch.supernets import ChannelShuffle
+
+
+def test_configs_match_what_the_materialized_network_runs(tiny_supernet) -> None:
+    sites = conv_sites(tiny_supernet)
+    generator = torch.Generator().manual_seed(0)
+    modes = [tiny_supernet.full_mode(), tiny_supernet.smallest_mode()] + [tiny_supernet.random_mode(generator)
+                                                                          for _ in range(6)]
+    for mode in modes:
+        configs = layer_configs(sites, mode)
+        static = tiny_supernet.materialize(mode)
+        convs = [m for m in static.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert sorted(c.groups for c in configs) == sorted(c.groups for c in convs)
+        shuffles = sum(isinstance(m, ChannelShuffle) for m in static.modules())
+        assert sum(1 for c in configs if c.shuffle_groups) == shuffles
+    assert sum(c.activation for c in layer_configs(sites, modes[0])) == 1 + 3  # stem + conv1 of each block
+
+
+def test_table_predicts_from_measured_entries_and_round_trips(tiny_supernet) -> None:
+    protocol = LatencyProtocol(runtime="eager", threads=1, warmup=1, repeats=1, min_run_time=0.01)
+    modes = [tiny_supernet.uniform_mode(g) for g in (1, 2, 8)]
+    table = build_table(tiny_supernet, modes, protocol, calibration_modes=modes[:2])
+    sites = conv_sites(tiny_supernet)
+    assert all(value > 0 for value in table.entries.values())
+    prediction = table.predict(layer_configs(sites, modes[2]))
+    assert prediction > 0
+    again = LatencyTable.from_dict(table.to_dict())
+    assert again.predict(layer_configs(sites, modes[2])) == prediction
