@@ -1,0 +1,25 @@
+"""Persistent storage: one SQL URL for devices, supernets and evaluations (and Optuna's tables)."""
+
+from subnetsearch.storage._store import (
+    DEFAULT_URL,
+    URL_ENVIRONMENT,
+    StorageError,
+    Store,
+    StoredEvaluation,
+    SupernetRecord,
+    safe_url,
+    settings_key,
+    storage_url,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "URL_ENVIRONMENT",
+    "StorageError",
+    "Store",
+    "StoredEvaluation",
+    "SupernetRecord",
+    "safe_url",
+    "settings_key",
+    "storage_url",
+]

@@ -1,0 +1,68 @@
+"""The whole schema (SQLAlchemy 2 ORM). ORM rows never leave the storage package: the store API
+turns them into frozen value objects. Migrations live in `alembic/versions` beside this module."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class DeviceRow(Base):
+    __tablename__ = "ss_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    location: Mapped[str] = mapped_column(String(16))
+    protocol: Mapped[dict[str, Any]]
+    energy: Mapped[dict[str, Any]]
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SupernetRow(Base):
+    __tablename__ = "ss_supernets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family: Mapped[str] = mapped_column(String(64))
+    arch: Mapped[dict[str, Any]]
+    recipe: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class EvaluationRow(Base):
+    """One evaluated (supernet, device, mode, settings). The unique key is the evaluator's cache key."""
+
+    __tablename__ = "ss_evaluations"
+    __table_args__ = (UniqueConstraint("supernet_id", "device_id", "mode_id", "settings_key", name="uq_evaluation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    supernet_id: Mapped[int] = mapped_column(ForeignKey("ss_supernets.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    mode_id: Mapped[str] = mapped_column(String(16))
+    mode_json: Mapped[str] = mapped_column(Text)
+    settings_key: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]]
+    accuracy: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float] = mapped_column(Float)
+    macs: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[int] = mapped_column(BigInteger)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # protocol + repeats; measured flag
+    energy_mj: Mapped[float] = mapped_column(Float)
+    energy_source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
