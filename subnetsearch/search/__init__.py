@@ -1,5 +1,6 @@
 """Evaluation of modes (and, later, the search strategies)."""
 
+from subnetsearch.search._cache import CachedEvaluator, to_record
 from subnetsearch.search._evaluator import (
     EvaluationSettings,
     Metrics,
@@ -11,6 +12,8 @@ from subnetsearch.search._evaluator import (
 )
 
 __all__ = [
+    "CachedEvaluator",
+    "to_record",
     "EvaluationSettings",
     "Metrics",
     "calibration_batches",

@@ -17,23 +17,77 @@ def tiny_checkpoint(tmp_path, tiny_supernet):
     return path
 
 
-def test_run_prints_a_table_of_modes(tiny_checkpoint) -> None:
-    result = runner.invoke(app, ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "1", "--threads", "1"])
+@pytest.fixture
+def storage(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage) -> None:
+    add = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                              "--storage", storage])
+    assert add.exit_code == 0, add.output
+    args = ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "1", "--device", "quick", "--storage", storage]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    for text in ("full", "uniform 1/2", "smallest", "random 1", "MMACs", "latency ms", "8-8-8-8-8-8-8-8"):
+    for text in ("full", "uniform 1/2", "smallest", "random 1", "MMACs", "latency ms", "8-8-8-8-8-8-8-8", "energy"):
         assert text in result.output
+    assert "5 modes evaluated now, 1 reused" in result.output  # uniform 1/8 and smallest coincide here
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 modes evaluated now, 6 reused" in again.output
 
 
-def test_run_without_checkpoint_fails_clearly(tmp_path) -> None:
-    result = runner.invoke(app, ["run", "--checkpoint", str(tmp_path / "none.pt"), "--no-train-if-missing"])
+def test_run_without_checkpoint_fails_clearly(tmp_path, storage) -> None:
+    result = runner.invoke(app, ["run", "--checkpoint", str(tmp_path / "none.pt"), "--no-train-if-missing",
+                                 "--storage", storage])
     assert result.exit_code == 2 and "checkpoint not found" in result.output
 
 
-def test_run_with_a_damaged_checkpoint_fails_clearly(tmp_path) -> None:
+def test_run_with_a_damaged_checkpoint_or_unknown_device_fails_clearly(tmp_path, storage) -> None:
     path = tmp_path / "bad.pt"
     path.write_bytes(b"not a checkpoint")
-    result = runner.invoke(app, ["run", "--checkpoint", str(path)])
+    result = runner.invoke(app, ["run", "--checkpoint", str(path), "--storage", storage])
     assert result.exit_code == 2 and "truncated or not a checkpoint" in result.output
+    unknown = runner.invoke(app, ["run", "--device", "nowhere", "--storage", storage])
+    assert unknown.exit_code == 2 and "unknown device 'nowhere'" in unknown.output
+
+
+def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
+    for runtime in ("eager", "onnxruntime"):
+        result = runner.invoke(app, ["devices", "add", f"host-{runtime}", "--runtime", runtime, "--threads", "1",
+                                     "--repeats", "1", "--storage", storage])
+        assert result.exit_code == 0, result.output
+    listing = runner.invoke(app, ["devices", "list", "--storage", storage])
+    assert "host-eager" in listing.output and "host-onnxruntime" in listing.output
+    measured = runner.invoke(app, ["devices", "measure", "host-onnxruntime", "--checkpoint", str(tiny_checkpoint),
+                                   "--modes", "full,smallest", "--storage", storage])
+    assert measured.exit_code == 0, measured.output
+    assert "smallest" in measured.output and "onnxruntime" in measured.output
+    assert runner.invoke(app, ["devices", "remove", "host-eager", "--storage", storage]).exit_code == 0
+    assert "host-eager" not in runner.invoke(app, ["devices", "list", "--storage", storage]).output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["devices", "add", "Bad Name"], "is not allowed"),
+    (["devices", "add", "x", "--runtime", "tpu"], "runtime"),
+    (["devices", "add", "x", "--location", "moon"], "location"),
+    (["devices", "measure", "ghost"], "unknown device 'ghost'"),
+    (["devices", "remove", "ghost"], "unknown device 'ghost'"),
+])
+def test_devices_bad_inputs(args, message, storage) -> None:
+    result = runner.invoke(app, [*args, "--storage", storage])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_devices_elsewhere_are_not_measured_here(tiny_checkpoint, storage) -> None:
+    runner.invoke(app, ["devices", "add", "board", "--location", "ray-node", "--storage", storage])
+    result = runner.invoke(app, ["devices", "measure", "board", "--checkpoint", str(tiny_checkpoint),
+                                 "--storage", storage])
+    assert result.exit_code == 2 and "cannot be measured on this host" in result.output
+
+
+def test_unreachable_storage_fails_clearly() -> None:
+    result = runner.invoke(app, ["devices", "list", "--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/x"])
+    assert result.exit_code == 2 and "cannot open storage" in result.output and ":pw@" not in result.output
 
 
 def test_train_smoke_and_bad_inputs(tmp_path) -> None:

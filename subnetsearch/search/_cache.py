@@ -1,0 +1,55 @@
+"""An evaluator that never evaluates a mode twice: results are kept in the store, keyed by
+(supernet content hash, device, mode id, evaluation settings + device protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from subnetsearch.data import Splits
+from subnetsearch.devices import Device
+from subnetsearch.search._evaluator import EvaluationSettings, Metrics, calibration_batches, evaluate_mode
+from subnetsearch.spaces import Mode
+from subnetsearch.storage import Store, StoredEvaluation, settings_key
+from subnetsearch.supernets import WeNetSupernet
+
+
+def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluation:
+    latency = metrics.latency.to_dict() if metrics.latency else None
+    return StoredEvaluation(supernet_hash, metrics.device, metrics.mode.id, metrics.mode.to_json(), key,
+                            asdict(metrics.settings), metrics.accuracy, metrics.loss, metrics.macs, metrics.params,
+                            metrics.latency.ms if metrics.latency else None, latency, metrics.energy_mj,
+                            metrics.energy_source)
+
+
+class CachedEvaluator:
+    """Evaluates modes of one supernet on one device. Not thread-safe (the supernet has one mode)."""
+
+    def __init__(self, supernet: WeNetSupernet, supernet_hash: str, splits: Splits, device: Device,
+                 store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
+                 measure: bool = True) -> None:
+        self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
+        self.device, self.store, self.settings, self.measure = device, store, settings, measure
+        self.key = settings_key({"settings": asdict(settings), "device": device.to_dict(), "measure": measure,
+                                 "data": splits.name, "split_seed": splits.split_seed})
+        self._memory: dict[str, StoredEvaluation] = {}
+        self._calibration = None
+        self.hits = self.misses = 0
+
+    def evaluate(self, mode: Mode) -> StoredEvaluation:
+        cached = self._memory.get(mode.id)
+        if cached is None and self.store is not None:
+            cached = self.store.get_evaluation(self.supernet_hash, self.device.name, mode.id, self.key)
+        if cached is not None:
+            self.hits += 1
+            self._memory[mode.id] = cached
+            return cached
+        self.misses += 1
+        if self._calibration is None and self.settings.calibration_batches:
+            self._calibration = calibration_batches(self.splits, self.settings)
+        metrics = evaluate_mode(self.supernet, mode, self.splits, self.device, self.settings,
+                                calibration=self._calibration, measure=self.measure)
+        record = to_record(metrics, self.supernet_hash, self.key)
+        if self.store is not None:
+            self.store.put_evaluation(record)
+        self._memory[mode.id] = record
+        return record
