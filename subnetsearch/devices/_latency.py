@@ -105,10 +105,14 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     """ONNX bytes of a static model. The TorchScript-based exporter takes ~1 s where the dynamo one
     takes ~8 s for ResNet-50; both give the same graph here, so the fast one is used."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"])
+    except Exception as error:  # the exporter raises many kinds
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RuntimeError(f"ONNX export of the materialized mode failed ({type(error).__name__}): {first_line}") from error
     return buffer.getvalue()
 
 

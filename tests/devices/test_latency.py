@@ -48,3 +48,15 @@ def test_measurements_never_overlap_across_threads() -> None:
 def test_bad_protocols_are_refused(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
         LatencyProtocol(**changes)
+
+
+class _NotExportable(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft2(x).real
+
+
+def test_onnx_export_failure_is_reported_clearly() -> None:
+    from subnetsearch.devices import export_onnx
+
+    with pytest.raises(RuntimeError, match="ONNX export of the materialized mode failed"):
+        export_onnx(_NotExportable(), torch.randn(1, 1, 4, 4))
