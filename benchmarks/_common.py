@@ -6,14 +6,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def environment() -> dict:
