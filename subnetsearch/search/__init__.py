@@ -1,6 +1,7 @@
 """Evaluation of modes (and, later, the search strategies)."""
 
 from subnetsearch.search._cache import CachedEvaluator, to_record
+from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, cost_of, greedy_dse, next_candidates
 from subnetsearch.search._evaluator import (
     EvaluationSettings,
     Metrics,
@@ -12,6 +13,12 @@ from subnetsearch.search._evaluator import (
 )
 
 __all__ = [
+    "COSTS",
+    "DSEResult",
+    "DSEStep",
+    "cost_of",
+    "greedy_dse",
+    "next_candidates",
     "CachedEvaluator",
     "to_record",
     "EvaluationSettings",
