@@ -11,8 +11,26 @@ from subnetsearch.search._evaluator import (
     mode_accuracy_and_loss,
     mode_energy_mj,
 )
+from subnetsearch.search._optuna import (
+    OBJECTIVES,
+    SAMPLERS,
+    Constraints,
+    make_sampler,
+    objective_values,
+    open_study,
+    optuna_search,
+    record_trial,
+)
 
 __all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "Constraints",
+    "make_sampler",
+    "objective_values",
+    "open_study",
+    "optuna_search",
+    "record_trial",
     "COSTS",
     "DSEResult",
     "DSEStep",

@@ -1,0 +1,104 @@
+"""Optuna multi-objective search over one search space, and recording of every evaluation (of any
+strategy, DSE included) as a trial, so the Optuna dashboard shows every search."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.samplers import BaseSampler
+
+from subnetsearch.spaces import Mode, SearchSpace
+from subnetsearch.spaces._optuna import mode_from_params, to_optuna
+from subnetsearch.storage import StoredEvaluation
+
+SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
+OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize", "energy": "minimize"}
+Evaluate = Callable[[Mode], StoredEvaluation]
+
+
+def make_sampler(name: str, seed: int) -> BaseSampler:
+    """Optuna 5's default multi-objective sampler is TPE; the others as named."""
+    factories: dict[str, Callable[[], BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=20),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed, population_size=20),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+    }
+    if name not in factories:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
+    return factories[name]()
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Feasibility limits, passed to Optuna as per-trial constraints (<= 0 is feasible)."""
+
+    min_accuracy: float | None = None
+    max_latency_ms: float | None = None
+
+    def values(self, evaluation: StoredEvaluation) -> dict[str, float]:
+        values = {}
+        if self.min_accuracy is not None:
+            values["min_accuracy"] = self.min_accuracy - evaluation.accuracy
+        if self.max_latency_ms is not None:
+            if evaluation.latency_ms is None:
+                raise ValueError("a latency budget needs measured latency (a device on this host)")
+            values["max_latency_ms"] = evaluation.latency_ms - self.max_latency_ms
+        return values
+
+
+def objective_values(evaluation: StoredEvaluation, objectives: Sequence[str]) -> list[float]:
+    values = {"accuracy": evaluation.accuracy, "latency": evaluation.latency_ms, "macs": float(evaluation.macs),
+              "energy": evaluation.energy_mj}
+    missing = [name for name in objectives if values.get(name) is None]
+    if missing:
+        raise ValueError(f"objective(s) {missing} not available for this evaluation (latency needs a host device)")
+    return [float(values[name]) for name in objectives]
+
+
+def open_study(storage: str, name: str, objectives: Sequence[str], sampler: BaseSampler,
+               attributes: Mapping[str, object]) -> optuna.Study:
+    """Create (or reopen) a study in the project's storage URL, with named metrics and user attrs
+    that say which supernet, device and strategy it belongs to."""
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(OBJECTIVES)}")
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, load_if_exists=True,
+                                directions=[OBJECTIVES[o] for o in objectives])
+    with warnings.catch_warnings():  # set_metric_names is marked experimental; the dashboard uses it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+    for key, value in attributes.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation: StoredEvaluation,
+                 objectives: Sequence[str], constraints: Constraints, attributes: Mapping[str, object]) -> None:
+    """Add an evaluation made outside the sampler (e.g. by the greedy DSE) as a completed trial."""
+    study.add_trial(optuna.trial.create_trial(
+        params=dict(mode.values), distributions=to_optuna(space), values=objective_values(evaluation, objectives),
+        user_attrs={"mode_id": mode.id, "mode_json": mode.to_json(), **attributes},
+        constraints=constraints.values(evaluation) or None))
+
+
+def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, trials: int,
+                  objectives: Sequence[str], constraints: Constraints = Constraints()) -> list[StoredEvaluation]:
+    """Ask/tell loop: the sampler proposes modes; the (cached) evaluator measures them."""
+    distributions = to_optuna(space)
+    results = []
+    for _ in range(trials):
+        trial = study.ask(distributions)
+        mode = mode_from_params(space, trial.params)
+        evaluation = evaluate(mode)
+        for key, value in constraints.values(evaluation).items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("mode_id", mode.id)
+        trial.set_user_attr("mode_json", mode.to_json())
+        study.tell(trial, objective_values(evaluation, objectives))
+        results.append(evaluation)
+    return results

@@ -1,0 +1,74 @@
+import optuna
+import pytest
+
+from subnetsearch.devices import Device
+from subnetsearch.search import (
+    CachedEvaluator,
+    Constraints,
+    EvaluationSettings,
+    greedy_dse,
+    make_sampler,
+    open_study,
+    optuna_search,
+    record_trial,
+)
+from subnetsearch.spaces import mode_from_params, to_optuna
+from subnetsearch.storage import Store
+
+QUICK = EvaluationSettings(calibration_batches=1, calibration_batch_size=16, max_eval_batches=1)
+
+
+@pytest.fixture
+def evaluator(tiny_supernet, tiny_data):
+    return CachedEvaluator(tiny_supernet, "tiny", tiny_data, Device("t"), settings=QUICK, measure=False)
+
+
+def test_space_translates_to_optuna_and_back(tiny_supernet) -> None:
+    distributions = to_optuna(tiny_supernet.space)
+    assert set(distributions) == {knob.name for knob in tiny_supernet.space.knobs}
+    assert distributions["layer1.0.conv1"].choices == (1, 2, 4, 8)
+    mode = tiny_supernet.uniform_mode(4)
+    assert mode_from_params(tiny_supernet.space, dict(mode.values)) == mode
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe"])
+def test_multi_objective_search_records_named_metrics_and_constraints(tmp_path, tiny_supernet, evaluator,
+                                                                      sampler: str) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    Store(url)  # the project's tables and Optuna's share one database
+    study = open_study(url, "tiny-optuna", ["accuracy", "macs"], make_sampler(sampler, seed=0),
+                       {"supernet": "tiny", "device": "t", "strategy": f"optuna-{sampler}"})
+    results = optuna_search(study, tiny_supernet.space, evaluator.evaluate, 6, ["accuracy", "macs"],
+                            Constraints(min_accuracy=0.0))
+    reopened = optuna.load_study(study_name="tiny-optuna", storage=url)
+    assert reopened.metric_names == ["accuracy", "macs"] and reopened.user_attrs["device"] == "t"
+    trials = reopened.get_trials()
+    assert len(trials) == 6 == len(results)
+    for trial, result in zip(trials, results, strict=True):
+        assert trial.values == [result.accuracy, float(result.macs)]
+        assert trial.constraints == {"min_accuracy": pytest.approx(-result.accuracy)}
+        assert trial.user_attrs["mode_id"] == result.mode_id
+    assert reopened.best_trials  # a Pareto front of feasible trials exists
+
+
+def test_dse_evaluations_are_recorded_as_trials(tmp_path, tiny_supernet, evaluator) -> None:
+    url = f"sqlite:///{tmp_path / 'dse.db'}"
+    study = open_study(url, "tiny-dse", ["accuracy", "energy"], make_sampler("random", 0), {"strategy": "dse"})
+    space = tiny_supernet.space
+
+    def evaluate_and_record(modes):
+        results = [evaluator.evaluate(m) for m in modes]
+        for mode, result in zip(modes, results, strict=True):
+            record_trial(study, space, mode, result, ["accuracy", "energy"], Constraints(), {"strategy": "dse"})
+        return results
+
+    result = greedy_dse(space, tiny_supernet.full_mode(), evaluate_and_record, delta=0.0, cost="energy",
+                        max_iterations=2)
+    assert len(study.get_trials()) == result.evaluations == 1 + 8 + 8
+
+
+def test_bad_sampler_and_objective_names() -> None:
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("annealing", 0)
+    with pytest.raises(ValueError, match="unknown objective"):
+        open_study("sqlite://", "x", ["speed"], make_sampler("random", 0), {})
