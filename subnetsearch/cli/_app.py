@@ -6,10 +6,12 @@ import typer
 
 from subnetsearch.cli._devices import devices_app
 from subnetsearch.cli._run import run_command
+from subnetsearch.cli._search import search_command
 from subnetsearch.cli._train import train_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML search over dynamic subnets.")
 app.command("run")(run_command)
+app.command("search")(search_command)
 app.command("train")(train_command)
 app.add_typer(devices_app, name="devices")
 

@@ -114,3 +114,39 @@ def test_train_smoke_and_bad_inputs(tmp_path) -> None:
 def test_module_entry_point_shows_help() -> None:
     result = subprocess.run([sys.executable, "-m", "subnetsearch", "--help"], capture_output=True, text=True, check=True)
     assert "run" in result.stdout and "train" in result.stdout
+
+
+def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
+    import optuna
+
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    common = ["--checkpoint", str(tiny_checkpoint), "--device", "quick", "--storage", storage]
+    dse = runner.invoke(app, ["search", "--strategy", "dse", "--cost", "macs", "--objectives", "accuracy,macs",
+                              "--delta", "0.0", *common])
+    assert dse.exit_code == 0, dse.output
+    assert "iteration 1:" in dse.output and "chosen mode" in dse.output
+    tpe = runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "4",
+                              "--objectives", "accuracy,energy", *common])
+    assert tpe.exit_code == 0, tpe.output
+    assert "Pareto front" in tpe.output
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert any(name.endswith("@quick:dse-macs") for name in studies)
+    assert any(name.endswith("@quick:optuna-random") for name in studies)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "anneal"], "unknown strategy"),
+    (["--strategy", "optuna", "--sampler", "cma"], "unknown sampler"),
+    (["--strategy", "optuna", "--objectives", "speed"], "unknown objective"),
+])
+def test_search_bad_inputs(tiny_checkpoint, storage, args, message) -> None:
+    result = runner.invoke(app, ["search", "--checkpoint", str(tiny_checkpoint), "--storage", storage, *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_search_latency_on_a_remote_device_is_refused(tiny_checkpoint, storage) -> None:
+    runner.invoke(app, ["devices", "add", "board", "--location", "ray-node", "--storage", storage])
+    result = runner.invoke(app, ["search", "--device", "board", "--checkpoint", str(tiny_checkpoint),
+                                 "--storage", storage])
+    assert result.exit_code == 2 and "latency cannot be measured here" in result.output

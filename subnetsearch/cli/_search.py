@@ -1,0 +1,82 @@
+"""`subnetsearch search`: greedy DSE (WeNet Algorithm 2) or Optuna multi-objective search of a
+supernet's modes on one device; every evaluation lands in the store and in an Optuna study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from rich.table import Table
+
+from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.data import DataError
+from subnetsearch.devices import DeviceError, default_host_device
+from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep
+from subnetsearch.search._session import SearchSession
+from subnetsearch.storage import storage_url
+from subnetsearch.supernets._checkpoint import CheckpointError
+from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
+
+
+def search_command(
+    strategy: str = typer.Option("dse", help="dse (Algorithm 2) | optuna"),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="Supernet checkpoint."),
+    device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
+    delta: float = typer.Option(0.90, help="DSE: accuracy threshold (validation)."),
+    cost: str = typer.Option("latency", help=f"DSE cost t: {', '.join(COSTS)}."),
+    objectives: str = typer.Option("accuracy,latency", help="Study objectives: accuracy, latency, macs, energy."),
+    sampler: str = typer.Option("tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}."),
+    trials: int = typer.Option(30, help="Optuna: number of trials."),
+    min_accuracy: float | None = typer.Option(None, help="Optuna constraint: accuracy >= this."),
+    max_latency_ms: float | None = typer.Option(None, help="Optuna constraint: latency <= this."),
+    seed: int = typer.Option(0),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Search the operating modes of a supernet on a device."""
+    if strategy not in ("dse", "optuna"):
+        fail(f"unknown strategy {strategy!r}; use dse or optuna")
+    names = [o.strip() for o in objectives.split(",") if o.strip()]
+    store = open_store(storage)
+    try:
+        device = store.get_device(device_name)
+    except DeviceError as error:
+        if device_name != "this-host":
+            fail(str(error))
+        device = store.add_device(default_host_device())
+    if ("latency" in names or cost == "latency" and strategy == "dse") and device.location != "host":
+        fail(f"device {device.name} is a {device.location} device: latency cannot be measured here; "
+             "use --cost macs/energy and --objectives without latency")
+    torch.set_num_threads(device.protocol.threads)
+    try:
+        session = SearchSession(store, storage_url(storage), device, checkpoint)
+    except (CheckpointError, DataError) as error:
+        fail(str(error))
+    try:
+        if strategy == "dse":
+            def show(step: DSEStep) -> None:
+                layer = step.changed_layer or "(full network)"
+                console.print(f"iteration {step.iteration}: {layer:>24} -> acc {step.accuracy:.4f}, "
+                              f"{cost} {step.cost:.4g}, t/acc {step.loss:.4g}")
+
+            result, study = session.dse(delta, cost, names, on_step=show)
+            chosen = result.chosen
+            console.print(f"DSE: {len(result.trajectory)} steps, {result.evaluations} evaluations")
+            if chosen is None:
+                fail(f"even the full network is below delta = {delta}", code=1)
+            console.print(f"chosen mode {chosen.mode.id}: accuracy {chosen.accuracy:.4f}, {cost} {chosen.cost:.4g}; "
+                          f"groups {session.supernet.describe(chosen.mode)}")
+        else:
+            results, study = session.optuna(sampler, trials, names,
+                                            Constraints(min_accuracy, max_latency_ms), seed)
+            table = Table(title=f"Pareto front ({', '.join(names)}) after {len(results)} trials")
+            for column in ("trial", *names, "mode id"):
+                table.add_column(column, justify="right")
+            for trial in sorted(study.best_trials, key=lambda t: t.values[0]):
+                table.add_row(str(trial.number), *(f"{v:.4g}" for v in trial.values), trial.user_attrs["mode_id"])
+            console.print(table)
+    except ValueError as error:
+        fail(str(error))
+    console.print(f"study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes evaluated now, "
+                  f"{session.evaluator.hits} reused")
