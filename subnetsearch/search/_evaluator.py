@@ -68,17 +68,27 @@ def mode_accuracy(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings:
 
 def mode_accuracy_and_loss(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                            calibration: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    return _accuracy_and_static(supernet, mode, splits, settings, calibration, materialize=False)[0]
+
+
+def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
+                         calibration: list[torch.Tensor] | None, materialize: bool,
+                         ) -> tuple[tuple[float, float], torch.nn.Module | None]:
+    """Accuracy and loss on the settings' split, and (if asked) the materialized mode, both under the
+    same BN statistics: recalibrated once for this mode, or the stored ones."""
     split = splits.val if settings.split == "val" else splits.test
     if settings.calibration_batches == 0:
         previous = supernet.mode
         supernet.set_mode(mode)
         try:
-            return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
+            scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
+            return scores, supernet.materialize(mode) if materialize else None
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
-        return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
+        scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
+        return scores, supernet.materialize(mode) if materialize else None
 
 
 def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
@@ -95,19 +105,12 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     the device's energy model, and (for a device on this host, if `measure`) the measured latency
     of the materialized mode with its calibrated BN folded in."""
     cost = supernet.cost(mode)
-    batches = calibration if calibration is not None else calibration_batches(splits, settings)
-    accuracy, loss = mode_accuracy_and_loss(supernet, mode, splits, settings, batches)
+    measure_here = measure and device.location == "host"
+    (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration, measure_here)
     stored = None
     if with_stored_bn:
         stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
                                                                            max_eval_batches=settings.max_eval_batches))
-    latency = None
-    if measure and device.location == "host":
-        if settings.calibration_batches:
-            with calibrated_bn(supernet, mode, batches):
-                static = supernet.materialize(mode)
-        else:
-            static = supernet.materialize(mode)
-        latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id)
+    latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id) if static is not None else None
     return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
                    mode_energy_mj(supernet, mode, device), settings)
