@@ -8,7 +8,15 @@ import typer
 from rich.table import Table
 
 from subnetsearch.cli._common import console, fail, parse_mode
-from subnetsearch.devices import LOCATIONS, Device, DeviceError, LatencyProtocol, host_description, measure_latencies
+from subnetsearch.devices import (
+    LOCATIONS,
+    Device,
+    DeviceError,
+    LatencyProtocol,
+    default_host_device,
+    host_description,
+    measure_latencies,
+)
 from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
@@ -22,6 +30,16 @@ def open_store(storage: str | None) -> Store:
         return Store(storage)
     except StorageError as error:
         fail(str(error))
+
+
+def device_or_default(store: Store, name: str) -> Device:
+    """A recorded device; `this-host` is recorded with the default host profile on first use."""
+    try:
+        return store.get_device(name)
+    except DeviceError as error:
+        if name != "this-host":
+            fail(str(error))
+        return store.add_device(default_host_device())
 
 
 @devices_app.command("add")

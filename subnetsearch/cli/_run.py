@@ -10,9 +10,8 @@ import typer
 from rich.table import Table
 
 from subnetsearch.cli._common import console, fail
-from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError, DataSpec, load_data
-from subnetsearch.devices import DeviceError, default_host_device
 from subnetsearch.search import CachedEvaluator, EvaluationSettings
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
@@ -31,12 +30,7 @@ def run_command(
 ) -> None:
     """Load (or train) the default supernet and print a table of operating modes on a device."""
     store = open_store(storage)
-    try:
-        device = store.get_device(device_name)
-    except DeviceError as error:
-        if device_name != "this-host":
-            fail(str(error))
-        device = store.add_device(default_host_device())
+    device = device_or_default(store, device_name)
     if not checkpoint.exists():
         if not train_if_missing:
             fail(f"checkpoint not found: {checkpoint}")

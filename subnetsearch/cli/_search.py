@@ -10,9 +10,8 @@ import typer
 from rich.table import Table
 
 from subnetsearch.cli._common import console, fail
-from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
-from subnetsearch.devices import DeviceError, default_host_device
 from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import storage_url
@@ -39,12 +38,7 @@ def search_command(
         fail(f"unknown strategy {strategy!r}; use dse or optuna")
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     store = open_store(storage)
-    try:
-        device = store.get_device(device_name)
-    except DeviceError as error:
-        if device_name != "this-host":
-            fail(str(error))
-        device = store.add_device(default_host_device())
+    device = device_or_default(store, device_name)
     if ("latency" in names or cost == "latency" and strategy == "dse") and device.location != "host":
         fail(f"device {device.name} is a {device.location} device: latency cannot be measured here; "
              "use --cost macs/energy and --objectives without latency")
