@@ -21,8 +21,7 @@ from torch import fx, nn
 from subnetsearch.devices._latency import LatencyProtocol, measure_latencies
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import ChannelShuffle, GroupSwitchConv2d, SwitchableBatchNorm2d, WeNetSupernet
-
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user
 
 
 @dataclass(frozen=True)
@@ -69,22 +68,11 @@ class _ConvSite:
     consumer_fixed_groups: int
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, (GroupSwitchConv2d, SwitchableBatchNorm2d, ChannelShuffle)) or \
-            super().is_leaf_module(module, qualified_name)
-
-
-def _single_user(node: fx.Node) -> fx.Node | None:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
 def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
     """Trace the supernet once: every convolution, the activation and shuffle that follow it."""
     network = supernet.network
     modules = dict(network.named_modules())
-    graph = _Tracer().trace(network)
+    graph = DynamicLeafTracer().trace(network)
     input_sizes: dict[str, tuple[int, int]] = {}
 
     def record(name: str):
@@ -106,27 +94,20 @@ def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
     def is_module(node: fx.Node | None, kinds: tuple[type, ...]) -> bool:
         return node is not None and node.op == "call_module" and isinstance(modules[node.target], kinds)
 
-    def is_activation(node: fx.Node | None) -> bool:
-        if node is None:
-            return False
-        if node.op == "call_function":
-            return node.target in (torch.relu, torch.nn.functional.relu)
-        return is_module(node, _ACTIVATIONS)
-
     sites = []
     for node in graph.nodes:
         if not is_module(node, (nn.Conv2d, GroupSwitchConv2d)):
             continue
         conv = modules[node.target]
         cursor, activation, shuffle, consumer = node, False, None, None
-        nxt = _single_user(cursor)
+        nxt = single_user(cursor)
         if is_module(nxt, (nn.BatchNorm2d, SwitchableBatchNorm2d)):
-            cursor, nxt = nxt, _single_user(nxt)
+            cursor, nxt = nxt, single_user(nxt)
         for _ in range(2):  # activation and shuffle, in either order
-            if is_activation(nxt) and not activation:
-                activation, cursor, nxt = True, nxt, _single_user(nxt)
+            if is_relu(nxt, modules) and not activation:
+                activation, cursor, nxt = True, nxt, single_user(nxt)
             elif is_module(nxt, (ChannelShuffle,)) and shuffle is None:
-                shuffle, cursor, nxt = modules[nxt.target], nxt, _single_user(nxt)
+                shuffle, cursor, nxt = modules[nxt.target], nxt, single_user(nxt)
         if shuffle is not None and is_module(nxt, (nn.Conv2d, GroupSwitchConv2d)):
             consumer = nxt.target
         kernel = conv.kernel_size if isinstance(conv.kernel_size, int) else conv.kernel_size[0]

@@ -38,15 +38,27 @@ def to_static(network: nn.Module) -> nn.Module:
     return static.eval()
 
 
-def _single_user(node: fx.Node) -> fx.Node | None:
+class DynamicLeafTracer(fx.Tracer):
+    """Keeps every dynamic layer and ChannelShuffle as one graph node (the graph passes of
+    materialize, S-BN pairing and the latency lookup table all look for them)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        leaves = (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, ChannelShuffle)
+        return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
+
+
+def single_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
 
 
-def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def is_relu(node: fx.Node | None, modules: dict[str, nn.Module]) -> bool:
+    """A ReLU / ReLU6 node, functional or module."""
+    if node is None:
+        return False
     if node.op == "call_function":
         return node.target in (torch.relu, torch.nn.functional.relu)
-    return node.op == "call_module" and isinstance(modules[node.target], nn.ReLU)
+    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU, nn.ReLU6))
 
 
 def _dense_conv(node: fx.Node | None, modules: dict[str, nn.Module]) -> nn.Conv2d | None:
@@ -71,10 +83,10 @@ def fold_shuffles(graph_module: fx.GraphModule) -> int:
         if node.op != "call_module" or not isinstance(modules[node.target], ChannelShuffle):
             continue
         permutation = modules[node.target].permutation()
-        consumer = _dense_conv(_single_user(node), modules)
+        consumer = _dense_conv(single_user(node), modules)
         source = node.args[0]
-        producer_node = source.args[0] if _is_relu(source, modules) and _single_user(source) is node else source
-        producer = _dense_conv(producer_node, modules) if _single_user(producer_node) in (source, node) else None
+        producer_node = source.args[0] if is_relu(source, modules) and single_user(source) is node else source
+        producer = _dense_conv(producer_node, modules) if single_user(producer_node) in (source, node) else None
         with torch.no_grad():
             if consumer is not None:
                 consumer.weight.copy_(consumer.weight[:, torch.argsort(permutation)])
@@ -93,18 +105,11 @@ def fold_shuffles(graph_module: fx.GraphModule) -> int:
     return folded
 
 
-class _ShuffleLeafTracer(fx.Tracer):
-    """Keeps ChannelShuffle as one node so that `fold_shuffles` can find it."""
-
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, ChannelShuffle) or super().is_leaf_module(module, qualified_name)
-
-
 def materialize_network(network: nn.Module) -> nn.Module:
     """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode."""
     static = to_static(network)
     try:
-        traced = fx.GraphModule(static, _ShuffleLeafTracer().trace(static))
+        traced = fx.GraphModule(static, DynamicLeafTracer().trace(static))
     except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
         return static
     fused = fuse(traced, inplace=True, no_trace=True)

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
-from subnetsearch.supernets._materialize import materialize_network
+from subnetsearch.supernets._materialize import DynamicLeafTracer, materialize_network
 
 SwitchLayer = GroupSwitchConv2d | GroupSwitchLinear
 
@@ -29,15 +29,9 @@ def _spatial_area(tensor: torch.Tensor) -> int:
     return int(tensor.shape[-2] * tensor.shape[-1]) if tensor.dim() == 4 else 1
 
 
-class _DynamicLeafTracer(fx.Tracer):
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d)) or \
-            super().is_leaf_module(module, qualified_name)
-
-
 def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
     """Pair every S-BN with the switchable layer that feeds it, by tracing the data flow."""
-    graph = _DynamicLeafTracer().trace(network)
+    graph = DynamicLeafTracer().trace(network)
     modules = dict(network.named_modules())
     norms: dict[str, list[SwitchableBatchNorm2d]] = {}
     for node in graph.nodes:
