@@ -1,8 +1,12 @@
-"""Persistent storage: one SQL URL for devices, supernets and evaluations (and Optuna's tables)."""
+"""Persistent storage: one SQL URL for devices, supernets, searches, evaluations and Pareto fronts
+(and Optuna's tables)."""
 
 from subnetsearch.storage._store import (
     DEFAULT_URL,
     URL_ENVIRONMENT,
+    BestMode,
+    Budget,
+    SearchRecord,
     StorageError,
     Store,
     StoredEvaluation,
@@ -15,6 +19,9 @@ from subnetsearch.storage._store import (
 __all__ = [
     "DEFAULT_URL",
     "URL_ENVIRONMENT",
+    "BestMode",
+    "Budget",
+    "SearchRecord",
     "StorageError",
     "Store",
     "StoredEvaluation",

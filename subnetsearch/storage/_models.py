@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -66,3 +66,43 @@ class EvaluationRow(Base):
     energy_mj: Mapped[float] = mapped_column(Float)
     energy_source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SearchRow(Base):
+    """One named search (any strategy). Rerunning a search with the same name resumes it."""
+
+    __tablename__ = "ss_searches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    supernet_id: Mapped[int] = mapped_column(ForeignKey("ss_supernets.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    space: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # running | finished | failed
+    study_name: Mapped[str] = mapped_column(String(512))
+    summary: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class FrontRow(Base):
+    """Membership of an evaluation in the current Pareto front of its (supernet, device, evaluation
+    settings) for one objective set ("accuracy,latency", ..., or "all": accuracy and every cost the
+    evaluation has). Merged across all searches; maintained on every insert. Validation-split
+    evaluations only (the test split never selects).
+
+    Index: the best-mode query filters by device and objective set (and optionally supernet) and
+    then only touches front rows: a few hundred, whatever the number of evaluations."""
+
+    __tablename__ = "ss_fronts"
+    __table_args__ = (UniqueConstraint("objectives", "evaluation_id", name="uq_front_member"),
+                      Index("ix_fronts_lookup", "device_id", "objectives", "supernet_id", "settings_key"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    supernet_id: Mapped[int] = mapped_column(ForeignKey("ss_supernets.id", ondelete="CASCADE"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    settings_key: Mapped[str] = mapped_column(String(64))
+    objectives: Mapped[str] = mapped_column(String(64))
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("ss_evaluations.id", ondelete="CASCADE"))

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subnetsearch.devices import Device, DeviceError
-from subnetsearch.storage._models import DeviceRow, EvaluationRow, SupernetRow
+from subnetsearch.pareto import nondominated
+from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
+from subnetsearch.storage._models import DeviceRow, EvaluationRow, FrontRow, SearchRow, SupernetRow
 
 DEFAULT_URL = "sqlite:///subnetsearch.db"
 URL_ENVIRONMENT = "SUBNETSEARCH_STORAGE"
@@ -56,6 +59,18 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_writer(connection: Any, record: Any) -> None:
+    """Writers take SQLite's write lock at BEGIN (BEGIN IMMEDIATE), so a read-then-write unit of work
+    (front maintenance) waits for the busy timeout instead of failing with "database is locked"
+    when another process wrote in between."""
+    _sqlite_pragmas(connection, record)
+    connection.isolation_level = None  # SQLAlchemy's "begin" event below emits BEGIN itself
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 @dataclass(frozen=True)
 class SupernetRecord:
     id: int
@@ -85,6 +100,74 @@ class StoredEvaluation:
     energy_mj: float
     energy_source: str
 
+    def objective(self, name: str) -> float | None:
+        """The value of an objective (accuracy, latency, macs, energy) of this evaluation."""
+        value = getattr(self, COLUMNS[name])
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    name: str
+    strategy: str
+    supernet_hash: str
+    device: str
+    space: dict
+    settings: dict
+    status: str
+    study_name: str
+    summary: dict
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Constraints of the best-mode query (None: unconstrained)."""
+
+    max_latency_ms: float | None = None
+    max_macs: float | None = None
+    max_energy_mj: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_latency_ms", "max_macs", "max_energy_mj"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+
+    def limits(self) -> list[tuple[str, str, float]]:
+        """(objective, "max" | "min", limit) for every set constraint."""
+        pairs = [("latency", "max", self.max_latency_ms), ("macs", "max", self.max_macs),
+                 ("energy", "max", self.max_energy_mj), ("accuracy", "min", self.min_accuracy)]
+        return [(name, kind, float(limit)) for name, kind, limit in pairs if limit is not None]
+
+    def violation(self, evaluation: StoredEvaluation) -> float:
+        """Sum of relative violations (0 when feasible; inf where a constrained value is unknown)."""
+        total = 0.0
+        for name, kind, limit in self.limits():
+            value = evaluation.objective(name)
+            if value is None:
+                return float("inf")
+            excess = value - limit if kind == "max" else limit - value
+            total += max(0.0, excess) / max(abs(limit), 1e-12)
+        return total
+
+
+@dataclass(frozen=True)
+class BestMode:
+    """The answer to "best mode for device X under budget Y": `best` is None when nothing stored
+    satisfies the budget; `closest` then lists the front modes that violate it least."""
+
+    device: str
+    objective: str
+    budget: Budget
+    best: StoredEvaluation | None
+    closest: tuple[StoredEvaluation, ...]
+    front_size: int
+
 
 class Store:
     def __init__(self, url: str | None = None) -> None:
@@ -98,13 +181,18 @@ class Store:
         self._password = parsed.password
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.backend = parsed.get_backend_name()
         try:
             self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+            self._write_engine = create_engine(parsed, pool_pre_ping=True) if self.backend == "sqlite" else self.engine
         except Exception as error:  # missing driver, bad options
             raise StorageError(f"cannot use storage {self.url}: {type(error).__name__}") from error
-        if parsed.get_backend_name() == "sqlite":
+        if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self._write_engine, "connect", _sqlite_writer)
+            event.listen(self._write_engine, "begin", _begin_immediate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self.upgrade()
 
     def upgrade(self) -> None:
@@ -112,7 +200,9 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(_ALEMBIC))
         try:
-            with self.engine.begin() as connection:
+            with self._write_engine.begin() as connection:
+                if self.backend == "postgresql":  # one migrating process at a time (SQLite: BEGIN IMMEDIATE)
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as error:
@@ -120,14 +210,19 @@ class Store:
             raise StorageError(f"cannot open storage {self.url}: {_redact(reason, self._password)}") from None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One unit of work: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """One unit of work: committed on success, rolled back on any error. Writers say so (on
+        SQLite they take the write lock at the start)."""
+        with (self._write_sessions if write else self._sessions)() as session, session.begin():
             yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self._write_engine.dispose()
 
     # ---- devices -----------------------------------------------------------------------------
     def add_device(self, device: Device, replace: bool = False) -> Device:
-        with self.session() as session:
+        with self.session(write=True) as session:
             row = session.scalar(select(DeviceRow).where(DeviceRow.name == device.name))
             if row is not None and not replace:
                 raise StorageError(f"device {device.name!r} exists already (replace it explicitly)")
@@ -153,7 +248,7 @@ class Store:
             return [_device(row) for row in session.scalars(select(DeviceRow).order_by(DeviceRow.name))]
 
     def remove_device(self, name: str) -> None:
-        with self.session() as session:
+        with self.session(write=True) as session:
             row = session.scalar(select(DeviceRow).where(DeviceRow.name == name))
             if row is None:
                 raise DeviceError(f"unknown device {name!r}")
@@ -162,7 +257,7 @@ class Store:
     # ---- supernets ---------------------------------------------------------------------------
     def register_supernet(self, checkpoint: Any, path: str | Path) -> SupernetRecord:
         """Record a checkpoint (idempotent: keyed by its content hash)."""
-        with self.session() as session:
+        with self.session(write=True) as session:
             row = session.scalar(select(SupernetRow).where(SupernetRow.content_hash == checkpoint.hash))
             if row is None:
                 row = SupernetRow(content_hash=checkpoint.hash, family=checkpoint.arch["family"], arch=checkpoint.arch,
@@ -174,8 +269,7 @@ class Store:
                 except IntegrityError:  # registered concurrently by another process
                     session.rollback()
                     return self.register_supernet(checkpoint, path)
-            return SupernetRecord(row.id, row.content_hash, row.family, row.arch, row.recipe, row.data, row.metrics,
-                                  row.checkpoint_path)
+            return _supernet(row)
 
     # ---- evaluations -------------------------------------------------------------------------
     def get_evaluation(self, supernet_hash: str, device: str, mode_id: str, settings_key: str) -> StoredEvaluation | None:
@@ -189,9 +283,13 @@ class Store:
             return None if row is None else _evaluation(*row)
 
     def put_evaluation(self, evaluation: StoredEvaluation) -> bool:
-        """Insert; returns False if the same key was stored already (nothing is duplicated)."""
-        with self.session() as session:
-            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == evaluation.supernet_hash))
+        """Insert an evaluation and update the fronts it belongs to, in one transaction. Returns
+        False if the same key was stored already (nothing is duplicated). Writers of one supernet
+        are serialized (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that concurrent front
+        updates never miss each other."""
+        with self.session(write=True) as session:
+            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == evaluation.supernet_hash)
+                                         .with_for_update())
             device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == evaluation.device))
             if supernet_id is None or device_id is None:
                 raise StorageError(f"register supernet {evaluation.supernet_hash[:12]} and device {evaluation.device!r} "
@@ -201,16 +299,156 @@ class Store:
                 EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
             if exists is not None:
                 return False
-            session.add(EvaluationRow(
+            row = EvaluationRow(
                 supernet_id=supernet_id, device_id=device_id, mode_id=evaluation.mode_id, mode_json=evaluation.mode_json,
                 settings_key=evaluation.settings_key, settings=evaluation.settings, accuracy=evaluation.accuracy,
                 loss=evaluation.loss, macs=evaluation.macs, params=evaluation.params, latency_ms=evaluation.latency_ms,
-                latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source))
+                latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source)
+            session.add(row)
+            session.flush()
+            add_to_fronts(session.connection(), {
+                "id": row.id, "supernet_id": supernet_id, "device_id": device_id, "settings_key": row.settings_key,
+                "settings": row.settings, "accuracy": row.accuracy, "latency_ms": row.latency_ms, "macs": row.macs,
+                "energy_mj": row.energy_mj})
         return True
 
     def count_evaluations(self) -> int:
         with self.session() as session:
             return int(session.scalar(select(func.count(EvaluationRow.id))))
+
+
+    # ---- supernets, searches ---------------------------------------------------------------------
+    def list_supernets(self) -> list[SupernetRecord]:
+        with self.session() as session:
+            return [_supernet(row) for row in session.scalars(select(SupernetRow).order_by(SupernetRow.id))]
+
+    def get_supernet(self, content_hash: str) -> SupernetRecord:
+        """By full content hash or a unique prefix of it."""
+        with self.session() as session:
+            rows = session.scalars(select(SupernetRow).where(SupernetRow.content_hash.startswith(content_hash))
+                                   .limit(2)).all()
+            if len(rows) != 1:
+                problem = "no stored supernet" if not rows else "more than one stored supernet"
+                raise StorageError(f"{problem} has a content hash starting with {content_hash!r}")
+            return _supernet(rows[0])
+
+    def start_search(self, name: str, strategy: str, supernet_hash: str, device: str, space: dict, settings: dict,
+                     study_name: str) -> tuple[SearchRecord, bool]:
+        """Record a new search, or resume the one of that name. Returns (record, resumed). A name
+        already used by a different search (other strategy, supernet, device or settings) is refused."""
+        if not name or len(name) > 200:
+            raise StorageError("a search name must have 1 to 200 characters")
+        with self.session(write=True) as session:
+            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash))
+            device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == device))
+            if supernet_id is None or device_id is None:
+                raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before searching them")
+            row = session.scalar(select(SearchRow).where(SearchRow.name == name))
+            if row is not None:
+                same = (row.strategy, row.supernet_id, row.device_id, row.settings) == \
+                       (strategy, supernet_id, device_id, settings)
+                if not same:
+                    raise StorageError(f"search {name!r} exists already with other settings ({row.strategy}); "
+                                       "give this search another --name")
+                row.status, row.finished_at = "running", None
+                resumed = True
+            else:
+                row = SearchRow(name=name, strategy=strategy, supernet_id=supernet_id, device_id=device_id, space=space,
+                                settings=settings, status="running", study_name=study_name, summary={})
+                session.add(row)
+                resumed = False
+            session.flush()
+            return self._search(session, row), resumed
+
+    def finish_search(self, name: str, status: str, summary: dict) -> SearchRecord:
+        if status not in ("finished", "failed"):
+            raise ValueError(f"status must be finished or failed, got {status!r}")
+        with self.session(write=True) as session:
+            row = session.scalar(select(SearchRow).where(SearchRow.name == name))
+            if row is None:
+                raise StorageError(f"unknown search {name!r}")
+            row.status, row.summary, row.finished_at = status, summary, datetime.now(UTC)
+            return self._search(session, row)
+
+    def get_search(self, name: str) -> SearchRecord | None:
+        with self.session() as session:
+            row = session.scalar(select(SearchRow).where(SearchRow.name == name))
+            return None if row is None else self._search(session, row)
+
+    def list_searches(self, device: str | None = None) -> list[SearchRecord]:
+        with self.session() as session:
+            query = select(SearchRow).order_by(SearchRow.id)
+            if device is not None:
+                query = query.join(DeviceRow, SearchRow.device_id == DeviceRow.id).where(DeviceRow.name == device)
+            return [self._search(session, row) for row in session.scalars(query)]
+
+    @staticmethod
+    def _search(session: Session, row: SearchRow) -> SearchRecord:
+        supernet_hash = session.scalar(select(SupernetRow.content_hash).where(SupernetRow.id == row.supernet_id))
+        device = session.scalar(select(DeviceRow.name).where(DeviceRow.id == row.device_id))
+        return SearchRecord(row.name, row.strategy, supernet_hash, device, row.space, row.settings, row.status,
+                            row.study_name, row.summary, row.started_at, row.finished_at)
+
+    # ---- fronts and the best-mode query -----------------------------------------------------------
+    @staticmethod
+    def _front_rows(device: str, objectives: str, supernet_hash: str | None, *conditions: Any) -> Any:
+        query = (select(EvaluationRow, SupernetRow.content_hash, DeviceRow.name)
+                 .join(FrontRow, FrontRow.evaluation_id == EvaluationRow.id)
+                 .join(SupernetRow, SupernetRow.id == FrontRow.supernet_id)
+                 .join(DeviceRow, DeviceRow.id == FrontRow.device_id)
+                 .where(DeviceRow.name == device, FrontRow.objectives == objectives, *conditions))
+        if supernet_hash is not None:
+            query = query.where(SupernetRow.content_hash == supernet_hash)
+        return query
+
+    def get_front(self, device: str, objectives: str = "accuracy,latency",
+                  supernet_hash: str | None = None) -> list[StoredEvaluation]:
+        """The stored front of a device for an objective set, merged across supernets and evaluation
+        settings (a mode another stored front dominates is left out), sorted by its cost."""
+        self.get_device(device)  # unknown device: a clear error
+        if objectives not in objective_sets(True):
+            raise ValueError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
+        with self.session() as session:
+            rows = [_evaluation(*row) for row in session.execute(self._front_rows(device, objectives, supernet_hash))]
+        if not rows:
+            return []
+        names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL] if objectives == ALL \
+            else tuple(objectives.split(","))
+        rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
+        mask = nondominated([[r.objective(n) for n in names] for r in rows], names)
+        merged = [r for r, keep in zip(rows, mask, strict=True) if keep]
+        return sorted(merged, key=lambda r: tuple(r.objective(n) for n in names[1:]) + (-r.accuracy, r.mode_id))
+
+    def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
+                  supernet_hash: str | None = None, closest: int = 3) -> BestMode:
+        """The stored mode that optimizes `objective` among those satisfying `budget` on `device`.
+        Reads only the device's "all" fronts (see `_fronts`): one indexed lookup, whatever the
+        number of stored evaluations. Ties are broken by accuracy, then MACs, then mode id."""
+        if objective not in COLUMNS:
+            raise ValueError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
+        self.get_device(device)
+        conditions = []
+        for name, kind, limit in budget.limits():
+            column = getattr(EvaluationRow, COLUMNS[name])
+            conditions.append(column <= limit if kind == "max" else column >= limit)
+        order = getattr(EvaluationRow, COLUMNS[objective])
+        order = order.desc() if objective == "accuracy" else order.asc()
+        with self.session() as session:
+            best = session.execute(self._front_rows(device, ALL, supernet_hash, *conditions)
+                                   .order_by(order, EvaluationRow.accuracy.desc(), EvaluationRow.macs.asc(),
+                                             EvaluationRow.mode_id).limit(1)).first()
+            size = session.scalar(select(func.count()).select_from(
+                self._front_rows(device, ALL, supernet_hash).subquery()))
+            if best is not None:
+                return BestMode(device, objective, budget, _evaluation(*best), (), size)
+            members = [_evaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]
+        nearest = sorted(members, key=lambda e: (budget.violation(e), -e.accuracy, e.macs, e.mode_id))[:closest]
+        return BestMode(device, objective, budget, None, tuple(nearest), size)
+
+
+def _supernet(row: SupernetRow) -> SupernetRecord:
+    return SupernetRecord(row.id, row.content_hash, row.family, row.arch, row.recipe, row.data, row.metrics,
+                          row.checkpoint_path)
 
 
 def _device(row: DeviceRow) -> Device:

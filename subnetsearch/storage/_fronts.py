@@ -1,0 +1,102 @@
+"""Maintenance of the stored Pareto fronts (table ss_fronts), in SQLAlchemy Core so that the same
+code serves the store (one new evaluation at a time) and migration 0002 (all stored evaluations).
+
+A front is kept per (supernet, device, evaluation settings) and objective set. "all" is accuracy
+plus every cost the evaluations have (latency only where it was measured): the mode that is best
+under any budgets on latency / MACs / energy / accuracy, for any of those objectives, is always on
+the "all" front, so the best-mode query reads only that front. Test-split evaluations never enter
+a front (selection uses validation data only).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from subnetsearch.pareto import nondominated
+
+COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "macs": "macs", "energy": "energy_mj"}
+PAIRS = ("accuracy,latency", "accuracy,macs", "accuracy,energy")
+ALL = "all"
+
+# The tables as of revision 0002 (the columns this module reads and writes).
+evaluations = sa.table("ss_evaluations", sa.column("id"), sa.column("supernet_id"), sa.column("device_id"),
+                       sa.column("settings_key"), sa.column("settings", sa.JSON), sa.column("accuracy"),
+                       sa.column("latency_ms"), sa.column("macs"), sa.column("energy_mj"))
+fronts = sa.table("ss_fronts", sa.column("id"), sa.column("supernet_id"), sa.column("device_id"),
+                  sa.column("settings_key"), sa.column("objectives"), sa.column("evaluation_id"))
+
+
+def objective_sets(has_latency: bool) -> dict[str, tuple[str, ...]]:
+    """The objective sets a front is kept for, given whether latency was measured."""
+    sets = {name: tuple(name.split(",")) for name in PAIRS if has_latency or "latency" not in name}
+    sets[ALL] = ("accuracy", "latency", "macs", "energy") if has_latency else ("accuracy", "macs", "energy")
+    return sets
+
+
+def selects(settings: Mapping) -> bool:
+    return settings.get("split", "val") == "val"
+
+
+def _vector(row: Mapping, objectives: Sequence[str]) -> list[float]:
+    return [float(row[COLUMNS[name]]) for name in objectives]
+
+
+def add_to_fronts(connection: Connection, evaluation: Mapping) -> list[str]:
+    """Insert one new evaluation (a mapping of ss_evaluations columns, with its id) into its fronts:
+    a dominated evaluation is not added; one that dominates members evicts them. The caller holds a
+    lock that serializes writers of this supernet. Returns the objective sets it joined."""
+    if not selects(evaluation["settings"]):
+        return []
+    key = (fronts.c.supernet_id == evaluation["supernet_id"]) & (fronts.c.device_id == evaluation["device_id"]) & \
+          (fronts.c.settings_key == evaluation["settings_key"])
+    joined = []
+    for name, objectives in objective_sets(evaluation["latency_ms"] is not None).items():
+        members = connection.execute(
+            sa.select(fronts.c.id, *(evaluations.c[COLUMNS[o]] for o in objectives))
+            .join(evaluations, evaluations.c.id == fronts.c.evaluation_id)
+            .where(key, fronts.c.objectives == name)).mappings().all()
+        mask = nondominated([_vector(m, objectives) for m in members] + [_vector(evaluation, objectives)], objectives)
+        if not mask[-1]:
+            continue
+        evicted = [m["id"] for m, keep in zip(members, mask[:-1], strict=True) if not keep]
+        if evicted:
+            connection.execute(sa.delete(fronts).where(fronts.c.id.in_(evicted)))
+        connection.execute(sa.insert(fronts).values(
+            supernet_id=evaluation["supernet_id"], device_id=evaluation["device_id"],
+            settings_key=evaluation["settings_key"], objectives=name, evaluation_id=evaluation["id"]))
+        joined.append(name)
+    return joined
+
+
+def rebuild_fronts(connection: Connection, supernet_id: int | None = None, device_id: int | None = None) -> int:
+    """Recompute fronts from all stored evaluations (optionally of one supernet / device).
+    Returns the number of front rows written."""
+    where = []
+    if supernet_id is not None:
+        where.append(evaluations.c.supernet_id == supernet_id)
+    if device_id is not None:
+        where.append(evaluations.c.device_id == device_id)
+    stale = sa.delete(fronts)
+    if supernet_id is not None:
+        stale = stale.where(fronts.c.supernet_id == supernet_id)
+    if device_id is not None:
+        stale = stale.where(fronts.c.device_id == device_id)
+    connection.execute(stale)
+    groups: dict[tuple, list] = defaultdict(list)
+    for row in connection.execute(sa.select(evaluations).where(*where)).mappings():
+        if selects(row["settings"]):
+            groups[(row["supernet_id"], row["device_id"], row["settings_key"], row["latency_ms"] is not None)].append(row)
+    written = 0
+    for (supernet, device, key, has_latency), rows in groups.items():
+        for name, objectives in objective_sets(has_latency).items():
+            mask = nondominated([_vector(r, objectives) for r in rows], objectives)
+            members = [{"supernet_id": supernet, "device_id": device, "settings_key": key, "objectives": name,
+                        "evaluation_id": r["id"]} for r, keep in zip(rows, mask, strict=True) if keep]
+            if members:
+                connection.execute(sa.insert(fronts), members)
+                written += len(members)
+    return written
