@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from subnetsearch.cli._devices import devices_app
+from subnetsearch.cli._query import best_command, export_command, front_command, searches_command
 from subnetsearch.cli._run import run_command
 from subnetsearch.cli._search import search_command
 from subnetsearch.cli._train import train_command
@@ -13,6 +14,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML searc
 app.command("run")(run_command)
 app.command("search")(search_command)
 app.command("train")(train_command)
+app.command("searches")(searches_command)
+app.command("front")(front_command)
+app.command("best")(best_command)
+app.command("export")(export_command)
 app.add_typer(devices_app, name="devices")
 
 

@@ -14,7 +14,7 @@ from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_stor
 from subnetsearch.data import DataError
 from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep
 from subnetsearch.search._session import SearchSession
-from subnetsearch.storage import storage_url
+from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
 
@@ -25,12 +25,15 @@ def search_command(
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     delta: float = typer.Option(0.90, help="DSE: accuracy threshold (validation)."),
     cost: str = typer.Option("latency", help=f"DSE cost t: {', '.join(COSTS)}."),
+    max_iterations: int | None = typer.Option(None, help="DSE: stop after this many iterations."),
     objectives: str = typer.Option("accuracy,latency", help="Study objectives: accuracy, latency, macs, energy."),
     sampler: str = typer.Option("tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}."),
     trials: int = typer.Option(30, help="Optuna: number of trials."),
     min_accuracy: float | None = typer.Option(None, help="Optuna constraint: accuracy >= this."),
     max_latency_ms: float | None = typer.Option(None, help="Optuna constraint: latency <= this."),
     seed: int = typer.Option(0),
+    name: str | None = typer.Option(None, help="Search name (default: from supernet, device, strategy and settings). "
+                                               "Rerunning with the same name resumes the search."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Search the operating modes of a supernet on a device."""
@@ -54,7 +57,7 @@ def search_command(
                 console.print(f"iteration {step.iteration}: {layer:>24} -> acc {step.accuracy:.4f}, "
                               f"{cost} {step.cost:.4g}, t/acc {step.loss:.4g}")
 
-            result, study = session.dse(delta, cost, names, on_step=show)
+            result, study = session.dse(delta, cost, names, max_iterations, on_step=show, name=name)
             chosen = result.chosen
             console.print(f"DSE: {len(result.trajectory)} steps, {result.evaluations} evaluations")
             if chosen is None:
@@ -63,14 +66,22 @@ def search_command(
                           f"groups {session.supernet.describe(chosen.mode)}")
         else:
             results, study = session.optuna(sampler, trials, names,
-                                            Constraints(min_accuracy, max_latency_ms), seed)
-            table = Table(title=f"Pareto front ({', '.join(names)}) after {len(results)} trials")
+                                            Constraints(min_accuracy, max_latency_ms), seed, name=name)
+            front = study.best_trials  # feasible trials only, when there are constraints
+            table = Table(title=f"Pareto front ({', '.join(names)}) of {len(study.trials)} trials "
+                                f"({len(results)} new)")
             for column in ("trial", *names, "mode id"):
                 table.add_column(column, justify="right")
-            for trial in sorted(study.best_trials, key=lambda t: t.values[0]):
+            for trial in sorted(front, key=lambda t: t.values[0]):
                 table.add_row(str(trial.number), *(f"{v:.4g}" for v in trial.values), trial.user_attrs["mode_id"])
-            console.print(table)
-    except ValueError as error:
+            if front:
+                console.print(table)
+            else:
+                console.print("[bold]no trial satisfied the constraints[/] "
+                              f"(accuracy >= {min_accuracy}, latency <= {max_latency_ms} ms); the stored front "
+                              f"is shown by `subnetsearch front --device {device.name}`")
+    except (ValueError, StorageError) as error:
         fail(str(error))
-    console.print(f"study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes evaluated now, "
-                  f"{session.evaluator.hits} reused")
+    console.print(f"search and study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes "
+                  f"evaluated now, {session.evaluator.hits} reused")
+    console.print(f"next: subnetsearch best --device {device.name} --max-latency-ms <budget>")

@@ -11,10 +11,12 @@ from subnetsearch.search._evaluator import (
     mode_accuracy_and_loss,
     mode_energy_mj,
 )
+from subnetsearch.search._export import FORMATS, ExportError, export_mode, materialized_model, mode_document
 from subnetsearch.search._optuna import (
     OBJECTIVES,
     SAMPLERS,
     Constraints,
+    finish_orphans,
     make_sampler,
     objective_values,
     open_study,
@@ -23,9 +25,15 @@ from subnetsearch.search._optuna import (
 )
 
 __all__ = [
+    "FORMATS",
+    "ExportError",
+    "export_mode",
+    "materialized_model",
+    "mode_document",
     "OBJECTIVES",
     "SAMPLERS",
     "Constraints",
+    "finish_orphans",
     "make_sampler",
     "objective_values",
     "open_study",

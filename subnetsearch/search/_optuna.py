@@ -86,6 +86,28 @@ def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation
         constraints=constraints.values(evaluation) or None))
 
 
+def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, objectives: Sequence[str],
+                   constraints: Constraints = Constraints()) -> int:
+    """Complete the trials a killed process left RUNNING: evaluate their modes (served from the store
+    when they had been evaluated) and tell the results. Returns how many were finished."""
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for frozen in orphans:
+        mode = mode_from_params(space, frozen.params)
+        evaluation = evaluate(mode)
+        trial = optuna.Trial(study, frozen._trial_id)
+        _tell(study, trial, mode, evaluation, objectives, constraints)
+    return len(orphans)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: StoredEvaluation,
+          objectives: Sequence[str], constraints: Constraints) -> None:
+    for key, value in constraints.values(evaluation).items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr("mode_id", mode.id)
+    trial.set_user_attr("mode_json", mode.to_json())
+    study.tell(trial, objective_values(evaluation, objectives))
+
+
 def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, trials: int,
                   objectives: Sequence[str], constraints: Constraints = Constraints()) -> list[StoredEvaluation]:
     """Ask/tell loop: the sampler proposes modes; the (cached) evaluator measures them."""
@@ -95,10 +117,6 @@ def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, t
         trial = study.ask(distributions)
         mode = mode_from_params(space, trial.params)
         evaluation = evaluate(mode)
-        for key, value in constraints.values(evaluation).items():
-            trial.set_constraint(key, value)
-        trial.set_user_attr("mode_id", mode.id)
-        trial.set_user_attr("mode_json", mode.to_json())
-        study.tell(trial, objective_values(evaluation, objectives))
+        _tell(study, trial, mode, evaluation, objectives, constraints)
         results.append(evaluation)
     return results

@@ -3,8 +3,9 @@ together, so that every strategy records every evaluation the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import optuna
@@ -12,11 +13,18 @@ import optuna
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device
 from subnetsearch.search._cache import CachedEvaluator
-from subnetsearch.search._dse import DSEResult, DSEStep, greedy_dse
+from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, greedy_dse
 from subnetsearch.search._evaluator import EvaluationSettings
-from subnetsearch.search._optuna import Constraints, make_sampler, open_study, optuna_search, record_trial
+from subnetsearch.search._optuna import (
+    Constraints,
+    finish_orphans,
+    make_sampler,
+    open_study,
+    optuna_search,
+    record_trial,
+)
 from subnetsearch.spaces import Mode
-from subnetsearch.storage import Store, StoredEvaluation
+from subnetsearch.storage import SearchRecord, Store, StoredEvaluation
 from subnetsearch.supernets._checkpoint import load_checkpoint
 
 
@@ -38,8 +46,11 @@ class SearchSession:
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
                                          self.settings, measure=self.device.location == "host")
 
-    def study_name(self, strategy: str) -> str:
-        return f"{self.checkpoint.arch['family']}-{self.checkpoint.hash[:8]}@{self.device.name}:{strategy}"
+    def search_name(self, strategy: str, settings: dict) -> str:
+        """The default name of a search (and of its Optuna study): supernet, device, strategy and the
+        settings that make it a different search. Rerunning the same command resumes it."""
+        knobs = ",".join(f"{key}={value}" for key, value in sorted(settings.items()) if value is not None)
+        return f"{self.checkpoint.arch['family']}-{self.checkpoint.hash[:8]}@{self.device.name}/{strategy}/{knobs}"
 
     def attributes(self, strategy: str) -> dict[str, object]:
         return {"supernet_hash": self.checkpoint.hash, "supernet_family": self.checkpoint.arch["family"],
@@ -49,25 +60,72 @@ class SearchSession:
         """The batch interface a distributed backend replaces (candidates are independent)."""
         return [self.evaluator.evaluate(mode) for mode in modes]
 
+    def _start(self, name: str | None, strategy: str, settings: dict, objectives: Sequence[str],
+               sampler: optuna.samplers.BaseSampler) -> tuple[SearchRecord, bool, optuna.Study]:
+        name = name or self.search_name(strategy, settings)
+        record, resumed = self.store.start_search(name, strategy, self.checkpoint.hash, self.device.name,
+                                                  self.supernet.space.to_dict(), settings, name)
+        study = open_study(self.storage_url, record.study_name, objectives, sampler,
+                           {**self.attributes(strategy), "search": name})
+        return record, resumed, study
+
+    @contextmanager
+    def _recorded(self, name: str) -> Iterator[dict]:
+        """Marks the search finished with the summary the body fills in, or failed on an error."""
+        summary: dict = {}
+        try:
+            yield summary
+        except BaseException as error:
+            self.store.finish_search(name, "failed", {**summary, "error": f"{type(error).__name__}: {error}"[:500]})
+            raise
+        self.store.finish_search(name, "finished", summary)
+
     def dse(self, delta: float, cost: str, objectives: Sequence[str], max_iterations: int | None = None,
-            on_step: Callable[[DSEStep], None] | None = None) -> tuple[DSEResult, optuna.Study]:
+            on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:
+        """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
+        twice) and adds only trials the study does not hold yet."""
+        if cost not in COSTS:
+            raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
+        if not 0.0 <= delta <= 1.0:
+            raise ValueError(f"accuracy threshold delta must be in [0, 1], got {delta}")
         strategy = f"dse-{cost}"
-        study = open_study(self.storage_url, self.study_name(strategy), objectives, make_sampler("random", 0),
-                           self.attributes(strategy))
+        settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
+        record, _, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
         space = self.supernet.space
+        recorded = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
 
         def evaluate_and_record(modes: Sequence[Mode]) -> list[StoredEvaluation]:
             results = self.evaluate_batch(modes)
             for mode, result in zip(modes, results, strict=True):
-                record_trial(study, space, mode, result, objectives, Constraints(min_accuracy=delta), {"strategy": strategy})
+                if mode.id not in recorded:
+                    record_trial(study, space, mode, result, objectives, Constraints(min_accuracy=delta),
+                                 {"strategy": strategy})
+                    recorded.add(mode.id)
             return results
 
-        result = greedy_dse(space, self.supernet.full_mode(), evaluate_and_record, delta, cost, max_iterations, on_step)
+        with self._recorded(record.name) as summary:
+            result = greedy_dse(space, self.supernet.full_mode(), evaluate_and_record, delta, cost, max_iterations,
+                                on_step)
+            summary.update({"evaluations": result.evaluations, "trajectory": [s.mode.id for s in result.trajectory],
+                            "chosen": result.chosen.mode.id if result.chosen else None})
         return result, study
 
     def optuna(self, sampler: str, trials: int, objectives: Sequence[str], constraints: Constraints,
-               seed: int = 0) -> tuple[list[StoredEvaluation], optuna.Study]:
+               seed: int = 0, name: str | None = None) -> tuple[list[StoredEvaluation], optuna.Study]:
+        """Multi-objective search until the study holds `trials` complete trials. Resuming first
+        finishes trials a killed run left running (their evaluations come from the store when they
+        were stored before the kill), then asks for the rest."""
+        if trials < 1:
+            raise ValueError(f"trials must be >= 1, got {trials}")
         strategy = f"optuna-{sampler}"
-        study = open_study(self.storage_url, self.study_name(strategy), objectives, make_sampler(sampler, seed),
-                           self.attributes(strategy))
-        return optuna_search(study, self.supernet.space, self.evaluator.evaluate, trials, objectives, constraints), study
+        settings = {"seed": seed, "objectives": ",".join(objectives), **{k: v for k, v in asdict(constraints).items()
+                                                                          if v is not None}}
+        record, _, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
+        with self._recorded(record.name) as summary:
+            finish_orphans(study, self.supernet.space, self.evaluator.evaluate, objectives, constraints)
+            done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
+                                    objectives, constraints)
+            summary.update({"trials": len(study.get_trials(deepcopy=False)), "new_trials": len(results),
+                            "front": sorted({t.user_attrs.get("mode_id") for t in study.best_trials})})
+        return results, study

@@ -317,6 +317,24 @@ class Store:
             return int(session.scalar(select(func.count(EvaluationRow.id))))
 
 
+    def find_evaluations(self, device: str, mode_id: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
+        """Stored evaluations of a mode (id or unique prefix) on a device, front members and
+        validation-split ones first, then the newest."""
+        self.get_device(device)
+        in_front = select(FrontRow.id).where(FrontRow.evaluation_id == EvaluationRow.id).exists()
+        query = (select(EvaluationRow, SupernetRow.content_hash, DeviceRow.name, in_front)
+                 .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
+                 .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id)
+                 .where(DeviceRow.name == device, EvaluationRow.mode_id.startswith(mode_id)))
+        if supernet_hash is not None:
+            query = query.where(SupernetRow.content_hash.startswith(supernet_hash))
+        with self.session() as session:
+            rows = session.execute(query).all()
+        if len({row[0].mode_id for row in rows}) > 1:
+            raise StorageError(f"mode id prefix {mode_id!r} matches several modes on {device}: give more characters")
+        rows.sort(key=lambda r: (not r[3], r[0].settings.get("split", "val") != "val", -r[0].id))
+        return [_evaluation(row, supernet, name) for row, supernet, name, _ in rows]
+
     # ---- supernets, searches ---------------------------------------------------------------------
     def list_supernets(self) -> list[SupernetRecord]:
         with self.session() as session:

@@ -8,6 +8,8 @@ from subnetsearch.cli import app
 from subnetsearch.supernets._checkpoint import save_checkpoint
 
 runner = CliRunner()
+TINY = {"family": "wenet-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1, "num_classes": 4,
+        "input_size": 12, "group_choices": [1, 2, 4, 8], "shuffle": True, "shuffle_rule": "balanced"}
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
                         "--storage", storage])
     common = ["--checkpoint", str(tiny_checkpoint), "--device", "quick", "--storage", storage]
     dse = runner.invoke(app, ["search", "--strategy", "dse", "--cost", "macs", "--objectives", "accuracy,macs",
-                              "--delta", "0.0", *common])
+                              "--delta", "0.0", "--max-iterations", "2", *common])
     assert dse.exit_code == 0, dse.output
     assert "iteration 1:" in dse.output and "chosen mode" in dse.output
     tpe = runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "4",
@@ -131,8 +133,75 @@ def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
     assert tpe.exit_code == 0, tpe.output
     assert "Pareto front" in tpe.output
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-    assert any(name.endswith("@quick:dse-macs") for name in studies)
-    assert any(name.endswith("@quick:optuna-random") for name in studies)
+    assert any("@quick/dse-macs/delta=0.0," in name for name in studies)
+    assert any("@quick/optuna-random/" in name for name in studies)
+    listing = runner.invoke(app, ["searches", "--storage", storage])
+    assert listing.exit_code == 0 and "dse-macs" in listing.output and "optuna-random" in listing.output
+    from subnetsearch.storage import Store
+
+    assert [s.status for s in Store(storage).list_searches()] == ["finished", "finished"]
+    front = runner.invoke(app, ["front", "--device", "quick", "--objectives", "accuracy,macs", "--storage", storage])
+    assert front.exit_code == 0 and "Pareto front (accuracy,macs) on quick" in front.output, front.output
+
+
+def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
+    import json
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from subnetsearch.search import materialized_model
+    from subnetsearch.storage import Budget, Store
+
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    common = ["--checkpoint", str(tiny_checkpoint), "--device", "quick", "--storage", storage]
+    search = runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "6",
+                                 "--objectives", "accuracy,macs", *common])
+    assert search.exit_code == 0, search.output
+    store = Store(storage)
+    full_macs = max(e.macs for e in store.get_front("quick", "all"))
+    budget = full_macs * 0.6
+    best = runner.invoke(app, ["best", "--device", "quick", "--max-macs", str(budget), "--storage", storage])
+    assert best.exit_code == 0, best.output
+    chosen = store.best_mode("quick", Budget(max_macs=budget)).best
+    assert chosen.macs <= budget and chosen.mode_id in best.output and "subnetsearch export" in best.output
+    none = runner.invoke(app, ["best", "--device", "quick", "--max-macs", "1", "--storage", storage])
+    assert none.exit_code == 1 and "no stored mode for quick satisfies macs <= 1" in none.output
+    assert "closest" in none.output
+    bad = runner.invoke(app, ["best", "--device", "quick", "--min-accuracy", "95", "--storage", storage])
+    assert bad.exit_code == 2 and "min_accuracy must be in [0, 1]" in bad.output
+    # export: JSON with its measurement, and the materialized network as ONNX and TorchScript
+    for name in ("mode.json", "mode.onnx", "mode.pt"):
+        result = runner.invoke(app, ["export", chosen.mode_id[:8], "--device", "quick", "-o", str(tmp_path / name),
+                                     "--storage", storage])
+        assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "mode.json").read_text())
+    assert document["mode_id"] == chosen.mode_id and document["metrics"]["macs"] == chosen.macs
+    assert document["measurement"]["evaluation_settings"] == chosen.settings
+    model, shape = materialized_model(store, chosen)
+    x = torch.randn(1, *shape)
+    expected = model(x).detach().numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "mode.onnx"))
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "mode.pt"))(x).detach().numpy(), expected, atol=1e-4)
+    unknown = runner.invoke(app, ["export", "zzzz", "--device", "quick", "-o", str(tmp_path / "x.onnx"),
+                                  "--storage", storage])
+    assert unknown.exit_code == 2 and "no stored mode 'zzzz'" in unknown.output
+    suffix = runner.invoke(app, ["export", chosen.mode_id, "--device", "quick", "-o", str(tmp_path / "x.bin"),
+                                 "--storage", storage])
+    assert suffix.exit_code == 2 and "cannot tell the format" in suffix.output
+    # the checkpoint file replaced by another network: refused, nothing written
+    from subnetsearch.supernets import build_supernet
+    from subnetsearch.supernets._checkpoint import save_checkpoint
+
+    save_checkpoint(tiny_checkpoint, build_supernet({**json.loads(json.dumps(TINY)), "widths": [8, 8, 16]}), {},
+                    {"name": "synthetic", "split_seed": 0}, {})
+    replaced = runner.invoke(app, ["export", chosen.mode_id, "--device", "quick", "-o", str(tmp_path / "new.onnx"),
+                                   "--storage", storage])
+    assert replaced.exit_code == 2 and "the file was replaced" in replaced.output
+    assert not (tmp_path / "new.onnx").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -72,3 +72,23 @@ def test_bad_sampler_and_objective_names() -> None:
         make_sampler("annealing", 0)
     with pytest.raises(ValueError, match="unknown objective"):
         open_study("sqlite://", "x", ["speed"], make_sampler("random", 0), {})
+
+
+def test_trials_left_running_by_a_killed_process_are_finished(tmp_path, tiny_supernet, evaluator) -> None:
+    from subnetsearch.search import finish_orphans
+
+    url = f"sqlite:///{tmp_path / 'orphans.db'}"
+    study = open_study(url, "orphans", ["accuracy", "macs"], make_sampler("random", 0), {})
+    distributions = to_optuna(tiny_supernet.space)
+    abandoned = [study.ask(distributions) for _ in range(2)]  # asked, never told: what SIGKILL leaves
+    assert all(t.number in (0, 1) for t in abandoned)
+    reopened = optuna.load_study(study_name="orphans", storage=url)
+    assert finish_orphans(reopened, tiny_supernet.space, evaluator.evaluate, ["accuracy", "macs"],
+                          Constraints(min_accuracy=0.5)) == 2
+    trials = reopened.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in trials:
+        mode = mode_from_params(tiny_supernet.space, trial.params)
+        assert trial.user_attrs["mode_id"] == mode.id and trial.values[1] == tiny_supernet.cost(mode).macs
+        assert "min_accuracy" in trial.constraints
+    assert finish_orphans(reopened, tiny_supernet.space, evaluator.evaluate, ["accuracy", "macs"]) == 0

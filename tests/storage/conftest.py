@@ -48,3 +48,22 @@ def store_url(request, tmp_path):
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def check_fronts():
+    """A check that the incrementally maintained fronts equal a rebuild from all evaluations."""
+    from sqlalchemy import select
+
+    from subnetsearch.storage._fronts import rebuild_fronts
+    from subnetsearch.storage._models import FrontRow
+
+    def check(store) -> None:
+        with store.session() as session:
+            incremental = sorted(session.execute(select(FrontRow.objectives, FrontRow.evaluation_id)).all())
+        with store.session(write=True) as session:
+            rebuild_fronts(session.connection())
+        with store.session() as session:
+            assert sorted(session.execute(select(FrontRow.objectives, FrontRow.evaluation_id)).all()) == incremental
+
+    return check

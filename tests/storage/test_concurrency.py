@@ -4,12 +4,8 @@ no lost rows, no duplicates, no "database is locked", fronts equal to a rebuild 
 import subprocess
 import sys
 
-from sqlalchemy import select
-
 from subnetsearch.devices import Device
 from subnetsearch.storage import Store
-from subnetsearch.storage._fronts import rebuild_fronts
-from subnetsearch.storage._models import FrontRow
 
 WRITER = """
 import random, sys
@@ -28,7 +24,7 @@ print(written)
 """
 
 
-def test_four_writer_processes_lose_and_duplicate_nothing(store_url, tmp_path, tiny_supernet) -> None:
+def test_four_writer_processes_lose_and_duplicate_nothing(store_url, tmp_path, tiny_supernet, check_fronts) -> None:
     from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
 
     store = Store(store_url)
@@ -51,11 +47,6 @@ def test_four_writer_processes_lose_and_duplicate_nothing(store_url, tmp_path, t
         attempted |= {f"m{rng.randrange(100)}" for _ in range(40)}
     inserted = sum(int(out) for out, _ in outputs)
     assert inserted == len(attempted) == store.count_evaluations()  # each mode stored exactly once, by one writer
-    with store.session() as session:
-        incremental = sorted(session.execute(select(FrontRow.objectives, FrontRow.evaluation_id)).all())
-    with store.session(write=True) as session:
-        rebuild_fronts(session.connection())
-    with store.session() as session:
-        assert sorted(session.execute(select(FrontRow.objectives, FrontRow.evaluation_id)).all()) == incremental
+    check_fronts(store)
     assert store.get_front("shared", "accuracy,latency")
     store.dispose()

@@ -1,0 +1,131 @@
+"""The questions users come back with: which searches ran, what is the front of a device, which mode
+should device X run under budget Y, and the export of that mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.devices import DeviceError
+from subnetsearch.search import FORMATS, ExportError, export_mode
+from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
+
+OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
+
+
+def _evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
+    table = Table(title=title)
+    for column in ("mode id", "val acc", "latency ms", "MMACs", "energy mJ", "supernet", "BN"):
+        table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN") else "right")
+    for e in rows:
+        latency = "-" if e.latency_ms is None else f"{e.latency_ms:.3f}"
+        bn = "calibrated" if e.settings.get("calibration_batches", 0) else "stored"
+        table.add_row(e.mode_id, f"{e.accuracy:.4f}", latency, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
+                      e.supernet_hash[:12], bn)
+    return table
+
+
+def searches_command(
+    device: str | None = typer.Option(None, help="Only the searches of this device."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """List the stored searches (any strategy), with their status."""
+    store = open_store(storage)
+    table = Table(title=f"searches in {store.url}")
+    for column in ("name", "strategy", "device", "supernet", "status", "started", "finished", "evaluations"):
+        table.add_column(column)
+    for s in store.list_searches(device):
+        evaluations = s.summary.get("evaluations", s.summary.get("trials", ""))
+        table.add_row(s.name, s.strategy, s.device, s.supernet_hash[:12], s.status, f"{s.started_at:%Y-%m-%d %H:%M}",
+                      f"{s.finished_at:%Y-%m-%d %H:%M}" if s.finished_at else "-", str(evaluations))
+    console.print(table)
+
+
+def front_command(
+    device: str = typer.Option("this-host", help="The device whose front to show."),
+    objectives: str = typer.Option("accuracy,latency", help=OBJECTIVE_SETS),
+    supernet: str | None = typer.Option(None, help="Only this supernet (content hash or a prefix)."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Show the stored Pareto front of a device, merged across all searches."""
+    store = open_store(storage)
+    try:
+        supernet_hash = store.get_supernet(supernet).content_hash if supernet else None
+        rows = store.get_front(device, objectives, supernet_hash)
+    except (DeviceError, StorageError, ValueError) as error:
+        fail(str(error))
+    if not rows:
+        fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
+    console.print(_evaluations_table(f"Pareto front ({objectives}) on {device}: {len(rows)} modes", rows))
+
+
+def best_command(
+    device: str = typer.Option("this-host", help="The device the mode will run on."),
+    max_latency_ms: float | None = typer.Option(None, help="Budget: latency on the device (ms)."),
+    max_macs: float | None = typer.Option(None, help="Budget: multiply-accumulates per inference."),
+    max_energy_mj: float | None = typer.Option(None, help="Budget: modelled energy per inference (mJ)."),
+    min_accuracy: float | None = typer.Option(None, help="Budget: validation accuracy (0-1)."),
+    objective: str = typer.Option("accuracy", help="What to optimize among the modes within budget: "
+                                                   "accuracy | latency | macs | energy."),
+    supernet: str | None = typer.Option(None, help="Only this supernet (content hash or a prefix)."),
+    export: Path | None = typer.Option(None, "--export", "-o", help="Also write the chosen mode here "
+                                                                    "(.onnx, .pt TorchScript, .json)."),
+    format: str | None = typer.Option(None, help=f"Export format: {', '.join(FORMATS)} (default: from the suffix)."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """The best stored mode for a device under a budget (exit code 1 if nothing satisfies it)."""
+    store = open_store(storage)
+    try:
+        budget = Budget(max_latency_ms, max_macs, max_energy_mj, min_accuracy)
+        supernet_hash = store.get_supernet(supernet).content_hash if supernet else None
+        answer = store.best_mode(device, budget, objective, supernet_hash)
+    except (DeviceError, StorageError, ValueError) as error:
+        fail(str(error))
+    limits = ", ".join(f"{name} {'<=' if kind == 'max' else '>='} {limit:g}" for name, kind, limit in budget.limits())
+    limits = limits or "no budget"
+    if answer.best is None:
+        if not answer.front_size:
+            fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
+        console.print(f"[bold]no stored mode for {device} satisfies {limits}[/] ({answer.front_size} Pareto-optimal "
+                      "modes considered). Closest:")
+        console.print(_evaluations_table("closest modes (least relative violation first)", answer.closest))
+        raise typer.Exit(1)
+    best = answer.best
+    console.print(_evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
+    console.print(f"mode JSON: {best.mode_json}")
+    if export is not None:
+        _export(store, best, export, format)
+    else:
+        console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.onnx")
+
+
+def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None) -> None:
+    try:
+        written = export_mode(store, evaluation, path, format)
+    except (ExportError, StorageError, RuntimeError) as error:
+        fail(str(error))
+    console.print(f"wrote {written} (mode {evaluation.mode_id} for {evaluation.device})")
+
+
+def export_command(
+    mode_id: str = typer.Argument(..., help="A stored mode's id (or a unique prefix)."),
+    device: str = typer.Option("this-host", help="The device it was evaluated on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .onnx, .pt (TorchScript) or .json."),
+    format: str | None = typer.Option(None, help=f"{', '.join(FORMATS)} (default: from the suffix)."),
+    supernet: str | None = typer.Option(None, help="The supernet (content hash or prefix) if several have this mode."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript)."""
+    store = open_store(storage)
+    try:
+        found = store.find_evaluations(device, mode_id, supernet)
+    except (DeviceError, StorageError) as error:
+        fail(str(error))
+    if not found:
+        fail(f"no stored mode {mode_id!r} on device {device}")
+    _export(store, found[0], out, format)

@@ -1,0 +1,117 @@
+"""Export a stored mode, ready to run on its device: the mode's JSON with its measured metrics, or the
+materialized static network (with the BN statistics it was evaluated with) as ONNX or TorchScript."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from subnetsearch.data import DataSpec, load_data
+from subnetsearch.devices import Device, export_onnx
+from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
+from subnetsearch.spaces import Mode, ModeError
+from subnetsearch.storage import StorageError, Store, StoredEvaluation
+from subnetsearch.supernets._calibrate import calibrated_bn
+from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
+
+FORMATS = ("onnx", "torchscript", "json")
+
+
+class ExportError(RuntimeError):
+    """A stored mode cannot be exported (checkpoint moved or changed, mode invalid, bad format)."""
+
+
+def format_for(path: Path, format: str | None) -> str:
+    if format is None:
+        format = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".json": "json"}.get(path.suffix.lower())
+        if format is None:
+            raise ExportError(f"cannot tell the format from {path.name!r}: use .onnx, .pt or .json, or --format")
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {FORMATS}")
+    return format
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    """Write next to the target and rename, so a failure never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def mode_document(evaluation: StoredEvaluation, device: Device) -> dict:
+    """What a deployment needs to know about a stored mode, with how every number was measured."""
+    return {"mode_id": evaluation.mode_id, "mode": json.loads(evaluation.mode_json),
+            "supernet_hash": evaluation.supernet_hash, "device": device.to_dict(),
+            "metrics": {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "macs": evaluation.macs,
+                        "params": evaluation.params, "latency_ms": evaluation.latency_ms,
+                        "energy_mj": evaluation.energy_mj},
+            "measurement": {"evaluation_settings": evaluation.settings, "latency": evaluation.latency,
+                            "energy_source": evaluation.energy_source}}
+
+
+def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The static network of a stored mode, with the BN statistics it was evaluated with
+    (recalibrated on the same training images when its settings say so)."""
+    record = store.get_supernet(evaluation.supernet_hash)
+    try:
+        state = load_checkpoint(Path(record.checkpoint_path))
+    except CheckpointError as error:
+        raise ExportError(f"the checkpoint of supernet {record.content_hash[:12]} cannot be loaded: {error}") from None
+    if state.hash != record.content_hash:
+        raise ExportError(f"checkpoint {record.checkpoint_path} has content hash {state.hash[:12]}, but the stored "
+                          f"supernet is {record.content_hash[:12]}: the file was replaced; its stored modes do not "
+                          "apply to it")
+    supernet = state.build()
+    try:
+        mode = Mode.from_json(evaluation.mode_json)
+        supernet.space.validate(mode)
+    except (ModeError, ValueError, KeyError) as error:
+        raise ExportError(f"stored mode {evaluation.mode_id} does not fit supernet {record.content_hash[:12]}: "
+                          f"{error}") from None
+    known = {f.name for f in fields(EvaluationSettings)}
+    settings = EvaluationSettings(**{k: v for k, v in evaluation.settings.items() if k in known})
+    if settings.calibration_batches:
+        splits = load_data(DataSpec(**state.data))
+        with calibrated_bn(supernet, mode, calibration_batches(splits, settings)):
+            model = supernet.materialize(mode)
+    else:
+        supernet.set_mode(mode)
+        model = supernet.materialize(mode)
+    return model.eval(), supernet.input_shape
+
+
+def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None = None) -> Path:
+    """Write a stored mode to `path` as JSON, ONNX or TorchScript (format from the suffix if None)."""
+    format = format_for(path, format)
+    device = store.get_device(evaluation.device)
+    if format == "json":
+        _write_atomically(path, (json.dumps(mode_document(evaluation, device), indent=2) + "\n").encode())
+        return path
+    try:
+        model, input_shape = materialized_model(store, evaluation)
+    except StorageError as error:
+        raise ExportError(str(error)) from None
+    shape = (device.protocol.batch_size, *input_shape)
+    example = torch.randn(shape)
+    if format == "onnx":
+        payload = export_onnx(model, example)
+    else:
+        with torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(model, example))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        payload = buffer.getvalue()
+    _write_atomically(path, payload)
+    return path
