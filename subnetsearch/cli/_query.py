@@ -18,7 +18,7 @@ from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
 
 
-def _evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
+def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     table = Table(title=title)
     for column in ("mode id", "val acc", "latency ms", "MMACs", "energy mJ", "supernet", "BN"):
         table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN") else "right")
@@ -61,7 +61,7 @@ def front_command(
         fail(str(error))
     if not rows:
         fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
-    console.print(_evaluations_table(f"Pareto front ({objectives}) on {device}: {len(rows)} modes", rows))
+    console.print(evaluations_table(f"Pareto front ({objectives}) on {device}: {len(rows)} modes", rows))
 
 
 def best_command(
@@ -93,10 +93,10 @@ def best_command(
             fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
         console.print(f"[bold]no stored mode for {device} satisfies {limits}[/] ({answer.front_size} Pareto-optimal "
                       "modes considered). Closest:")
-        console.print(_evaluations_table("closest modes (least relative violation first)", answer.closest))
+        console.print(evaluations_table("closest modes (least relative violation first)", answer.closest))
         raise typer.Exit(1)
     best = answer.best
-    console.print(_evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
+    console.print(evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
     console.print(f"mode JSON: {best.mode_json}")
     if export is not None:
         _export(store, best, export, format)

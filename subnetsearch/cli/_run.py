@@ -1,5 +1,6 @@
-"""`subnetsearch run`: the main job. Load (or train) the default supernet and evaluate a few modes on
-the default device, with every result kept in the store."""
+"""`subnetsearch run`: the main job. Load (or train) the default supernet, evaluate a few modes on the
+default device, run a short DSE and an Optuna search, and print the stored front and the next query;
+every result is kept in the store."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from rich.table import Table
 
 from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
+from subnetsearch.cli._query import evaluations_table
 from subnetsearch.data import DataError, DataSpec, load_data
-from subnetsearch.search import CachedEvaluator, EvaluationSettings
+from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings
+from subnetsearch.search._session import SearchSession
+from subnetsearch.storage import storage_url
 from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
+from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
@@ -25,10 +29,14 @@ def run_command(
     epochs: int = typer.Option(10, help="Epochs when training is needed."),
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     random_modes: int = typer.Option(2, help="Random mixed modes to add to the uniform ones."),
-    seed: int = typer.Option(0, help="Seed of the random modes."),
+    seed: int = typer.Option(0, help="Seed of the random modes and of the Optuna sampler."),
+    dse_iterations: int = typer.Option(2, help="Iterations of the greedy DSE (0: skip it)."),
+    delta: float = typer.Option(0.90, help="DSE accuracy threshold (validation)."),
+    trials: int = typer.Option(20, help="Optuna TPE trials (0: skip the Optuna search)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Load (or train) the default supernet and print a table of operating modes on a device."""
+    """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
+    short greedy DSE and an Optuna search, and print the stored front and the query to type next."""
     store = open_store(storage)
     device = device_or_default(store, device_name)
     if not checkpoint.exists():
@@ -39,24 +47,37 @@ def run_command(
         train_wenet(build_supernet({"family": "wenet-cifar-resnet"}), load_data(DataSpec()), WeNetRecipe(epochs=epochs),
                     checkpoint.parent, DataSpec().to_dict())
     try:
-        state = load_checkpoint(checkpoint)
-        supernet = state.build()
-        splits = load_data(DataSpec(**state.data))
+        session = SearchSession(store, storage_url(storage), device, checkpoint)
     except (CheckpointError, DataError) as error:
         fail(str(error))
-    store.register_supernet(state, checkpoint.resolve())
+    state, supernet, splits = session.checkpoint, session.supernet, session.splits
     torch.set_num_threads(device.protocol.threads)
     console.print(f"supernet {checkpoint} (hash {state.hash[:12]}), {len(supernet.space)} switchable layers, "
                   f"data {splits.name}: selection on {len(splits.val)} validation images")
     console.print(f"device {device.name}: {device.description}; storage {store.url}")
+    _mode_table(session, random_modes, seed)
+    if dse_iterations or trials:
+        _searches(session, dse_iterations, delta, trials, seed)
+    front = store.get_front(device.name, "accuracy,latency", state.hash)
+    console.print(evaluations_table(f"stored Pareto front (accuracy, latency) of this supernet on {device.name}: "
+                                     f"{len(front)} modes, merged across all searches", front))
+    budget = _suggested_budget(front)
+    console.print(f"{session.evaluator.misses} modes evaluated now, {session.evaluator.hits} reused from stored results "
+                  "(a mode is never evaluated twice for the same supernet, device and settings)")
+    console.print("next, ask for the best mode under a latency budget (and export it):\n"
+                  f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3g}"
+                  + ("" if storage is None else f" --storage '{store.url}'"))
+
+
+def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
+    supernet, device = session.supernet, session.device
     generator = torch.Generator().manual_seed(seed)
     modes = [("full", supernet.full_mode())]
     modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
     modes += [("smallest", supernet.smallest_mode())]
     modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(random_modes)]
-    calibrated = CachedEvaluator(supernet, state.hash, splits, device, store, EvaluationSettings())
-    stored_bn = CachedEvaluator(supernet, state.hash, splits, device, store, EvaluationSettings(calibration_batches=0),
-                                measure=False)
+    stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, device, session.store,
+                                EvaluationSettings(calibration_batches=0), measure=False)
     p = device.protocol
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
@@ -65,12 +86,37 @@ def run_command(
         table.add_column(column, justify="left" if column in ("mode", "groups per layer", "id") else "right")
     full_latency = None
     for name, mode in modes:
-        result = calibrated.evaluate(mode)
+        result = session.evaluator.evaluate(mode)
         full_latency = full_latency or result.latency_ms
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
                       f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}",
                       f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x)",
                       f"{result.latency['iqr_ms']:.3f}", f"{result.energy_mj:.3f}", mode.id)
     console.print(table)
-    console.print(f"{calibrated.misses} modes evaluated now, {calibrated.hits} reused from stored results "
-                  "(a mode is never evaluated twice for the same supernet, device and settings)")
+
+
+def _searches(session: SearchSession, dse_iterations: int, delta: float, trials: int, seed: int) -> None:
+    """A short greedy DSE (Algorithm 2) and a TPE search, both on measured latency, both stored."""
+    if dse_iterations:
+        console.print(f"greedy DSE (WeNet Algorithm 2) on measured latency, delta {delta}, "
+                      f"at most {dse_iterations} iterations:")
+
+        def show(step: DSEStep) -> None:
+            console.print(f"  iteration {step.iteration}: {step.changed_layer or '(full network)':>22} -> "
+                          f"acc {step.accuracy:.4f}, {step.cost:.3f} ms ({step.candidates_evaluated} evaluated)")
+
+        result, study = session.dse(delta, "latency", ["accuracy", "latency"], dse_iterations, on_step=show)
+        console.print(f"  DSE study {study.study_name!r}: {result.evaluations} evaluations")
+    if trials:
+        console.print(f"Optuna multi-objective search (TPE, seed {seed}) on accuracy and latency, {trials} trials")
+        _, study = session.optuna("tpe", trials, ["accuracy", "latency"], Constraints(), seed)
+        console.print(f"  Optuna study {study.study_name!r}: {len(study.trials)} trials, "
+                      f"{len(study.best_trials)} on its front")
+
+
+def _suggested_budget(front: list) -> float:
+    """A latency budget that makes the next query interesting: between the front's extremes."""
+    if not front:
+        return 1.0
+    latencies = sorted(e.latency_ms for e in front)
+    return latencies[len(latencies) // 2]

@@ -1,3 +1,4 @@
+import shlex
 import subprocess
 import sys
 
@@ -28,7 +29,8 @@ def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage) -
     add = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                               "--storage", storage])
     assert add.exit_code == 0, add.output
-    args = ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "1", "--device", "quick", "--storage", storage]
+    args = ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "1", "--device", "quick", "--storage", storage,
+            "--dse-iterations", "0", "--trials", "0"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for text in ("full", "uniform 1/2", "smallest", "random 1", "MMACs", "latency ms", "8-8-8-8-8-8-8-8", "energy"):
@@ -36,6 +38,20 @@ def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage) -
     assert "5 modes evaluated now, 1 reused" in result.output  # uniform 1/8 and smallest coincide here
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 modes evaluated now, 6 reused" in again.output
+
+
+def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage) -> None:
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    result = runner.invoke(app, ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "0", "--device", "quick",
+                                 "--storage", storage, "--dse-iterations", "1", "--trials", "3", "--delta", "0.0"])
+    assert result.exit_code == 0, result.output
+    assert "iteration 1:" in result.output and "Optuna study" in result.output
+    assert "stored Pareto front (accuracy, latency)" in result.output
+    query = [line.strip() for line in result.output.splitlines() if line.strip().startswith("subnetsearch best")]
+    assert len(query) == 1, result.output
+    answer = runner.invoke(app, shlex.split(query[0])[1:])  # exactly the printed command
+    assert answer.exit_code == 0 and "best mode for quick" in answer.output, answer.output
 
 
 def test_run_without_checkpoint_fails_clearly(tmp_path, storage) -> None:
