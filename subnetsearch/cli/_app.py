@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from subnetsearch.cli._devices import devices_app
-from subnetsearch.cli._query import best_command, export_command, front_command, searches_command
+from subnetsearch.cli._query import best_command, export_command, front_command, searches_command, supernets_command
 from subnetsearch.cli._run import run_command
 from subnetsearch.cli._search import search_command
 from subnetsearch.cli._train import train_command
@@ -14,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML searc
 app.command("run")(run_command)
 app.command("search")(search_command)
 app.command("train")(train_command)
+app.command("supernets")(supernets_command)
 app.command("searches")(searches_command)
 app.command("front")(front_command)
 app.command("best")(best_command)

@@ -30,6 +30,18 @@ def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     return table
 
 
+def supernets_command(storage: str | None = typer.Option(None, help=STORAGE_HELP)) -> None:
+    """List the stored supernets (registered by every command that loads one)."""
+    store = open_store(storage)
+    table = Table(title=f"supernets in {store.url}")
+    for column in ("content hash", "family", "data", "epochs", "checkpoint"):
+        table.add_column(column)
+    for s in store.list_supernets():
+        table.add_row(s.content_hash[:12], s.family, str(s.data.get("name", "")), str(s.recipe.get("epochs", "")),
+                      s.checkpoint_path)
+    console.print(table)
+
+
 def searches_command(
     device: str | None = typer.Option(None, help="Only the searches of this device."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),

@@ -19,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import case, create_engine, event, func, literal, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -166,7 +166,7 @@ class BestMode:
     budget: Budget
     best: StoredEvaluation | None
     closest: tuple[StoredEvaluation, ...]
-    front_size: int
+    front_size: int | None  # Pareto-optimal modes considered (counted only when nothing satisfies the budget)
 
 
 class Store:
@@ -410,7 +410,7 @@ class Store:
     # ---- fronts and the best-mode query -----------------------------------------------------------
     @staticmethod
     def _front_rows(device: str, objectives: str, supernet_hash: str | None, *conditions: Any) -> Any:
-        query = (select(EvaluationRow, SupernetRow.content_hash, DeviceRow.name)
+        query = (select(*_EVALUATION_COLUMNS)
                  .join(FrontRow, FrontRow.evaluation_id == EvaluationRow.id)
                  .join(SupernetRow, SupernetRow.id == FrontRow.supernet_id)
                  .join(DeviceRow, DeviceRow.id == FrontRow.device_id)
@@ -427,7 +427,7 @@ class Store:
         if objectives not in objective_sets(True):
             raise ValueError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
         with self.session() as session:
-            rows = [_evaluation(*row) for row in session.execute(self._front_rows(device, objectives, supernet_hash))]
+            rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, objectives, supernet_hash))]
         if not rows:
             return []
         names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL] if objectives == ALL \
@@ -444,23 +444,28 @@ class Store:
         number of stored evaluations. Ties are broken by accuracy, then MACs, then mode id."""
         if objective not in COLUMNS:
             raise ValueError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
-        self.get_device(device)
         conditions = []
         for name, kind, limit in budget.limits():
             column = getattr(EvaluationRow, COLUMNS[name])
             conditions.append(column <= limit if kind == "max" else column >= limit)
         order = getattr(EvaluationRow, COLUMNS[objective])
         order = order.desc() if objective == "accuracy" else order.asc()
-        with self.session() as session:
+        with self.session() as session:  # Core rows on one connection: the common case is one round trip
             best = session.execute(self._front_rows(device, ALL, supernet_hash, *conditions)
                                    .order_by(order, EvaluationRow.accuracy.desc(), EvaluationRow.macs.asc(),
                                              EvaluationRow.mode_id).limit(1)).first()
-            size = session.scalar(select(func.count()).select_from(
-                self._front_rows(device, ALL, supernet_hash).subquery()))
             if best is not None:
-                return BestMode(device, objective, budget, _evaluation(*best), (), size)
-            members = [_evaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]
-        nearest = sorted(members, key=lambda e: (budget.violation(e), -e.accuracy, e.macs, e.mode_id))[:closest]
+                return BestMode(device, objective, budget, StoredEvaluation(*best), (), None)
+            # nothing satisfies the budget: the front modes with the least summed relative violation
+            violation = sum((_violation(getattr(EvaluationRow, COLUMNS[name]), kind, limit)
+                             for name, kind, limit in budget.limits()), literal(0.0))
+            rows = session.execute(self._front_rows(device, ALL, supernet_hash)
+                                   .add_columns(func.count().over().label("front_size"))
+                                   .order_by(violation, EvaluationRow.accuracy.desc(), EvaluationRow.macs,
+                                             EvaluationRow.mode_id).limit(closest)).all()
+            nearest, size = [StoredEvaluation(*row[:-1]) for row in rows], rows[0][-1] if rows else 0
+        if not size:
+            self.get_device(device)  # an unknown device is an error, not an empty answer
         return BestMode(device, objective, budget, None, tuple(nearest), size)
 
 
@@ -472,6 +477,18 @@ def _supernet(row: SupernetRow) -> SupernetRecord:
 def _device(row: DeviceRow) -> Device:
     return Device.from_dict({"name": row.name, "location": row.location, "protocol": row.protocol,
                              "energy": row.energy, "description": row.description})
+
+
+def _violation(column: Any, kind: str, limit: float) -> Any:
+    """SQL for the relative violation of one budget (as `Budget.violation`); unknown values violate."""
+    excess = column - limit if kind == "max" else limit - column
+    return case((column.is_(None), literal(1e9)), (excess > 0, excess / abs(limit or 1e-12)), else_=literal(0.0))
+
+
+_EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.mode_id, EvaluationRow.mode_json,
+                       EvaluationRow.settings_key, EvaluationRow.settings, EvaluationRow.accuracy, EvaluationRow.loss,
+                       EvaluationRow.macs, EvaluationRow.params, EvaluationRow.latency_ms, EvaluationRow.latency,
+                       EvaluationRow.energy_mj, EvaluationRow.energy_source)
 
 
 def _evaluation(row: EvaluationRow, supernet_hash: str, device: str) -> StoredEvaluation:

@@ -208,6 +208,16 @@ def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
     suffix = runner.invoke(app, ["export", chosen.mode_id, "--device", "quick", "-o", str(tmp_path / "x.bin"),
                                  "--storage", storage])
     assert suffix.exit_code == 2 and "cannot tell the format" in suffix.output
+    supernets = runner.invoke(app, ["supernets", "--storage", storage])
+    assert supernets.exit_code == 0 and chosen.supernet_hash[:12] in supernets.output
+    # a stored mode that does not fit its supernet's space (e.g. written by hand): refused clearly
+    from dataclasses import replace
+
+    foreign = replace(chosen, mode_id="feedfacefeedface", mode_json='{"space":"0000","values":{"x":1}}')
+    store.put_evaluation(foreign)
+    misfit = runner.invoke(app, ["export", "feedface", "--device", "quick", "-o", str(tmp_path / "f.onnx"),
+                                 "--storage", storage])
+    assert misfit.exit_code == 2 and "does not fit supernet" in misfit.output, misfit.output
     # the checkpoint file replaced by another network: refused, nothing written
     from subnetsearch.supernets import build_supernet
     from subnetsearch.supernets._checkpoint import save_checkpoint

@@ -109,6 +109,8 @@ def test_best_mode_answers_honestly_when_nothing_satisfies(stored) -> None:
     assert answer.best is None and answer.front_size == 3
     # relative violations: small 0.05/0.9 (accuracy), mid 0.5/1.0 (latency), big 2.0/1.0 (latency)
     assert [e.mode_id for e in answer.closest] == ["small", "mid", "big"]
+    budget = answer.budget  # the SQL ordering agrees with the Python definition of the violation
+    assert [round(budget.violation(e), 4) for e in answer.closest] == [round(0.05 / 0.9, 4), 0.5, 2.0]
     assert store.best_mode("dev-b").best is None  # a device with nothing stored
     with pytest.raises(DeviceError, match="unknown device 'nope'"):
         store.best_mode("nope")
