@@ -70,17 +70,20 @@ class LatencyProtocol:
 
 @dataclass(frozen=True)
 class Latency:
-    """One measured latency, with how it was measured."""
+    """One latency figure, with how it was obtained (measured end to end, or predicted)."""
 
     ms: float  # min over repeats of the median
     iqr_ms: float  # inter-quartile range of the repeat that gave `ms`
     medians_ms: tuple[float, ...]
     protocol: LatencyProtocol
     input_shape: tuple[int, ...]
+    measured: bool = True  # False: predicted by a lookup table measured with `protocol`
+    table: str | None = None  # the digest of that table
 
     def to_dict(self) -> dict:
+        extra = {} if self.measured else {"table": self.table}
         return {"ms": self.ms, "iqr_ms": self.iqr_ms, "medians_ms": list(self.medians_ms),
-                "input_shape": list(self.input_shape), "measured": True, **asdict(self.protocol)}
+                "input_shape": list(self.input_shape), "measured": self.measured, **extra, **asdict(self.protocol)}
 
 
 class OnnxRuntimeModel:

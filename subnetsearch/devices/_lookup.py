@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import fx, nn
 
-from subnetsearch.devices._latency import LatencyProtocol, measure_latencies
+from subnetsearch.devices._latency import Latency, LatencyProtocol, measure_latencies
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import ChannelShuffle, GroupSwitchConv2d, SwitchableBatchNorm2d, WeNetSupernet
 from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user
@@ -137,6 +137,24 @@ def layer_configs(sites: Iterable[_ConvSite], mode: Mode) -> list[LayerConfig]:
     return configs
 
 
+def all_layer_configs(sites: Iterable[_ConvSite], supernet: WeNetSupernet) -> list[LayerConfig]:
+    """Every configuration any mode of the supernet can run (each site at each of its group counts,
+    with and without the shuffle after it): a table of these predicts every mode."""
+    space = supernet.space
+    configs: dict[str, LayerConfig] = {}
+    for site in sites:
+        choices = space[site.knob].values if site.knob else (site.fixed_groups,)
+        shuffles = [0]
+        if site.shuffle is not None and site.shuffle.enabled and site.shuffle.max_groups > 1:
+            shuffles.append(site.shuffle.max_groups)
+        for groups in choices:
+            for shuffle_groups in shuffles if groups > 1 else [0]:
+                config = LayerConfig(site.in_channels, site.out_channels, site.kernel, site.stride, site.input_size,
+                                     groups, site.activation, shuffle_groups)
+                configs.setdefault(config.key(), config)
+    return list(configs.values())
+
+
 @dataclass
 class LatencyTable:
     """Measured latency (ms) per layer configuration on one device, plus the fixed overhead."""
@@ -154,18 +172,41 @@ class LatencyTable:
     def to_dict(self) -> dict:
         return {"protocol": asdict(self.protocol), "entries": self.entries, "overhead_ms": self.overhead_ms}
 
+    @property
+    def digest(self) -> str:
+        """A short content hash: predictions from different tables are never mixed in the cache."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
     @classmethod
     def from_dict(cls, payload: Mapping) -> LatencyTable:
         return cls(LatencyProtocol(**payload["protocol"]), dict(payload["entries"]), float(payload["overhead_ms"]))
 
 
-def build_table(supernet: WeNetSupernet, modes: Iterable[Mode], protocol: LatencyProtocol,
+class LatencyPredictor:
+    """Predicted latency of any mode of one supernet from a lookup table (no measurement)."""
+
+    def __init__(self, supernet: WeNetSupernet, table: LatencyTable) -> None:
+        self.table, self.sites = table, conv_sites(supernet)
+        self.input_shape = (table.protocol.batch_size, *supernet.input_shape)
+
+    def __call__(self, mode: Mode) -> Latency:
+        ms = self.table.predict(layer_configs(self.sites, mode))
+        return Latency(ms, 0.0, (), self.table.protocol, self.input_shape, measured=False, table=self.table.digest)
+
+
+def build_table(supernet: WeNetSupernet, modes: Iterable[Mode] | None, protocol: LatencyProtocol,
                 calibration_modes: Iterable[Mode]) -> LatencyTable:
-    """Measure every configuration the given modes need (each once), then the overhead as the median
-    gap between measured end-to-end latency and the summed entries on `calibration_modes`."""
+    """Measure every configuration the given modes need (each once; `modes=None`: every configuration
+    of the supernet), then the overhead as the median gap between measured end-to-end latency and the
+    summed entries on `calibration_modes`."""
     sites = conv_sites(supernet)
     calibration = list(calibration_modes)
     wanted: dict[str, LayerConfig] = {}
+    if modes is None:
+        wanted.update({config.key(): config for config in all_layer_configs(sites, supernet)})
+        modes = []
     for mode in [*modes, *calibration]:
         for config in layer_configs(sites, mode):
             wanted.setdefault(config.key(), config)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from subnetsearch.data import Splits
 from subnetsearch.devices import Device
+from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.search._evaluator import EvaluationSettings, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key
@@ -26,11 +27,15 @@ class CachedEvaluator:
 
     def __init__(self, supernet: WeNetSupernet, supernet_hash: str, splits: Splits, device: Device,
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
-                 measure: bool = True) -> None:
+                 measure: bool = True, predictor: LatencyPredictor | None = None) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
-        self.key = settings_key({"settings": asdict(settings), "device": device.to_dict(), "measure": measure,
-                                 "data": splits.name, "split_seed": splits.split_seed})
+        self.predictor = predictor
+        payload = {"settings": asdict(settings), "device": device.to_dict(), "measure": measure,
+                   "data": splits.name, "split_seed": splits.split_seed}
+        if predictor is not None:  # predicted latencies are kept apart from measured ones
+            payload["latency_table"] = predictor.table.digest
+        self.key = settings_key(payload)
         self._memory: dict[str, StoredEvaluation] = {}
         self._calibration = None
         self.hits = self.misses = 0
@@ -47,7 +52,7 @@ class CachedEvaluator:
         if self._calibration is None and self.settings.calibration_batches:
             self._calibration = calibration_batches(self.splits, self.settings)
         metrics = evaluate_mode(self.supernet, mode, self.splits, self.device, self.settings,
-                                calibration=self._calibration, measure=self.measure)
+                                calibration=self._calibration, measure=self.measure, predictor=self.predictor)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
             self.store.put_evaluation(record)

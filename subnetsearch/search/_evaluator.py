@@ -9,6 +9,7 @@ import torch
 
 from subnetsearch.data import Splits
 from subnetsearch.devices import Device, Latency, energy_pj, measure_latency, network_accesses
+from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet
 from subnetsearch.supernets._calibrate import calibrated_bn
@@ -100,17 +101,24 @@ def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float
 
 def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: Device,
                   settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
-                  calibration: list[torch.Tensor] | None = None, measure: bool = True) -> Metrics:
+                  calibration: list[torch.Tensor] | None = None, measure: bool = True,
+                  predictor: LatencyPredictor | None = None) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
-    the device's energy model, and (for a device on this host, if `measure`) the measured latency
-    of the materialized mode with its calibrated BN folded in."""
+    the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
+    (for a device on this host, if `measure`) measured on the materialized mode with its calibrated
+    BN folded in."""
     cost = supernet.cost(mode)
-    measure_here = measure and device.location == "host"
+    measure_here = measure and device.location == "host" and predictor is None
     (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration, measure_here)
     stored = None
     if with_stored_bn:
         stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
                                                                            max_eval_batches=settings.max_eval_batches))
-    latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id) if static is not None else None
+    if predictor is not None:
+        latency = predictor(mode)
+    elif static is not None:
+        latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id)
+    else:
+        latency = None
     return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
                    mode_energy_mj(supernet, mode, device), settings)

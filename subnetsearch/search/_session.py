@@ -12,6 +12,7 @@ import optuna
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device
+from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, greedy_dse
 from subnetsearch.search._evaluator import EvaluationSettings
@@ -37,14 +38,16 @@ class SearchSession:
     device: Device
     checkpoint_path: Path
     settings: EvaluationSettings = field(default_factory=EvaluationSettings)
+    latency_table: LatencyTable | None = None  # predict latency from this table instead of measuring it
 
     def __post_init__(self) -> None:
         self.checkpoint = load_checkpoint(self.checkpoint_path)
         self.supernet = self.checkpoint.build()
         self.splits = load_data(DataSpec(**self.checkpoint.data))
         self.store.register_supernet(self.checkpoint, self.checkpoint_path.resolve())
+        predictor = LatencyPredictor(self.supernet, self.latency_table) if self.latency_table else None
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
-                                         self.settings, measure=self.device.location == "host")
+                                         self.settings, measure=self.device.location == "host", predictor=predictor)
 
     def search_name(self, strategy: str, settings: dict) -> str:
         """The default name of a search (and of its Optuna study): supernet, device, strategy and the

@@ -30,3 +30,26 @@ def test_table_predicts_from_measured_entries_and_round_trips(tiny_supernet) -> 
     assert prediction > 0
     again = LatencyTable.from_dict(table.to_dict())
     assert again.predict(layer_configs(sites, modes[2])) == prediction
+
+
+def test_a_complete_table_predicts_every_mode_and_the_evaluator_uses_it(tiny_supernet, tiny_data) -> None:
+    from subnetsearch.devices import Device
+    from subnetsearch.devices._lookup import LatencyPredictor, all_layer_configs
+    from subnetsearch.search import CachedEvaluator, EvaluationSettings
+
+    protocol = LatencyProtocol(runtime="eager", threads=1, warmup=1, repeats=1, min_run_time=0.01)
+    table = build_table(tiny_supernet, None, protocol, calibration_modes=[tiny_supernet.full_mode()])
+    sites = conv_sites(tiny_supernet)
+    assert set(table.entries) == {c.key() for c in all_layer_configs(sites, tiny_supernet)}
+    generator = torch.Generator().manual_seed(3)
+    predictor = LatencyPredictor(tiny_supernet, table)
+    for _ in range(20):  # no mode needs a configuration the table lacks
+        mode = tiny_supernet.random_mode(generator)
+        assert predictor(mode).ms == table.predict(layer_configs(sites, mode))
+    quick = EvaluationSettings(calibration_batches=1, calibration_batch_size=16, max_eval_batches=1)
+    predicted = CachedEvaluator(tiny_supernet, "h", tiny_data, Device("t"), settings=quick, predictor=predictor)
+    measured = CachedEvaluator(tiny_supernet, "h", tiny_data, Device("t"), settings=quick)
+    assert predicted.key != measured.key  # predicted and measured latencies never share a cache entry
+    result = predicted.evaluate(mode)
+    assert result.latency_ms == predictor(mode).ms
+    assert result.latency["measured"] is False and result.latency["table"] == table.digest
