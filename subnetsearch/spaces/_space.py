@@ -112,7 +112,13 @@ class SearchSpace:
     """
 
     def __init__(self, knobs: Iterable[Knob], context: Mapping[str, Any] | None = None) -> None:
+        knobs = list(knobs)
         self._knobs = {knob.name: knob for knob in knobs}
+        if not self._knobs:
+            raise ModeError("a search space needs at least one knob (this supernet has nothing to switch)")
+        if len(self._knobs) != len(knobs):
+            names = [knob.name for knob in knobs]
+            raise ModeError(f"knob names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
         self.context = dict(context or {})
         self.id = _digest({"knobs": [knob.to_dict() for knob in self._knobs.values()], "context": self.context})
 

@@ -47,3 +47,25 @@ def test_bad_knob_definitions_are_refused() -> None:
         Knob("f", "float", (1.0, 1.0))
     with pytest.raises(ModeError, match="not a mode JSON"):
         Mode.from_json("{oops")
+
+
+def test_a_space_needs_knobs_with_unique_names() -> None:
+    with pytest.raises(ModeError, match="at least one knob"):
+        SearchSpace([])
+    with pytest.raises(ModeError, match=r"repeated: \['a'\]"):
+        SearchSpace([Knob("a", "ordered", (1, 2)), Knob("a", "ordered", (1, 4))])
+
+
+def test_space_translates_to_a_ray_tune_param_space_and_back() -> None:
+    from ray import tune
+
+    from subnetsearch.spaces import mode_from_params, to_ray_tune
+
+    space = _space()
+    param_space = to_ray_tune(space)
+    assert isinstance(param_space["a"], tune.search.sample.Categorical)
+    assert param_space["a"].categories == [1, 2, 4]
+    assert (param_space["lam"].lower, param_space["lam"].upper) == (0.0, 1.0)
+    for _ in range(20):  # every config Tune samples is a valid mode of the space
+        config = {name: domain.sample() for name, domain in param_space.items()}
+        assert mode_from_params(space, config).values == config
