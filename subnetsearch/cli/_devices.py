@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
 import typer
 from rich.table import Table
 
@@ -17,6 +19,7 @@ from subnetsearch.devices import (
     host_description,
     measure_latencies,
 )
+from subnetsearch.devices._lookup import LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
@@ -124,3 +127,52 @@ def measure_command(
         table.add_row(text, f"{supernet.cost(mode).macs / 1e6:.2f}", f"{latency.ms:.3f}", f"{latency.iqr_ms:.3f}",
                       f"{first / latency.ms:.2f}x")
     console.print(table)
+
+
+@devices_app.command("table")
+def table_command(
+    name: str = typer.Argument(..., help="A recorded device."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="The supernet whose layer configurations to cover."),
+    import_file: Path | None = typer.Option(None, help="Import a table measured elsewhere (JSON, as --export-file "
+                                                       "writes) instead of measuring here."),
+    export_file: Path | None = typer.Option(None, help="Write the device's stored table to this JSON file."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Build (measure here), import or export a device's latency lookup table for a supernet:
+    every layer configuration the supernet's modes can run, each measured once, plus the fixed
+    overhead. `subnetsearch search --latency predicted` then predicts instead of measuring."""
+    store = open_store(storage)
+    try:
+        device = store.get_device(name)
+        state = load_checkpoint(checkpoint)
+    except (DeviceError, CheckpointError) as error:
+        fail(str(error))
+    supernet = state.build()
+    store.register_supernet(state, checkpoint.resolve())
+    if export_file is not None:
+        stored = store.get_latency_table(name, state.hash)
+        if stored is None:
+            fail(f"device {name} has no latency table for supernet {state.hash[:12]}")
+        export_file.write_text(json.dumps(stored[0], indent=1) + "\n")
+        console.print(f"wrote {export_file} ({stored[1]} table of {name})")
+        return
+    if import_file is not None:
+        try:
+            table = LatencyTable.from_dict(json.loads(import_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            fail(f"{import_file} is not a latency table ({type(error).__name__}: {error})")
+        missing = [c for c in all_layer_configs(conv_sites(supernet), supernet) if c.key() not in table.entries]
+        if missing:
+            fail(f"{import_file} lacks {len(missing)} layer configuration(s) of this supernet, e.g. {missing[0]}")
+        source = "imported"
+    else:
+        if device.location != "host":
+            fail(f"device {name} is a {device.location} device: measure its table on the device "
+                 "(`subnetsearch devices table` there, --export-file) and import it here with --import-file")
+        generator = torch.Generator().manual_seed(0)
+        with console.status(f"measuring every layer configuration on {name} ({device.protocol.runtime})"):
+            table = build_table(supernet, None, device.protocol, [supernet.random_mode(generator) for _ in range(5)])
+        source = "measured"
+    store.put_latency_table(name, state.hash, table.to_dict(), table.digest, source)
+    console.print(f"{source} latency table of {name} for supernet {state.hash[:12]}: {len(table.entries)} layer "
+                  f"configurations, fixed overhead {table.overhead_ms:.3f} ms, digest {table.digest}")

@@ -26,6 +26,8 @@ def search_command(
     delta: float = typer.Option(0.90, help="DSE: accuracy threshold (validation)."),
     cost: str = typer.Option("latency", help=f"DSE cost t: {', '.join(COSTS)}."),
     max_iterations: int | None = typer.Option(None, help="DSE: stop after this many iterations."),
+    latency: str = typer.Option("measured", help="measured (on this host) | predicted (the device's lookup table, "
+                                                 "see `subnetsearch devices table`)."),
     objectives: str = typer.Option("accuracy,latency", help="Study objectives: accuracy, latency, macs, energy."),
     sampler: str = typer.Option("tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}."),
     trials: int = typer.Option(30, help="Optuna: number of trials."),
@@ -42,13 +44,18 @@ def search_command(
     names = [o.strip() for o in objectives.split(",") if o.strip()]
     store = open_store(storage)
     device = device_or_default(store, device_name)
-    if ("latency" in names or cost == "latency" and strategy == "dse") and device.location != "host":
+    if latency not in ("measured", "predicted"):
+        fail(f"--latency must be measured or predicted, got {latency!r}")
+    uses_latency = "latency" in names or cost == "latency" and strategy == "dse"
+    if uses_latency and latency == "measured" and device.location != "host":
         fail(f"device {device.name} is a {device.location} device: latency cannot be measured here; "
-             "use --cost macs/energy and --objectives without latency")
+             "use --latency predicted with the device's lookup table, or --cost macs/energy and --objectives "
+             "without latency")
     torch.set_num_threads(device.protocol.threads)
     try:
-        session = SearchSession(store, storage_url(storage), device, checkpoint)
-    except (CheckpointError, DataError) as error:
+        session = SearchSession(store, storage_url(storage), device, checkpoint,
+                                predicted_latency=latency == "predicted")
+    except (CheckpointError, DataError, ValueError) as error:
         fail(str(error))
     try:
         if strategy == "dse":

@@ -39,12 +39,20 @@ class SearchSession:
     checkpoint_path: Path
     settings: EvaluationSettings = field(default_factory=EvaluationSettings)
     latency_table: LatencyTable | None = None  # predict latency from this table instead of measuring it
+    predicted_latency: bool = False  # predict latency from the device's stored table for this supernet
 
     def __post_init__(self) -> None:
         self.checkpoint = load_checkpoint(self.checkpoint_path)
         self.supernet = self.checkpoint.build()
         self.splits = load_data(DataSpec(**self.checkpoint.data))
         self.store.register_supernet(self.checkpoint, self.checkpoint_path.resolve())
+        if self.latency_table is None and self.predicted_latency:
+            stored = self.store.get_latency_table(self.device.name, self.checkpoint.hash)
+            if stored is None:
+                raise ValueError(f"no latency table for device {self.device.name} and supernet "
+                                 f"{self.checkpoint.hash[:12]}: build one with `subnetsearch devices table "
+                                 f"{self.device.name}` (on the device) or import one with --import-file")
+            self.latency_table = LatencyTable.from_dict(stored[0])
         predictor = LatencyPredictor(self.supernet, self.latency_table) if self.latency_table else None
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
                                          self.settings, measure=self.device.location == "host", predictor=predictor)

@@ -106,3 +106,19 @@ class FrontRow(Base):
     settings_key: Mapped[str] = mapped_column(String(64))
     objectives: Mapped[str] = mapped_column(String(64))
     evaluation_id: Mapped[int] = mapped_column(ForeignKey("ss_evaluations.id", ondelete="CASCADE"))
+
+
+class LatencyTableRow(Base):
+    """A latency lookup table of one device for one supernet's layer configurations: measured on
+    this host (`source` "measured") or measured elsewhere and imported ("imported")."""
+
+    __tablename__ = "ss_latency_tables"
+    __table_args__ = (UniqueConstraint("device_id", "supernet_id", name="uq_latency_table"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    supernet_id: Mapped[int] = mapped_column(ForeignKey("ss_supernets.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    table: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from subnetsearch.devices import Device, DeviceError
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
-from subnetsearch.storage._models import DeviceRow, EvaluationRow, FrontRow, SearchRow, SupernetRow
+from subnetsearch.storage._models import DeviceRow, EvaluationRow, FrontRow, LatencyTableRow, SearchRow, SupernetRow
 
 DEFAULT_URL = "sqlite:///subnetsearch.db"
 URL_ENVIRONMENT = "SUBNETSEARCH_STORAGE"
@@ -334,6 +334,31 @@ class Store:
             raise StorageError(f"mode id prefix {mode_id!r} matches several modes on {device}: give more characters")
         rows.sort(key=lambda r: (not r[3], r[0].settings.get("split", "val") != "val", -r[0].id))
         return [_evaluation(row, supernet, name) for row, supernet, name, _ in rows]
+
+    # ---- latency lookup tables ---------------------------------------------------------------------
+    def put_latency_table(self, device: str, supernet_hash: str, table: dict, digest: str, source: str) -> None:
+        """Keep (or replace) the lookup table of a device for a supernet ("measured" or "imported")."""
+        with self.session(write=True) as session:
+            device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == device))
+            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash))
+            if device_id is None or supernet_id is None:
+                raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before their table")
+            row = session.scalar(select(LatencyTableRow).where(LatencyTableRow.device_id == device_id,
+                                                               LatencyTableRow.supernet_id == supernet_id))
+            if row is None:
+                row = LatencyTableRow(device_id=device_id, supernet_id=supernet_id)
+                session.add(row)
+            row.table, row.digest, row.source = table, digest, source
+
+    def get_latency_table(self, device: str, supernet_hash: str) -> tuple[dict, str] | None:
+        """(table, source) for a device and supernet, or None."""
+        with self.session() as session:
+            row = session.execute(
+                select(LatencyTableRow.table, LatencyTableRow.source)
+                .join(DeviceRow, LatencyTableRow.device_id == DeviceRow.id)
+                .join(SupernetRow, LatencyTableRow.supernet_id == SupernetRow.id)
+                .where(DeviceRow.name == device, SupernetRow.content_hash == supernet_hash)).first()
+            return None if row is None else (row[0], row[1])
 
     # ---- supernets, searches ---------------------------------------------------------------------
     def list_supernets(self) -> list[SupernetRecord]:

@@ -245,3 +245,35 @@ def test_search_latency_on_a_remote_device_is_refused(tiny_checkpoint, storage) 
     result = runner.invoke(app, ["search", "--device", "board", "--checkpoint", str(tiny_checkpoint),
                                  "--storage", storage])
     assert result.exit_code == 2 and "latency cannot be measured here" in result.output
+
+
+def test_latency_tables_built_here_imported_for_a_remote_device_and_searched_on(tiny_checkpoint, storage,
+                                                                                tmp_path) -> None:
+    from subnetsearch.storage import Store
+
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    runner.invoke(app, ["devices", "add", "board", "--location", "ray-node", "--storage", storage])
+    table_args = ["--checkpoint", str(tiny_checkpoint), "--storage", storage]
+    built = runner.invoke(app, ["devices", "table", "quick", *table_args])
+    assert built.exit_code == 0 and "measured latency table of quick" in built.output, built.output
+    remote = runner.invoke(app, ["devices", "table", "board", *table_args])
+    assert remote.exit_code == 2 and "import it here with --import-file" in remote.output
+    search = ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "3", "--objectives",
+              "accuracy,latency", "--device", "board", *table_args]
+    none = runner.invoke(app, [*search, "--latency", "predicted"])
+    assert none.exit_code == 2 and "no latency table for device board" in none.output, none.output
+    exported = tmp_path / "quick-table.json"
+    assert runner.invoke(app, ["devices", "table", "quick", "--export-file", str(exported), *table_args]).exit_code == 0
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"protocol": {}, "entries": {}, "overhead_ms": 0}')
+    bad = runner.invoke(app, ["devices", "table", "board", "--import-file", str(broken), *table_args])
+    assert bad.exit_code == 2 and "lacks" in bad.output and "layer configuration" in bad.output
+    imported = runner.invoke(app, ["devices", "table", "board", "--import-file", str(exported), *table_args])
+    assert imported.exit_code == 0 and "imported latency table of board" in imported.output
+    result = runner.invoke(app, [*search, "--latency", "predicted"])
+    assert result.exit_code == 0, result.output
+    front = Store(storage).get_front("board", "accuracy,latency")
+    assert front and all(e.latency["measured"] is False for e in front)
+    measured = runner.invoke(app, search)
+    assert measured.exit_code == 2 and "latency cannot be measured here" in measured.output

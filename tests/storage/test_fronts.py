@@ -197,3 +197,14 @@ def test_hypervolume_and_filter_against_hand_computed_cases() -> None:
         nondominated(np.zeros((1, 1)), ["speed"])
     with pytest.raises(ValueError, match="reference point has 1 values"):
         hypervolume(points, ["accuracy", "latency"], [0.0])
+
+
+def test_latency_tables_round_trip_and_are_replaced(stored) -> None:
+    store, h = stored
+    assert store.get_latency_table("dev-a", h) is None
+    store.put_latency_table("dev-a", h, {"entries": {"a": 1.0}}, "d1", "measured")
+    store.put_latency_table("dev-a", h, {"entries": {"a": 2.0}}, "d2", "imported")
+    assert store.get_latency_table("dev-a", h) == ({"entries": {"a": 2.0}}, "imported")
+    assert store.get_latency_table("dev-b", h) is None
+    with pytest.raises(StorageError, match="register supernet"):
+        store.put_latency_table("nope", h, {}, "d", "measured")
