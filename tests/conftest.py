@@ -20,6 +20,11 @@ def _seed_and_threads() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def tiny_arch() -> dict:
+    return dict(TINY_ARCH)
+
+
 @pytest.fixture
 def tiny_supernet() -> WeNetSupernet:
     return build_supernet(TINY_ARCH)

@@ -6,6 +6,7 @@ import typer
 
 from subnetsearch.cli._devices import devices_app
 from subnetsearch.cli._query import best_command, export_command, front_command, searches_command, supernets_command
+from subnetsearch.cli._report import dashboard_command, report_command
 from subnetsearch.cli._run import run_command
 from subnetsearch.cli._search import search_command
 from subnetsearch.cli._train import train_command
@@ -19,6 +20,8 @@ app.command("searches")(searches_command)
 app.command("front")(front_command)
 app.command("best")(best_command)
 app.command("export")(export_command)
+app.command("report")(report_command)
+app.command("dashboard")(dashboard_command)
 app.add_typer(devices_app, name="devices")
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.cli._query import evaluations_table
+from subnetsearch.cli._report import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings
 from subnetsearch.search._session import SearchSession
@@ -33,6 +34,7 @@ def run_command(
     dse_iterations: int = typer.Option(2, help="Iterations of the greedy DSE (0: skip it)."),
     delta: float = typer.Option(0.90, help="DSE accuracy threshold (validation)."),
     trials: int = typer.Option(20, help="Optuna TPE trials (0: skip the Optuna search)."),
+    report: Path = typer.Option(Path("subnetsearch-report.html"), help="Where to write the HTML report."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
@@ -64,9 +66,12 @@ def run_command(
     budget = _suggested_budget(front)
     console.print(f"{session.evaluator.misses} modes evaluated now, {session.evaluator.hits} reused from stored results "
                   "(a mode is never evaluated twice for the same supernet, device and settings)")
+    where = "" if storage is None else f" --storage '{store.url}'"
+    path, _ = build_report(store, storage_url(storage), report)
+    console.print(f"report: {path.resolve()} (open it in a browser); the same data in the Optuna dashboard:\n"
+                  f"  subnetsearch dashboard{where}")
     console.print("next, ask for the best mode under a latency budget (and export it):\n"
-                  f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3g}"
-                  + ("" if storage is None else f" --storage '{store.url}'"))
+                  f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3g}{where}")
 
 
 def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:

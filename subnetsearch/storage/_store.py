@@ -317,6 +317,17 @@ class Store:
             return int(session.scalar(select(func.count(EvaluationRow.id))))
 
 
+    def list_evaluations(self, device: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
+        """Every stored evaluation on a device (optionally of one supernet), oldest first."""
+        self.get_device(device)
+        query = (select(*_EVALUATION_COLUMNS).join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
+                 .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(DeviceRow.name == device)
+                 .order_by(EvaluationRow.id))
+        if supernet_hash is not None:
+            query = query.where(SupernetRow.content_hash == supernet_hash)
+        with self.session() as session:
+            return [StoredEvaluation(*row) for row in session.execute(query)]
+
     def find_evaluations(self, device: str, mode_id: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
         """Stored evaluations of a mode (id or unique prefix) on a device, front members and
         validation-split ones first, then the newest."""

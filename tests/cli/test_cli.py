@@ -25,12 +25,12 @@ def storage(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
-def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage) -> None:
+def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage, tmp_path) -> None:
     add = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                               "--storage", storage])
     assert add.exit_code == 0, add.output
     args = ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "1", "--device", "quick", "--storage", storage,
-            "--dse-iterations", "0", "--trials", "0"]
+            "--dse-iterations", "0", "--trials", "0", "--report", str(tmp_path / "report.html")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for text in ("full", "uniform 1/2", "smallest", "random 1", "MMACs", "latency ms", "8-8-8-8-8-8-8-8", "energy"):
@@ -40,14 +40,16 @@ def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage) -
     assert again.exit_code == 0 and "0 modes evaluated now, 6 reused" in again.output
 
 
-def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage) -> None:
+def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage, tmp_path) -> None:
     runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                         "--storage", storage])
     result = runner.invoke(app, ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "0", "--device", "quick",
-                                 "--storage", storage, "--dse-iterations", "1", "--trials", "3", "--delta", "0.0"])
+                                 "--storage", storage, "--dse-iterations", "1", "--trials", "3", "--delta", "0.0",
+                                 "--report", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
     assert "iteration 1:" in result.output and "Optuna study" in result.output
     assert "stored Pareto front (accuracy, latency)" in result.output
+    assert (tmp_path / "report.html").stat().st_size > 100_000 and "subnetsearch dashboard" in result.output
     query = [line.strip() for line in result.output.splitlines() if line.strip().startswith("subnetsearch best")]
     assert len(query) == 1, result.output
     answer = runner.invoke(app, shlex.split(query[0])[1:])  # exactly the printed command

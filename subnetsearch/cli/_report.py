@@ -1,0 +1,77 @@
+"""`subnetsearch report` (one self-contained HTML file) and `subnetsearch dashboard` (optuna-dashboard
+on the same storage URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.dashboards import cross_device, device_report, serve_dashboard, write_report
+from subnetsearch.devices import DeviceError
+from subnetsearch.storage import StorageError, Store, storage_url
+
+
+def build_report(store: Store, url: str, out: Path, devices: list[str] | None = None,
+                 supernet: str | None = None) -> tuple[Path, int]:
+    """Write the report for the given devices (default: every device with evaluations). Returns the
+    path and the number of (device, supernet) sections."""
+    names = devices or [d.name for d in store.list_devices()]
+    supernets = [store.get_supernet(supernet)] if supernet else store.list_supernets()
+    reports = []
+    for name in names:
+        for record in supernets:
+            report = device_report(store, url, name, record.content_hash)
+            if report.costs or devices:
+                reports.append(report)
+    cross = None
+    for record in supernets:
+        with_latency = [r.device for r in reports if r.supernet_hash == record.content_hash and "latency" in r.costs]
+        with_energy = [r.device for r in reports if r.supernet_hash == record.content_hash and "energy" in r.costs]
+        if len(with_latency) >= 2:
+            cross = (cross_device(store, record.content_hash, with_latency, "latency"), "latency")
+        elif len(with_energy) >= 2:
+            cross = (cross_device(store, record.content_hash, with_energy, "energy"), "energy")
+        if cross:
+            break
+    write_report(out, reports, cross, "subnetsearch report", store.url)
+    return out, len(reports)
+
+
+def report_command(
+    device: list[str] | None = typer.Option(None, help="Device(s) to show (repeatable; default: all with results)."),
+    supernet: str | None = typer.Option(None, help="Only this supernet (content hash or a prefix)."),
+    out: Path = typer.Option(Path("subnetsearch-report.html"), "--out", "-o", help="The HTML file to write."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Write a self-contained HTML report: fronts per device and cost, strategies overlaid, DSE
+    trajectories, hypervolume against evaluations, per-layer view, cross-device comparison."""
+    store = open_store(storage)
+    try:
+        for name in device or []:
+            store.get_device(name)
+        path, sections = build_report(store, storage_url(storage), out, device, supernet)
+    except (DeviceError, StorageError, OSError) as error:
+        fail(str(error))
+    if not sections:
+        fail("nothing stored yet: run `subnetsearch run` or `subnetsearch search` first", code=1)
+    console.print(f"wrote {path.resolve()} ({sections} device section(s)); open it in a browser")
+
+
+def dashboard_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(8080, help="Port (0: any free port)."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Serve optuna-dashboard on the project's storage URL: every search is a study there."""
+    store = open_store(storage)  # creates or upgrades the schema; fails clearly on a bad URL
+    try:
+        serve_dashboard(storage_url(storage), host, port,
+                        ready=lambda address: console.print(f"optuna-dashboard for {store.url} at {address} "
+                                                            "(Ctrl-C stops it)"))
+    except OSError as error:
+        fail(f"cannot serve on {host}:{port}: {error.strerror or error}")
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,28 @@
+"""Figures and reports (plotly), and the optuna-dashboard launcher."""
+
+from subnetsearch.dashboards._data import COSTS, Curve, DeviceReport, Point, Series, cross_device, device_report
+from subnetsearch.dashboards._render import (
+    cross_device_figure,
+    front_figure,
+    hypervolume_figure,
+    layers_figure,
+    write_report,
+)
+from subnetsearch.dashboards._serve import dashboard_app, serve_dashboard
+
+__all__ = [
+    "COSTS",
+    "Curve",
+    "DeviceReport",
+    "Point",
+    "Series",
+    "cross_device",
+    "cross_device_figure",
+    "dashboard_app",
+    "device_report",
+    "front_figure",
+    "hypervolume_figure",
+    "layers_figure",
+    "serve_dashboard",
+    "write_report",
+]

@@ -1,0 +1,140 @@
+"""Plot data for the report, computed from the store and the Optuna studies on the same URL (step
+one of two: these functions are tested; `_render` only draws what they return)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import optuna
+
+from subnetsearch.pareto import hypervolume, nondominated
+from subnetsearch.storage import Store, StoredEvaluation
+
+COSTS = {"latency": "latency (ms)", "macs": "MACs", "energy": "energy (mJ)"}
+
+
+@dataclass(frozen=True)
+class Point:
+    mode_id: str
+    accuracy: float
+    cost: float
+    label: str  # hover text: mode id, metrics and the command that exports the mode
+
+    @classmethod
+    def of(cls, evaluation: StoredEvaluation, cost: str, device: str) -> Point:
+        value = evaluation.objective(cost)
+        latency = "-" if evaluation.latency_ms is None else f"{evaluation.latency_ms:.3f} ms"
+        label = (f"mode {evaluation.mode_id}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
+                 f"{evaluation.macs / 1e6:.2f} MMACs, {evaluation.energy_mj:.4f} mJ<br>"
+                 f"subnetsearch export {evaluation.mode_id} --device {device} -o {evaluation.mode_id}.onnx")
+        return cls(evaluation.mode_id, evaluation.accuracy, float(value), label)
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class Curve:
+    name: str
+    x: tuple[int, ...]
+    y: tuple[float, ...]
+
+
+@dataclass
+class DeviceReport:
+    """Everything the report shows for one device and supernet."""
+
+    device: str
+    supernet_hash: str
+    costs: tuple[str, ...]
+    fronts: dict[str, Series] = field(default_factory=dict)  # cost -> the stored, merged front
+    full: dict[str, Point] = field(default_factory=dict)  # cost -> the full network
+    strategy_fronts: dict[str, list[Series]] = field(default_factory=dict)  # cost -> one front per strategy
+    dse: dict[str, list[Series]] = field(default_factory=dict)  # cost -> each DSE search's trajectory
+    hypervolume: list[Curve] = field(default_factory=list)  # per search: fraction of all evaluations' HV
+    hypervolume_reference: dict[str, float] = field(default_factory=dict)
+    layers: tuple[str, ...] = ()  # knob names, in network order
+    layer_modes: list[tuple[str, tuple[float, ...]]] = field(default_factory=list)  # front modes' knob values
+
+
+def _front(points: Sequence[Point]) -> tuple[Point, ...]:
+    if not points:
+        return ()
+    mask = nondominated([[p.accuracy, p.cost] for p in points], ["accuracy", "macs"])  # any cost: minimized
+    return tuple(sorted((p for p, keep in zip(points, mask, strict=True) if keep), key=lambda p: (p.cost, p.mode_id)))
+
+
+def _study_points(storage_url: str, study_name: str, by_mode: dict[str, StoredEvaluation], cost: str,
+                  device: str) -> list[Point]:
+    """The study's evaluations in trial order (each distinct mode once)."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage_url)
+    except KeyError:
+        return []
+    seen, points = set(), []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        mode_id = trial.user_attrs.get("mode_id")
+        if trial.state != optuna.trial.TrialState.COMPLETE or mode_id in seen or mode_id not in by_mode:
+            continue
+        seen.add(mode_id)
+        if by_mode[mode_id].objective(cost) is not None:
+            points.append(Point.of(by_mode[mode_id], cost, device))
+    return points
+
+
+def device_report(store: Store, storage_url: str, device: str, supernet_hash: str) -> DeviceReport:
+    """Fronts per cost, the full network, per-strategy fronts, DSE trajectories, hypervolume against
+    evaluations for every search, and the per-layer view of the front's modes."""
+    evaluations = [e for e in store.list_evaluations(device, supernet_hash) if e.settings.get("split", "val") == "val"]
+    costs = tuple(c for c in COSTS if any(e.objective(c) is not None for e in evaluations))
+    report = DeviceReport(device, supernet_hash, costs)
+    if not evaluations:
+        return report
+    by_mode = {}
+    for e in sorted(evaluations, key=lambda e: e.settings.get("calibration_batches", 0)):
+        by_mode[e.mode_id] = e  # prefer recalibrated BN where a mode was evaluated both ways
+    full = max(by_mode.values(), key=lambda e: (e.macs, e.accuracy))  # no other mode has more MACs
+    searches = [s for s in store.list_searches(device) if s.supernet_hash == supernet_hash]
+    for cost in costs:
+        report.fronts[cost] = Series("stored front", tuple(Point.of(e, cost, device) for e in
+                                                           store.get_front(device, f"accuracy,{cost}", supernet_hash)))
+        if full.objective(cost) is not None:
+            report.full[cost] = Point.of(full, cost, device)
+        by_strategy: dict[str, list[Point]] = {}
+        for search in searches:
+            points = _study_points(storage_url, search.study_name, by_mode, cost, device)
+            by_strategy.setdefault(search.strategy, []).extend(points)
+            if search.strategy.startswith("dse-"):
+                trajectory = [by_mode[m] for m in search.summary.get("trajectory", []) if m in by_mode]
+                report.dse.setdefault(cost, []).append(Series(search.name, tuple(Point.of(e, cost, device)
+                                                                                    for e in trajectory)))
+        report.strategy_fronts[cost] = [Series(name, _front(points)) for name, points in sorted(by_strategy.items())]
+    cost = costs[0]
+    everything = [Point.of(e, cost, device) for e in by_mode.values()]
+    reference = [min(p.accuracy for p in everything) - 0.01, 1.05 * max(p.cost for p in everything)]
+    total = hypervolume([[p.accuracy, p.cost] for p in everything], ["accuracy", cost], reference)
+    report.hypervolume_reference = {"accuracy": reference[0], cost: reference[1], "hypervolume_of_all": total}
+    for search in searches:
+        points = _study_points(storage_url, search.study_name, by_mode, cost, device)
+        fractions = tuple(hypervolume([[p.accuracy, p.cost] for p in points[:n]], ["accuracy", cost], reference)
+                          / total if total else 0.0 for n in range(1, len(points) + 1))
+        report.hypervolume.append(Curve(search.name, tuple(range(1, len(points) + 1)), fractions))
+    front_modes = store.get_front(device, f"accuracy,{cost}", supernet_hash)
+    if front_modes:
+        values = [json.loads(e.mode_json)["values"] for e in front_modes]
+        report.layers = tuple(values[0])
+        report.layer_modes = [(e.mode_id, tuple(float(v[name]) for name in report.layers))
+                              for e, v in zip(front_modes, values, strict=True)]
+    return report
+
+
+def cross_device(store: Store, supernet_hash: str, devices: Sequence[str], cost: str) -> list[Series]:
+    """The same supernet's stored fronts on several devices, for one chart."""
+    return [Series(device, tuple(Point.of(e, cost, device)
+                                 for e in store.get_front(device, f"accuracy,{cost}", supernet_hash)))
+            for device in devices]

@@ -1,0 +1,119 @@
+"""Step two: draw the plot data as plotly figures and write one self-contained HTML report (plotly's
+JavaScript inlined once; no network fetch when the file is opened)."""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from subnetsearch.dashboards._data import COSTS, DeviceReport, Series
+
+
+def _scatter(series: Series, mode: str = "markers", **style) -> go.Scatter:
+    return go.Scatter(x=[p.cost for p in series.points], y=[p.accuracy for p in series.points], mode=mode,
+                      name=series.name, text=[p.label for p in series.points], customdata=[p.mode_id for p in
+                                                                                           series.points],
+                      hovertemplate="%{text}<extra>%{fullData.name}</extra>", **style)
+
+
+def front_figure(report: DeviceReport, cost: str) -> go.Figure:
+    """The stored front (first trace: one marker per front mode), the full network, the fronts of
+    each strategy and the DSE trajectories."""
+    figure = go.Figure()
+    figure.add_trace(_scatter(report.fronts[cost], "lines+markers", marker={"size": 10, "color": "#1f77b4"},
+                              line={"shape": "hv", "width": 1}))
+    if cost in report.full:
+        full = report.full[cost]
+        figure.add_trace(go.Scatter(x=[full.cost], y=[full.accuracy], mode="markers", name="full network",
+                                    text=[full.label], hovertemplate="%{text}<extra>full network</extra>",
+                                    marker={"symbol": "star", "size": 16, "color": "#d62728"}))
+    for series in report.strategy_fronts.get(cost, []):
+        figure.add_trace(_scatter(Series(f"front of {series.name}", series.points), marker={"size": 6, "opacity": 0.7}))
+    for series in report.dse.get(cost, []):
+        figure.add_trace(_scatter(Series(f"DSE trajectory ({series.name.split('/')[-1] or series.name})",
+                                         series.points), "lines+markers", marker={"size": 5},
+                                  line={"dash": "dot"}))
+    figure.update_layout(title=f"{report.device}: accuracy vs {COSTS[cost]}", xaxis_title=COSTS[cost],
+                         yaxis_title="validation accuracy", height=460, legend={"font": {"size": 10}})
+    return figure
+
+
+def hypervolume_figure(report: DeviceReport) -> go.Figure:
+    figure = go.Figure()
+    for curve in report.hypervolume:
+        figure.add_trace(go.Scatter(x=list(curve.x), y=list(curve.y), mode="lines", name=curve.name))
+    cost = report.costs[0]
+    reference = report.hypervolume_reference
+    figure.update_layout(title=f"{report.device}: hypervolume (accuracy vs {COSTS[cost]}) against evaluations, as a "
+                               f"fraction of all stored evaluations' (reference point: accuracy "
+                               f"{reference.get('accuracy', 0):.3f}, {cost} {reference.get(cost, 0):.4g})",
+                         xaxis_title="evaluations", yaxis_title="hypervolume fraction", height=420,
+                         title_font={"size": 13})
+    return figure
+
+
+def layers_figure(report: DeviceReport) -> go.Figure:
+    """Per-layer knob values of the front's modes (the papers' Fig. 6/7 view)."""
+    figure = go.Figure(go.Heatmap(z=[list(values) for _, values in report.layer_modes], x=list(report.layers),
+                                  y=[mode_id for mode_id, _ in report.layer_modes], colorscale="Viridis",
+                                  colorbar={"title": "groups"}))
+    figure.update_layout(title=f"{report.device}: group count per layer of the front's modes (cheapest first)",
+                         xaxis_title="layer", yaxis_title="mode", height=max(300, 40 + 22 * len(report.layer_modes)))
+    return figure
+
+
+def cross_device_figure(series: Sequence[Series], cost: str) -> go.Figure:
+    figure = go.Figure()
+    for one in series:
+        figure.add_trace(_scatter(one, "lines+markers", line={"shape": "hv"}))
+    figure.update_layout(title=f"the same supernet on {len(series)} devices: accuracy vs {COSTS[cost]}",
+                         xaxis_title=COSTS[cost], yaxis_title="validation accuracy", height=460)
+    return figure
+
+
+def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[Series], str] | None,
+                 title: str, storage: str) -> Path:
+    """One HTML file: plotly.js inlined in the first figure, every figure a div with a stable id
+    (`front-<device>-<cost>`, `hypervolume-<device>`, `layers-<device>`, `cross-device`)."""
+    parts: list[str] = []
+    include = True
+
+    def add(figure: go.Figure, div_id: str) -> None:
+        nonlocal include
+        parts.append(pio.to_html(figure, include_plotlyjs=include, full_html=False, div_id=div_id,
+                                 config={"displaylogo": False}))
+        include = False
+
+    for report in reports:
+        parts.append(f"<h2>device {html.escape(report.device)} &middot; supernet {report.supernet_hash[:12]}</h2>")
+        if not report.costs:
+            parts.append("<p>nothing stored for this device yet</p>")
+            continue
+        for cost in report.costs:
+            add(front_figure(report, cost), f"front-{report.device}-{cost}")
+        if report.hypervolume:
+            add(hypervolume_figure(report), f"hypervolume-{report.device}")
+        if report.layer_modes:
+            add(layers_figure(report), f"layers-{report.device}")
+    if cross is not None:
+        parts.append("<h2>across devices</h2>")
+        add(cross_device_figure(*cross), "cross-device")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                "<style>body{font-family:sans-serif;margin:1.5em;max-width:1200px}h2{margin-top:1.6em}</style>"
+                f"</head><body><h1>{html.escape(title)}</h1><p>storage {html.escape(storage)} &middot; {stamp}. "
+                "Hover a point for its mode id and the command that exports it.</p>"
+                + "\n".join(parts) + "</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(document)
+    os.replace(temporary, path)
+    return path

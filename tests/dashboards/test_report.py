@@ -1,0 +1,143 @@
+"""Report plot data on a stored search, the self-contained report file, and real-browser checks of the
+report and of the Optuna dashboard (headless Chromium)."""
+
+import re
+import shutil
+import threading
+
+import pytest
+
+from subnetsearch.dashboards import device_report, write_report
+from subnetsearch.devices import Device, LatencyProtocol
+from subnetsearch.search import Constraints, EvaluationSettings
+from subnetsearch.search._session import SearchSession
+from subnetsearch.storage import Store
+from subnetsearch.supernets._checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_arch):
+    """A store with a DSE (1 iteration) and a random Optuna search (5 trials) of the tiny supernet."""
+    import torch
+
+    from subnetsearch.supernets import build_supernet
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("report")
+    checkpoint = folder / "tiny.pt"
+    save_checkpoint(checkpoint, build_supernet(tiny_arch), {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{folder / 'store.db'}"
+    store = Store(url)
+    store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1, warmup=1,
+                                                              min_run_time=0.01)))
+    session = SearchSession(store, url, store.get_device("quick"), checkpoint,
+                            EvaluationSettings(calibration_batches=1, calibration_batch_size=32, max_eval_batches=2))
+    dse, _ = session.dse(0.0, "latency", ["accuracy", "latency"], max_iterations=1)
+    session.optuna("random", 5, ["accuracy", "latency"], Constraints(), seed=1)
+    return store, url, session, dse, folder
+
+
+def test_plot_data_follows_the_store(searched) -> None:
+    store, url, session, dse, _ = searched
+    report = device_report(store, url, "quick", session.checkpoint.hash)
+    assert set(report.costs) == {"latency", "macs", "energy"}
+    front = store.get_front("quick", "accuracy,latency", session.checkpoint.hash)
+    assert [p.mode_id for p in report.fronts["latency"].points] == [e.mode_id for e in front]
+    assert report.full["macs"].mode_id == session.supernet.full_mode().id
+    assert {s.name for s in report.strategy_fronts["latency"]} == {"dse-latency", "optuna-random"}
+    assert [p.mode_id for p in report.dse["latency"][0].points] == [s.mode.id for s in dse.trajectory]
+    assert len(report.hypervolume) == 2
+    for curve in report.hypervolume:  # hypervolume never falls as evaluations are added
+        assert all(b >= a - 1e-12 for a, b in zip(curve.y, curve.y[1:], strict=False)) and 0 < curve.y[-1] <= 1 + 1e-9
+    assert len(report.layer_modes) == len(front) and len(report.layers) == len(session.supernet.space)
+    hover = report.fronts["latency"].points[0].label
+    assert "subnetsearch export" in hover and report.fronts["latency"].points[0].mode_id in hover
+
+
+def test_report_is_one_self_contained_file(searched) -> None:
+    store, url, session, _, folder = searched
+    path = write_report(folder / "report.html", [device_report(store, url, "quick", session.checkpoint.hash)], None,
+                        "test report", store.url)
+    text = path.read_text()
+    assert not re.search(r"<script[^>]+src=", text)  # plotly.js inlined
+    assert not re.search(r"<link[^>]+href=", text)
+    assert "Plotly.newPlot" in text and len(text) > 1_000_000
+    for div in ("front-quick-latency", "front-quick-macs", "front-quick-energy", "hypervolume-quick", "layers-quick"):
+        assert f'id="{div}"' in text
+
+
+def _browser():
+    chromium = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        import os
+
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs Debian's chromium and chromium-driver (scripts/test.sh installs them)")
+        pytest.skip("NO CHROMIUM: browser tests skipped (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _wait(browser, script: str, timeout: float = 30.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(lambda b: b.execute_script(script))
+
+
+def test_report_renders_the_front_in_a_real_browser(searched) -> None:
+    store, url, session, _, folder = searched
+    report = device_report(store, url, "quick", session.checkpoint.hash)
+    path = write_report(folder / "browser.html", [report], None, "browser test", store.url)
+    browser = _browser()
+    try:
+        browser.get(path.resolve().as_uri())
+        points = _wait(browser, "const t = document.querySelectorAll('#front-quick-latency .scatterlayer .trace');"
+                                "return t.length ? t[0].querySelectorAll('path.point').length : 0;")
+        assert points == len(report.fronts["latency"].points)
+        stars = browser.execute_script("return document.querySelectorAll('#front-quick-macs .scatterlayer .trace')[1]"
+                                       ".querySelectorAll('path.point').length")
+        assert stars == 1  # the full network, marked
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert [name for name in fetched if not name.startswith(("file:", "data:", "blob:"))] == []
+    finally:
+        browser.quit()
+
+
+def test_dashboard_serves_every_search_as_a_study_in_a_real_browser(searched) -> None:
+    from wsgiref.simple_server import make_server
+
+    from subnetsearch.dashboards import dashboard_app
+    from subnetsearch.dashboards._serve import _QuietHandler
+
+    store, url, session, _, _ = searched
+    server = make_server("127.0.0.1", 0, dashboard_app(url), handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    browser = _browser()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_port}/dashboard/")
+        names = [s.name for s in store.list_searches()]
+        _wait(browser, "return document.body.innerText.includes('optuna-random')")
+        text = browser.execute_script("return document.body.innerText")
+        for name in names:
+            assert name.split("/")[1] in text  # each search's study is listed (names are long; strategy shown)
+        # the study page of the Optuna search draws its Pareto-front plot with one point per trial
+        import optuna
+
+        summary = next(s for s in optuna.get_all_study_summaries(url) if "/optuna-random/" in s.study_name)
+        browser.get(f"http://127.0.0.1:{server.server_port}/dashboard/studies/{summary._study_id}")
+        points = _wait(browser, "const g = document.getElementById('graph-pareto-front');"
+                                "return g ? g.querySelectorAll('path.point').length : 0;")
+        assert points == summary.n_trials == 5
+        metric_names = optuna.load_study(study_name=summary.study_name, storage=url).metric_names
+        assert metric_names == ["accuracy", "latency"]
+    finally:
+        browser.quit()
+        server.shutdown()
