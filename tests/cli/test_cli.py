@@ -279,3 +279,24 @@ def test_latency_tables_built_here_imported_for_a_remote_device_and_searched_on(
     assert front and all(e.latency["measured"] is False for e in front)
     measured = runner.invoke(app, search)
     assert measured.exit_code == 2 and "latency cannot be measured here" in measured.output
+
+
+def test_report_and_dashboard_commands(tiny_checkpoint, storage, tmp_path) -> None:
+    import socket
+
+    empty = runner.invoke(app, ["report", "-o", str(tmp_path / "none.html"), "--storage", storage])
+    assert empty.exit_code == 1 and "nothing stored yet" in empty.output
+    unknown = runner.invoke(app, ["report", "--device", "nowhere", "--storage", storage])
+    assert unknown.exit_code == 2 and "unknown device 'nowhere'" in unknown.output
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "3", "--objectives",
+                        "accuracy,macs", "--checkpoint", str(tiny_checkpoint), "--device", "quick", "--storage", storage])
+    written = runner.invoke(app, ["report", "-o", str(tmp_path / "r.html"), "--storage", storage])
+    assert written.exit_code == 0 and "1 device section" in written.output, written.output
+    assert 'id="front-quick-macs"' in (tmp_path / "r.html").read_text()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = runner.invoke(app, ["dashboard", "--port", str(taken.getsockname()[1]), "--storage", storage])
+    assert busy.exit_code == 2 and "cannot serve on 127.0.0.1" in busy.output, busy.output
