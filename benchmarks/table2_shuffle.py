@@ -35,12 +35,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--with-shuffle", type=Path, default=RUNS / "ablation-default" / "supernet.pt")
     parser.add_argument("--without-shuffle", type=Path, default=RUNS / "ablation-noshuffle" / "supernet.pt")
+    parser.add_argument("--result", default="table2_shuffle", help="Result name (e.g. table2_shuffle_10epoch).")
     args = parser.parse_args()
     torch.set_num_threads(2)
     protocol = LatencyProtocol(runtime="optimized", threads=2, repeats=5, min_run_time=0.3)
     states = {"with": load_checkpoint(args.with_shuffle), "without": load_checkpoint(args.without_shuffle)}
     if states["with"].arch["shuffle"] is not True or states["without"].arch["shuffle"] is not False:
         raise SystemExit("--with-shuffle must be a shuffle supernet and --without-shuffle a --no-shuffle one")
+    if states["with"].recipe["epochs"] != states["without"].recipe["epochs"]:
+        raise SystemExit("the two supernets must be trained for the same number of epochs")
     supernets = {name: state.build() for name, state in states.items()}
     splits = load_data(DataSpec(**states["with"].data))
     small_latency = latency_table(supernets, protocol)
@@ -59,7 +62,7 @@ def main() -> None:
         rows.append(row)
         print(row)
     average = {key: round(sum(r[key] for r in rows) / len(rows), 4) for key in rows[0] if key != "sub_network"}
-    write_result("table2_shuffle", {
+    write_result(args.result, {
         "recipe": states["with"].recipe, "epochs": states["with"].recipe["epochs"],
         "checkpoints": {name: str(path) for name, path in (("with", args.with_shuffle), ("without", args.without_shuffle))},
         "latency_protocol": protocol.__dict__, "rows": rows, "average": average,
