@@ -87,7 +87,7 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
     for column in ("mode", "groups per layer", "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms", "IQR ms", "energy mJ", "id"):
+                   "latency ms", "IQR ms", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", "groups per layer", "id") else "right")
     full_latency = None
     for name, mode in modes:
@@ -96,7 +96,9 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
                       f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}",
                       f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x)",
-                      f"{result.latency['iqr_ms']:.3f}", f"{result.energy_mj:.3f}", mode.id)
+                      f"{result.latency['iqr_ms']:.3f}", f"{result.energy_mj:.3f}" + (
+                          "" if result.energy_measured_mj is None else f" / RAPL {result.energy_measured_mj:.3f}"),
+                      mode.id)
     console.print(table)
 
 

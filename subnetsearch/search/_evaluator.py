@@ -10,6 +10,7 @@ import torch
 from subnetsearch.data import Splits
 from subnetsearch.devices import Device, Latency, energy_pj, measure_latency, network_accesses
 from subnetsearch.devices._lookup import LatencyPredictor
+from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet
 from subnetsearch.supernets._calibrate import calibrated_bn
@@ -49,6 +50,7 @@ class Metrics:
     latency: Latency | None
     energy_mj: float
     settings: EvaluationSettings
+    energy_measured_mj: float | None = None  # RAPL package energy per inference, where the host exposes it
 
     @property
     def energy_source(self) -> str:
@@ -120,5 +122,11 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
         latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id)
     else:
         latency = None
+    measured_energy = None
+    if static is not None and rapl_domains():
+        example = torch.randn(device.protocol.batch_size, *supernet.input_shape)
+        with torch.inference_mode():
+            per_call = measure_energy_mj(lambda: static(example))
+        measured_energy = None if per_call is None else per_call / device.protocol.batch_size
     return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
-                   mode_energy_mj(supernet, mode, device), settings)
+                   mode_energy_mj(supernet, mode, device), settings, measured_energy)

@@ -65,6 +65,7 @@ class EvaluationRow(Base):
     latency: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # protocol + repeats; measured flag
     energy_mj: Mapped[float] = mapped_column(Float)
     energy_source: Mapped[str] = mapped_column(String(16))
+    energy_measured_mj: Mapped[float | None] = mapped_column(Float, nullable=True)  # RAPL, where the host has it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

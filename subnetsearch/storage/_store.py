@@ -97,8 +97,9 @@ class StoredEvaluation:
     params: int
     latency_ms: float | None
     latency: dict | None
-    energy_mj: float
+    energy_mj: float  # the Eq. (6) model
     energy_source: str
+    energy_measured_mj: float | None = None  # measured (RAPL package counters) where the host exposes them
 
     def objective(self, name: str) -> float | None:
         """The value of an objective (accuracy, latency, macs, energy) of this evaluation."""
@@ -303,7 +304,8 @@ class Store:
                 supernet_id=supernet_id, device_id=device_id, mode_id=evaluation.mode_id, mode_json=evaluation.mode_json,
                 settings_key=evaluation.settings_key, settings=evaluation.settings, accuracy=evaluation.accuracy,
                 loss=evaluation.loss, macs=evaluation.macs, params=evaluation.params, latency_ms=evaluation.latency_ms,
-                latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source)
+                latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source,
+                energy_measured_mj=evaluation.energy_measured_mj)
             session.add(row)
             session.flush()
             add_to_fronts(session.connection(), {
@@ -524,13 +526,13 @@ def _violation(column: Any, kind: str, limit: float) -> Any:
 _EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.mode_id, EvaluationRow.mode_json,
                        EvaluationRow.settings_key, EvaluationRow.settings, EvaluationRow.accuracy, EvaluationRow.loss,
                        EvaluationRow.macs, EvaluationRow.params, EvaluationRow.latency_ms, EvaluationRow.latency,
-                       EvaluationRow.energy_mj, EvaluationRow.energy_source)
+                       EvaluationRow.energy_mj, EvaluationRow.energy_source, EvaluationRow.energy_measured_mj)
 
 
 def _evaluation(row: EvaluationRow, supernet_hash: str, device: str) -> StoredEvaluation:
     return StoredEvaluation(supernet_hash, device, row.mode_id, row.mode_json, row.settings_key, row.settings,
                             row.accuracy, row.loss, row.macs, row.params, row.latency_ms, row.latency, row.energy_mj,
-                            row.energy_source)
+                            row.energy_source, row.energy_measured_mj)
 
 
 def _redact(text: str, password: str | None) -> str:
