@@ -4,6 +4,7 @@ every result is kept in the store."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -71,7 +72,7 @@ def run_command(
     console.print(f"report: {path.resolve()} (open it in a browser); the same data in the Optuna dashboard:\n"
                   f"  subnetsearch dashboard{where}")
     console.print("next, ask for the best mode under a latency budget (and export it):\n"
-                  f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3g}{where}")
+                  f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3f}{where}")
 
 
 def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
@@ -126,4 +127,4 @@ def _suggested_budget(front: list) -> float:
     if not front:
         return 1.0
     latencies = sorted(e.latency_ms for e in front)
-    return latencies[len(latencies) // 2]
+    return math.ceil(latencies[len(latencies) // 2] * 1000) / 1000  # printed with 3 decimals: never below it

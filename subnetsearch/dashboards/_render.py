@@ -4,8 +4,6 @@ JavaScript inlined once; no network fetch when the file is opened)."""
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from subnetsearch.dashboards._data import COSTS, DeviceReport, Series
+from subnetsearch.search._export import write_atomically
 
 
 def _scatter(series: Series, mode: str = "markers", **style) -> go.Scatter:
@@ -111,9 +110,5 @@ def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[
                 f"</head><body><h1>{html.escape(title)}</h1><p>storage {html.escape(storage)} &middot; {stamp}. "
                 "Hover a point for its mode id and the command that exports it.</p>"
                 + "\n".join(parts) + "</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(document)
-    os.replace(temporary, path)
+    write_atomically(path, document.encode("utf-8"))
     return path

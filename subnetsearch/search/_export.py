@@ -37,17 +37,24 @@ def format_for(path: Path, format: str | None) -> str:
     return format
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
+def write_atomically(path: Path, payload: bytes) -> None:
     """Write next to the target and rename, so a failure never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def mode_document(evaluation: StoredEvaluation, device: Device) -> dict:
@@ -97,7 +104,7 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
     format = format_for(path, format)
     device = store.get_device(evaluation.device)
     if format == "json":
-        _write_atomically(path, (json.dumps(mode_document(evaluation, device), indent=2) + "\n").encode())
+        write_atomically(path, (json.dumps(mode_document(evaluation, device), indent=2) + "\n").encode())
         return path
     try:
         model, input_shape = materialized_model(store, evaluation)
@@ -113,5 +120,5 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
         payload = buffer.getvalue()
-    _write_atomically(path, payload)
+    write_atomically(path, payload)
     return path
