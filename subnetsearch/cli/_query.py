@@ -49,7 +49,8 @@ def searches_command(
     """List the stored searches (any strategy), with their status."""
     store = open_store(storage)
     table = Table(title=f"searches in {store.url}")
-    for column in ("name", "strategy", "device", "supernet", "status", "started", "finished", "evaluations"):
+    table.add_column("name (rerun with --name to resume)", overflow="fold")  # never cut: it is what users type
+    for column in ("strategy", "device", "supernet", "status", "started", "finished", "evaluations"):
         table.add_column(column)
     for s in store.list_searches(device):
         evaluations = s.summary.get("evaluations", s.summary.get("trials", ""))
