@@ -89,14 +89,22 @@ def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation
 def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, objectives: Sequence[str],
                    constraints: Constraints = Constraints()) -> int:
     """Complete the trials a killed process left RUNNING: evaluate their modes (served from the store
-    when they had been evaluated) and tell the results. Returns how many were finished."""
+    when they had been evaluated) and tell the results. A trial killed while the sampler was still
+    setting its parameters has no complete mode (and so no evaluation): it is marked FAIL and the
+    search asks for another. Returns how many were completed."""
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    knobs = {knob.name for knob in space.knobs}
+    completed = 0
     for frozen in orphans:
+        if set(frozen.params) != knobs:
+            study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+            continue
         mode = mode_from_params(space, frozen.params)
         evaluation = evaluate(mode)
         trial = optuna.Trial(study, frozen._trial_id)
         _tell(study, trial, mode, evaluation, objectives, constraints)
-    return len(orphans)
+        completed += 1
+    return completed
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: StoredEvaluation,

@@ -82,12 +82,15 @@ def test_trials_left_running_by_a_killed_process_are_finished(tmp_path, tiny_sup
     distributions = to_optuna(tiny_supernet.space)
     abandoned = [study.ask(distributions) for _ in range(2)]  # asked, never told: what SIGKILL leaves
     assert all(t.number in (0, 1) for t in abandoned)
+    half = study.ask()  # killed while the sampler was still setting parameters: no complete mode
+    half.suggest_categorical("layer1.0.conv1", [1, 2, 4, 8])
     reopened = optuna.load_study(study_name="orphans", storage=url)
     assert finish_orphans(reopened, tiny_supernet.space, evaluator.evaluate, ["accuracy", "macs"],
                           Constraints(min_accuracy=0.5)) == 2
     trials = reopened.get_trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    for trial in trials:
+    states = optuna.trial.TrialState
+    assert [t.state for t in trials] == [states.COMPLETE, states.COMPLETE, states.FAIL]
+    for trial in trials[:2]:
         mode = mode_from_params(tiny_supernet.space, trial.params)
         assert trial.user_attrs["mode_id"] == mode.id and trial.values[1] == tiny_supernet.cost(mode).macs
         assert "min_accuracy" in trial.constraints

@@ -45,8 +45,13 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
     assert second.returncode == 0, output
     assert store.get_search("resumable").status == "finished"
     study = optuna.load_study(study_name="resumable", storage=store_url)
-    trials = study.get_trials(deepcopy=False)
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    states = optuna.trial.TrialState
+    everything = study.get_trials(deepcopy=False)
+    assert not [t for t in everything if t.state == states.RUNNING]
+    # a trial killed while its parameters were being set has no mode and no evaluation: marked FAIL
+    assert all(t.state == states.COMPLETE or t.state == states.FAIL and "mode_id" not in t.user_attrs
+               for t in everything)
+    trials = [t for t in everything if t.state == states.COMPLETE]
     modes = [t.user_attrs["mode_id"] for t in trials]
     assert store.count_evaluations() == len(set(modes)) >= killed_at  # each trial's mode stored once, none lost
     if strategy == "optuna":
