@@ -37,7 +37,7 @@ from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.devices._lookup import LatencyTable, build_table
 from subnetsearch.pareto import hypervolume, nondominated
 from subnetsearch.search import Constraints, EvaluationSettings, finish_orphans, make_sampler, open_study, record_trial
-from subnetsearch.search._optuna import _tell
+from subnetsearch.search._optuna import _tell, distinct_trials
 from subnetsearch.search._session import SearchSession
 from subnetsearch.spaces import mode_from_params, to_optuna
 from subnetsearch.storage import Store
@@ -99,14 +99,8 @@ def optuna_run(session: SearchSession, strategy: str, seed: int, budget: int, ti
 
 def sequence(study: optuna.Study) -> list[dict]:
     """The run's distinct modes in the order it first evaluated them, with their objective values."""
-    seen, points = set(), []
-    for trial in sorted(study.trials, key=lambda t: t.number):
-        if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs["mode_id"] in seen:
-            continue
-        seen.add(trial.user_attrs["mode_id"])
-        points.append({**dict(zip(study.metric_names, trial.values, strict=True)),
-                       "mode_json": trial.user_attrs["mode_json"]})
-    return points
+    return [{**dict(zip(study.metric_names, trial.values, strict=True)), "mode_json": trial.user_attrs["mode_json"]}
+            for trial in distinct_trials(study)]
 
 
 def run_all(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from subnetsearch.pareto import hypervolume, nondominated
+from subnetsearch.search._optuna import distinct_trials
 from subnetsearch.storage import Store, StoredEvaluation
 
 COSTS = {"latency": "latency (ms)", "macs": "MACs", "energy": "energy (mJ)"}
@@ -69,22 +70,18 @@ def _front(points: Sequence[Point]) -> tuple[Point, ...]:
     return tuple(sorted((p for p, keep in zip(points, mask, strict=True) if keep), key=lambda p: (p.cost, p.mode_id)))
 
 
-def _study_points(storage_url: str, study_name: str, by_mode: dict[str, StoredEvaluation], cost: str,
-                  device: str) -> list[Point]:
-    """The study's evaluations in trial order (each distinct mode once)."""
+def _study_modes(storage_url: str, study_name: str) -> list[str]:
+    """The mode ids a search's study evaluated, in order, each once (read once per search)."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage_url)
     except KeyError:
         return []
-    seen, points = set(), []
-    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        mode_id = trial.user_attrs.get("mode_id")
-        if trial.state != optuna.trial.TrialState.COMPLETE or mode_id in seen or mode_id not in by_mode:
-            continue
-        seen.add(mode_id)
-        if by_mode[mode_id].objective(cost) is not None:
-            points.append(Point.of(by_mode[mode_id], cost, device))
-    return points
+    return [trial.user_attrs["mode_id"] for trial in distinct_trials(study)]
+
+
+def _points(mode_ids: Sequence[str], by_mode: dict[str, StoredEvaluation], cost: str, device: str) -> list[Point]:
+    return [Point.of(by_mode[m], cost, device) for m in mode_ids
+            if m in by_mode and by_mode[m].objective(cost) is not None]
 
 
 def device_report(store: Store, storage_url: str, device: str, supernet_hash: str) -> DeviceReport:
@@ -100,6 +97,7 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
         by_mode[e.mode_id] = e  # prefer recalibrated BN where a mode was evaluated both ways
     full = max(by_mode.values(), key=lambda e: (e.macs, e.accuracy))  # no other mode has more MACs
     searches = [s for s in store.list_searches(device) if s.supernet_hash == supernet_hash]
+    visited = {search.name: _study_modes(storage_url, search.study_name) for search in searches}
     for cost in costs:
         report.fronts[cost] = Series("stored front", tuple(Point.of(e, cost, device) for e in
                                                            store.get_front(device, f"accuracy,{cost}", supernet_hash)))
@@ -107,7 +105,7 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
             report.full[cost] = Point.of(full, cost, device)
         by_strategy: dict[str, list[Point]] = {}
         for search in searches:
-            points = _study_points(storage_url, search.study_name, by_mode, cost, device)
+            points = _points(visited[search.name], by_mode, cost, device)
             by_strategy.setdefault(search.strategy, []).extend(points)
             if search.strategy.startswith("dse-"):
                 trajectory = [by_mode[m] for m in search.summary.get("trajectory", []) if m in by_mode]
@@ -120,11 +118,11 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     total = hypervolume([[p.accuracy, p.cost] for p in everything], ["accuracy", cost], reference)
     report.hypervolume_reference = {"accuracy": reference[0], cost: reference[1], "hypervolume_of_all": total}
     for search in searches:
-        points = _study_points(storage_url, search.study_name, by_mode, cost, device)
+        points = _points(visited[search.name], by_mode, cost, device)
         fractions = tuple(hypervolume([[p.accuracy, p.cost] for p in points[:n]], ["accuracy", cost], reference)
                           / total if total else 0.0 for n in range(1, len(points) + 1))
         report.hypervolume.append(Curve(search.name, tuple(range(1, len(points) + 1)), fractions))
-    front_modes = store.get_front(device, f"accuracy,{cost}", supernet_hash)
+    front_modes = store.get_front(device, f"accuracy,{cost}", supernet_hash)  # the first cost's front, as drawn
     if front_modes:
         values = [json.loads(e.mode_json)["values"] for e in front_modes]
         report.layers = tuple(values[0])

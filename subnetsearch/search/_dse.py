@@ -69,13 +69,17 @@ class DSEResult:
     cost: str
 
 
-def greedy_dse(space: SearchSpace, full_mode: Mode, evaluate_batch: BatchEvaluator, delta: float,
-               cost: str = "latency", max_iterations: int | None = None,
-               on_step: Callable[[DSEStep], None] | None = None) -> DSEResult:
+def check_dse_inputs(delta: float, cost: str) -> None:
     if cost not in COSTS:
         raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
     if not 0.0 <= delta <= 1.0:
         raise ValueError(f"accuracy threshold delta must be in [0, 1], got {delta}")
+
+
+def greedy_dse(space: SearchSpace, full_mode: Mode, evaluate_batch: BatchEvaluator, delta: float,
+               cost: str = "latency", max_iterations: int | None = None,
+               on_step: Callable[[DSEStep], None] | None = None) -> DSEResult:
+    check_dse_inputs(delta, cost)
     start = evaluate_batch([full_mode])[0]
     t = cost_of(start, cost)
     step = DSEStep(0, full_mode, None, start.accuracy, t, t / max(start.accuracy, 1e-12), 1)

@@ -14,7 +14,7 @@ from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device
 from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
 from subnetsearch.search._cache import CachedEvaluator
-from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, greedy_dse
+from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
 from subnetsearch.search._evaluator import EvaluationSettings
 from subnetsearch.search._optuna import (
     Constraints,
@@ -72,13 +72,13 @@ class SearchSession:
         return [self.evaluator.evaluate(mode) for mode in modes]
 
     def _start(self, name: str | None, strategy: str, settings: dict, objectives: Sequence[str],
-               sampler: optuna.samplers.BaseSampler) -> tuple[SearchRecord, bool, optuna.Study]:
+               sampler: optuna.samplers.BaseSampler) -> tuple[SearchRecord, optuna.Study]:
         name = name or self.search_name(strategy, settings)
-        record, resumed = self.store.start_search(name, strategy, self.checkpoint.hash, self.device.name,
+        record, _ = self.store.start_search(name, strategy, self.checkpoint.hash, self.device.name,
                                                   self.supernet.space.to_dict(), settings, name)
         study = open_study(self.storage_url, record.study_name, objectives, sampler,
                            {**self.attributes(strategy), "search": name})
-        return record, resumed, study
+        return record, study
 
     @contextmanager
     def _recorded(self, name: str) -> Iterator[dict]:
@@ -95,13 +95,10 @@ class SearchSession:
             on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:
         """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
         twice) and adds only trials the study does not hold yet."""
-        if cost not in COSTS:
-            raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
-        if not 0.0 <= delta <= 1.0:
-            raise ValueError(f"accuracy threshold delta must be in [0, 1], got {delta}")
+        check_dse_inputs(delta, cost)  # before anything is recorded
         strategy = f"dse-{cost}"
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
-        record, _, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
+        record, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
         space = self.supernet.space
         recorded = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
 
@@ -131,7 +128,7 @@ class SearchSession:
         strategy = f"optuna-{sampler}"
         settings = {"seed": seed, "objectives": ",".join(objectives), **{k: v for k, v in asdict(constraints).items()
                                                                           if v is not None}}
-        record, _, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
+        record, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
         with self._recorded(record.name) as summary:
             finish_orphans(study, self.supernet.space, self.evaluator.evaluate, objectives, constraints)
             done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))

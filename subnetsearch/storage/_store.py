@@ -275,13 +275,10 @@ class Store:
     # ---- evaluations -------------------------------------------------------------------------
     def get_evaluation(self, supernet_hash: str, device: str, mode_id: str, settings_key: str) -> StoredEvaluation | None:
         with self.session() as session:
-            row = session.execute(
-                select(EvaluationRow, SupernetRow.content_hash, DeviceRow.name)
-                .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
-                .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id)
-                .where(SupernetRow.content_hash == supernet_hash, DeviceRow.name == device,
-                       EvaluationRow.mode_id == mode_id, EvaluationRow.settings_key == settings_key)).first()
-            return None if row is None else _evaluation(*row)
+            row = session.execute(_evaluations().where(
+                SupernetRow.content_hash == supernet_hash, DeviceRow.name == device, EvaluationRow.mode_id == mode_id,
+                EvaluationRow.settings_key == settings_key)).first()
+            return None if row is None else StoredEvaluation(*row)
 
     def put_evaluation(self, evaluation: StoredEvaluation) -> bool:
         """Insert an evaluation and update the fronts it belongs to, in one transaction. Returns
@@ -289,12 +286,8 @@ class Store:
         are serialized (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that concurrent front
         updates never miss each other."""
         with self.session(write=True) as session:
-            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == evaluation.supernet_hash)
-                                         .with_for_update())
-            device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == evaluation.device))
-            if supernet_id is None or device_id is None:
-                raise StorageError(f"register supernet {evaluation.supernet_hash[:12]} and device {evaluation.device!r} "
-                                   "before storing their evaluations")
+            supernet_id, device_id = _ids(session, evaluation.supernet_hash, evaluation.device, "storing their evaluations",
+                                          lock=True)
             exists = session.scalar(select(EvaluationRow.id).where(
                 EvaluationRow.supernet_id == supernet_id, EvaluationRow.device_id == device_id,
                 EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
@@ -318,13 +311,10 @@ class Store:
         with self.session() as session:
             return int(session.scalar(select(func.count(EvaluationRow.id))))
 
-
     def list_evaluations(self, device: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
         """Every stored evaluation on a device (optionally of one supernet), oldest first."""
         self.get_device(device)
-        query = (select(*_EVALUATION_COLUMNS).join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
-                 .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(DeviceRow.name == device)
-                 .order_by(EvaluationRow.id))
+        query = _evaluations().where(DeviceRow.name == device).order_by(EvaluationRow.id)
         if supernet_hash is not None:
             query = query.where(SupernetRow.content_hash == supernet_hash)
         with self.session() as session:
@@ -335,27 +325,23 @@ class Store:
         validation-split ones first, then the newest."""
         self.get_device(device)
         in_front = select(FrontRow.id).where(FrontRow.evaluation_id == EvaluationRow.id).exists()
-        query = (select(EvaluationRow, SupernetRow.content_hash, DeviceRow.name, in_front)
-                 .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
-                 .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id)
+        query = (_evaluations().add_columns(EvaluationRow.id, in_front)
                  .where(DeviceRow.name == device, EvaluationRow.mode_id.startswith(mode_id)))
         if supernet_hash is not None:
             query = query.where(SupernetRow.content_hash.startswith(supernet_hash))
         with self.session() as session:
             rows = session.execute(query).all()
-        if len({row[0].mode_id for row in rows}) > 1:
+        found = [(StoredEvaluation(*row[:-2]), row[-2], row[-1]) for row in rows]
+        if len({evaluation.mode_id for evaluation, _, _ in found}) > 1:
             raise StorageError(f"mode id prefix {mode_id!r} matches several modes on {device}: give more characters")
-        rows.sort(key=lambda r: (not r[3], r[0].settings.get("split", "val") != "val", -r[0].id))
-        return [_evaluation(row, supernet, name) for row, supernet, name, _ in rows]
+        found.sort(key=lambda f: (not f[2], f[0].settings.get("split", "val") != "val", -f[1]))
+        return [evaluation for evaluation, _, _ in found]
 
     # ---- latency lookup tables ---------------------------------------------------------------------
     def put_latency_table(self, device: str, supernet_hash: str, table: dict, digest: str, source: str) -> None:
         """Keep (or replace) the lookup table of a device for a supernet ("measured" or "imported")."""
         with self.session(write=True) as session:
-            device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == device))
-            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash))
-            if device_id is None or supernet_id is None:
-                raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before their table")
+            supernet_id, device_id = _ids(session, supernet_hash, device, "storing their table")
             row = session.scalar(select(LatencyTableRow).where(LatencyTableRow.device_id == device_id,
                                                                LatencyTableRow.supernet_id == supernet_id))
             if row is None:
@@ -395,10 +381,7 @@ class Store:
         if not name or len(name) > 200:
             raise StorageError("a search name must have 1 to 200 characters")
         with self.session(write=True) as session:
-            supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash))
-            device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == device))
-            if supernet_id is None or device_id is None:
-                raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before searching them")
+            supernet_id, device_id = _ids(session, supernet_hash, device, "searching them")
             row = session.scalar(select(SearchRow).where(SearchRow.name == name))
             if row is not None:
                 same = (row.strategy, row.supernet_id, row.device_id, row.settings) == \
@@ -448,7 +431,7 @@ class Store:
     # ---- fronts and the best-mode query -----------------------------------------------------------
     @staticmethod
     def _front_rows(device: str, objectives: str, supernet_hash: str | None, *conditions: Any) -> Any:
-        query = (select(*_EVALUATION_COLUMNS)
+        query = (select(*_EVALUATION_COLUMNS)  # joined through the front row: its index is what makes this fast
                  .join(FrontRow, FrontRow.evaluation_id == EvaluationRow.id)
                  .join(SupernetRow, SupernetRow.id == FrontRow.supernet_id)
                  .join(DeviceRow, DeviceRow.id == FrontRow.device_id)
@@ -529,10 +512,21 @@ _EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.m
                        EvaluationRow.energy_mj, EvaluationRow.energy_source, EvaluationRow.energy_measured_mj)
 
 
-def _evaluation(row: EvaluationRow, supernet_hash: str, device: str) -> StoredEvaluation:
-    return StoredEvaluation(supernet_hash, device, row.mode_id, row.mode_json, row.settings_key, row.settings,
-                            row.accuracy, row.loss, row.macs, row.params, row.latency_ms, row.latency, row.energy_mj,
-                            row.energy_source, row.energy_measured_mj)
+def _evaluations() -> Any:
+    """SELECT of every StoredEvaluation field (in field order) with its supernet and device joined."""
+    return (select(*_EVALUATION_COLUMNS).join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
+            .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id))
+
+
+def _ids(session: Session, supernet_hash: str, device: str, purpose: str, lock: bool = False) -> tuple[int, int]:
+    """The row ids of a registered supernet and device (`lock`: row-lock the supernet, serializing
+    its writers on PostgreSQL)."""
+    query = select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash)
+    supernet_id = session.scalar(query.with_for_update() if lock else query)
+    device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == device))
+    if supernet_id is None or device_id is None:
+        raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before {purpose}")
+    return supernet_id, device_id
 
 
 def _redact(text: str, password: str | None) -> str:

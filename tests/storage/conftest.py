@@ -67,3 +67,21 @@ def check_fronts():
             assert sorted(session.execute(select(FrontRow.objectives, FrontRow.evaluation_id)).all()) == incremental
 
     return check
+
+
+@pytest.fixture
+def stored(store_url, tmp_path, tiny_supernet):
+    """A store with one registered supernet and two devices."""
+    from subnetsearch.devices import Device
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
+
+    store = Store(store_url)
+    path = tmp_path / "net.pt"
+    save_checkpoint(path, tiny_supernet, {}, {"name": "synthetic"}, {})
+    checkpoint = load_checkpoint(path)
+    store.register_supernet(checkpoint, path)
+    store.add_device(Device("dev-a"))
+    store.add_device(Device("dev-b", "ray-node"))
+    yield store, checkpoint.hash
+    store.dispose()

@@ -4,9 +4,6 @@ no lost rows, no duplicates, no "database is locked", fronts equal to a rebuild 
 import subprocess
 import sys
 
-from subnetsearch.devices import Device
-from subnetsearch.storage import Store
-
 WRITER = """
 import random, sys
 from subnetsearch.storage import Store, StoredEvaluation
@@ -18,22 +15,15 @@ for i in range(40):
     mode = f"m{rng.randrange(100)}"  # the four writers overlap on purpose
     value = int(mode[1:])
     accuracy, latency = 0.5 + (value * 37 % 100) / 250, 0.2 + (value * 61 % 100) / 40
-    written += store.put_evaluation(StoredEvaluation(supernet_hash, "shared", mode, "{}", "k", {"split": "val"},
+    written += store.put_evaluation(StoredEvaluation(supernet_hash, "dev-a", mode, "{}", "k", {"split": "val"},
                                     accuracy, 0.1, int(latency * 1000), 1, latency, None, latency, "model"))
 print(written)
 """
 
 
-def test_four_writer_processes_lose_and_duplicate_nothing(store_url, tmp_path, tiny_supernet, check_fronts) -> None:
-    from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
-
-    store = Store(store_url)
-    path = tmp_path / "net.pt"
-    save_checkpoint(path, tiny_supernet, {}, {"name": "synthetic"}, {})
-    checkpoint = load_checkpoint(path)
-    store.register_supernet(checkpoint, path)
-    store.add_device(Device("shared"))
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, checkpoint.hash, str(w)],
+def test_four_writer_processes_lose_and_duplicate_nothing(store_url, stored, check_fronts) -> None:
+    store, supernet_hash = stored
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, supernet_hash, str(w)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(4)]
     outputs = [w.communicate(timeout=300) for w in writers]
     for writer, (_out, err) in zip(writers, outputs, strict=True):
@@ -48,5 +38,4 @@ def test_four_writer_processes_lose_and_duplicate_nothing(store_url, tmp_path, t
     inserted = sum(int(out) for out, _ in outputs)
     assert inserted == len(attempted) == store.count_evaluations()  # each mode stored exactly once, by one writer
     check_fronts(store)
-    assert store.get_front("shared", "accuracy,latency")
-    store.dispose()
+    assert store.get_front("dev-a", "accuracy,latency")

@@ -12,21 +12,6 @@ from subnetsearch.devices import Device, DeviceError
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 from subnetsearch.storage._store import _ALEMBIC
-from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture
-def stored(store_url, tmp_path, tiny_supernet):
-    """A store with one registered supernet and two devices."""
-    store = Store(store_url)
-    path = tmp_path / "net.pt"
-    save_checkpoint(path, tiny_supernet, {}, {"name": "synthetic"}, {})
-    checkpoint = load_checkpoint(path)
-    store.register_supernet(checkpoint, path)
-    store.add_device(Device("dev-a"))
-    store.add_device(Device("dev-b", "ray-node"))
-    yield store, checkpoint.hash
-    store.dispose()
 
 
 def evaluation(supernet_hash: str, mode: str, accuracy: float, latency: float | None, macs: int, energy: float,
