@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
 import torch
 
 from subnetsearch.data import synthetic
 from subnetsearch.supernets import WeNetSupernet, build_supernet
+
+ADMIN_URL = os.environ.get("SUBNETSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_database() -> str:
+    """Create a fresh database for this test session; skip (loudly) only outside CI if no server."""
+    try:
+        import psycopg
+
+        name = f"subnetsearch_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return name
+    except Exception as error:  # no driver, no server
+        if os.environ.get("CI"):
+            raise RuntimeError(f"CI needs PostgreSQL at {ADMIN_URL}: {error}") from error
+        pytest.skip(f"NO POSTGRESQL SERVER at {ADMIN_URL} ({error}): PostgreSQL storage tests skipped")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    name = _postgres_database()
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_store_url(postgres_url):
+    """The session's PostgreSQL database with an empty schema (no tables of an earlier test)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return postgres_url
+
 
 TINY_ARCH = {
     "family": "wenet-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1, "num_classes": 4,

@@ -12,6 +12,7 @@ from rich.table import Table
 from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
+from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
 from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import StorageError, storage_url
@@ -37,6 +38,10 @@ def search_command(
     name: str | None = typer.Option(None, help="Search name (default: from supernet, device, strategy and settings). "
                                                "Rerunning with the same name resumes the search."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    backend: str = typer.Option("local", help="local (this process) | ray (DSE candidates on Ray actors, Optuna "
+                                              "trials as Ray Tune trials, latency on the device's Ray node)."),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
+    workers: int | None = typer.Option(None, help="Ray: DSE evaluation actors (default: the cluster's CPUs)."),
 ) -> None:
     """Search the operating modes of a supernet on a device."""
     if strategy not in ("dse", "optuna"):
@@ -46,17 +51,24 @@ def search_command(
     device = device_or_default(store, device_name)
     if latency not in ("measured", "predicted"):
         fail(f"--latency must be measured or predicted, got {latency!r}")
-    uses_latency = "latency" in names or cost == "latency" and strategy == "dse"
-    if uses_latency and latency == "measured" and device.location != "host":
-        fail(f"device {device.name} is a {device.location} device: latency cannot be measured here; "
-             "use --latency predicted with the device's lookup table, or --cost macs/energy and --objectives "
-             "without latency")
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray, got {backend!r}")
+    if address is not None and backend != "ray":
+        fail("--address needs --backend ray")
+    if workers is not None and workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
     torch.set_num_threads(device.protocol.threads)
+    ray_backend = RayBackend(address, workers) if backend == "ray" else None
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint,
-                                predicted_latency=latency == "predicted")
-    except (CheckpointError, DataError, ValueError) as error:
+                                predicted_latency=latency == "predicted", backend=ray_backend)
+    except (CheckpointError, DataError, ValueError, ClusterError) as error:
         fail(str(error))
+    if ray_backend is not None:
+        where = ("predicted from the lookup table" if session.latency_table is not None else
+                 f"measured on the node with resource {device.ray_resource}" if session.evaluator.measure else
+                 "not measured (no node advertises " + device.ray_resource + ")")
+        console.print(f"backend: {ray_backend.description}; latency {where}")
     try:
         if strategy == "dse":
             def show(step: DSEStep) -> None:
@@ -87,8 +99,11 @@ def search_command(
                 console.print("[bold]no trial satisfied the constraints[/] "
                               f"(accuracy >= {min_accuracy}, latency <= {max_latency_ms} ms); the stored front "
                               f"is shown by `subnetsearch front --device {device.name}`")
-    except (ValueError, StorageError) as error:
+    except (ValueError, StorageError, ClusterError) as error:
         fail(str(error))
+    finally:
+        if ray_backend is not None:
+            ray_backend.close()
     console.print(f"search and study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes "
                   f"evaluated now, {session.evaluator.hits} reused")
     console.print(f"next: subnetsearch best --device {device.name} --max-latency-ms <budget>")

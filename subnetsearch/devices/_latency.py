@@ -4,7 +4,9 @@ Protocol (recorded with every figure): eval mode, inference only (no autograd), 
 count, warm-up runs, then `torch.utils.benchmark` timing: each repeat is a `blocked_autorange`
 (median over timed blocks, with its inter-quartile range); the reported figure is the minimum of
 the repeats' medians (a stable-process rule: the least-disturbed repeat wins). A host-wide lock
-serializes measurements: two at once on 2 cores corrupt each other.
+serializes measurements: two at once on 2 cores corrupt each other. Evaluation work that runs beside
+measurements (other search workers on the same host) takes the same lock shared (`compute_lock`): it
+waits while a measurement runs, and a waiting measurement goes before new work starts.
 """
 
 from __future__ import annotations
@@ -38,16 +40,37 @@ LOCK_PATH = Path(os.environ.get("SUBNETSEARCH_LATENCY_LOCK", Path(tempfile.gette
 
 
 @contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _turnstile() -> Path:
+    return LOCK_PATH.with_name(LOCK_PATH.name + ".turnstile")
+
+
+@contextmanager
 def measurement_lock() -> Iterator[None]:
-    """Exclusive on this host: a thread lock within the process, an flock across processes."""
-    with _PROCESS_LOCK:
-        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-        with open(LOCK_PATH, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    """Exclusive on this host: a thread lock within the process, flocks across processes. Holding
+    the turnstile while waiting keeps new `compute_lock` holders out, so a measurement is never
+    starved by a stream of evaluations."""
+    with _PROCESS_LOCK, _flock(_turnstile(), fcntl.LOCK_EX), _flock(LOCK_PATH, fcntl.LOCK_EX):
+        yield
+
+
+@contextmanager
+def compute_lock() -> Iterator[None]:
+    """Shared on this host: computation that must not overlap a latency measurement (it would
+    corrupt the timing). Many holders at once; never take `measurement_lock` while holding it."""
+    with _flock(_turnstile(), fcntl.LOCK_EX):
+        pass
+    with _flock(LOCK_PATH, fcntl.LOCK_SH):
+        yield
 
 
 @dataclass(frozen=True)
@@ -79,9 +102,12 @@ class Latency:
     input_shape: tuple[int, ...]
     measured: bool = True  # False: predicted by a lookup table measured with `protocol`
     table: str | None = None  # the digest of that table
+    node: str | None = None  # the Ray node that measured it (distributed searches)
 
     def to_dict(self) -> dict:
         extra = {} if self.measured else {"table": self.table}
+        if self.node is not None:
+            extra["node"] = self.node
         return {"ms": self.ms, "iqr_ms": self.iqr_ms, "medians_ms": list(self.medians_ms),
                 "input_shape": list(self.input_shape), "measured": self.measured, **extra, **asdict(self.protocol)}
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from subnetsearch.data import Splits
 from subnetsearch.devices import Device
 from subnetsearch.devices._lookup import LatencyPredictor
-from subnetsearch.search._evaluator import EvaluationSettings, Metrics, calibration_batches, evaluate_mode
+from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key
 from subnetsearch.supernets import WeNetSupernet
@@ -27,10 +27,10 @@ class CachedEvaluator:
 
     def __init__(self, supernet: WeNetSupernet, supernet_hash: str, splits: Splits, device: Device,
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
-                 measure: bool = True, predictor: LatencyPredictor | None = None) -> None:
+                 measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
-        self.predictor = predictor
+        self.predictor, self.meter = predictor, meter
         payload = {"settings": asdict(settings), "device": device.to_dict(), "measure": measure,
                    "data": splits.name, "split_seed": splits.split_seed}
         if predictor is not None:  # predicted latencies are kept apart from measured ones
@@ -40,19 +40,30 @@ class CachedEvaluator:
         self._calibration = None
         self.hits = self.misses = 0
 
-    def evaluate(self, mode: Mode) -> StoredEvaluation:
+    def lookup(self, mode: Mode) -> StoredEvaluation | None:
+        """The stored evaluation of `mode` under this evaluator's key, if any."""
         cached = self._memory.get(mode.id)
         if cached is None and self.store is not None:
             cached = self.store.get_evaluation(self.supernet_hash, self.device.name, mode.id, self.key)
         if cached is not None:
-            self.hits += 1
             self._memory[mode.id] = cached
+        return cached
+
+    def remember(self, record: StoredEvaluation) -> None:
+        """Keep an evaluation made elsewhere (by a distributed worker) for later lookups."""
+        self._memory[record.mode_id] = record
+
+    def evaluate(self, mode: Mode) -> StoredEvaluation:
+        cached = self.lookup(mode)
+        if cached is not None:
+            self.hits += 1
             return cached
         self.misses += 1
         if self._calibration is None and self.settings.calibration_batches:
             self._calibration = calibration_batches(self.splits, self.settings)
         metrics = evaluate_mode(self.supernet, mode, self.splits, self.device, self.settings,
-                                calibration=self._calibration, measure=self.measure, predictor=self.predictor)
+                                calibration=self._calibration, measure=self.measure, predictor=self.predictor,
+                                meter=self.meter)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
             self.store.put_evaluation(record)

@@ -3,12 +3,15 @@ measured latency, modelled energy. Every figure says how it was obtained."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
+from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Device, Latency, energy_pj, measure_latency, network_accesses
+from subnetsearch.devices import Device, Latency, LatencyProtocol, energy_pj, measure_latency, network_accesses
+from subnetsearch.devices._latency import compute_lock
 from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 from subnetsearch.spaces import Mode
@@ -55,6 +58,27 @@ class Metrics:
     @property
     def energy_source(self) -> str:
         return "model"
+
+
+Meter = Callable[[nn.Module, tuple[int, ...], str], tuple[Latency, float | None]]
+"""Measures a materialized mode (model, input shape without batch, label): its latency and, where
+RAPL counters exist, its measured energy per inference in mJ. The default measures on this host; a
+distributed search sends the model to the device's node instead."""
+
+
+def measure_on_host(model: nn.Module, input_shape: tuple[int, ...], protocol: LatencyProtocol, label: str,
+                    node: str | None = None) -> tuple[Latency, float | None]:
+    """Latency under `protocol`, and RAPL package energy per inference where the host exposes it."""
+    latency = measure_latency(model, input_shape, protocol, label=label)
+    if node is not None:
+        latency = replace(latency, node=node)
+    measured_energy = None
+    if rapl_domains():
+        example = torch.randn(protocol.batch_size, *input_shape)
+        with torch.inference_mode():
+            per_call = measure_energy_mj(lambda: model(example))
+        measured_energy = None if per_call is None else per_call / protocol.batch_size
+    return latency, measured_energy
 
 
 def calibration_batches(splits: Splits, settings: EvaluationSettings) -> list[torch.Tensor]:
@@ -104,29 +128,29 @@ def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float
 def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: Device,
                   settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
                   calibration: list[torch.Tensor] | None = None, measure: bool = True,
-                  predictor: LatencyPredictor | None = None) -> Metrics:
+                  predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
     the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
-    (for a device on this host, if `measure`) measured on the materialized mode with its calibrated
-    BN folded in."""
+    (if `measure`) measured on the materialized mode with its calibrated BN folded in, by `meter`
+    (e.g. on the device's Ray node) or, for a device on this host, here. The accuracy part holds the
+    host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
-    measure_here = measure and device.location == "host" and predictor is None
-    (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration, measure_here)
-    stored = None
-    if with_stored_bn:
-        stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
-                                                                           max_eval_batches=settings.max_eval_batches))
+    measure_here = measure and predictor is None and (meter is not None or device.location == "host")
+    with compute_lock():
+        (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration, measure_here)
+        stored = None
+        if with_stored_bn:
+            stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
+                                                                               max_eval_batches=settings.max_eval_batches))
+    measured_energy = None
     if predictor is not None:
         latency = predictor(mode)
     elif static is not None:
-        latency = measure_latency(static, supernet.input_shape, device.protocol, label=mode.id)
+        if meter is None:
+            latency, measured_energy = measure_on_host(static, supernet.input_shape, device.protocol, mode.id)
+        else:
+            latency, measured_energy = meter(static, supernet.input_shape, mode.id)
     else:
         latency = None
-    measured_energy = None
-    if static is not None and rapl_domains():
-        example = torch.randn(device.protocol.batch_size, *supernet.input_shape)
-        with torch.inference_mode():
-            per_call = measure_energy_mj(lambda: static(example))
-        measured_energy = None if per_call is None else per_call / device.protocol.batch_size
     return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
                    mode_energy_mj(supernet, mode, device), settings, measured_energy)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -40,6 +41,7 @@ class SearchSession:
     settings: EvaluationSettings = field(default_factory=EvaluationSettings)
     latency_table: LatencyTable | None = None  # predict latency from this table instead of measuring it
     predicted_latency: bool = False  # predict latency from the device's stored table for this supernet
+    backend: Any = None  # None: evaluate in this process; a RayBackend: on a Ray cluster
 
     def __post_init__(self) -> None:
         self.checkpoint = load_checkpoint(self.checkpoint_path)
@@ -54,8 +56,9 @@ class SearchSession:
                                  f"{self.device.name}` (on the device) or import one with --import-file")
             self.latency_table = LatencyTable.from_dict(stored[0])
         predictor = LatencyPredictor(self.supernet, self.latency_table) if self.latency_table else None
+        measure = self.backend.prepare(self) if self.backend is not None else self.device.location == "host"
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
-                                         self.settings, measure=self.device.location == "host", predictor=predictor)
+                                         self.settings, measure=measure, predictor=predictor)
 
     def search_name(self, strategy: str, settings: dict) -> str:
         """The default name of a search (and of its Optuna study): supernet, device, strategy and the
@@ -68,8 +71,23 @@ class SearchSession:
                 "device": self.device.name, "strategy": strategy, "data": self.splits.name, "split": self.settings.split}
 
     def evaluate_batch(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
-        """The batch interface a distributed backend replaces (candidates are independent)."""
+        """Independent evaluations: in this process one by one, or fanned out by the backend."""
+        if self.backend is not None:
+            return self.backend.evaluate_batch(modes)
         return [self.evaluator.evaluate(mode) for mode in modes]
+
+    def evaluate(self, mode: Mode) -> StoredEvaluation:
+        return self.evaluate_batch([mode])[0]
+
+    def require_latency(self, needed: bool) -> None:
+        """Fail before a search starts if it needs latency that nothing here can provide."""
+        if not needed or self.latency_table is not None or self.evaluator.measure:
+            return
+        if self.backend is not None:
+            self.backend.require_device()
+        raise ValueError(f"device {self.device.name} is a {self.device.location} device: latency cannot be measured "
+                         "here; use --latency predicted with the device's lookup table, --backend ray with a node "
+                         "of that device, or a cost and objectives without latency")
 
     def _start(self, name: str | None, strategy: str, settings: dict, objectives: Sequence[str],
                sampler: optuna.samplers.BaseSampler) -> tuple[SearchRecord, optuna.Study]:
@@ -96,6 +114,7 @@ class SearchSession:
         """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
         twice) and adds only trials the study does not hold yet."""
         check_dse_inputs(delta, cost)  # before anything is recorded
+        self.require_latency(cost == "latency" or "latency" in objectives)
         strategy = f"dse-{cost}"
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
         record, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
@@ -125,15 +144,23 @@ class SearchSession:
         were stored before the kill), then asks for the rest."""
         if trials < 1:
             raise ValueError(f"trials must be >= 1, got {trials}")
+        self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
         strategy = f"optuna-{sampler}"
         settings = {"seed": seed, "objectives": ",".join(objectives), **{k: v for k, v in asdict(constraints).items()
                                                                           if v is not None}}
         record, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
         with self._recorded(record.name) as summary:
-            finish_orphans(study, self.supernet.space, self.evaluator.evaluate, objectives, constraints)
+            finish_orphans(study, self.supernet.space, self.evaluate, objectives, constraints)
             done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-            results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
-                                    objectives, constraints)
+            if self.backend is None:
+                results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
+                                        objectives, constraints)
+            elif trials > done:  # Ray Tune trials; OptunaSearch reopens the study with this sampler
+                results = self.backend.optuna_trials(study, make_sampler(sampler, seed), trials - done, objectives,
+                                                     constraints)
+                summary["failed_trials"] = self.backend.failed_trials
+            else:
+                results = []
             summary.update({"trials": len(study.get_trials(deepcopy=False)), "new_trials": len(results),
                             "front": sorted({t.user_attrs.get("mode_id") for t in study.best_trials})})
         return results, study

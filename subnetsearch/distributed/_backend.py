@@ -1,0 +1,173 @@
+"""The Ray backend of a search session: where a local search evaluates modes one by one in its own
+process, this one fans them out to Ray actors (DSE candidates) or Ray Tune trials (Optuna)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from subnetsearch.distributed._cluster import (
+    ClusterError,
+    cluster_cpus,
+    connect,
+    has_device_node,
+    missing_device_message,
+    shared_storage_url,
+)
+from subnetsearch.spaces import Mode
+from subnetsearch.storage import StoredEvaluation, safe_url
+
+if TYPE_CHECKING:
+    import optuna
+
+    from subnetsearch.search._optuna import Constraints
+    from subnetsearch.search._session import SearchSession
+
+
+class RayBackend:
+    """Evaluations of one search session on a Ray cluster.
+
+    `workers`: evaluation actors for DSE fan-out (default: the cluster's CPUs / `threads`), each
+    holding the supernet and data once; `threads`: torch threads per worker or trial (one on small
+    hosts); `max_failures`: Tune retries of a trial whose process or node died.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1,
+                 max_failures: int = 3) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.address, self.requested_workers, self.threads, self.max_failures = address, workers, threads, max_failures
+        self.description = ""
+        self._meter: Any = None
+        self._workers: list[Any] = []
+        self._session: SearchSession | None = None
+        self._checkpoint_ref: Any = None
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def prepare(self, session: SearchSession) -> bool:
+        """Connect (the local instance is this host's device node for a host device), check the
+        storage URL reaches every worker, and say whether latency will be measured: yes if some node
+        advertises the device's resource and no lookup table predicts it."""
+        device = session.device
+        self.description = connect(self.address, [device.ray_resource] if device.location == "host" else [])
+        self.storage_url = shared_storage_url(session.storage_url)
+        self._session = session
+        if session.latency_table is not None:
+            return device.location == "host"  # predicted: the same key as a local predicted search
+        return device.location != "imported" and has_device_node(device)
+
+    def require_device(self) -> None:
+        """Fail fast (before any trial starts) when latency is needed and no node can measure it."""
+        assert self._session is not None
+        if not has_device_node(self._session.device):
+            raise ClusterError(missing_device_message(self._session.device))
+
+    def worker_spec(self, threads: int | None = None):
+        from subnetsearch.distributed._workers import WorkerSpec
+
+        session = self._session
+        table = session.latency_table.to_dict() if session.latency_table is not None else None
+        return WorkerSpec(self.storage_url, session.device.to_dict(), session.settings, session.evaluator.measure,
+                          table, threads or self.threads)
+
+    def _meter_handle(self) -> Any:
+        session = self._session
+        if self._meter is None and session.evaluator.measure and session.latency_table is None:
+            from subnetsearch.distributed._workers import DeviceMeter
+
+            self._meter = DeviceMeter.options(resources={session.device.ray_resource: 1}).remote(
+                session.device.protocol)
+        return self._meter
+
+    def _checkpoint(self) -> Any:
+        import ray
+
+        if self._checkpoint_ref is None:  # weights only: no optimizer state
+            self._checkpoint_ref = ray.put(replace(self._session.checkpoint, extra={}))
+        return self._checkpoint_ref
+
+    def worker_count(self) -> int:
+        return self.requested_workers or max(1, cluster_cpus() // self.threads)
+
+    def _pool(self) -> list[Any]:
+        if not self._workers:
+            from subnetsearch.distributed._workers import EvaluationWorker
+
+            spec, meter = self.worker_spec(), self._meter_handle()
+            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote([self._checkpoint()], spec, meter)
+                             for _ in range(self.worker_count())]
+        return self._workers
+
+    def release_workers(self) -> None:
+        """Free the workers' CPUs (Tune trials need them)."""
+        import ray
+
+        for worker in self._workers:
+            ray.kill(worker, no_restart=True)
+        self._workers = []
+
+    def close(self) -> None:
+        import ray
+
+        self.release_workers()
+        if self._meter is not None:
+            ray.kill(self._meter, no_restart=True)
+            self._meter = None
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def evaluate_batch(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
+        """Stored modes come from the store; the rest go to the workers, at most one per worker at a
+        time (ActorPool), results in the order of `modes`."""
+        import ray
+        from ray.util import ActorPool
+
+        evaluator = self._session.evaluator
+        results: list[StoredEvaluation | None] = [evaluator.lookup(mode) for mode in modes]
+        todo = [index for index, result in enumerate(results) if result is None]
+        evaluator.hits += len(modes) - len(todo)
+        if not todo:
+            return results  # type: ignore[return-value]
+        pool = ActorPool(self._pool())
+        try:
+            answers = list(pool.map(lambda actor, text: actor.evaluate.remote(text), [modes[i].to_json() for i in todo]))
+        except ray.exceptions.RayTaskError as error:  # the evaluation itself failed: raise its own error
+            raise error.as_instanceof_cause() from None
+        for index, (record, fresh) in zip(todo, answers, strict=True):
+            results[index] = record
+            evaluator.remember(record)
+            if fresh:
+                evaluator.misses += 1
+            else:
+                evaluator.hits += 1
+        return results  # type: ignore[return-value]
+
+    def optuna_trials(self, study: optuna.Study, sampler: optuna.samplers.BaseSampler, trials: int,
+                      objectives: Sequence[str], constraints: Constraints) -> list[StoredEvaluation]:
+        """`trials` Ray Tune trials (OptunaSearch on `study`). Returns the trials' evaluations."""
+        from subnetsearch.distributed._tune import tune_search
+
+        self.release_workers()
+        session = self._session
+        slots = max(1, cluster_cpus() // self.threads)
+        completed, errors = tune_search(
+            study, self.storage_url, sampler, session.supernet.space, replace(session.checkpoint, extra={}),
+            self.worker_spec(), self._meter_handle(), trials, objectives, constraints, slots, self.threads,
+            self.max_failures)
+        evaluator, results = session.evaluator, []
+        for result in completed:
+            record = evaluator.lookup(Mode.from_json(result["mode_json"]))
+            if record is None:
+                raise ClusterError(f"trial of mode {result['mode_id']} completed but its evaluation is not in the "
+                                   f"store at {safe_url(self.storage_url)}: do the workers use another store?")
+            if result.get("fresh"):
+                evaluator.misses += 1
+            else:
+                evaluator.hits += 1
+            results.append(record)
+        if errors and not results:
+            raise ClusterError(f"all {len(errors)} Ray Tune trials failed; the first error: {errors[0][:500]}")
+        self.failed_trials = len(errors)
+        return results

@@ -1,0 +1,87 @@
+"""Connecting to Ray: the embedded local instance (sized for this host) or a user's cluster, and the
+checks a distributed search makes before it starts (device nodes, a storage URL every node reaches).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+from sqlalchemy.engine import make_url
+
+from subnetsearch.devices import Device
+
+OBJECT_STORE_BYTES = 200 * 1024**2  # small hosts: Ray's default (30% of memory) starves training and tests
+ADDRESS_HELP = ("Ray cluster: none = a local Ray instance on this machine (or the cluster of `ray job submit`, "
+                "from $RAY_ADDRESS); auto = the cluster started on this machine with `ray start`; "
+                "host:port or ray://host:port = that cluster.")
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run this search as asked."""
+
+
+def connect(address: str | None = None, device_resources: Iterable[str] = ()) -> str:
+    """Attach this process to Ray once. Without an address: $RAY_ADDRESS if set (a `ray job submit`
+    job), else a local instance with this host's CPUs, a 200 MB object store, no Ray dashboard and
+    the given device resources (the local machine is those devices' node). Returns a description."""
+    import ray
+
+    if ray.is_initialized():
+        return "the Ray instance this process is attached to"
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+                 include_dashboard=False, resources={name: 1 for name in device_resources}, log_to_driver=False,
+                 logging_level=logging.WARNING)
+        return f"a local Ray instance ({os.cpu_count()} CPUs)"
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as error:  # ConnectionError, auth errors, timeouts: Ray raises several kinds
+        hint = ("; clusters started with `ray start` need RAY_AUTH_MODE=token in every process's environment"
+                if "auth" in str(error).lower() or "token" in str(error).lower() else "")
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(error).strip()[:300]}{hint}") from error
+    return f"the Ray cluster at {address}"
+
+
+def cluster_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
+def has_device_node(device: Device) -> bool:
+    import ray
+
+    return ray.cluster_resources().get(device.ray_resource, 0) >= 1
+
+
+def missing_device_message(device: Device) -> str:
+    return (f"no node of the Ray cluster advertises the resource {device.ray_resource!r}, so latency on "
+            f"{device.name} cannot be measured. Start a Ray node on that device and join it to the cluster: "
+            f"RAY_AUTH_MODE=token ray start --address=<head-ip>:6379 --resources='{{\"{device.ray_resource}\": 1}}' "
+            "(with subnetsearch installed there); or search without measuring: --latency predicted (the device's "
+            "lookup table) or a cost and objectives without latency (--cost macs --objectives accuracy,macs)")
+
+
+def node_addresses() -> set[str]:
+    import ray
+
+    return {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+
+
+def shared_storage_url(url: str) -> str:
+    """The storage URL as every Ray worker must see it: a SQLite file by absolute path (workers do not
+    share the driver's working directory), and never a SQLite file on a multi-machine cluster."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return url
+    if not parsed.database or parsed.database == ":memory:":
+        raise ClusterError("an in-memory SQLite store cannot be shared with Ray workers; use a file or PostgreSQL")
+    hosts = node_addresses()
+    if len(hosts) > 1:
+        raise ClusterError(f"the store is a SQLite file, which the cluster's other machines ({len(hosts)} node "
+                           "addresses) cannot reach; use PostgreSQL (--storage postgresql+psycopg://user@host/db) "
+                           "for a multi-machine cluster")
+    return parsed.set(database=os.path.abspath(parsed.database)).render_as_string(hide_password=False)

@@ -1,0 +1,100 @@
+"""Ray actors of a distributed search.
+
+- `DeviceMeter`: one per searched device, placed on a node advertising `device:<name>` (resource
+  quantity 1, so one measurement per device at a time, even across searches). It times the
+  materialized modes it is sent; the node id goes into every latency it records.
+- `EvaluationWorker`: one per worker slot, holding the supernet and the data once. It evaluates modes
+  with the same cached evaluator as a local search (store reads and writes included), sending the
+  latency part to the meter.
+
+Both restart when their process or node dies, and Ray retries the call they were running: a dead
+worker costs the retry of its current evaluation, and the store's unique key keeps every result
+once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ray
+import torch
+from torch import nn
+
+from subnetsearch.data import DataSpec, load_data
+from subnetsearch.devices import Device, Latency, LatencyProtocol
+from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
+from subnetsearch.search._cache import CachedEvaluator
+from subnetsearch.search._evaluator import EvaluationSettings, measure_on_host
+from subnetsearch.spaces import Mode
+from subnetsearch.storage import Store, StoredEvaluation
+from subnetsearch.supernets._checkpoint import Checkpoint
+
+RESTARTS = 3  # per actor: process or node deaths survived, each costing one retried call
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs besides the checkpoint: everything that makes its evaluations the same as
+    the driver's (the evaluator's settings key is computed from it)."""
+
+    storage_url: str
+    device: dict
+    settings: EvaluationSettings
+    measure: bool
+    latency_table: dict | None
+    threads: int = 1
+
+
+class RemoteMeter:
+    """The evaluator's meter hook: ships the materialized mode to the device's meter actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def __call__(self, model: nn.Module, input_shape: tuple[int, ...], label: str) -> tuple[Latency, float | None]:
+        return ray.get(self.handle.measure.remote(model, input_shape, label))
+
+
+def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None) -> CachedEvaluator:
+    """A worker's evaluator: the same key as the driver's, so results are shared through the store."""
+    torch.set_num_threads(spec.threads)
+    supernet = checkpoint.build()
+    splits = load_data(DataSpec(**checkpoint.data))
+    table = LatencyTable.from_dict(spec.latency_table) if spec.latency_table else None
+    predictor = LatencyPredictor(supernet, table) if table else None
+    return CachedEvaluator(supernet, checkpoint.hash, splits, Device.from_dict(spec.device), Store(spec.storage_url),
+                           spec.settings, measure=spec.measure, predictor=predictor,
+                           meter=RemoteMeter(meter) if meter is not None and spec.measure else None)
+
+
+def evaluate_counted(evaluator: CachedEvaluator, mode_json: str) -> tuple[StoredEvaluation, bool]:
+    """(evaluation, whether it was computed now rather than found in the store)."""
+    misses = evaluator.misses
+    record = evaluator.evaluate(Mode.from_json(mode_json))
+    return record, evaluator.misses > misses
+
+
+@ray.remote(num_cpus=0, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+class DeviceMeter:
+    def __init__(self, protocol: LatencyProtocol) -> None:
+        self.protocol = protocol
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...], label: str) -> tuple[Latency, float | None]:
+        latency, energy = measure_on_host(model, tuple(input_shape), self.protocol, label)
+        return replace(latency, node=self.node), energy
+
+    def node_id(self) -> str:
+        return self.node
+
+
+@ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
+class EvaluationWorker:
+    def __init__(self, checkpoint: list[Any], spec: WorkerSpec, meter: Any | None) -> None:
+        # [ObjectRef]: fetched here, not resolved by Ray as an argument, so that a restart reads it
+        # again from the object store (the driver keeps the reference alive).
+        self.evaluator = build_evaluator(ray.get(checkpoint[0]), spec, meter)
+
+    def evaluate(self, mode_json: str) -> tuple[StoredEvaluation, bool]:
+        return evaluate_counted(self.evaluator, mode_json)
