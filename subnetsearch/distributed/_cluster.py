@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterable
 
 from sqlalchemy.engine import make_url
@@ -36,6 +37,7 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
                  include_dashboard=False, resources={name: 1 for name in device_resources}, log_to_driver=False,
                  logging_level=logging.WARNING)
         return f"a local Ray instance ({os.cpu_count()} CPUs)"
+    check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # ConnectionError, auth errors, timeouts: Ray raises several kinds
@@ -43,6 +45,22 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
                 if "auth" in str(error).lower() or "token" in str(error).lower() else "")
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(error).strip()[:300]}{hint}") from error
     return f"the Ray cluster at {address}"
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A host:port (or ray://host:port) address must accept a TCP connection: Ray itself retries an
+    unreachable address for minutes before giving up."""
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"bad Ray address {address!r}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ClusterError(f"no Ray cluster answers at {address} ({error.strerror or error}); start its head with "
+                           f"`RAY_AUTH_MODE=token ray start --head --port={port}` or check the address") from error
 
 
 def cluster_cpus() -> int:
