@@ -34,6 +34,9 @@ from subnetsearch.supernets._checkpoint import Checkpoint
 # Tune's CSV/JSON/TensorBoard loggers write every result to disk; the store and the study hold them.
 # The result grid then cannot read them back from disk and says so; the searcher keeps what is needed.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Tune's newer console output prints its experiment table and scratch path even at verbose=0; the
+# search command prints its own progress.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 _EVALUATORS: dict[tuple, Any] = {}  # per trial process (Tune reuses trial actors): supernet and data load once

@@ -300,3 +300,25 @@ def test_report_and_dashboard_commands(tiny_checkpoint, storage, tmp_path) -> No
         taken.listen()
         busy = runner.invoke(app, ["dashboard", "--port", str(taken.getsockname()[1]), "--storage", storage])
     assert busy.exit_code == 2 and "cannot serve on 127.0.0.1" in busy.output, busy.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "slurm"], "--backend must be local or ray"),
+    (["--address", "127.0.0.1:6379"], "--address needs --backend ray"),
+    (["--backend", "ray", "--workers", "0"], "--workers must be >= 1"),
+    (["--backend", "ray", "--address", "no-port-here"], "bad Ray address 'no-port-here'"),
+    (["--backend", "ray", "--address", "ray://127.0.0.1:notaport"], "bad Ray address"),
+    # nothing listens on port 1: refused within seconds (Ray alone would retry for minutes)
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1"),
+])
+def test_search_bad_distributed_inputs_record_nothing(tiny_checkpoint, storage, args, message) -> None:
+    from subnetsearch.storage import Store
+
+    result = runner.invoke(app, ["search", "--checkpoint", str(tiny_checkpoint), "--storage", storage,
+                                 "--cost", "macs", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    store = Store(storage)
+    try:
+        assert store.list_searches() == [] and store.list_evaluations("this-host") == []
+    finally:
+        store.dispose()

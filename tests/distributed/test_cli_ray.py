@@ -1,0 +1,35 @@
+"""`subnetsearch search --backend ray` as a user runs it: a fresh process with no address starts the
+embedded local Ray instance (this machine's CPUs, the host device's resource) and stops it after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from subnetsearch.storage import Store
+from subnetsearch.supernets._checkpoint import save_checkpoint
+
+
+def test_search_on_the_embedded_local_ray_instance(tmp_path, tiny_supernet) -> None:
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'local.db'}"
+    cli = [sys.executable, "-m", "subnetsearch"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    subprocess.run([*cli, "devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                    "--storage", url], check=True, capture_output=True, env=env)
+    done = subprocess.run([*cli, "search", "--backend", "ray", "--device", "quick", "--cost", "macs",
+                           "--max-iterations", "1", "--delta", "0", "--checkpoint", str(checkpoint),
+                           "--storage", url], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"a local Ray instance ({os.cpu_count()} CPUs)" in done.stdout
+    assert "latency measured on the node with resource device:quick" in done.stdout
+    store = Store(url)
+    try:
+        stored = store.list_evaluations("quick")
+        assert len(stored) == 1 + 8  # the full network and one candidate per layer of the depth-8 net
+        assert all(evaluation.latency["measured"] and evaluation.latency.get("node") for evaluation in stored)
+        assert [search.status for search in store.list_searches("quick")] == ["finished"]
+    finally:
+        store.dispose()
