@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from subnetsearch.cli._devices import devices_app
+from subnetsearch.cli._lasso import lasso_app
 from subnetsearch.cli._query import best_command, export_command, front_command, searches_command, supernets_command
 from subnetsearch.cli._report import dashboard_command, report_command
 from subnetsearch.cli._run import run_command
@@ -23,6 +24,7 @@ app.command("export")(export_command)
 app.command("report")(report_command)
 app.command("dashboard")(dashboard_command)
 app.add_typer(devices_app, name="devices")
+app.add_typer(lasso_app, name="lasso")
 
 
 @app.callback()

@@ -33,12 +33,14 @@ def parse_widths(text: str) -> list[int]:
 
 
 def parse_mode(supernet: WeNetSupernet, text: str) -> Mode:
-    """full | smallest | uniform:G | a mode's JSON | a path to a JSON file holding one."""
+    """full | smallest | uniform:G (WeNet) | subnet:NAME (width) | a mode's JSON | a path to a JSON file holding one."""
     try:
         if text == "full":
             return supernet.full_mode()
         if text == "smallest":
             return supernet.smallest_mode()
+        if text.startswith("subnet:") and hasattr(supernet, "subnet_mode"):
+            return supernet.subnet_mode(text.split(":", 1)[1])
         if text.startswith("uniform:"):
             return supernet.uniform_mode(int(text.split(":", 1)[1]))
         if Path(text).is_file():

@@ -21,6 +21,7 @@ from subnetsearch.devices import (
 )
 from subnetsearch.devices._lookup import LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.storage import StorageError, Store
+from subnetsearch.supernets import WeNetSupernet
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
 
@@ -148,6 +149,9 @@ def table_command(
     except (DeviceError, CheckpointError) as error:
         fail(str(error))
     supernet = state.build()
+    if not isinstance(supernet, WeNetSupernet):
+        fail(f"latency lookup tables cover WeNet supernets (per-layer group counts); {state.arch['family']} has "
+             f"{len(supernet.space.knobs[0].values)} modes: measure them (`subnetsearch search --latency measured`)")
     store.register_supernet(state, checkpoint.resolve())
     if export_file is not None:
         stored = store.get_latency_table(name, state.hash)

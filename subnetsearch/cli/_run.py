@@ -19,7 +19,7 @@ from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import build_supernet
+from subnetsearch.supernets import WidthSupernet, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
 from subnetsearch.trainers import WeNetRecipe, train_wenet
@@ -78,18 +78,22 @@ def run_command(
 def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     supernet, device = session.supernet, session.device
     generator = torch.Generator().manual_seed(seed)
-    modes = [("full", supernet.full_mode())]
-    modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
-    modes += [("smallest", supernet.smallest_mode())]
-    modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(random_modes)]
+    if isinstance(supernet, WidthSupernet):  # a few trained subnets: show them all
+        modes = [(name, supernet.subnet_mode(name)) for name in supernet.names]
+    else:
+        modes = [("full", supernet.full_mode())]
+        modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
+        modes += [("smallest", supernet.smallest_mode())]
+        modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(random_modes)]
     stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, device, session.store,
                                 EvaluationSettings(calibration_batches=0), measure=False)
     p = device.protocol
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
-    for column in ("mode", "groups per layer", "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
+    layout = "channels per layer" if isinstance(supernet, WidthSupernet) else "groups per layer"
+    for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
                    "latency ms", "IQR ms", "energy mJ (model)", "id"):
-        table.add_column(column, justify="left" if column in ("mode", "groups per layer", "id") else "right")
+        table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")
     full_latency = None
     for name, mode in modes:
         result = session.evaluator.evaluate(mode)

@@ -121,7 +121,7 @@ def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, se
 def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
     """Modelled energy per inference (millijoules) at the device's batch size."""
     batch = device.protocol.batch_size
-    accesses = network_accesses(supernet.layer_shapes, dict(mode.values), batch)
+    accesses = network_accesses(*supernet.layers_for(mode), batch)
     return energy_pj(accesses, device.energy) / batch * 1e-9
 
 

@@ -12,9 +12,16 @@ from subnetsearch.supernets._layers import (
     block_diagonal,
 )
 from subnetsearch.supernets._materialize import fold_shuffles, materialize_network, to_static
-from subnetsearch.supernets._registry import CIFAR_RESNET_DEFAULTS, FAMILIES, ArchError, build_supernet
+from subnetsearch.supernets._registry import (
+    CIFAR_RESNET_DEFAULTS,
+    FAMILIES,
+    WIDTH_RESNET_DEFAULTS,
+    ArchError,
+    build_supernet,
+)
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
+from subnetsearch.supernets._width import WidthSupernet
 
 __all__ = [
     "CIFAR_RESNET_DEFAULTS",
@@ -29,7 +36,9 @@ __all__ = [
     "LayerShape",
     "SwitchUnit",
     "SwitchableBatchNorm2d",
+    "WIDTH_RESNET_DEFAULTS",
     "WeNetSupernet",
+    "WidthSupernet",
     "allowed_groups",
     "block_diagonal",
     "build_supernet",

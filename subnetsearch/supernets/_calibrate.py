@@ -17,11 +17,12 @@ from torch import nn
 
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets._layers import SwitchableBatchNorm2d
+from subnetsearch.supernets._width import SlimBatchNorm2d
 
 
 def _active_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
     """The BN layers a forward pass uses now: each S-BN's active private BN, and every plain BN."""
-    switchable = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d)]
+    switchable = [m for m in model.modules() if isinstance(m, (SwitchableBatchNorm2d, SlimBatchNorm2d))]
     private = {id(norm) for m in switchable for norm in m.norms}
     plain = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in private]
     return [m.active for m in switchable] + plain

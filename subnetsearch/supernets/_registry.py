@@ -11,6 +11,7 @@ from torch import nn
 from subnetsearch.supernets._convert import convert_to_wenet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
+from subnetsearch.supernets._width import WidthSupernet
 
 
 class ArchError(ValueError):
@@ -48,18 +49,35 @@ def _torchvision(arch: Mapping[str, Any]) -> WeNetSupernet:
     return WeNetSupernet(model, {"family": "wenet-torchvision", **fields}, (3, size, size))
 
 
+def _width_resnet(arch: Mapping[str, Any]) -> WidthSupernet:
+    fields = _take(arch, set(WIDTH_RESNET_DEFAULTS))
+    if len(fields.get("widths", WIDTH_RESNET_DEFAULTS["widths"])) != 3:
+        raise ArchError(f"widths must give 3 stage widths, got {fields['widths']}")
+    return WidthSupernet({"family": "width-cifar-resnet", **WIDTH_RESNET_DEFAULTS, **fields})
+
+
+# Non-uniform subnets (clipped group-Lasso paper): `subnets` lists {"name", "channels" per slot} from
+# largest to smallest; `method` records how they were chosen (clipped-lasso, group-lasso, uniform).
+WIDTH_RESNET_DEFAULTS: dict[str, Any] = {
+    "depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10, "input_size": 28, "subnets": [],
+    "method": "full",
+}
+
 CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
     "depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10, "input_size": 28,
     "group_choices": [1, 2, 4, 8, 16], "shuffle": True, "shuffle_rule": "balanced", "switch_classifier": False,
 }
 
-FAMILIES: dict[str, Callable[[Mapping[str, Any]], WeNetSupernet]] = {
+Supernet = WeNetSupernet | WidthSupernet
+
+FAMILIES: dict[str, Callable[[Mapping[str, Any]], Supernet]] = {
     "wenet-cifar-resnet": _cifar_resnet,
     "wenet-torchvision": _torchvision,
+    "width-cifar-resnet": _width_resnet,
 }
 
 
-def build_supernet(arch: Mapping[str, Any]) -> WeNetSupernet:
+def build_supernet(arch: Mapping[str, Any]) -> Supernet:
     """Build an untrained supernet from its architecture config."""
     family = arch.get("family")
     if family not in FAMILIES:

@@ -147,6 +147,11 @@ class WeNetSupernet(nn.Module):
     def layer_shapes(self) -> tuple[LayerShape, ...]:
         return self._layers
 
+    def layers_for(self, mode: Mode) -> tuple[tuple[LayerShape, ...], dict[str, int]]:
+        """The layers of the mode and the group counts their knobs take: what the energy model counts
+        memory accesses of."""
+        return self._layers, dict(mode.values)
+
     def _trace_layers(self) -> tuple[tuple[LayerShape, ...], int]:
         """Record each conv/linear layer's shape once (full mode, batch 1), and which of them carry a
         bias after BN folding, from the materialized full network."""

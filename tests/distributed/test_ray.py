@@ -15,6 +15,7 @@ from subnetsearch.devices import Device
 from subnetsearch.distributed import ClusterError, RayBackend
 from subnetsearch.search import Constraints, EvaluationSettings
 from subnetsearch.search._session import SearchSession
+from subnetsearch.spaces import to_optuna
 from subnetsearch.storage import Store
 from tests.distributed.conftest import EDGE, processes_titled
 
@@ -120,3 +121,27 @@ def test_tune_trials_fill_the_shared_study_and_survive_a_killed_trial(ray_cluste
     assert {e.mode_id for e in stored} == modes and len(stored) == len(modes)  # every trial stored, once
     assert session.store.get_search("tuned").status == "finished"
     assert again.user_attrs["strategy"] == "optuna-tpe" and again.metric_names == ["accuracy", "latency"]
+
+
+def test_an_interrupted_ray_search_resumes_from_the_stored_state(ray_cluster, cluster_store) -> None:
+    url, checkpoint = cluster_store
+    first = _session(url, checkpoint)
+    try:
+        first.optuna("random", 3, ["accuracy", "macs"], Constraints(), name="resumed")
+    finally:
+        first.backend.close()
+    # a run killed after the sampler chose a mode and before the result was told leaves this behind
+    study = optuna.load_study(study_name="resumed", storage=url)
+    orphan = study.ask(to_optuna(first.supernet.space))
+    second = _session(url, checkpoint)
+    try:
+        _, resumed = second.optuna("random", 5, ["accuracy", "macs"], Constraints(), name="resumed")
+    finally:
+        second.backend.close()
+    states = [t.state for t in resumed.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 5 and optuna.trial.TrialState.RUNNING not in states
+    assert resumed.trials[orphan.number].user_attrs["mode_id"]  # the orphan was finished, not dropped
+    stored = second.store.list_evaluations("edge")
+    assert len(stored) == len({e.mode_id for e in stored}) <= 5  # nothing stored twice
+    assert second.evaluator.misses <= 2  # the first run's three evaluations came from the store
+    assert second.store.get_search("resumed").status == "finished"

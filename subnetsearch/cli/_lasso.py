@@ -1,0 +1,293 @@
+"""`subnetsearch lasso ...`: the non-uniform subnets family (clipped group-Lasso).
+
+base -> (generate | search) -> fuse: train the full 1x1-shortcut ResNet, generate subnets from it
+with the clipped group-Lasso penalty (one (lambda, a) or an Optuna search over them), then train the
+chosen subnets and the full network together (Algorithm 1). The fused checkpoint is searched,
+stored and queried with the same commands as a WeNet supernet (`subnetsearch search --checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+import torch
+import typer
+from rich.table import Table
+
+from subnetsearch.cli._common import console, fail, parse_widths
+from subnetsearch.cli._devices import STORAGE_HELP
+from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.search import EvaluationSettings, make_sampler
+from subnetsearch.search._lasso import (
+    GeneratedSubnet,
+    generate_subnet,
+    lasso_search,
+    pick_subnets,
+    stored_subnets,
+)
+from subnetsearch.search._optuna import open_study
+from subnetsearch.storage import storage_url
+from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, ArchError, build_supernet
+from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
+from subnetsearch.supernets._width import WidthSupernet, uniform_channels
+from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
+
+lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
+
+BASE_HELP = "The trained full network (`subnetsearch lasso base`)."
+EPOCHS_HELP = "Fine-tune epochs per generated subnet, from the trained full network."
+THRESHOLD_HELP = "Channels whose filter norm is below this x the largest of their layer are pruned."
+QUICK = EvaluationSettings(calibration_batches=5, calibration_batch_size=128)
+
+
+def _threads(threads: int) -> None:
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _load_base(path: Path) -> tuple[WidthSupernet, Splits, dict]:
+    try:
+        checkpoint = load_checkpoint(path)
+        supernet = checkpoint.build()
+        splits = load_data(DataSpec(**checkpoint.data))
+    except (CheckpointError, DataError, ArchError) as error:
+        fail(str(error))
+    if not isinstance(supernet, WidthSupernet) or len(supernet.configs) != 1:
+        fail(f"{path} is not a full width network without subnets (family {checkpoint.arch.get('family')!r}, "
+             f"{len(getattr(supernet, 'configs', [])) - 1} subnets); train one with `subnetsearch lasso base`")
+    return supernet, splits, checkpoint.data
+
+
+def _recipe(**fields) -> WidthRecipe:
+    try:
+        return WidthRecipe(**fields)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _progress(label: str):
+    last = {"step": -1}
+
+    def report(state: dict) -> None:
+        if state["step"] == state["steps"] or state["step"] - last["step"] >= 100:
+            last["step"] = state["step"]
+            console.print(f"  {label} epoch {state['epoch']}/{state['epochs']} step {state['step']}/{state['steps']} "
+                          f"loss {state['loss']:.3f}")
+    return report
+
+
+def _show(subnets: list[GeneratedSubnet], full_macs: int, title: str) -> None:
+    table = Table(title=title)
+    for column in ("penalty", "lambda", "a", "MACs (M)", "of full", "params", "pruned acc", "channels per slot"):
+        table.add_column(column, justify="right")
+    for s in subnets:
+        table.add_row(s.penalty, f"{s.lam:.4g}", f"{s.a:.3g}", f"{s.macs / 1e6:.2f}", f"{s.macs / full_macs:.0%}",
+                      f"{s.params:,}", f"{s.accuracy:.4f}", "-".join(map(str, s.channels)))
+    console.print(table)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+@lasso_app.command("base")
+def base_command(
+    out: Path = typer.Option(Path("runs/lasso/base"), help="Folder for supernet.pt and train_log.jsonl."),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | imagefolder | synthetic"),
+    data_root: str | None = typer.Option(None, help="Data folder (default for fashion-mnist: the Debian package's)."),
+    val_size: int = typer.Option(5000, help="Validation images carved from the training set."),
+    split_seed: int = typer.Option(0),
+    depth: int = typer.Option(20, help="CIFAR ResNet depth (6n+2)."),
+    widths: str = typer.Option("16,32,64", help="Stage widths."),
+    epochs: int = typer.Option(5),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(0.05),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from."""
+    _threads(threads)
+    spec = DataSpec(data, data_root, val_size, split_seed)
+    try:
+        splits = load_data(spec)
+        channels, size, _ = splits.input_shape
+        supernet = build_supernet({**WIDTH_RESNET_DEFAULTS, "family": "width-cifar-resnet", "depth": depth,
+                                   "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
+                                   "num_classes": splits.num_classes})
+    except (DataError, ArchError) as error:
+        fail(str(error))
+    recipe = _recipe(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
+    console.print(f"training the full width-cifar-resnet-{depth} on {splits.name} -> {out}")
+    result = train_width(supernet, splits, recipe, out, spec.to_dict(), progress=_progress("base"))
+    console.print(f"done: val accuracy {result['history'][-1]['val_acc']['full']:.4f}; checkpoint {out / 'supernet.pt'}")
+    console.print(f"next: subnetsearch lasso search --base {out / 'supernet.pt'}")
+
+
+@lasso_app.command("generate")
+def generate_command(
+    base: Path = typer.Option(Path("runs/lasso/base/supernet.pt"), help=BASE_HELP),
+    penalty: str = typer.Option("clipped", help="clipped (Eq. 3) | group (Eq. 1, the baseline)."),
+    lam: float = typer.Option(0.05, "--lambda", help="Penalty weight lambda."),
+    a: float = typer.Option(0.75, help="Clipping scale a: delta_l = a x mean group norm of layer l."),
+    epochs: int = typer.Option(1, help=EPOCHS_HELP),
+    lr: float = typer.Option(0.02),
+    threshold: float = typer.Option(NEAR_ZERO, help=THRESHOLD_HELP),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    out: Path = typer.Option(Path("runs/lasso/subnet.json"), help="Where the subnet's architecture is written."),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Generate one subnet: fine-tune with the penalty for (lambda, a), count the surviving channels."""
+    _threads(threads)
+    if penalty not in ("clipped", "group"):
+        fail(f"--penalty must be clipped or group, got {penalty!r}")
+    if threshold <= 0:
+        fail(f"--threshold must be > 0, got {threshold}")
+    full, splits, _ = _load_base(base)
+    recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=lam, a=a)
+    subnet = generate_subnet(full, splits, penalty, lam, a, recipe, QUICK, threshold, progress=_progress("penalty"))
+    full_macs = full.cost(full.full_mode()).macs
+    _show([subnet], full_macs, f"subnet generated with {penalty} group-Lasso")
+    for note in subnet.forced:
+        console.print(f"[yellow]note:[/] {note}")
+    _write_json(out, {"base": str(base), "subnets": [subnet.to_dict()]})
+    console.print(f"wrote {out}; next: subnetsearch lasso fuse --base {base} --subnets {out}")
+
+
+@lasso_app.command("search")
+def search_command(
+    base: Path = typer.Option(Path("runs/lasso/base/supernet.pt"), help=BASE_HELP),
+    penalty: str = typer.Option("clipped", help="clipped (searches lambda and a) | group (lambda only)."),
+    trials: int = typer.Option(8, help="Generation trials (each one is a fine-tune)."),
+    sampler: str = typer.Option("tpe", help="Optuna sampler: tpe, nsga2, random, ..."),
+    epochs: int = typer.Option(1, help=EPOCHS_HELP),
+    lr: float = typer.Option(0.02),
+    threshold: float = typer.Option(NEAR_ZERO, help=THRESHOLD_HELP),
+    pick: int = typer.Option(4, help="Subnets to choose from the front for fused training."),
+    lambda_range_text: str = typer.Option("0.001,1", "--lambda-range", help="lambda is sampled log-uniformly in "
+                                                                             "this range (low,high)."),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    out: Path = typer.Option(Path("runs/lasso/subnets.json"), help="Where the chosen subnets are written."),
+    name: str | None = typer.Option(None, help="Study name (default from the base and the settings); rerunning "
+                                               "with the same name adds trials to it."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Search (lambda, a) with Optuna (accuracy of the pruned subnet vs its MACs); pick subnets."""
+    _threads(threads)
+    if penalty not in ("clipped", "group"):
+        fail(f"--penalty must be clipped or group, got {penalty!r}")
+    if trials < 1 or pick < 1:
+        fail(f"--trials and --pick must be >= 1, got {trials} and {pick}")
+    if threshold <= 0:
+        fail(f"--threshold must be > 0, got {threshold}")
+    try:
+        lambda_range = tuple(float(v) for v in lambda_range_text.split(","))
+    except ValueError:
+        lambda_range = ()
+    if len(lambda_range) != 2 or not 0 < lambda_range[0] < lambda_range[1]:
+        fail(f"--lambda-range must be two numbers 0 < low < high, got {lambda_range_text!r}")
+    full, splits, _ = _load_base(base)
+    recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=1.0)
+    url = storage_url(storage)
+    checkpoint_hash = load_checkpoint(base).hash
+    study_name = name or (f"width-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
+                          f"lr={lr},threshold={threshold:g}")
+    try:
+        study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
+                           {"supernet_hash": checkpoint_hash, "strategy": f"lasso-{penalty}"})
+    except (ValueError, optuna.exceptions.OptunaError) as error:
+        fail(f"cannot open the study in {url}: {error}")
+    full_macs = full.cost(full.full_mode()).macs
+    console.print(f"study {study_name!r} in {url}: {len(stored_subnets(study))} stored trials; {trials} more")
+
+    def show(subnet: GeneratedSubnet) -> None:
+        console.print(f"trial: lambda {subnet.lam:.4g}, a {subnet.a:.3g} -> {subnet.macs / full_macs:.0%} of full "
+                      f"MACs, pruned accuracy {subnet.accuracy:.4f}")
+
+    lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
+    subnets = stored_subnets(study)
+    chosen = pick_subnets(subnets, pick, full_macs)
+    if not chosen:
+        fail(f"none of the study's {len(subnets)} trials pruned a channel; raise --lambda-range or --epochs "
+             f"(penalized filters need steps to shrink)", code=1)
+    _show(chosen, full_macs, f"{len(chosen)} subnets picked from the front of {len(subnets)} trials")
+    _write_json(out, {"base": str(base), "study": study_name, "storage": "(see --storage)",
+                      "subnets": [s.to_dict() for s in chosen]})
+    console.print(f"wrote {out}; next: subnetsearch lasso fuse --base {base} --subnets {out}")
+
+
+def _read_subnets(path: Path) -> list[GeneratedSubnet]:
+    try:
+        payload = json.loads(path.read_text())
+        return [GeneratedSubnet(**entry) for entry in payload["subnets"]]
+    except FileNotFoundError:
+        fail(f"subnets file not found: {path}")
+    except (ValueError, KeyError, TypeError) as error:
+        fail(f"{path} is not a subnets file written by `subnetsearch lasso generate/search`: {error}")
+
+
+def uniform_match(full: WidthSupernet, macs: int) -> list[int]:
+    """The uniform-width (slimmable, S-NN) configuration whose MACs are closest to `macs`."""
+    base = list(full.configs[0])
+    candidates = {tuple(uniform_channels(base, ratio / 1000)) for ratio in range(1, 1001)}
+    return list(min(candidates, key=lambda c: abs(full.cost_of(c).macs - macs)))
+
+
+@lasso_app.command("fuse")
+def fuse_command(
+    base: Path = typer.Option(Path("runs/lasso/base/supernet.pt"), help=BASE_HELP),
+    subnets: list[Path] = typer.Option([Path("runs/lasso/subnets.json")], help="Subnets file(s) from generate/search."),
+    uniform: bool = typer.Option(False, help="Instead: uniform widths (slimmable, S-NN) matching each subnet's MACs."),
+    epochs: int = typer.Option(3, help="Fused training epochs, from the trained full network."),
+    lr: float = typer.Option(0.02),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    out: Path = typer.Option(Path("runs/lasso/fused"), help="Folder for supernet.pt and train_log.jsonl."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Fused subnet training (Algorithm 1): the subnets and the full network, one private BN each."""
+    _threads(threads)
+    full, splits, data_spec = _load_base(base)
+    generated = [subnet for path in subnets for subnet in _read_subnets(path)]
+    if not generated:
+        fail("no subnets to train: the subnets file(s) list none")
+    if uniform:
+        channels = [uniform_match(full, subnet.macs) for subnet in generated]
+        method = "uniform"
+    else:
+        channels = [subnet.channels for subnet in generated]
+        method = f"{generated[0].penalty}-lasso"
+    full_channels = tuple(full.configs[0])
+    unique = sorted({tuple(c) for c in channels if tuple(c) != full_channels}, key=lambda c: -full.cost_of(c).macs)
+    entries = [{"name": f"subnet{len(unique) - i}", "channels": list(c)} for i, c in enumerate(unique)]
+    try:
+        supernet = build_supernet({**full.arch, "method": method, "subnets": entries})
+    except ArchError as error:
+        fail(f"these subnets cannot share one supernet: {error}")
+    sort_channels(full)  # the first c channels of every slot are its strongest: what the subnets keep
+    init_from_full(supernet, full)
+    recipe = _recipe(epochs=epochs, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
+    console.print(f"fused training of {len(supernet.configs)} configurations ({', '.join(supernet.names)}) -> {out}")
+    result = train_width(supernet, splits, recipe, out, data_spec, progress=_progress("fused"))
+    table = Table(title=f"fused {method} supernet")
+    for column in ("subnet", "MACs (M)", "params", "val acc", "channels per slot"):
+        table.add_column(column, justify="right")
+    accuracies = result["history"][-1]["val_acc"]
+    for index, subnet_name in enumerate(supernet.names):
+        mode = supernet.space.mode({"width": index})
+        cost = supernet.cost(mode)
+        table.add_row(subnet_name, f"{cost.macs / 1e6:.2f}", f"{cost.params:,}", f"{accuracies[subnet_name]:.4f}",
+                      "-".join(map(str, supernet.channels(mode))))
+    console.print(table)
+    console.print(f"checkpoint {out / 'supernet.pt'} (recipe {asdict(recipe)}); next: subnetsearch search "
+                  f"--checkpoint {out / 'supernet.pt'} --strategy optuna --objectives accuracy,latency")

@@ -1,0 +1,296 @@
+"""Non-uniform subnets (Yang et al.): clipped group-Lasso subnet generation and fused subnet training.
+
+- `clipped_group_lasso` is Eq. (3): lambda * sum_l sum_i min(||W_l,i||_2, delta_l) over the output
+  channels i of every conv l, with delta_l = a * mean_i ||W_l,i||_2 detached from the graph (a clipped
+  group gets no gradient from the penalty). `group_lasso` is Eq. (1), the baseline.
+- `count_channels` reads a penalty-trained network's architecture: per channel slot, the output
+  channels whose group norm is above a near-zero threshold, following the data flow (a block's output
+  channel is alive if its conv2 filter or its shortcut filter is), giving counts and Eq. (4) masks.
+- `train_width` is one loop for every training the family needs: the full network alone (optionally
+  with a penalty: subnet generation), Algorithm 1 (every configuration's forward/backward per batch,
+  gradients accumulated, one step; private BN per configuration), or one configuration alone (the
+  "individually trained" baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from subnetsearch.data import Splits
+from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
+from subnetsearch.trainers._evaluate import evaluate_accuracy
+
+Penalty = Literal["none", "clipped", "group"]
+
+# A channel is sparse when its filter's L2 norm is below NEAR_ZERO x the largest norm of its slot, or
+# below FLOOR outright. Relative, because every conv is followed by BN: a filter's scale does not
+# change the network's function, so the cross-entropy gradient on a filter grows as its norm shrinks
+# and SGD never takes a penalized filter to exactly zero; penalized filters settle at a few percent
+# of the surviving filters' norms (the bimodal distributions of the paper's Fig. 10). The absolute
+# floor catches a slot whose every filter collapsed (then its largest one is kept, and said so).
+NEAR_ZERO = 0.05
+FLOOR = 1e-3
+
+
+def group_norms(weight: torch.Tensor) -> torch.Tensor:
+    """||W_l,i||_2 for every output channel i of a conv (or linear) weight."""
+    return weight.flatten(1).norm(dim=1)
+
+
+def group_lasso(weights: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
+    """Eq. (1)'s penalty: lambda * sum_l sum_i ||W_l,i||_2."""
+    return lam * sum(group_norms(weight).sum() for weight in weights)
+
+
+def clipped_group_lasso(weights: Sequence[torch.Tensor], lam: float, a: float) -> torch.Tensor:
+    """Eq. (3)'s penalty: lambda * sum_l sum_i min(||W_l,i||_2, delta_l), delta_l = a * mean_i ||W_l,i||_2,
+    delta_l detached (a constant in the backward pass)."""
+    total = weights[0].new_zeros(())
+    for weight in weights:
+        norms = group_norms(weight)
+        delta = a * norms.mean().detach()
+        total = total + torch.minimum(norms, delta).sum()
+    return lam * total
+
+
+def penalized_weights(supernet: WidthSupernet) -> list[torch.Tensor]:
+    """The full weight of every conv (stem, both convs of each block, the 1x1 shortcuts)."""
+    return [module.weight for module in supernet.network.modules() if isinstance(module, SlimConv2d)]
+
+
+@dataclass(frozen=True)
+class ChannelCount:
+    """A generated subnet: channel count and Eq. (4) mask (alive output channels) per slot, and what
+    had to be forced (a slot whose every channel was sparse keeps its largest one)."""
+
+    channels: list[int]
+    masks: list[torch.Tensor]
+    forced: list[str]
+
+
+def count_channels(supernet: WidthSupernet, threshold: float = NEAR_ZERO, floor: float = FLOOR) -> ChannelCount:
+    """Count the non-sparse output channels of every slot of the full network (configuration 0): a
+    channel survives when its norm is at least `threshold` x the slot's largest norm and `floor`."""
+    convs = dict(supernet.network.named_modules())
+    producers: dict[int, list[str]] = {}
+    for name, _, dst, _, _ in _conv_specs(_depth_of(supernet.network)):
+        producers.setdefault(dst, []).append(name)
+    channels, masks, forced = [], [], []
+    with torch.no_grad():
+        for slot, slot_name in enumerate(supernet.slots):
+            norms = torch.stack([group_norms(convs[name].weight) for name in producers[slot]]).norm(dim=0)
+            mask = (norms >= threshold * norms.max()) & (norms >= floor)
+            if not bool(mask.any()):
+                mask = torch.zeros_like(mask)
+                mask[int(norms.argmax())] = True
+                forced.append(f"{slot_name}: every channel's filter norm was below {floor:g} (largest "
+                              f"{float(norms.max()):.3g}); kept its largest one")
+            channels.append(int(mask.sum()))
+            masks.append(mask)
+    return ChannelCount(channels, masks, forced)
+
+
+def sort_channels(supernet: WidthSupernet) -> None:
+    """Reorder every slot's channels by decreasing filter norm (conv2 and shortcut together for a
+    block output), moving the consumers' input channels and the BNs along: the network computes the
+    same function, and the first c channels of a slot are its c most important ones, which is what
+    nested subnets keep. Only for a supernet with the full configuration alone."""
+    if len(supernet.configs) != 1:
+        raise ValueError("sort_channels works on the full network alone (before subnets share its weights)")
+    modules = dict(supernet.network.named_modules())
+    specs = _conv_specs(_depth_of(supernet.network))
+    with torch.no_grad():
+        order = []
+        for slot in range(len(supernet.slots)):
+            norms = torch.stack([group_norms(modules[name].weight) for name, _, dst, _, _ in specs if dst == slot])
+            order.append(torch.argsort(norms.norm(dim=0), descending=True, stable=True))
+        for name, src, dst, _, _ in specs:
+            weight = modules[name].weight
+            moved = weight[order[dst]]
+            weight.copy_(moved if src is None else moved[:, order[src]])
+        for module in supernet.network.modules():
+            if isinstance(module, SlimBatchNorm2d):
+                norm = module.norms[0]
+                for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
+                    tensor.copy_(tensor[order[module.slot]])
+        supernet.network.fc.weight.copy_(supernet.network.fc.weight[:, order[-1]])
+
+
+def init_from_full(supernet: WidthSupernet, full: WidthSupernet) -> None:
+    """Start a supernet with subnets from a trained full network of the same widths: every conv and
+    the classifier take its weights; each configuration's private BN takes the first c channels of
+    the full network's BN."""
+    source = dict(full.network.named_modules())
+    with torch.no_grad():
+        for name, module in supernet.network.named_modules():
+            twin = source.get(name)
+            if isinstance(module, SlimConv2d | nn.Linear):
+                if twin is None or twin.weight.shape != module.weight.shape:
+                    raise ValueError(f"the full network does not fit: {name} differs")
+                module.weight.copy_(twin.weight)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.copy_(twin.bias)
+            elif isinstance(module, SlimBatchNorm2d):
+                reference = twin.norms[0]
+                for norm in module.norms:
+                    width = norm.num_features
+                    for key in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(norm, key).copy_(getattr(reference, key)[:width])
+
+
+@dataclass(frozen=True)
+class WidthRecipe:
+    """Training settings, saved with every checkpoint.
+
+    `configs`: which configurations train (None: all, Algorithm 1; [k]: configuration k alone).
+    `penalty`/`lam`/`a`: the sparsity penalty on the full network's conv weights (subnet
+    generation); it is added to configuration 0's loss only. Schedule: linear warm-up over 2% of the
+    steps, then cosine decay to zero.
+    """
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    penalty: Penalty = "none"
+    lam: float = 0.0
+    a: float = 1.0
+    configs: tuple[int, ...] | None = None
+    augment: bool = True
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.penalty not in ("none", "clipped", "group"):
+            raise ValueError(f"penalty must be none, clipped or group, got {self.penalty!r}")
+        if self.penalty != "none" and not self.lam > 0:
+            raise ValueError(f"lambda must be > 0 for the {self.penalty} penalty, got {self.lam}")
+        if self.penalty == "clipped" and not self.a > 0:
+            raise ValueError(f"a must be > 0, got {self.a}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.configs is not None:
+            object.__setattr__(self, "configs", tuple(self.configs))
+
+
+def penalty_value(supernet: WidthSupernet, recipe: WidthRecipe) -> torch.Tensor | None:
+    if recipe.penalty == "clipped":
+        return clipped_group_lasso(penalized_weights(supernet), recipe.lam, recipe.a)
+    if recipe.penalty == "group":
+        return group_lasso(penalized_weights(supernet), recipe.lam)
+    return None
+
+
+def fused_step(supernet: WidthSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor, configs: Sequence[int], recipe: WidthRecipe) -> dict[str, float]:
+    """Algorithm 1, lines 2-6: each configuration's forward and backward (gradients accumulate, each
+    through its own private BNs), then one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for index in configs:
+        supernet.state.select(index)
+        loss = F.cross_entropy(supernet(images), labels)
+        if index == 0 and recipe.penalty != "none":
+            loss = loss + penalty_value(supernet, recipe)
+        loss.backward()
+        losses.append(loss.item())
+    optimizer.step()
+    return {"loss_mean": sum(losses) / len(losses), "loss_first": losses[0]}
+
+
+def _lr_at(recipe: WidthRecipe, step: int, total: int) -> float:
+    warmup = max(1, total // 50)
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def config_accuracies(supernet: WidthSupernet, splits: Splits, configs: Sequence[int],
+                      max_batches: int | None = None) -> dict[str, float]:
+    """Validation accuracy of each configuration with its own BN statistics."""
+    previous = supernet.state.index
+    try:
+        result = {}
+        for index in configs:
+            supernet.state.select(index)
+            result[supernet.names[index]] = round(evaluate_accuracy(supernet, splits, splits.val,
+                                                                    max_batches=max_batches), 5)
+        return result
+    finally:
+        supernet.state.select(previous)
+
+
+def train_width(supernet: WidthSupernet, splits: Splits, recipe: WidthRecipe, out_dir: str | Path | None,
+                data_spec: dict, progress: Callable[[dict], None] | None = None,
+                eval_batches: int | None = None) -> dict:
+    """Train `recipe.configs` of `supernet` (all by default) with Algorithm 1; with an out_dir, write
+    `train_log.jsonl` each epoch and `supernet.pt` at the end. Returns the final metrics (per-epoch
+    history with each configuration's validation accuracy)."""
+    configs = list(recipe.configs) if recipe.configs is not None else list(range(len(supernet.configs)))
+    bad = [k for k in configs if not 0 <= k < len(supernet.configs)]
+    if bad:
+        raise ValueError(f"configurations {bad} do not exist; this supernet has 0..{len(supernet.configs) - 1}")
+    if recipe.penalty != "none" and 0 not in configs:
+        raise ValueError("a sparsity penalty acts on the full network: configs must include 0")
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    decay = [p for p in supernet.parameters() if p.dim() > 1]
+    no_decay = [p for p in supernet.parameters() if p.dim() <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    steps_per_epoch = math.ceil(len(splits.train) / recipe.batch_size)
+    if recipe.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)
+    total = steps_per_epoch * recipe.epochs
+    log = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = (out_dir / "train_log.jsonl").open("a")
+    history = []
+    try:
+        for epoch in range(recipe.epochs):
+            supernet.train()
+            started, loss_sum, count = time.perf_counter(), 0.0, 0
+            for step, (images, labels) in enumerate(splits.batches(
+                    splits.train, recipe.batch_size, shuffle=True, augment=recipe.augment, generator=generator,
+                    max_batches=steps_per_epoch)):
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(recipe, epoch * steps_per_epoch + step, total)
+                metrics = fused_step(supernet, optimizer, images, labels, configs, recipe)
+                loss_sum, count = loss_sum + metrics["loss_mean"], count + 1
+                if progress:
+                    progress({"epoch": epoch + 1, "epochs": recipe.epochs, "step": step + 1,
+                              "steps": steps_per_epoch, "loss": loss_sum / count})
+            record = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(count, 1), 5),
+                      "val_acc": config_accuracies(supernet, splits, configs, eval_batches),
+                      "seconds": round(time.perf_counter() - started, 1)}
+            history.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+    finally:
+        if log is not None:
+            log.close()
+    supernet.state.select(configs[0])
+    supernet.eval()
+    final = {"epochs": recipe.epochs, "history": history}
+    if out_dir is not None:
+        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, {**asdict(recipe), "knob": KNOB}, data_spec, final)
+    return final

@@ -1,0 +1,96 @@
+"""`subnetsearch lasso base | generate | search | fuse` on synthetic data, then the fused supernet
+searched, stored and queried with the same commands as a WeNet supernet."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+from typer.testing import CliRunner
+
+from subnetsearch.cli import app
+from subnetsearch.storage import Store
+from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets._width import uniform_channels
+
+runner = CliRunner()
+SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]
+
+
+def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
+    base = tmp_path / "base"
+    trained = runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16",
+                                  "--epochs", "1", "--out", str(base), *SMALL])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = base / "supernet.pt"
+    # one subnet with a strong penalty: fewer channels than the full network
+    generated = runner.invoke(app, ["lasso", "generate", "--base", str(checkpoint), "--lambda", "2", "--a", "1",
+                                    "--lr", "0.1", "--epochs", "4", "--out", str(tmp_path / "one.json"),
+                                    "--threads", "1"])
+    assert generated.exit_code == 0, generated.output
+    one = json.loads((tmp_path / "one.json").read_text())["subnets"][0]
+    assert sum(one["channels"]) < 8 * 3 + 16 * 4 and one["penalty"] == "clipped"
+    # a (lambda, a) search whose study lands in the storage URL
+    url = f"sqlite:///{tmp_path / 'lasso.db'}"
+    search = ["lasso", "search", "--base", str(checkpoint), "--pick", "2", "--lr", "0.1", "--storage", url,
+              "--name", "lasso-test", "--out", str(tmp_path / "picked.json"), "--threads", "1"]
+    weak = runner.invoke(app, [*search, "--trials", "1", "--lambda-range", "0.001,0.002", "--max-steps-per-epoch", "1"])
+    assert weak.exit_code == 1 and "none of the study's 1 trials pruned a channel" in weak.output, weak.output
+    assert not (tmp_path / "picked.json").exists()
+    searched = runner.invoke(app, [*search, "--trials", "2", "--lambda-range", "1,3", "--epochs", "4"])
+    assert searched.exit_code == 0, searched.output
+    study = optuna.load_study(study_name="lasso-test", storage=url)
+    assert len(study.trials) == 3 and all("channels" in t.user_attrs for t in study.trials)  # resumed: 1 + 2
+    assert {tuple(t.params) for t in study.trials} == {("lam", "a")}
+    picked = json.loads((tmp_path / "picked.json").read_text())["subnets"]
+    assert 1 <= len(picked) <= 2
+    # fused training of the generated subnets, and the uniform-width baseline matched in MACs
+    fused = runner.invoke(app, ["lasso", "fuse", "--base", str(checkpoint), "--subnets", str(tmp_path / "one.json"),
+                                "--epochs", "1", "--out", str(tmp_path / "fused"), *SMALL])
+    assert fused.exit_code == 0, fused.output
+    state = load_checkpoint(tmp_path / "fused" / "supernet.pt")
+    assert state.arch["method"] == "clipped-lasso" and state.arch["subnets"][0]["channels"] == one["channels"]
+    uniform = runner.invoke(app, ["lasso", "fuse", "--base", str(checkpoint), "--subnets", str(tmp_path / "one.json"),
+                                  "--uniform", "--epochs", "1", "--out", str(tmp_path / "uniform"), *SMALL])
+    assert uniform.exit_code == 0, uniform.output
+    widths = load_checkpoint(tmp_path / "uniform" / "supernet.pt").arch["subnets"][0]["channels"]
+    assert any(uniform_channels([8, 8, 8, 16, 16, 16, 16], k / 100) == widths for k in range(1, 101))  # one ratio
+    # the fused supernet goes through the same search, store and query as any other
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", url])
+    search = runner.invoke(app, ["search", "--checkpoint", str(tmp_path / "fused" / "supernet.pt"), "--device", "quick",
+                                 "--strategy", "optuna", "--trials", "3", "--objectives", "accuracy,latency",
+                                 "--storage", url])
+    assert search.exit_code == 0, search.output
+    store = Store(url)
+    try:
+        stored = store.list_evaluations("quick", state.hash)
+        assert {json.loads(e.mode_json)["values"]["width"] for e in stored} <= {0, 1}
+        assert all(e.latency_ms > 0 and e.macs > 0 for e in stored)
+    finally:
+        store.dispose()
+    best = runner.invoke(app, ["best", "--device", "quick", "--max-latency-ms", "1000", "--storage", url])
+    assert best.exit_code == 0, best.output
+
+
+def test_lasso_bad_inputs(tmp_path) -> None:
+    missing = runner.invoke(app, ["lasso", "generate", "--base", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 2 and "checkpoint not found" in missing.output
+    base = tmp_path / "base"
+    runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--epochs", "1",
+                        "--out", str(base), *SMALL])
+    checkpoint = str(base / "supernet.pt")
+    for args, message in [
+        (["generate", "--penalty", "l1"], "--penalty must be clipped or group"),
+        (["generate", "--lambda", "0"], "lambda must be > 0"),
+        (["generate", "--threshold", "0"], "--threshold must be > 0"),
+        (["search", "--trials", "0"], "--trials and --pick must be >= 1"),
+        (["search", "--lambda-range", "1"], "--lambda-range must be two numbers"),
+        (["fuse", "--subnets", str(tmp_path / "nothing.json")], "subnets file not found"),
+    ]:
+        result = runner.invoke(app, ["lasso", *args, "--base", checkpoint])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    (tmp_path / "bad.json").write_text('{"subnets": [{"channels": [1]}]}')
+    bad = runner.invoke(app, ["lasso", "fuse", "--base", checkpoint, "--subnets", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "is not a subnets file" in bad.output
+    assert not (tmp_path / "runs").exists()
