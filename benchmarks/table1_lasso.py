@@ -98,9 +98,8 @@ def individual(splits, method: str, rank: int, channels: list[int], epochs: int)
     def make() -> dict:
         log(f"{method} subnet{rank}: individual training, {epochs} epochs")
         supernet = build_supernet({**ARCH, "subnets": [{"name": f"subnet{rank}", "channels": channels}]})
-        started = time.perf_counter()
         train_width(supernet, splits, WidthRecipe(epochs=epochs, configs=(1,)), None, {})
-        return {"test_acc": test_accuracy(supernet, splits, 1), "seconds": round(time.perf_counter() - started)}
+        return {"test_acc": test_accuracy(supernet, splits, 1)}
     return cached(f"individual-{method}-subnet{rank}", make)
 
 
@@ -110,10 +109,8 @@ def fused(splits, method: str, configs: list[list[int]], epochs: int) -> dict:
         names = [f"subnet{len(configs) - i}" for i in range(len(configs))]  # largest first
         supernet = build_supernet({**ARCH, "method": method, "subnets": [
             {"name": n, "channels": c} for n, c in zip(names, configs, strict=True)]})
-        started = time.perf_counter()
         train_width(supernet, splits, WidthRecipe(epochs=epochs), None, {})
-        return {"test_acc": {name: test_accuracy(supernet, splits, i) for i, name in enumerate(supernet.names)},
-                "seconds": round(time.perf_counter() - started)}
+        return {"test_acc": {name: test_accuracy(supernet, splits, i) for i, name in enumerate(supernet.names)}}
     return cached(f"fused-{method}", make)
 
 

@@ -21,10 +21,13 @@ from rich.table import Table
 from subnetsearch.cli._common import console, fail, parse_widths
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.distributed import ADDRESS_HELP, ClusterError, connect
+from subnetsearch.distributed._cluster import cluster_cpus, shared_storage_url
 from subnetsearch.search import EvaluationSettings, make_sampler
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
     generate_subnet,
+    lasso_distributions,
     lasso_search,
     pick_subnets,
     stored_subnets,
@@ -136,7 +139,7 @@ def base_command(
 def generate_command(
     base: Path = typer.Option(Path("runs/lasso/base/supernet.pt"), help=BASE_HELP),
     penalty: str = typer.Option("clipped", help="clipped (Eq. 3) | group (Eq. 1, the baseline)."),
-    lam: float = typer.Option(0.05, "--lambda", help="Penalty weight lambda."),
+    lam: float = typer.Option(0.5, "--lambda", help="Penalty weight lambda."),
     a: float = typer.Option(0.75, help="Clipping scale a: delta_l = a x mean group norm of layer l."),
     epochs: int = typer.Option(1, help=EPOCHS_HELP),
     lr: float = typer.Option(0.02),
@@ -172,17 +175,24 @@ def search_command(
     lr: float = typer.Option(0.02),
     threshold: float = typer.Option(NEAR_ZERO, help=THRESHOLD_HELP),
     pick: int = typer.Option(4, help="Subnets to choose from the front for fused training."),
-    lambda_range_text: str = typer.Option("0.001,1", "--lambda-range", help="lambda is sampled log-uniformly in "
+    lambda_range_text: str = typer.Option("0.01,3", "--lambda-range", help="lambda is sampled log-uniformly in "
                                                                              "this range (low,high)."),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
     out: Path = typer.Option(Path("runs/lasso/subnets.json"), help="Where the chosen subnets are written."),
     name: str | None = typer.Option(None, help="Study name (default from the base and the settings); rerunning "
                                                "with the same name adds trials to it."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    backend: str = typer.Option("local", help="local (trials one after another here) | ray (trials as Ray Tune "
+                                              "trials, one per `--threads` CPUs of the cluster)."),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch intra-op threads."),
+    threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
 ) -> None:
     """Search (lambda, a) with Optuna (accuracy of the pruned subnet vs its MACs); pick subnets."""
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray, got {backend!r}")
+    if address is not None and backend != "ray":
+        fail("--address needs --backend ray")
     _threads(threads)
     if penalty not in ("clipped", "group"):
         fail(f"--penalty must be clipped or group, got {penalty!r}")
@@ -214,7 +224,26 @@ def search_command(
         console.print(f"trial: lambda {subnet.lam:.4g}, a {subnet.a:.3g} -> {subnet.macs / full_macs:.0%} of full "
                       f"MACs, pruned accuracy {subnet.accuracy:.4f}")
 
-    lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
+    if backend == "local":
+        lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
+    else:
+        from subnetsearch.distributed._tune import tune_lasso
+
+        try:
+            where = connect(address)
+            shared = shared_storage_url(url)
+            slots = max(1, cluster_cpus() // threads)
+            console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
+            _, errors = tune_lasso(study, shared, make_sampler(sampler, seed),
+                                   lasso_distributions(penalty, lambda_range), load_checkpoint(base), penalty, recipe,
+                                   QUICK, threshold, trials, slots, threads, max_failures=3)
+        except ClusterError as error:
+            fail(str(error))
+        for error in errors:
+            console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
+        study = optuna.load_study(study_name=study_name, storage=url)
+        for subnet in stored_subnets(study)[-trials:]:
+            show(subnet)
     subnets = stored_subnets(study)
     chosen = pick_subnets(subnets, pick, full_macs)
     if not chosen:

@@ -53,14 +53,15 @@ class RecordingOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and result and "mode_id" in result and not error:
+        if ot_trial is not None and result and not error:
             self.completed.append(result)
-            ot_trial.set_user_attr("mode_id", result["mode_id"])
-            ot_trial.set_user_attr("mode_json", result["mode_json"])
             ot_trial.set_user_attr("ray_trial_id", trial_id)
-            if result.get("node"):
-                ot_trial.set_user_attr("node", result["node"])
-            for key, value in json.loads(result["constraints_json"]).items():
+            for key in ("mode_id", "mode_json", "node"):
+                if result.get(key):
+                    ot_trial.set_user_attr(key, result[key])
+            for key, value in json.loads(result.get("user_attrs_json", "{}")).items():
+                ot_trial.set_user_attr(key, value)
+            for key, value in json.loads(result.get("constraints_json", "{}")).items():
                 ot_trial.set_constraint(key, value)
         super().on_trial_complete(trial_id, result, error)
 
@@ -78,6 +79,53 @@ def _trial(config: dict, checkpoint: Checkpoint, spec: WorkerSpec, meter: Any, s
                  "node": (record.latency or {}).get("node", "")})
 
 
+def _run(trainable: Any, searcher: RecordingOptunaSearch, trials: int, concurrency: int, cpus_per_trial: float,
+         max_failures: int) -> tuple[list[dict], list[str]]:
+    """Tune `trials` trials of `trainable` (each declaring `cpus_per_trial` CPUs), at most
+    `concurrency` at a time, each retried `max_failures` times if its process or node dies."""
+    scratch = tempfile.mkdtemp(prefix="subnetsearch-tune-")  # Tune's experiment files; the study is the record
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                        num_samples=trials, reuse_actors=True),
+            run_config=tune.RunConfig(name="search", storage_path=scratch, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=max_failures)))
+        grid = tuner.fit()
+        return searcher.completed, [str(error).strip() for error in grid.errors]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _lasso_trial(config: dict, checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any, threshold: float,
+                 threads: int) -> None:
+    import torch
+
+    from subnetsearch.data import DataSpec, load_data
+    from subnetsearch.search._lasso import generate_subnet
+
+    torch.set_num_threads(threads)
+    key = (checkpoint.hash, "lasso")
+    if key not in _EVALUATORS:  # the trained full network and the data, once per trial process
+        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec(**checkpoint.data)))
+    full, splits = _EVALUATORS[key]
+    subnet = generate_subnet(full, splits, penalty, config["lam"], config.get("a", 1.0), recipe, settings, threshold)
+    tune.report({"accuracy": subnet.accuracy, "macs": subnet.macs, "user_attrs_json": json.dumps(subnet.to_dict())})
+
+
+def tune_lasso(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler,
+               distributions: dict[str, Any], checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any,
+               threshold: float, trials: int, concurrency: int, threads: int,
+               max_failures: int) -> tuple[list[dict], list[str]]:
+    """Subnet-generation trials (a penalized fine-tune each) as Ray Tune trials on `study`."""
+    searcher = RecordingOptunaSearch(space=distributions, metric=["accuracy", "macs"], mode=["max", "min"],
+                                     sampler=sampler, study_name=study.study_name,
+                                     storage=optuna.storages.RDBStorage(storage_url))
+    trainable = tune.with_parameters(_lasso_trial, checkpoint=checkpoint, penalty=penalty, recipe=recipe,
+                                     settings=settings, threshold=threshold, threads=threads)
+    return _run(trainable, searcher, trials, concurrency, threads, max_failures)
+
+
 def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, space: SearchSpace,
                 checkpoint: Checkpoint, spec: WorkerSpec, meter: Any, trials: int, objectives: Sequence[str],
                 constraints: Constraints, concurrency: int, cpus_per_trial: float,
@@ -89,19 +137,6 @@ def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.
         space=to_optuna(space), metric=list(objectives), mode=["max" if OBJECTIVES[o] == "maximize" else "min"
                                                                for o in objectives],
         sampler=sampler, study_name=study.study_name, storage=optuna.storages.RDBStorage(storage_url))
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, checkpoint=checkpoint, spec=spec, meter=meter, space=space,
-                             objectives=list(objectives), constraints=constraints),
-        {"cpu": cpus_per_trial})
-    scratch = tempfile.mkdtemp(prefix="subnetsearch-tune-")  # Tune's experiment files; the study is the record
-    try:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                        num_samples=trials, reuse_actors=True),
-            run_config=tune.RunConfig(name="search", storage_path=scratch, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)))
-        grid = tuner.fit()
-        return searcher.completed, [str(error).strip() for error in grid.errors]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    trainable = tune.with_parameters(_trial, checkpoint=checkpoint, spec=spec, meter=meter, space=space,
+                                     objectives=list(objectives), constraints=constraints)
+    return _run(trainable, searcher, trials, concurrency, cpus_per_trial, max_failures)

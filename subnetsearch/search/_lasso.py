@@ -30,7 +30,7 @@ from subnetsearch.supernets._width import WidthSupernet
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, count_channels, init_from_full, sort_channels, train_width
 
-LAMBDA_RANGE = (1e-3, 1.0)  # log-uniform
+LAMBDA_RANGE = (0.01, 3.0)  # log-uniform: with one fine-tune epoch, lambda < ~0.1 prunes little
 A_RANGE = (0.1, 2.0)
 
 
@@ -81,6 +81,14 @@ def generate_subnet(full: WidthSupernet, splits: Splits, penalty: str, lam: floa
     return GeneratedSubnet(penalty, lam, a, count.channels, cost.macs, cost.params, round(accuracy, 5), count.forced)
 
 
+def lasso_distributions(penalty: str, lambda_range: tuple[float, float] = LAMBDA_RANGE) -> dict:
+    """The knobs of a generation trial: lambda (log-uniform) and, for the clipped penalty, a."""
+    distributions = {"lam": optuna.distributions.FloatDistribution(*lambda_range, log=True)}
+    if penalty == "clipped":
+        distributions["a"] = optuna.distributions.FloatDistribution(*A_RANGE)
+    return distributions
+
+
 def lasso_search(full: WidthSupernet, splits: Splits, study: optuna.Study, trials: int, penalty: str,
                  recipe: WidthRecipe, settings: EvaluationSettings, threshold: float = NEAR_ZERO,
                  lambda_range: tuple[float, float] = LAMBDA_RANGE,
@@ -88,9 +96,7 @@ def lasso_search(full: WidthSupernet, splits: Splits, study: optuna.Study, trial
     """`trials` generation trials (lambda log-uniform, a uniform for the clipped penalty) sampled by
     the study's sampler, maximizing accuracy and minimizing MACs; each trial's subnet is stored on its
     Optuna trial (user attrs) so the study alone holds the search's results."""
-    distributions = {"lam": optuna.distributions.FloatDistribution(*lambda_range, log=True)}
-    if penalty == "clipped":
-        distributions["a"] = optuna.distributions.FloatDistribution(*A_RANGE)
+    distributions = lasso_distributions(penalty, lambda_range)
     results = []
     for _ in range(trials):
         trial = study.ask(distributions)
