@@ -36,7 +36,7 @@ from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, ArchError, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
-from subnetsearch.supernets._width import WidthSupernet, uniform_channels
+from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_channels
 from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
@@ -277,6 +277,8 @@ def fuse_command(
     base: Path = typer.Option(Path("runs/lasso/base/supernet.pt"), help=BASE_HELP),
     subnets: list[Path] = typer.Option([Path("runs/lasso/subnets.json")], help="Subnets file(s) from generate/search."),
     uniform: bool = typer.Option(False, help="Instead: uniform widths (slimmable, S-NN) matching each subnet's MACs."),
+    scales: str = typer.Option("", help="Section V-A: also train subnets between the smallest one and the full "
+                                        "network, every layer of the smallest scaled by these ratios (e.g. 1.5,2,3)."),
     epochs: int = typer.Option(3, help="Fused training epochs, from the trained full network."),
     lr: float = typer.Option(0.02),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
@@ -286,6 +288,12 @@ def fuse_command(
 ) -> None:
     """Fused subnet training (Algorithm 1): the subnets and the full network, one private BN each."""
     _threads(threads)
+    try:
+        ratios = [float(r) for r in scales.split(",") if r.strip()]
+    except ValueError:
+        ratios = [0.0]
+    if any(not r > 1 for r in ratios):
+        fail(f"--scales must be ratios > 1 (of the smallest subnet's widths), got {scales!r}")
     full, splits, data_spec = _load_base(base)
     generated = [subnet for path in subnets for subnet in _read_subnets(path)]
     if not generated:
@@ -297,6 +305,8 @@ def fuse_command(
         channels = [subnet.channels for subnet in generated]
         method = f"{generated[0].penalty}-lasso"
     full_channels = tuple(full.configs[0])
+    smallest = min(channels, key=lambda c: full.cost_of(c).macs)
+    channels = [*channels, *(scaled_channels(smallest, full_channels, r) for r in ratios)]
     unique = sorted({tuple(c) for c in channels if tuple(c) != full_channels}, key=lambda c: -full.cost_of(c).macs)
     entries = [{"name": f"subnet{len(unique) - i}", "channels": list(c)} for i, c in enumerate(unique)]
     try:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from subnetsearch.cli import app
 from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._width import uniform_channels
+from subnetsearch.supernets._width import scaled_channels, uniform_channels
 
 runner = CliRunner()
 SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]
@@ -50,6 +50,12 @@ def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
     assert fused.exit_code == 0, fused.output
     state = load_checkpoint(tmp_path / "fused" / "supernet.pt")
     assert state.arch["method"] == "clipped-lasso" and state.arch["subnets"][0]["channels"] == one["channels"]
+    scaled = runner.invoke(app, ["lasso", "fuse", "--base", str(checkpoint), "--subnets", str(tmp_path / "one.json"),
+                                 "--scales", "1.2,100", "--epochs", "1", "--out", str(tmp_path / "scaled"), *SMALL])
+    assert scaled.exit_code == 0, scaled.output  # x100 reaches the full widths everywhere: dropped as a duplicate
+    subnets = load_checkpoint(tmp_path / "scaled" / "supernet.pt").arch["subnets"]
+    assert [s["channels"] for s in subnets] == [scaled_channels(one["channels"], [8, 8, 8, 16, 16, 16, 16], 1.2),
+                                                one["channels"]]
     uniform = runner.invoke(app, ["lasso", "fuse", "--base", str(checkpoint), "--subnets", str(tmp_path / "one.json"),
                                   "--uniform", "--epochs", "1", "--out", str(tmp_path / "uniform"), *SMALL])
     assert uniform.exit_code == 0, uniform.output
@@ -87,6 +93,7 @@ def test_lasso_bad_inputs(tmp_path) -> None:
         (["search", "--trials", "0"], "--trials and --pick must be >= 1"),
         (["search", "--lambda-range", "1"], "--lambda-range must be two numbers"),
         (["fuse", "--subnets", str(tmp_path / "nothing.json")], "subnets file not found"),
+        (["fuse", "--scales", "0.5"], "--scales must be ratios > 1"),
     ]:
         result = runner.invoke(app, ["lasso", *args, "--base", checkpoint])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
