@@ -19,7 +19,7 @@ def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluatio
     return StoredEvaluation(supernet_hash, metrics.device, metrics.mode.id, metrics.mode.to_json(), key,
                             asdict(metrics.settings), metrics.accuracy, metrics.loss, metrics.macs, metrics.params,
                             metrics.latency.ms if metrics.latency else None, latency, metrics.energy_mj,
-                            metrics.energy_source, metrics.energy_measured_mj)
+                            metrics.energy_source, metrics.energy_measured_mj, metrics.cost_profile)
 
 
 class CachedEvaluator:

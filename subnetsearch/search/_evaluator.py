@@ -54,6 +54,7 @@ class Metrics:
     energy_mj: float
     settings: EvaluationSettings
     energy_measured_mj: float | None = None  # RAPL package energy per inference, where the host exposes it
+    cost_profile: dict | None = None  # input-dependent modes: per-sample MACs (`macs` is their mean)
 
     @property
     def energy_source(self) -> str:

@@ -66,6 +66,8 @@ class EvaluationRow(Base):
     energy_mj: Mapped[float] = mapped_column(Float)
     energy_source: Mapped[str] = mapped_column(String(16))
     energy_measured_mj: Mapped[float | None] = mapped_column(Float, nullable=True)  # RAPL, where the host has it
+    # input-dependent modes (dynamic inference): the distribution of per-sample MACs behind `macs` (their mean)
+    cost_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

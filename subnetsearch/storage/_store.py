@@ -100,6 +100,7 @@ class StoredEvaluation:
     energy_mj: float  # the Eq. (6) model
     energy_source: str
     energy_measured_mj: float | None = None  # measured (RAPL package counters) where the host exposes them
+    cost_profile: dict | None = None  # input-dependent modes: per-sample MACs distribution (`macs` is its mean)
 
     def objective(self, name: str) -> float | None:
         """The value of an objective (accuracy, latency, macs, energy) of this evaluation."""
@@ -298,7 +299,7 @@ class Store:
                 settings_key=evaluation.settings_key, settings=evaluation.settings, accuracy=evaluation.accuracy,
                 loss=evaluation.loss, macs=evaluation.macs, params=evaluation.params, latency_ms=evaluation.latency_ms,
                 latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source,
-                energy_measured_mj=evaluation.energy_measured_mj)
+                energy_measured_mj=evaluation.energy_measured_mj, cost_profile=evaluation.cost_profile)
             session.add(row)
             session.flush()
             add_to_fronts(session.connection(), {
@@ -509,7 +510,8 @@ def _violation(column: Any, kind: str, limit: float) -> Any:
 _EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.mode_id, EvaluationRow.mode_json,
                        EvaluationRow.settings_key, EvaluationRow.settings, EvaluationRow.accuracy, EvaluationRow.loss,
                        EvaluationRow.macs, EvaluationRow.params, EvaluationRow.latency_ms, EvaluationRow.latency,
-                       EvaluationRow.energy_mj, EvaluationRow.energy_source, EvaluationRow.energy_measured_mj)
+                       EvaluationRow.energy_mj, EvaluationRow.energy_source, EvaluationRow.energy_measured_mj,
+                       EvaluationRow.cost_profile)
 
 
 def _evaluations() -> Any:

@@ -190,7 +190,9 @@ class DDIResNet(nn.Module):
                     g_channel = self._gate(block.channel_probability(x))
                 mask = g_layer[:, None] * g_channel
                 executed = mask.mean(1)  # fraction of output channels computed (0 if the layer is skipped)
-                macs = macs + g_layer * (block.channel_gate_macs + block.conv1_macs) + executed * block.conv2_macs
+                any_channel = (g_channel.detach().sum(1) > 0).to(x.dtype)  # else conv1 is not run either
+                macs = (macs + g_layer * (block.channel_gate_macs + any_channel * block.conv1_macs)
+                        + executed * block.conv2_macs)
                 out = F.relu(x + block.residual(x))
                 m = mask[:, :, None, None]
                 x = m * out + (1 - m) * x
@@ -213,41 +215,53 @@ class DDIResNet(nn.Module):
 
     # ---- one sample with real skipping -----------------------------------------------------------
     @torch.no_grad()
-    def run_one(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Final logits and MACs of one sample (batch 1) in eval mode, skipping what the gates skip."""
+    def run_one(self, x: torch.Tensor, budget: float | None = None) -> tuple[torch.Tensor, int, int]:
+        """One sample (batch 1, eval mode) computing only what the gates execute. With a budget (MACs)
+        and exits: the answer of the last exit whose cumulative cost fits, inference halting as soon as
+        no later exit can fit (a sample over budget at its first exit answers there). Returns the
+        logits, the MACs spent and which exit answered (0-based; the last is the final classifier)."""
         if x.shape[0] != 1 or self.training:
             raise ValueError("run_one executes a single sample (batch 1) in eval mode")
         x = F.relu(self.stem_bn(self.stem(x)))
         macs, state = self.stem_macs, None
-        for block in self.blocks:
-            if not block.skippable:
-                x = F.relu(block.residual(x) + block.downsample(x))
-                macs += block.full_macs()
-                continue
-            if block.layer_gated:
-                probability, state = self._layer_probability(block, x, state)
-                macs += block.layer_gate_macs
-                if not bool(probability[0] > self.threshold):
-                    continue  # the block is not computed; its input passes on
-            macs += block.conv1_macs
-            if not block.channel_gated:
-                x = F.relu(x + block.residual(x))
-                macs += block.conv2_macs
-                continue
-            macs += block.channel_gate_macs
-            selected = (block.channel_probability(x)[0] > self.threshold).nonzero().flatten()
-            if selected.numel() == 0:
-                continue
-            inner = F.relu(block.bn1(block.conv1(x)))
-            bn = block.bn2
-            partial = F.conv2d(inner, block.conv2.weight[selected], None, 1, 1)
-            partial = F.batch_norm(partial, bn.running_mean[selected], bn.running_var[selected],
-                                   bn.weight[selected], bn.bias[selected], False, 0.0, bn.eps)
-            x = x.clone()
-            x[:, selected] = F.relu(x[:, selected] + partial)
-            macs += block.conv2_macs * selected.numel() // block.out_channels
+        answer: tuple[torch.Tensor, int, int] | None = None
+        exit_index = 0
+        for index, block in enumerate(self.blocks):
+            if budget is not None and answer is not None and macs > budget:
+                return answer  # every later exit costs more than the budget
+            x, macs, state = self._run_block(block, x, macs, state)
+            if str(index) in self.heads:
+                head = self.heads[str(index)]
+                if budget is not None and (answer is None or macs + head.macs <= budget):
+                    answer = (head(x), macs + head.macs, exit_index)
+                exit_index += 1
+        if budget is not None and answer is not None and macs + self.fc_macs > budget:
+            return answer
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-        return logits, macs + self.fc_macs
+        return logits, macs + self.fc_macs, exit_index
+
+    def _run_block(self, block: GatedBlock, x: torch.Tensor, macs: int, state):
+        if not block.skippable:
+            return F.relu(block.residual(x) + block.downsample(x)), macs + block.full_macs(), state
+        if block.layer_gated:
+            probability, state = self._layer_probability(block, x, state)
+            macs += block.layer_gate_macs
+            if not bool(probability[0] > self.threshold):
+                return x, macs, state  # the block is not computed; its input passes on
+        if not block.channel_gated:
+            return F.relu(x + block.residual(x)), macs + block.conv1_macs + block.conv2_macs, state
+        macs += block.channel_gate_macs
+        selected = (block.channel_probability(x)[0] > self.threshold).nonzero().flatten()
+        if selected.numel() == 0:
+            return x, macs, state  # no output channel computed: neither convolution runs
+        inner = F.relu(block.bn1(block.conv1(x)))
+        bn = block.bn2
+        partial = F.conv2d(inner, block.conv2.weight[selected], None, 1, 1)
+        partial = F.batch_norm(partial, bn.running_mean[selected], bn.running_var[selected],
+                               bn.weight[selected], bn.bias[selected], False, 0.0, bn.eps)
+        x = x.clone()
+        x[:, selected] = F.relu(x[:, selected] + partial)
+        return x, macs + block.conv1_macs + block.conv2_macs * selected.numel() / block.out_channels, state
 
     # ---- costs -------------------------------------------------------------------------------------
     def static_macs(self) -> int:
@@ -272,11 +286,11 @@ class DDIResNet(nn.Module):
 
 
 def predict_under_budget(decisions: Decisions, budget: float,
-                         floor: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """RADI inference: per sample, the prediction of the last exit whose cumulative cost fits in
+                         floor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RADI inference on a batch: per sample, the logits of the last exit whose cumulative cost fits in
     `budget` (MACs). A budget below `floor` (the cheapest possible first exit) is refused; a sample
     whose own first exit costs more than the budget (its gates skipped less) answers from the first
-    exit anyway and is counted as over budget. Returns (predictions, MACs spent, over-budget flags)."""
+    exit and is counted as over budget. Returns (logits, MACs spent, over-budget flags, exit index)."""
     if budget < floor:
         raise ValueError(f"budget {budget:.4g} MACs is below the cheapest first exit ({floor:.4g} MACs): no sample "
                          "can answer within it")
@@ -284,9 +298,8 @@ def predict_under_budget(decisions: Decisions, budget: float,
     fits = costs <= budget
     last_fitting = (fits * torch.arange(1, costs.shape[0] + 1)[:, None]).argmax(0)
     index = torch.where(fits.any(0), last_fitting, torch.zeros_like(last_fitting))
-    logits = torch.stack(decisions.exits)  # exits x batch x classes
     batch = torch.arange(costs.shape[1])
-    return logits[index, batch].argmax(1), costs[index, batch], ~fits.any(0)
+    return torch.stack(decisions.exits)[index, batch], costs[index, batch], ~fits.any(0), index
 
 
 def resource_loss(decisions: Decisions, full_macs: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ def test_no_channel_gate_when_the_layer_is_skipped_and_a_skipped_block_passes_it
         if block.channel_gated:
             block.channel_conv.register_forward_hook(lambda *args: calls.append(1))
     x = torch.randn(1, 1, 12, 12)
-    logits, macs = net.run_one(x)
+    logits, macs, _ = net.run_one(x)
     assert calls == []  # G^C is never computed for a skipped layer
     # exact skipping: with every skippable block skipped, the network is the stem + the two stage-entry blocks
     with torch.no_grad():
@@ -84,9 +84,9 @@ def test_real_skipping_at_batch_one_matches_the_masked_batch(gating) -> None:
     with torch.no_grad():
         decisions = net.forward_with_decisions(x)
     for index in range(x.shape[0]):
-        logits, macs = net.run_one(x[index:index + 1])
+        logits, macs, answered = net.run_one(x[index:index + 1])
         torch.testing.assert_close(logits[0], decisions.exits[-1][index], rtol=1e-4, atol=1e-5)
-        assert macs == pytest.approx(float(decisions.macs[index]), abs=1.0)
+        assert macs == pytest.approx(float(decisions.macs[index]), abs=1.0) and answered == 0
     if gating != "none":
         assert decisions.macs.unique().numel() > 1  # the cost really depends on the input
 
@@ -101,11 +101,11 @@ def test_per_sample_cost_by_hand() -> None:
     stage3 = 3 * 3 * 16 * 16 * 9 * 2 + 3 * 3 * 16 * 16
     with torch.no_grad():
         net.layer_out.bias.fill_(-20.0)
-    _, skipped = net.run_one(torch.randn(1, 1, 12, 12))
+    _, skipped, _ = net.run_one(torch.randn(1, 1, 12, 12))
     assert skipped == stem + block.layer_gate_macs + stage2 + stage3 + fc
     with torch.no_grad():
         net.layer_out.bias.fill_(20.0)
-    _, executed = net.run_one(torch.randn(1, 1, 12, 12))
+    _, executed, _ = net.run_one(torch.randn(1, 1, 12, 12))
     assert executed == skipped + 2 * 12 * 12 * 8 * 8 * 9
     assert net.static_macs() == executed - block.layer_gate_macs
 
@@ -117,10 +117,10 @@ def test_channel_skipping_computes_only_the_selected_output_channels() -> None:
         block.channel_fc.weight.zero_()
         block.channel_fc.bias.copy_(torch.tensor([5.0, -5, -5, 5, -5, -5, -5, 5]))  # keep channels 0, 3, 7
     x = torch.randn(1, 1, 12, 12)
-    _, macs = net.run_one(x)
+    _, macs, _ = net.run_one(x)
     decisions = net.forward_with_decisions(x)
     assert decisions.channel[0, 0].item() == pytest.approx(3 / 8)
-    assert macs == net.static_macs() + block.channel_gate_macs - block.conv2_macs * 5 // 8
+    assert macs == net.static_macs() + block.channel_gate_macs - block.conv2_macs * 5 / 8
 
 
 def test_the_alpha_sign_rule_drives_the_skip_ratio_to_the_target(tiny_data) -> None:
@@ -164,9 +164,15 @@ def test_budgets_pick_the_last_exit_that_fits_and_refuse_impossible_ones() -> No
     with pytest.raises(ValueError, match="below the cheapest first exit"):
         predict_under_budget(decisions, floor - 1, floor)
     everything = float(torch.stack(decisions.exit_macs).max())
-    predictions, spent, over = predict_under_budget(decisions, everything, floor)
-    assert torch.equal(predictions, decisions.exits[-1].argmax(1)) and not over.any()
+    logits, spent, over, index = predict_under_budget(decisions, everything, floor)
+    assert torch.equal(logits, decisions.exits[-1]) and not over.any() and bool((index == 3).all())
     middle = float(decisions.exit_macs[1].median())
-    _, spent_middle, over_middle = predict_under_budget(decisions, middle, floor)
+    logits_middle, spent_middle, over_middle, index_middle = predict_under_budget(decisions, middle, floor)
     assert bool((spent_middle[~over_middle] <= middle).all())
     assert float(spent_middle.mean()) <= float(spent.mean())
+    # one sample at a time with real halting gives the same answers and costs
+    for sample in range(x.shape[0]):
+        one_logits, one_macs, answered = net.run_one(x[sample:sample + 1], budget=middle)
+        assert answered == int(index_middle[sample])
+        torch.testing.assert_close(one_logits[0], logits_middle[sample], rtol=1e-4, atol=1e-5)
+        assert one_macs == pytest.approx(float(spent_middle[sample]), abs=1.0)
