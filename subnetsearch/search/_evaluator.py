@@ -136,9 +136,19 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     (e.g. on the device's Ray node) or, for a device on this host, here. The accuracy part holds the
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
+    macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
     measure_here = measure and predictor is None and (meter is not None or device.location == "host")
     with compute_lock():
-        (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration, measure_here)
+        if getattr(supernet, "dynamic_cost", False):  # input-dependent cost: the evaluated samples' mean
+            with supernet.recording_costs() as records:
+                (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
+                                                                measure_here)
+            profile = supernet.cost_profile(records)
+            macs = round(profile["mean_macs"])
+            energy_mj *= profile["mean_macs"] / profile["plain_macs"]  # accesses scale with the work executed
+        else:
+            (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
+                                                            measure_here)
         stored = None
         if with_stored_bn:
             stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
@@ -153,5 +163,5 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
             latency, measured_energy = meter(static, supernet.input_shape, mode.id)
     else:
         latency = None
-    return Metrics(mode, device.name, cost.macs, cost.params, accuracy, loss, stored, latency,
-                   mode_energy_mj(supernet, mode, device), settings, measured_energy)
+    return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,
+                   measured_energy, profile)

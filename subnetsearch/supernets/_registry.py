@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from subnetsearch.supernets._convert import convert_to_wenet
+from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
 from subnetsearch.supernets._width import WidthSupernet
@@ -56,6 +57,23 @@ def _width_resnet(arch: Mapping[str, Any]) -> WidthSupernet:
     return WidthSupernet({"family": "width-cifar-resnet", **WIDTH_RESNET_DEFAULTS, **fields})
 
 
+def _ddi_resnet(arch: Mapping[str, Any]) -> DDISupernet:
+    fields = _take(arch, set(DDI_RESNET_DEFAULTS))
+    config = {"family": "ddi-cifar-resnet", **DDI_RESNET_DEFAULTS, **fields}
+    if config["gating"] not in GATINGS:
+        raise ArchError(f"gating must be one of {GATINGS}, got {config['gating']!r}")
+    if len(config["widths"]) != 3:
+        raise ArchError(f"widths must give 3 stage widths, got {config['widths']}")
+    return DDISupernet(config)
+
+
+# Dual dynamic inference: gating mgl2s | layer | channel | none; exits (RADI); the runtime knobs'
+# values; skip_target: the skip ratio the gates were trained for (a training-time knob, recorded).
+DDI_RESNET_DEFAULTS: dict[str, Any] = {
+    "depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10, "input_size": 28, "gating": "mgl2s",
+    "exits": False, "thresholds": list(DEFAULT_THRESHOLDS), "budgets": list(DEFAULT_BUDGETS), "skip_target": None,
+}
+
 # Non-uniform subnets (clipped group-Lasso paper): `subnets` lists {"name", "channels" per slot} from
 # largest to smallest; `method` records how they were chosen (clipped-lasso, group-lasso, uniform).
 WIDTH_RESNET_DEFAULTS: dict[str, Any] = {
@@ -68,12 +86,13 @@ CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
     "group_choices": [1, 2, 4, 8, 16], "shuffle": True, "shuffle_rule": "balanced", "switch_classifier": False,
 }
 
-Supernet = WeNetSupernet | WidthSupernet
+Supernet = WeNetSupernet | WidthSupernet | DDISupernet
 
 FAMILIES: dict[str, Callable[[Mapping[str, Any]], Supernet]] = {
     "wenet-cifar-resnet": _cifar_resnet,
     "wenet-torchvision": _torchvision,
     "width-cifar-resnet": _width_resnet,
+    "ddi-cifar-resnet": _ddi_resnet,
 }
 
 

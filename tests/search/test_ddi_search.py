@@ -1,0 +1,89 @@
+"""A DDI network goes through the same evaluator, search, store and query as the other families:
+its cost is the mean per-sample MACs of the evaluated samples, with their distribution stored."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from subnetsearch.cli import app
+from subnetsearch.devices import Device, LatencyProtocol
+from subnetsearch.search import EvaluationSettings, evaluate_mode
+from subnetsearch.spaces import ModeError
+from subnetsearch.storage import Store
+from subnetsearch.supernets import ArchError, build_supernet
+from subnetsearch.supernets._checkpoint import save_checkpoint
+from tests.conftest import randomize_batchnorm
+
+ARCH = {"family": "ddi-cifar-resnet", "depth": 14, "widths": [8, 16, 16], "input_size": 12, "num_classes": 4,
+        "exits": True, "budgets": [0.7, 0.85, 1.0]}
+QUICK = Device("quick", "host", LatencyProtocol(runtime="eager", threads=1, repeats=1, warmup=1, min_run_time=0.01))
+
+
+def _supernet():
+    supernet = build_supernet(ARCH)
+    randomize_batchnorm(supernet)
+    with torch.no_grad():  # gates that decide differently for different samples
+        supernet.network.layer_out.bias.fill_(0.0)
+        supernet.network.layer_out.weight.normal_(0, 30)
+    return supernet.eval()
+
+
+def test_evaluation_stores_the_mean_per_sample_cost_and_its_distribution(tiny_data) -> None:
+    supernet = _supernet()
+    settings = EvaluationSettings(calibration_batches=1, calibration_batch_size=32)
+    full = evaluate_mode(supernet, supernet.full_mode(), tiny_data, QUICK, settings)
+    tight = evaluate_mode(supernet, supernet.make_mode({"threshold": 0.5, "budget": 0.7}), tiny_data, QUICK, settings)
+    for metrics in (full, tight):
+        profile = metrics.cost_profile
+        assert profile["samples"] == len(tiny_data.val)
+        assert metrics.macs == round(profile["mean_macs"])
+        assert profile["min_macs"] <= profile["p50_macs"] <= profile["max_macs"]
+        assert metrics.latency is not None and metrics.latency.ms > 0
+    assert tight.macs <= 0.7 * supernet.plain_macs or tight.cost_profile["over_budget"] > 0
+    assert sum(tight.cost_profile["exits"]) == len(tiny_data.val) and tight.cost_profile["exits"][-1] < len(
+        tiny_data.val)  # some samples answered early
+    assert full.energy_mj > tight.energy_mj
+
+
+def test_knobs_and_bad_architectures() -> None:
+    supernet = _supernet()
+    assert [k.name for k in supernet.space.knobs] == ["threshold", "budget"]
+    assert supernet.describe(supernet.full_mode()) == "mgl2s gates > 0.5, no budget"
+    try:
+        supernet.uniform_mode(2)
+    except ModeError as error:
+        assert "threshold and budget" in str(error)
+    for change, message in [({"budgets": [0.01, 1.0]}, "below the cheapest first exit"),
+                            ({"gating": "random"}, "gating must be one of")]:
+        try:
+            build_supernet({**ARCH, **change})
+        except ArchError as error:
+            assert message in str(error)
+        else:
+            raise AssertionError(f"{change} was accepted")
+
+
+def test_search_store_and_query_a_ddi_checkpoint(tmp_path) -> None:
+    supernet = _supernet()
+    path = tmp_path / "ddi.pt"
+    save_checkpoint(path, supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'ddi.db'}"
+    runner = CliRunner()
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", url])
+    result = runner.invoke(app, ["search", "--checkpoint", str(path), "--device", "quick", "--strategy", "optuna",
+                                 "--trials", "4", "--objectives", "accuracy,macs", "--storage", url])
+    assert result.exit_code == 0, result.output
+    store = Store(url)
+    try:
+        stored = store.list_evaluations("quick")
+        assert stored and all(e.cost_profile and e.macs == round(e.cost_profile["mean_macs"]) for e in stored)
+        assert {tuple(sorted(json.loads(e.mode_json)["values"])) for e in stored} == {("budget", "threshold")}
+    finally:
+        store.dispose()
+    best = runner.invoke(app, ["best", "--device", "quick", "--objective", "macs", "--min-accuracy", "0",
+                               "--storage", url])
+    assert best.exit_code == 0, best.output
