@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from subnetsearch.cli._ddi import ddi_app
 from subnetsearch.cli._devices import devices_app
 from subnetsearch.cli._lasso import lasso_app
 from subnetsearch.cli._query import best_command, export_command, front_command, searches_command, supernets_command
@@ -25,6 +26,7 @@ app.command("report")(report_command)
 app.command("dashboard")(dashboard_command)
 app.add_typer(devices_app, name="devices")
 app.add_typer(lasso_app, name="lasso")
+app.add_typer(ddi_app, name="ddi")
 
 
 @app.callback()

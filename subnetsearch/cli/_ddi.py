@@ -1,0 +1,114 @@
+"""`subnetsearch ddi train`: a dual dynamic inference network (Wang et al.), trained in the paper's
+phases: the plain backbone (or `--base`, one trained before), gates alone to zero skipping, gates and
+backbone jointly toward the skip target, then exits. The checkpoint is searched (gate threshold and
+exit budget), stored and queried with the same commands as any supernet."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import typer
+
+from subnetsearch.cli._common import console, fail, parse_widths
+from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.supernets import ArchError, build_supernet
+from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from subnetsearch.supernets._ddi import GATINGS, DDISupernet
+from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
+from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
+from subnetsearch.trainers._evaluate import evaluate_accuracy
+
+ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")
+
+
+@ddi_app.command("train")
+def train_command(
+    out: Path = typer.Option(Path("runs/ddi"), help="Folder for backbone.pt and supernet.pt."),
+    skip_target: float = typer.Option(0.5, help="Skip ratio the gates are trained toward (training-time knob)."),
+    gating: str = typer.Option("mgl2s", help="mgl2s (layer + channel) | layer (SkipNet-style) | channel | none."),
+    exits: bool = typer.Option(True, help="Add early-exit classifiers (RADI) and train them last."),
+    base: Path | None = typer.Option(None, help="A trained plain backbone (backbone.pt of an earlier run): "
+                                               "skips the backbone phase."),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | imagefolder | synthetic"),
+    data_root: str | None = typer.Option(None),
+    depth: int = typer.Option(20, help="CIFAR ResNet depth (6n+2)."),
+    widths: str = typer.Option("16,32,64"),
+    backbone_epochs: int = typer.Option(3),
+    gate_epochs: int = typer.Option(1, help="Step 1: gates alone, backbone frozen, toward zero skipping."),
+    joint_epochs: int = typer.Option(2, help="Step 2: gates and backbone toward the skip target."),
+    exit_epochs: int = typer.Option(1, help="Exits with the summed losses (Eq. 4)."),
+    alpha: float = typer.Option(0.5, help="|alpha| of Eq. (5) on the cost relative to the plain network."),
+    lr: float = typer.Option(0.05),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Train a DDI network toward a skip target and write a searchable checkpoint."""
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    if not 0 <= skip_target < 1:
+        fail(f"--skip-target must be in [0, 1), got {skip_target}")
+    if gating not in GATINGS:
+        fail(f"gating must be one of {GATINGS}, got {gating!r}")
+    torch.set_num_threads(threads)
+    try:
+        phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
+        phases = [("gates", DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase)),
+                  ("joint", DDIPhase(epochs=joint_epochs, target=skip_target, **phase))]
+        if exits:
+            phases.append(("exits", DDIPhase(epochs=exit_epochs, target=skip_target, exits=True, **phase)))
+    except ValueError as error:
+        fail(str(error))
+    if base is not None:
+        try:
+            state = load_checkpoint(base)
+            plain = state.build()
+            splits = load_data(DataSpec(**state.data))
+            spec = DataSpec(**state.data)
+        except (CheckpointError, DataError) as error:
+            fail(str(error))
+        if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
+            fail(f"{base} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
+        arch = {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+    else:
+        spec = DataSpec(data, data_root)
+        try:
+            splits = load_data(spec)
+            channels, size, _ = splits.input_shape
+            arch = {**DDI_RESNET_DEFAULTS, "family": "ddi-cifar-resnet", "depth": depth,
+                    "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
+                    "num_classes": splits.num_classes}
+            plain = build_supernet({**arch, "gating": "none", "exits": False})
+        except (DataError, ArchError) as error:
+            fail(str(error))
+        console.print(f"backbone: plain ResNet-{depth}, {backbone_epochs} epochs on {splits.name}")
+        history = train_phase(plain.network, splits, DDIPhase(epochs=backbone_epochs, **phase))
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "backbone.pt", plain, {"phase": "backbone", "epochs": backbone_epochs}, spec.to_dict(),
+                        {"history": history})
+        console.print(f"  val accuracy {evaluate_accuracy(plain, splits, splits.val):.4f}; {out / 'backbone.pt'}")
+    try:
+        supernet = build_supernet({**arch, "gating": gating, "exits": exits, "skip_target": skip_target})
+    except ArchError as error:
+        fail(str(error))
+    copy_backbone(plain.network, supernet.network)
+    histories = {}
+    for name, settings in phases:
+        if name == "gates" and gating == "none":
+            continue
+        console.print(f"{name}: {settings.epochs} epoch(s), skip target {settings.target}")
+        histories[name] = train_phase(supernet.network, splits, settings)
+        last = histories[name][-1]
+        console.print(f"  skip ratio {last['skip_ratio']:.3f}, cost {last['relative_macs']:.3f} of the plain network")
+    supernet.set_mode(supernet.full_mode())
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot = copy.deepcopy(supernet)
+    accuracy = evaluate_accuracy(snapshot, splits, splits.val)
+    recipe = {"skip_target": skip_target, "alpha": alpha, "lr": lr, "phases": {n: s.epochs for n, s in phases}}
+    save_checkpoint(out / "supernet.pt", supernet, recipe, spec.to_dict(), {"history": histories,
+                                                                            "val_acc_full_mode": accuracy})
+    console.print(f"done: val accuracy {accuracy:.4f} (threshold 0.5, no budget); checkpoint {out / 'supernet.pt'}")
+    console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'} --strategy optuna "
+                  "--objectives accuracy,macs")
