@@ -5,7 +5,7 @@ clipped group-Lasso penalty for (lambda, a) (or plain group-Lasso), counts the s
 every slot (`count_channels`), and scores the pruned subnet: its channels sorted by norm (the
 survivors come first), the subnet is the first c channels of each slot, its BN statistics are
 recalibrated on training images, and its validation accuracy and MACs are the trial's objectives.
-On CPU the default fine-tune is one epoch from the trained full network (about 1.5 minutes for
+On CPU the default fine-tune is one epoch from the trained full network (about 2 minutes for
 ResNet-20 on Fashion-MNIST at two threads) instead of the paper's training from scratch.
 
 `lasso_search` runs trials with an Optuna multi-objective sampler (study in the project's storage,
