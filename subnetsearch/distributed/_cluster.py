@@ -33,6 +33,9 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
         return "the Ray instance this process is attached to"
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
+        # Ray runs its workers at nice 15 by default; here they are the search itself, and at nice 15
+        # any other process on a shared host starves them (seen: a training run slowed them ~10x).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
                  include_dashboard=False, resources={name: 1 for name in device_resources}, log_to_driver=False,
                  logging_level=logging.WARNING)

@@ -33,3 +33,13 @@ def test_search_on_the_embedded_local_ray_instance(tmp_path, tiny_supernet) -> N
         assert [search.status for search in store.list_searches("quick")] == ["finished"]
     finally:
         store.dispose()
+
+
+def test_the_embedded_instance_runs_its_workers_at_normal_priority() -> None:
+    # Ray's default (nice 15) lets any other process on a shared host starve the search's workers
+    code = ("import os, ray\nfrom subnetsearch.distributed import connect\nconnect()\n"
+            "print(ray.get(ray.remote(lambda: os.nice(0)).remote()))")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0"
