@@ -103,11 +103,14 @@ class Latency:
     measured: bool = True  # False: predicted by a lookup table measured with `protocol`
     table: str | None = None  # the digest of that table
     node: str | None = None  # the Ray node that measured it (distributed searches)
+    samples: int | None = None  # per-sample latency: one call ran these real samples one by one, divided
 
     def to_dict(self) -> dict:
         extra = {} if self.measured else {"table": self.table}
         if self.node is not None:
             extra["node"] = self.node
+        if self.samples is not None:
+            extra["samples"] = self.samples
         return {"ms": self.ms, "iqr_ms": self.iqr_ms, "medians_ms": list(self.medians_ms),
                 "input_shape": list(self.input_shape), "measured": self.measured, **extra, **asdict(self.protocol)}
 
@@ -174,12 +177,15 @@ def prepare_runtime(model: nn.Module, example: torch.Tensor, runtime: Runtime, t
 
 
 def measure_latencies(models: Mapping[str, nn.Module], input_shape: tuple[int, ...],
-                      protocol: LatencyProtocol = LatencyProtocol()) -> dict[str, Latency]:
+                      protocol: LatencyProtocol = LatencyProtocol(),
+                      examples: torch.Tensor | None = None) -> dict[str, Latency]:
     """Measure several materialized modes in one run, repeats interleaved (model A, B, C, A, B, C,
-    ...), so that slow drift of the host hits all of them alike and their ratios are fair."""
+    ...), so that slow drift of the host hits all of them alike and their ratios are fair. With
+    `examples` (real inputs, for models whose work depends on them), each call runs them all and the
+    figures are per sample."""
     previous_threads = torch.get_num_threads()
-    shape = (protocol.batch_size, *input_shape)
-    example = example_input(shape, protocol)
+    shape = (protocol.batch_size, *input_shape) if examples is None else tuple(examples.shape)
+    example = example_input(shape, protocol) if examples is None else examples
     runs: dict[str, list] = {name: [] for name in models}
     with measurement_lock():
         torch.set_num_threads(protocol.threads)
@@ -198,14 +204,16 @@ def measure_latencies(models: Mapping[str, nn.Module], input_shape: tuple[int, .
         finally:
             torch.set_num_threads(previous_threads)
     result = {}
+    per = 1 if examples is None else examples.shape[0]
     for name, measurements in runs.items():
         best = min(measurements, key=lambda m: m.median)
-        result[name] = Latency(best.median * 1e3, best.iqr * 1e3, tuple(m.median * 1e3 for m in measurements),
-                               protocol, shape)
+        result[name] = Latency(best.median * 1e3 / per, best.iqr * 1e3 / per,
+                               tuple(m.median * 1e3 / per for m in measurements), protocol, shape,
+                               samples=None if examples is None else per)
     return result
 
 
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], protocol: LatencyProtocol = LatencyProtocol(),
-                    label: str = "model") -> Latency:
-    """Measure one materialized mode on inputs of (batch, *input_shape)."""
-    return measure_latencies({label: model}, input_shape, protocol)[label]
+                    label: str = "model", examples: torch.Tensor | None = None) -> Latency:
+    """Measure one materialized mode on inputs of (batch, *input_shape), or per sample on `examples`."""
+    return measure_latencies({label: model}, input_shape, protocol, examples)[label]

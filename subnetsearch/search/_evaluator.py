@@ -61,6 +61,8 @@ class Metrics:
         return "model"
 
 
+DYNAMIC_LATENCY_SAMPLES = 32  # real validation images per latency call of an input-dependent mode
+
 Meter = Callable[[nn.Module, tuple[int, ...], str], tuple[Latency, float | None]]
 """Measures a materialized mode (model, input shape without batch, label): its latency and, where
 RAPL counters exist, its measured energy per inference in mJ. The default measures on this host; a
@@ -68,17 +70,18 @@ distributed search sends the model to the device's node instead."""
 
 
 def measure_on_host(model: nn.Module, input_shape: tuple[int, ...], protocol: LatencyProtocol, label: str,
-                    node: str | None = None) -> tuple[Latency, float | None]:
-    """Latency under `protocol`, and RAPL package energy per inference where the host exposes it."""
-    latency = measure_latency(model, input_shape, protocol, label=label)
+                    node: str | None = None, examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
+    """Latency under `protocol` (per sample over `examples` if given), and RAPL package energy per
+    inference where the host exposes it."""
+    latency = measure_latency(model, input_shape, protocol, label=label, examples=examples)
     if node is not None:
         latency = replace(latency, node=node)
     measured_energy = None
     if rapl_domains():
-        example = torch.randn(protocol.batch_size, *input_shape)
+        example = torch.randn(protocol.batch_size, *input_shape) if examples is None else examples
         with torch.inference_mode():
             per_call = measure_energy_mj(lambda: model(example))
-        measured_energy = None if per_call is None else per_call / protocol.batch_size
+        measured_energy = None if per_call is None else per_call / example.shape[0]
     return latency, measured_energy
 
 
@@ -137,9 +140,17 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
+    dynamic = getattr(supernet, "dynamic_cost", False)
+    examples = None
+    if dynamic and measure and predictor is None:
+        if device.protocol.runtime != "eager":
+            raise ValueError(f"{supernet.arch['family']} modes skip work depending on the input (data-dependent "
+                             f"control flow): measure them with an eager-runtime device, not {device.protocol.runtime}")
+        # latency per sample over real validation images, each run alone (the gates decide on real data)
+        examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     measure_here = measure and predictor is None and (meter is not None or device.location == "host")
     with compute_lock():
-        if getattr(supernet, "dynamic_cost", False):  # input-dependent cost: the evaluated samples' mean
+        if dynamic:  # input-dependent cost: the evaluated samples' mean
             with supernet.recording_costs() as records:
                 (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
                                                                 measure_here)
@@ -158,7 +169,8 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
         latency = predictor(mode)
     elif static is not None:
         if meter is None:
-            latency, measured_energy = measure_on_host(static, supernet.input_shape, device.protocol, mode.id)
+            latency, measured_energy = measure_on_host(static, supernet.input_shape, device.protocol, mode.id,
+                                                       examples=examples)
         else:
             latency, measured_energy = meter(static, supernet.input_shape, mode.id)
     else:

@@ -42,10 +42,22 @@ def test_evaluation_stores_the_mean_per_sample_cost_and_its_distribution(tiny_da
         assert metrics.macs == round(profile["mean_macs"])
         assert profile["min_macs"] <= profile["p50_macs"] <= profile["max_macs"]
         assert metrics.latency is not None and metrics.latency.ms > 0
+        assert metrics.latency.samples == min(32, len(tiny_data.val))  # per sample over real validation images
     assert tight.macs <= 0.7 * supernet.plain_macs or tight.cost_profile["over_budget"] > 0
     assert sum(tight.cost_profile["exits"]) == len(tiny_data.val) and tight.cost_profile["exits"][-1] < len(
         tiny_data.val)  # some samples answered early
     assert full.energy_mj > tight.energy_mj
+
+
+def test_latency_of_an_input_dependent_mode_needs_the_eager_runtime(tiny_data) -> None:
+    supernet = _supernet()
+    traced = Device("traced", "host", LatencyProtocol(runtime="optimized", threads=1, repeats=1))
+    try:
+        evaluate_mode(supernet, supernet.full_mode(), tiny_data, traced, EvaluationSettings(calibration_batches=0))
+    except ValueError as error:
+        assert "eager-runtime device" in str(error)
+    else:
+        raise AssertionError("an optimized-runtime latency of a DDI mode was accepted")
 
 
 def test_knobs_and_bad_architectures() -> None:
