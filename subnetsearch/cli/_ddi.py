@@ -8,11 +8,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import optuna
 import torch
 import typer
 
 from subnetsearch.cli._common import console, fail, parse_widths
+from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.search import make_sampler
+from subnetsearch.search._optuna import open_study
+from subnetsearch.storage import storage_url
 from subnetsearch.supernets import ArchError, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from subnetsearch.supernets._ddi import GATINGS, DDISupernet
@@ -112,3 +117,83 @@ def train_command(
     console.print(f"done: val accuracy {accuracy:.4f} (threshold 0.5, no budget); checkpoint {out / 'supernet.pt'}")
     console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'} --strategy optuna "
                   "--objectives accuracy,macs")
+
+
+@ddi_app.command("search")
+def search_command(
+    base: Path = typer.Option(Path("runs/ddi/backbone.pt"), help="The plain backbone (backbone.pt of `ddi train`)."),
+    trials: int = typer.Option(6, help="Trials; each trains gates from the backbone toward one skip target."),
+    target_range: str = typer.Option("0.1,0.8", help="Skip targets are sampled uniformly in this range (low,high)."),
+    gating: str = typer.Option("mgl2s", help="mgl2s | layer | channel."),
+    gate_epochs: int = typer.Option(1),
+    joint_epochs: int = typer.Option(1),
+    alpha: float = typer.Option(0.5),
+    lr: float = typer.Option(0.05),
+    sampler: str = typer.Option("tpe", help="Optuna sampler."),
+    max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
+    out: Path = typer.Option(Path("runs/ddi/search"), help="One checkpoint per trial is written here."),
+    name: str | None = typer.Option(None, help="Study name (default from the backbone and settings); rerunning "
+                                               "with the same name adds trials."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch intra-op threads."),
+) -> None:
+    """Search the skip target (a training-time knob) with Optuna: validation accuracy vs mean MACs."""
+    if threads < 1 or trials < 1:
+        fail(f"--threads and --trials must be >= 1, got {threads} and {trials}")
+    if gating not in GATINGS or gating == "none":
+        fail(f"gating must be one of {GATINGS[:-1]}, got {gating!r}")
+    try:
+        low, high = (float(v) for v in target_range.split(","))
+    except ValueError:
+        low = high = -1.0
+    if not 0 <= low < high < 1:
+        fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
+    torch.set_num_threads(threads)
+    try:
+        state = load_checkpoint(base)
+        plain = state.build()
+        splits = load_data(DataSpec(**state.data))
+    except (CheckpointError, DataError) as error:
+        fail(str(error))
+    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
+        fail(f"{base} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
+    url = storage_url(storage)
+    study_name = name or f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
+    try:
+        study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
+                           {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}"})
+    except (ValueError, optuna.exceptions.OptunaError) as error:
+        fail(f"cannot open the study in {url}: {error}")
+    arch = {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+    phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
+    distributions = {"skip_target": optuna.distributions.FloatDistribution(low, high)}
+    for _ in range(trials):
+        trial = study.ask(distributions)
+        target = trial.params["skip_target"]
+        try:
+            supernet = build_supernet({**arch, "gating": gating, "exits": False, "skip_target": round(target, 4)})
+            copy_backbone(plain.network, supernet.network)
+            train_phase(supernet.network, splits, DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase))
+            train_phase(supernet.network, splits, DDIPhase(epochs=joint_epochs, target=target, **phase))
+            supernet.set_mode(supernet.full_mode())
+            with supernet.recording_costs() as records:
+                accuracy = evaluate_accuracy(supernet, splits, splits.val)
+            profile = supernet.cost_profile(records)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        path = out / f"trial-{trial.number}" / "supernet.pt"
+        save_checkpoint(path, supernet, {"skip_target": target, "phases": [gate_epochs, joint_epochs]},
+                        state.data, {"val_acc": accuracy, "cost_profile": profile})
+        trial.set_user_attr("checkpoint", str(path.resolve()))
+        trial.set_user_attr("skip_ratio", profile["skip_ratio"])
+        study.tell(trial, [accuracy, profile["mean_macs"]])
+        console.print(f"trial {trial.number}: skip target {target:.3f} -> skip ratio {profile['skip_ratio']:.3f}, "
+                      f"{profile['mean_macs'] / profile['plain_macs']:.0%} of plain MACs, val accuracy {accuracy:.4f}")
+    front = sorted(study.best_trials, key=lambda t: t.values[1])
+    console.print(f"front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
+    for trial in front:
+        console.print(f"  accuracy {trial.values[0]:.4f}, {trial.values[1] / 1e6:.2f} MMACs: "
+                      f"{trial.user_attrs['checkpoint']}")
+    console.print("next: subnetsearch search --checkpoint <one of them> --strategy optuna --objectives accuracy,macs")

@@ -3,6 +3,7 @@ exits; then a second network from the same backbone (`--base`), and bad inputs."
 
 from __future__ import annotations
 
+import optuna
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
@@ -26,6 +27,28 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
     assert "backbone:" not in layer.output  # the plain backbone was reused, not trained again
     other = load_checkpoint(tmp_path / "b" / "supernet.pt").arch
     assert other["gating"] == "layer" and not other["exits"] and other["depth"] == 14
+
+
+def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
+    trained = runner.invoke(app, ["ddi", "train", *QUICK, "--gating", "none", "--no-exits", "--out", str(tmp_path)])
+    assert trained.exit_code == 0, trained.output
+    url = f"sqlite:///{tmp_path / 'ddi.db'}"
+    searched = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "2",
+                                   "--max-steps-per-epoch", "4", "--threads", "1", "--storage", url, "--name", "targets",
+                                   "--out", str(tmp_path / "search")])
+    assert searched.exit_code == 0, searched.output
+    study = optuna.load_study(study_name="targets", storage=url)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for trial in complete:
+        state = load_checkpoint(trial.user_attrs["checkpoint"])
+        assert state.arch["skip_target"] == round(trial.params["skip_target"], 4)
+        assert trial.values[1] == state.metrics["cost_profile"]["mean_macs"]
+    bad = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "search" / "trial-0" / "supernet.pt"),
+                              "--storage", url])
+    assert bad.exit_code == 2 and "is not a plain DDI backbone" in bad.output
+    bad_range = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--target-range", "0.5"])
+    assert bad_range.exit_code == 2 and "--target-range must be" in bad_range.output
 
 
 def test_ddi_train_bad_inputs(tmp_path) -> None:
