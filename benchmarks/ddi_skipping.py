@@ -147,12 +147,11 @@ def main() -> None:
                            DDIPhase(epochs=args.joint_epochs, target=target, **phase)], start=backbone)
             points[gating].append({"skip_target": target, **evaluate(net, splits)})
             if gating == "mgl2s":
-                networks[f"mgl2s-{target}"] = net.network
+                networks[f"mgl2s-{target}"] = net
             log(f"{gating} target {target}: {points[gating][-1]}")
     middle = targets[len(targets) // 2]
     radi = trained(f"radi-{middle}", {**arch, "gating": "mgl2s", "exits": True, "skip_target": middle}, splits,
-                   [DDIPhase(epochs=1, target=middle, exits=True, **phase)], start=build_and_copy(
-                       arch, middle, splits, phase, args, backbone))
+                   [DDIPhase(epochs=1, target=middle, exits=True, **phase)], start=networks[f"mgl2s-{middle}"])
     statics = {depth: trained(f"static-{depth}", {**arch, "gating": "none", "depth": depth}, splits,
                               [DDIPhase(epochs=args.backbone_epochs, **phase)]) for depth in (8, 14)}
     static_points = {depth: evaluate(net, splits) for depth, net in statics.items()}
@@ -170,7 +169,8 @@ def main() -> None:
                         "static_relative_macs": round(static_points[nearest]["mean_macs"] / plain_macs, 4)})
         log(f"budget {fraction}: {budgets[-1]}")
     monotone = all(a["test_acc"] <= b["test_acc"] + 1e-9 for a, b in zip(budgets, budgets[1:], strict=False))
-    timing = latencies({"plain": backbone.network, **networks}, splits, 8 if args.smoke else args.latency_samples,
+    runnable = {"plain": backbone.network, **{name: net.network for name, net in networks.items()}}
+    timing = latencies(runnable, splits, 8 if args.smoke else args.latency_samples,
                        1 if args.smoke else 3)
     realized = {name: {"latency_ms": ms, "realized_saving": round(1 - ms / timing["plain"], 4),
                        "macs_saving": round(1 - points["mgl2s"][targets.index(float(name.split("-")[1]))]
@@ -185,13 +185,6 @@ def main() -> None:
                   "gate_epochs": 1, "joint_epochs": args.joint_epochs, "targets": targets, "plot": picture.name},
         "plain": plain, "fig9": points, "table2": budgets, "accuracy_monotone_in_budget": monotone,
         "static_baselines": static_points, "latency_batch1": {"plain_ms": timing["plain"], **realized}})
-
-
-def build_and_copy(arch: dict, target: float, splits, phase: dict, args, backbone):
-    """The MGL2S network at `target` (trained above) as the start of RADI."""
-    return trained(f"mgl2s-{target}", {**arch, "gating": "mgl2s", "skip_target": target}, splits,
-                   [DDIPhase(epochs=1, train="gates", target=0.0, **phase),
-                    DDIPhase(epochs=args.joint_epochs, target=target, **phase)], start=backbone)
 
 
 if __name__ == "__main__":

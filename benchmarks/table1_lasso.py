@@ -33,10 +33,10 @@ from _common import RESULTS, write_result
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.search import EvaluationSettings, make_sampler
-from subnetsearch.search._lasso import GeneratedSubnet, lasso_search, pick_subnets, stored_subnets
+from subnetsearch.search._lasso import GeneratedSubnet, lasso_search, pick_subnets, stored_subnets, subnet_front
 from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._width import WidthSupernet, uniform_channels
+from subnetsearch.supernets._width import WidthSupernet, uniform_match
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._lasso import WidthRecipe, train_width
 
@@ -83,9 +83,7 @@ def search(full: WidthSupernet, splits, penalty: str, trials: int, finetune: int
 
 
 def closest(subnets: list[GeneratedSubnet], macs: int, taken: list[GeneratedSubnet]) -> GeneratedSubnet:
-    front = [s for s in subnets if s not in taken and not any(
-        o.accuracy >= s.accuracy and o.macs <= s.macs and (o.accuracy, o.macs) != (s.accuracy, s.macs)
-        for o in subnets)]
+    front = [s for s in subnet_front(subnets) if s not in taken]
     return min(front or [s for s in subnets if s not in taken], key=lambda s: abs(s.macs - macs))
 
 
@@ -161,10 +159,7 @@ def main() -> None:
     group: list[GeneratedSubnet] = []
     for subnet in clipped:
         group.append(closest(group_all, subnet.macs, group))
-    uniform = []
-    for subnet in clipped:
-        candidates = {tuple(uniform_channels(full_channels, r / 1000)) for r in range(1, 1001)}
-        uniform.append(list(min(candidates, key=lambda c: abs(full.cost_of(c).macs - subnet.macs))))
+    uniform = [uniform_match(full, subnet.macs) for subnet in clipped]
     chosen = {"clipped-lasso": [s.channels for s in clipped], "group-lasso": [s.channels for s in group],
               "uniform": uniform}
     rows: dict[str, list[dict]] = {}

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 import typer
 from rich.console import Console
 
@@ -20,6 +21,21 @@ errors = Console(stderr=True, soft_wrap=True)
 def fail(message: str, code: int = 2) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def set_threads(threads: int) -> None:
+    """torch intra-op threads for this command, refused below 1."""
+    if threads < 1:
+        fail(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def check_backend(backend: str, address: str | None) -> None:
+    """--backend local | ray, and --address only with ray."""
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray, got {backend!r}")
+    if address is not None and backend != "ray":
+        fail("--address needs --backend ray")
 
 
 def parse_widths(text: str) -> list[int]:

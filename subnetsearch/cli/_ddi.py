@@ -5,27 +5,43 @@ exit budget), stored and queried with the same commands as any supernet."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import optuna
-import torch
 import typer
 
-from subnetsearch.cli._common import console, fail, parse_widths
+from subnetsearch.cli._common import console, fail, parse_widths, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
-from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.search import make_sampler
 from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from subnetsearch.supernets._ddi import GATINGS, DDISupernet
 from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
 from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 
 ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")
+
+
+def _load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
+    """A plain DDI backbone (gating none), its data and its checkpoint, or a clear failure."""
+    try:
+        state = load_checkpoint(path)
+        plain = state.build()
+        splits = load_data(DataSpec(**state.data))
+    except (CheckpointError, DataError) as error:
+        fail(str(error))
+    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
+        fail(f"{path} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
+    return plain, splits, state
+
+
+def _backbone_arch(plain: DDISupernet) -> dict:
+    """The backbone's architecture without what a gated network sets itself."""
+    return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
 
 
 @ddi_app.command("train")
@@ -51,13 +67,11 @@ def train_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Train a DDI network toward a skip target and write a searchable checkpoint."""
-    if threads < 1:
-        fail(f"--threads must be >= 1, got {threads}")
+    set_threads(threads)
     if not 0 <= skip_target < 1:
         fail(f"--skip-target must be in [0, 1), got {skip_target}")
     if gating not in GATINGS:
         fail(f"gating must be one of {GATINGS}, got {gating!r}")
-    torch.set_num_threads(threads)
     try:
         phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
         phases = [("gates", DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase)),
@@ -67,16 +81,9 @@ def train_command(
     except ValueError as error:
         fail(str(error))
     if base is not None:
-        try:
-            state = load_checkpoint(base)
-            plain = state.build()
-            splits = load_data(DataSpec(**state.data))
-            spec = DataSpec(**state.data)
-        except (CheckpointError, DataError) as error:
-            fail(str(error))
-        if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
-            fail(f"{base} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
-        arch = {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+        plain, splits, state = _load_backbone(base)
+        spec = DataSpec(**state.data)
+        arch = _backbone_arch(plain)
     else:
         spec = DataSpec(data, data_root)
         try:
@@ -109,8 +116,7 @@ def train_command(
         console.print(f"  skip ratio {last['skip_ratio']:.3f}, cost {last['relative_macs']:.3f} of the plain network")
     supernet.set_mode(supernet.full_mode())
     out.mkdir(parents=True, exist_ok=True)
-    snapshot = copy.deepcopy(supernet)
-    accuracy = evaluate_accuracy(snapshot, splits, splits.val)
+    accuracy = evaluate_accuracy(supernet, splits, splits.val)
     recipe = {"skip_target": skip_target, "alpha": alpha, "lr": lr, "phases": {n: s.epochs for n, s in phases}}
     save_checkpoint(out / "supernet.pt", supernet, recipe, spec.to_dict(), {"history": histories,
                                                                             "val_acc_full_mode": accuracy})
@@ -139,8 +145,8 @@ def search_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Search the skip target (a training-time knob) with Optuna: validation accuracy vs mean MACs."""
-    if threads < 1 or trials < 1:
-        fail(f"--threads and --trials must be >= 1, got {threads} and {trials}")
+    if trials < 1:
+        fail(f"--trials must be >= 1, got {trials}")
     if gating not in GATINGS or gating == "none":
         fail(f"gating must be one of {GATINGS[:-1]}, got {gating!r}")
     try:
@@ -149,15 +155,8 @@ def search_command(
         low = high = -1.0
     if not 0 <= low < high < 1:
         fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
-    torch.set_num_threads(threads)
-    try:
-        state = load_checkpoint(base)
-        plain = state.build()
-        splits = load_data(DataSpec(**state.data))
-    except (CheckpointError, DataError) as error:
-        fail(str(error))
-    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
-        fail(f"{base} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
+    set_threads(threads)
+    plain, splits, state = _load_backbone(base)
     url = storage_url(storage)
     study_name = name or f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
     try:
@@ -165,7 +164,7 @@ def search_command(
                            {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}"})
     except (ValueError, optuna.exceptions.OptunaError) as error:
         fail(f"cannot open the study in {url}: {error}")
-    arch = {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+    arch = _backbone_arch(plain)
     phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
     distributions = {"skip_target": optuna.distributions.FloatDistribution(low, high)}
     for _ in range(trials):

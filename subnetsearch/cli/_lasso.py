@@ -14,11 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import console, fail, parse_widths
+from subnetsearch.cli._common import check_backend, console, fail, parse_widths, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, connect
@@ -35,8 +34,8 @@ from subnetsearch.search._lasso import (
 from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
-from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_channels
+from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_match
 from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
@@ -47,13 +46,7 @@ THRESHOLD_HELP = "Channels whose filter norm is below this x the largest of thei
 QUICK = EvaluationSettings(calibration_batches=5, calibration_batch_size=128)
 
 
-def _threads(threads: int) -> None:
-    if threads < 1:
-        fail(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-
-
-def _load_base(path: Path) -> tuple[WidthSupernet, Splits, dict]:
+def _load_base(path: Path) -> tuple[WidthSupernet, Splits, Checkpoint]:
     try:
         checkpoint = load_checkpoint(path)
         supernet = checkpoint.build()
@@ -63,7 +56,7 @@ def _load_base(path: Path) -> tuple[WidthSupernet, Splits, dict]:
     if not isinstance(supernet, WidthSupernet) or len(supernet.configs) != 1:
         fail(f"{path} is not a full width network without subnets (family {checkpoint.arch.get('family')!r}, "
              f"{len(getattr(supernet, 'configs', [])) - 1} subnets); train one with `subnetsearch lasso base`")
-    return supernet, splits, checkpoint.data
+    return supernet, splits, checkpoint
 
 
 def _recipe(**fields) -> WidthRecipe:
@@ -118,7 +111,7 @@ def base_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from."""
-    _threads(threads)
+    set_threads(threads)
     spec = DataSpec(data, data_root, val_size, split_seed)
     try:
         splits = load_data(spec)
@@ -149,7 +142,7 @@ def generate_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Generate one subnet: fine-tune with the penalty for (lambda, a), count the surviving channels."""
-    _threads(threads)
+    set_threads(threads)
     if penalty not in ("clipped", "group"):
         fail(f"--penalty must be clipped or group, got {penalty!r}")
     if threshold <= 0:
@@ -189,11 +182,8 @@ def search_command(
     threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
 ) -> None:
     """Search (lambda, a) with Optuna (accuracy of the pruned subnet vs its MACs); pick subnets."""
-    if backend not in ("local", "ray"):
-        fail(f"--backend must be local or ray, got {backend!r}")
-    if address is not None and backend != "ray":
-        fail("--address needs --backend ray")
-    _threads(threads)
+    check_backend(backend, address)
+    set_threads(threads)
     if penalty not in ("clipped", "group"):
         fail(f"--penalty must be clipped or group, got {penalty!r}")
     if trials < 1 or pick < 1:
@@ -206,10 +196,10 @@ def search_command(
         lambda_range = ()
     if len(lambda_range) != 2 or not 0 < lambda_range[0] < lambda_range[1]:
         fail(f"--lambda-range must be two numbers 0 < low < high, got {lambda_range_text!r}")
-    full, splits, _ = _load_base(base)
+    full, splits, checkpoint = _load_base(base)
     recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=1.0)
     url = storage_url(storage)
-    checkpoint_hash = load_checkpoint(base).hash
+    checkpoint_hash = checkpoint.hash
     study_name = name or (f"width-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
                           f"lr={lr},threshold={threshold:g}")
     try:
@@ -235,7 +225,7 @@ def search_command(
             slots = max(1, cluster_cpus() // threads)
             console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
             _, errors = tune_lasso(study, shared, make_sampler(sampler, seed),
-                                   lasso_distributions(penalty, lambda_range), load_checkpoint(base), penalty, recipe,
+                                   lasso_distributions(penalty, lambda_range), checkpoint, penalty, recipe,
                                    QUICK, threshold, trials, slots, threads, max_failures=3)
         except ClusterError as error:
             fail(str(error))
@@ -250,8 +240,7 @@ def search_command(
         fail(f"none of the study's {len(subnets)} trials pruned a channel; raise --lambda-range or --epochs "
              f"(penalized filters need steps to shrink)", code=1)
     _show(chosen, full_macs, f"{len(chosen)} subnets picked from the front of {len(subnets)} trials")
-    _write_json(out, {"base": str(base), "study": study_name, "storage": "(see --storage)",
-                      "subnets": [s.to_dict() for s in chosen]})
+    _write_json(out, {"base": str(base), "study": study_name, "subnets": [s.to_dict() for s in chosen]})
     console.print(f"wrote {out}; next: subnetsearch lasso fuse --base {base} --subnets {out}")
 
 
@@ -263,13 +252,6 @@ def _read_subnets(path: Path) -> list[GeneratedSubnet]:
         fail(f"subnets file not found: {path}")
     except (ValueError, KeyError, TypeError) as error:
         fail(f"{path} is not a subnets file written by `subnetsearch lasso generate/search`: {error}")
-
-
-def uniform_match(full: WidthSupernet, macs: int) -> list[int]:
-    """The uniform-width (slimmable, S-NN) configuration whose MACs are closest to `macs`."""
-    base = list(full.configs[0])
-    candidates = {tuple(uniform_channels(base, ratio / 1000)) for ratio in range(1, 1001)}
-    return list(min(candidates, key=lambda c: abs(full.cost_of(c).macs - macs)))
 
 
 @lasso_app.command("fuse")
@@ -287,14 +269,14 @@ def fuse_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Fused subnet training (Algorithm 1): the subnets and the full network, one private BN each."""
-    _threads(threads)
+    set_threads(threads)
     try:
         ratios = [float(r) for r in scales.split(",") if r.strip()]
     except ValueError:
         ratios = [0.0]
     if any(not r > 1 for r in ratios):
         fail(f"--scales must be ratios > 1 (of the smallest subnet's widths), got {scales!r}")
-    full, splits, data_spec = _load_base(base)
+    full, splits, checkpoint = _load_base(base)
     generated = [subnet for path in subnets for subnet in _read_subnets(path)]
     if not generated:
         fail("no subnets to train: the subnets file(s) list none")
@@ -317,7 +299,7 @@ def fuse_command(
     init_from_full(supernet, full)
     recipe = _recipe(epochs=epochs, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
     console.print(f"fused training of {len(supernet.configs)} configurations ({', '.join(supernet.names)}) -> {out}")
-    result = train_width(supernet, splits, recipe, out, data_spec, progress=_progress("fused"))
+    result = train_width(supernet, splits, recipe, out, checkpoint.data, progress=_progress("fused"))
     table = Table(title=f"fused {method} supernet")
     for column in ("subnet", "MACs (M)", "params", "val acc", "channels per slot"):
         table.add_column(column, justify="right")

@@ -9,7 +9,7 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._common import check_backend, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
@@ -51,10 +51,7 @@ def search_command(
     device = device_or_default(store, device_name)
     if latency not in ("measured", "predicted"):
         fail(f"--latency must be measured or predicted, got {latency!r}")
-    if backend not in ("local", "ray"):
-        fail(f"--backend must be local or ray, got {backend!r}")
-    if address is not None and backend != "ray":
-        fail("--address needs --backend ray")
+    check_backend(backend, address)
     if workers is not None and workers < 1:
         fail(f"--workers must be >= 1, got {workers}")
     torch.set_num_threads(device.protocol.threads)

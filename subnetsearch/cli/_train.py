@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from subnetsearch.cli._common import console, fail, parse_mode, parse_widths
+from subnetsearch.cli._common import console, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError
@@ -39,9 +38,7 @@ def train_command(
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
     """Train the default-family supernet on real data and write a checkpoint."""
-    if threads < 1:
-        fail(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
+    set_threads(threads)
     spec = DataSpec(data, data_root, val_size, split_seed)
     try:
         splits = load_data(spec)

@@ -4,6 +4,7 @@ measured latency, modelled energy. Every figure says how it was obtained."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -140,26 +141,23 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
+    measure_here = measure and predictor is None and (meter is not None or device.location == "host")
     dynamic = getattr(supernet, "dynamic_cost", False)
     examples = None
-    if dynamic and measure and predictor is None:
+    if dynamic and measure_here:
         if device.protocol.runtime != "eager":
             raise ValueError(f"{supernet.arch['family']} modes skip work depending on the input (data-dependent "
                              f"control flow): measure them with an eager-runtime device, not {device.protocol.runtime}")
-        # latency per sample over real validation images, each run alone (the gates decide on real data)
-        examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
-    measure_here = measure and predictor is None and (meter is not None or device.location == "host")
+        if meter is None:  # latency per sample over real validation images, each run alone (gates see real data)
+            examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     with compute_lock():
+        with supernet.recording_costs() if dynamic else nullcontext() as records:
+            (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
+                                                            measure_here)
         if dynamic:  # input-dependent cost: the evaluated samples' mean
-            with supernet.recording_costs() as records:
-                (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
-                                                                measure_here)
             profile = supernet.cost_profile(records)
             macs = round(profile["mean_macs"])
             energy_mj *= profile["mean_macs"] / profile["plain_macs"]  # accesses scale with the work executed
-        else:
-            (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
-                                                            measure_here)
         stored = None
         if with_stored_bn:
             stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,

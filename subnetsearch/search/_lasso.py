@@ -5,8 +5,7 @@ clipped group-Lasso penalty for (lambda, a) (or plain group-Lasso), counts the s
 every slot (`count_channels`), and scores the pruned subnet: its channels sorted by norm (the
 survivors come first), the subnet is the first c channels of each slot, its BN statistics are
 recalibrated on training images, and its validation accuracy and MACs are the trial's objectives.
-On CPU the default fine-tune is one epoch from the trained full network (about 2 minutes for
-ResNet-20 on Fashion-MNIST at two threads) instead of the paper's training from scratch.
+On CPU the default fine-tune is one epoch from the trained full network instead of the paper's training from scratch.
 
 `lasso_search` runs trials with an Optuna multi-objective sampler (study in the project's storage,
 visible in the Optuna dashboard) and `pick_subnets` chooses N subnets from its front, spread over
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import optuna
 
 from subnetsearch.data import Splits
+from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._calibrate import calibrated_bn
@@ -123,13 +123,17 @@ def stored_subnets(study: optuna.Study) -> list[GeneratedSubnet]:
             if all(key in trial.user_attrs for key in fields)]
 
 
+def subnet_front(subnets: Sequence[GeneratedSubnet]) -> list[GeneratedSubnet]:
+    """The (accuracy, MACs) Pareto front of generation trials."""
+    mask = nondominated([[s.accuracy, s.macs] for s in subnets], ["accuracy", "macs"])
+    return [s for s, keep in zip(subnets, mask, strict=True) if keep]
+
+
 def pick_subnets(subnets: Sequence[GeneratedSubnet], count: int, full_macs: int) -> list[GeneratedSubnet]:
     """`count` subnets of the (accuracy, MACs) Pareto front, spread over MACs: for targets at equal
     steps of log-MACs between the front's smallest subnet and the full network, the front member
     closest to each (no repeats), returned from largest to smallest."""
-    front = [s for s in subnets if s.macs < full_macs and not any(
-        o.accuracy >= s.accuracy and o.macs <= s.macs and (o.accuracy, o.macs) != (s.accuracy, s.macs)
-        for o in subnets)]
+    front = [s for s in subnet_front(subnets) if s.macs < full_macs]
     unique = {tuple(s.channels): s for s in sorted(front, key=lambda s: -s.accuracy)}
     front = sorted(unique.values(), key=lambda s: s.macs)
     if len(front) <= count:

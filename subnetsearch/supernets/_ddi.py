@@ -357,9 +357,10 @@ class DDISupernet(nn.Module):
         thresholds = tuple(float(t) for t in arch["thresholds"])
         knobs = [Knob("threshold", "ordered", thresholds)]
         self.plain_macs = self.network.static_macs()
+        self.floor_macs = self.network.minimal_exit_macs() if arch["exits"] else 0
         if arch["exits"]:
             budgets = tuple(float(b) for b in arch["budgets"])
-            floor = self.network.minimal_exit_macs() / self.plain_macs
+            floor = self.floor_macs / self.plain_macs
             too_small = [b for b in budgets if b < floor]
             if too_small:
                 raise ValueError(f"budgets {too_small} are below the cheapest first exit ({floor:.3f} of the plain "
@@ -423,7 +424,7 @@ class DDISupernet(nn.Module):
         decisions = self.network.forward_with_decisions(x)
         if self.budget < 1 and self.network.heads:
             logits, macs, over, index = predict_under_budget(decisions, self.budget * self.plain_macs,
-                                                             self.network.minimal_exit_macs())
+                                                             self.floor_macs)
         else:
             logits, macs = decisions.exits[-1], decisions.macs
             over = torch.zeros_like(macs, dtype=torch.bool)

@@ -50,6 +50,13 @@ def uniform_channels(full: Sequence[int], ratio: float) -> list[int]:
     return [max(1, min(c, round(c * ratio))) for c in full]
 
 
+def uniform_match(supernet: WidthSupernet, macs: float) -> list[int]:
+    """The uniform-width (slimmable, S-NN) configuration of `supernet` whose MACs are closest to `macs`."""
+    full = list(supernet.configs[0])
+    candidates = {tuple(uniform_channels(full, ratio / 1000)) for ratio in range(1, 1001)}
+    return list(min(candidates, key=lambda c: abs(supernet.cost_of(c).macs - macs)))
+
+
 def scaled_channels(low: Sequence[int], full: Sequence[int], ratio: float) -> list[int]:
     """Section V-A: a subnet between `low` and the full network, every slot's count multiplied by the
     same ratio (>= 1) and capped at its full width."""
@@ -180,11 +187,11 @@ def _static_copy(network: ShortcutResNet, in_channels: int) -> ShortcutResNet:
     """The active configuration as plain nn.Conv2d / nn.BatchNorm2d / nn.Linear of exactly its widths."""
     static = copy.deepcopy(network)
     widths = network.stem.state.widths
+    sources = {name: src for name, src, _, _, _ in _conv_specs(_depth_of(network))}
     for name, module in list(static.named_modules()):
         replacement: nn.Module | None = None
         if isinstance(module, SlimConv2d):
-            conv_in = in_channels if name == "stem" else widths[_input_slot(name, static)]
-            replacement = module.to_static(conv_in)
+            replacement = module.to_static(in_channels if sources[name] is None else widths[sources[name]])
         elif isinstance(module, SlimBatchNorm2d):
             replacement = copy.deepcopy(module.active)
         elif isinstance(module, SlimLinear):
@@ -196,14 +203,6 @@ def _static_copy(network: ShortcutResNet, in_channels: int) -> ShortcutResNet:
             parent, _, child = name.rpartition(".")
             setattr(static.get_submodule(parent) if parent else static, child, replacement)
     return static.eval()
-
-
-def _input_slot(conv_name: str, network: ShortcutResNet) -> int:
-    for name, src, _, _, _ in _conv_specs(_depth_of(network)):
-        if name == conv_name:
-            assert src is not None
-            return src
-    raise KeyError(conv_name)
 
 
 def _depth_of(network: ShortcutResNet) -> int:

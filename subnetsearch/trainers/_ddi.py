@@ -67,7 +67,7 @@ def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:
         if not gates:
             raise ValueError(f"a {net.gating!r} network has no gates to train")
         return gates
-    return [p for p in net.parameters()]
+    return list(net.parameters())
 
 
 def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
@@ -78,7 +78,8 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
     torch.manual_seed(phase.seed)
     generator = torch.Generator().manual_seed(phase.seed)
     trainable = list(_parameters(net, phase))
-    frozen = [p for p in net.parameters() if all(p is not q for q in trainable)]
+    trainable_ids = {id(p) for p in trainable}
+    frozen = [p for p in net.parameters() if id(p) not in trainable_ids]
     for p in frozen:
         p.requires_grad_(False)
     gate_ids = {id(p) for p in gate_parameters(net)}

@@ -30,6 +30,7 @@ from subnetsearch.data import Splits
 from subnetsearch.supernets._checkpoint import save_checkpoint
 from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.trainers._wenet import _lr_at, _optimizer
 
 Penalty = Literal["none", "clipped", "group"]
 
@@ -156,7 +157,7 @@ class WidthRecipe:
     `configs`: which configurations train (None: all, Algorithm 1; [k]: configuration k alone).
     `penalty`/`lam`/`a`: the sparsity penalty on the full network's conv weights (subnet
     generation); it is added to configuration 0's loss only. Schedule: linear warm-up over 2% of the
-    steps, then cosine decay to zero.
+    steps, then cosine decay to zero (the WeNet trainer's schedule and optimizer).
     """
 
     epochs: int = 1
@@ -213,13 +214,6 @@ def fused_step(supernet: WidthSupernet, optimizer: torch.optim.Optimizer, images
     return {"loss_mean": sum(losses) / len(losses), "loss_first": losses[0]}
 
 
-def _lr_at(recipe: WidthRecipe, step: int, total: int) -> float:
-    warmup = max(1, total // 50)
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
-    return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def config_accuracies(supernet: WidthSupernet, splits: Splits, configs: Sequence[int],
                       max_batches: int | None = None) -> dict[str, float]:
     """Validation accuracy of each configuration with its own BN statistics."""
@@ -249,11 +243,7 @@ def train_width(supernet: WidthSupernet, splits: Splits, recipe: WidthRecipe, ou
         raise ValueError("a sparsity penalty acts on the full network: configs must include 0")
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
-    decay = [p for p in supernet.parameters() if p.dim() > 1]
-    no_decay = [p for p in supernet.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    optimizer = _optimizer(supernet, recipe)
     steps_per_epoch = math.ceil(len(splits.train) / recipe.batch_size)
     if recipe.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)

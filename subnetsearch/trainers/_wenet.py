@@ -112,7 +112,9 @@ def train_step(supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, images
     return {"loss_full": losses[0], "loss_mean": sum(losses) / len(losses), "acc_full": correct_full}
 
 
-def _optimizer(supernet: WeNetSupernet, recipe: WeNetRecipe) -> torch.optim.Optimizer:
+def _optimizer(supernet: torch.nn.Module, recipe: WeNetRecipe) -> torch.optim.Optimizer:
+    """Nesterov SGD with weight decay on weights only (not BN or biases); any recipe with lr,
+    momentum and weight_decay (the width family's too)."""
     decay = [p for n, p in supernet.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in supernet.named_parameters() if p.dim() <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
@@ -121,7 +123,7 @@ def _optimizer(supernet: WeNetSupernet, recipe: WeNetRecipe) -> torch.optim.Opti
 
 
 def _lr_at(recipe: WeNetRecipe, step: int, total: int) -> float:
-    """Linear warm-up over the first 2% of steps, then cosine decay to zero."""
+    """Linear warm-up over the first 2% of steps, then cosine decay to zero (any recipe with lr)."""
     warmup = max(1, total // 50)
     if step < warmup:
         return recipe.lr * (step + 1) / warmup
