@@ -34,7 +34,8 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         # Ray runs its workers at nice 15 by default; here they are the search itself, and at nice 15
-        # any other process on a shared host starves them (seen here: a test run beside a training run took 19 minutes instead of 4).
+        # any other process on a shared host starves them
+        # (seen here: a test run beside a training run took 19 minutes instead of 4).
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address="local", num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
                  include_dashboard=False, resources={name: 1 for name in device_resources}, log_to_driver=False,
