@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,6 +37,25 @@ def check_backend(backend: str, address: str | None) -> None:
         fail(f"--backend must be local or ray, got {backend!r}")
     if address is not None and backend != "ray":
         fail("--address needs --backend ray")
+
+
+def run_tune_trials(address: str | None, url: str, threads: int,
+                    launch: Callable[[str, int], tuple[list[dict], list[str]]]) -> None:
+    """Attach to Ray (`address`), then `launch(storage URL as the workers see it, trial slots)` runs
+    Ray Tune trials of `threads` CPUs each; trials that failed after their retries are reported."""
+    from subnetsearch.distributed import ClusterError, connect
+    from subnetsearch.distributed._cluster import cluster_cpus, shared_storage_url
+
+    try:
+        where = connect(address)
+        shared = shared_storage_url(url)
+        slots = max(1, cluster_cpus() // threads)
+        console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
+        _, errors = launch(shared, slots)
+    except ClusterError as error:
+        fail(str(error))
+    for error in errors:
+        console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
 
 
 def parse_widths(text: str) -> list[int]:

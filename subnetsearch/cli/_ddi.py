@@ -10,10 +10,19 @@ from pathlib import Path
 import optuna
 import typer
 
-from subnetsearch.cli._common import console, fail, parse_widths, set_threads
+from subnetsearch.cli._common import check_backend, console, fail, parse_widths, run_tune_trials, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.search import make_sampler
+from subnetsearch.search._ddi import (
+    SkipTargetRecipe,
+    SkipTargetResult,
+    backbone_arch,
+    skip_target_distributions,
+    skip_target_search,
+    stored_results,
+)
 from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import ArchError, build_supernet
@@ -37,11 +46,6 @@ def _load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
     if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
         fail(f"{path} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
     return plain, splits, state
-
-
-def _backbone_arch(plain: DDISupernet) -> dict:
-    """The backbone's architecture without what a gated network sets itself."""
-    return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
 
 
 @ddi_app.command("train")
@@ -83,7 +87,7 @@ def train_command(
     if base is not None:
         plain, splits, state = _load_backbone(base)
         spec = DataSpec(**state.data)
-        arch = _backbone_arch(plain)
+        arch = backbone_arch(plain)
     else:
         spec = DataSpec(data, data_root)
         try:
@@ -137,14 +141,19 @@ def search_command(
     lr: float = typer.Option(0.05),
     sampler: str = typer.Option("tpe", help="Optuna sampler."),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
-    out: Path = typer.Option(Path("runs/ddi/search"), help="One checkpoint per trial is written here."),
+    out: Path = typer.Option(Path("runs/ddi/search"), help="One checkpoint per trial is written here (on this "
+                                                          "machine, also for trials on other Ray nodes)."),
     name: str | None = typer.Option(None, help="Study name (default from the backbone and settings); rerunning "
                                                "with the same name adds trials."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    backend: str = typer.Option("local", help="local (trials one after another here) | ray (trials as Ray Tune "
+                                              "trials, one per `--threads` CPUs of the cluster)."),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch intra-op threads."),
+    threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
 ) -> None:
     """Search the skip target (a training-time knob) with Optuna: validation accuracy vs mean MACs."""
+    check_backend(backend, address)
     if trials < 1:
         fail(f"--trials must be >= 1, got {trials}")
     if gating not in GATINGS or gating == "none":
@@ -155,6 +164,11 @@ def search_command(
         low = high = -1.0
     if not 0 <= low < high < 1:
         fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
+    try:
+        recipe = SkipTargetRecipe(gating, gate_epochs, joint_epochs, alpha, lr, max_steps_per_epoch, seed)
+        recipe.phases(low)
+    except ValueError as error:
+        fail(str(error))
     set_threads(threads)
     plain, splits, state = _load_backbone(base)
     url = storage_url(storage)
@@ -164,34 +178,29 @@ def search_command(
                            {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}"})
     except (ValueError, optuna.exceptions.OptunaError) as error:
         fail(f"cannot open the study in {url}: {error}")
-    arch = _backbone_arch(plain)
-    phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
-    distributions = {"skip_target": optuna.distributions.FloatDistribution(low, high)}
-    for _ in range(trials):
-        trial = study.ask(distributions)
-        target = trial.params["skip_target"]
-        try:
-            supernet = build_supernet({**arch, "gating": gating, "exits": False, "skip_target": round(target, 4)})
-            copy_backbone(plain.network, supernet.network)
-            train_phase(supernet.network, splits, DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase))
-            train_phase(supernet.network, splits, DDIPhase(epochs=joint_epochs, target=target, **phase))
-            supernet.set_mode(supernet.full_mode())
-            with supernet.recording_costs() as records:
-                accuracy = evaluate_accuracy(supernet, splits, splits.val)
-            profile = supernet.cost_profile(records)
-        except BaseException:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        path = out / f"trial-{trial.number}" / "supernet.pt"
-        save_checkpoint(path, supernet, {"skip_target": target, "phases": [gate_epochs, joint_epochs]},
-                        state.data, {"val_acc": accuracy, "cost_profile": profile})
-        trial.set_user_attr("checkpoint", str(path.resolve()))
-        trial.set_user_attr("skip_ratio", profile["skip_ratio"])
-        study.tell(trial, [accuracy, profile["mean_macs"]])
-        console.print(f"trial {trial.number}: skip target {target:.3f} -> skip ratio {profile['skip_ratio']:.3f}, "
-                      f"{profile['mean_macs'] / profile['plain_macs']:.0%} of plain MACs, val accuracy {accuracy:.4f}")
-    front = sorted(study.best_trials, key=lambda t: t.values[1])
-    console.print(f"front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
+    console.print(f"study {study_name!r} in {url}: {len(stored_results(study))} stored trials; {trials} more")
+
+    def show(result: SkipTargetResult) -> None:
+        console.print(f"trial: skip target {result.skip_target:.3f} -> skip ratio {result.skip_ratio:.3f}, "
+                      f"{result.cost_profile['mean_macs'] / result.cost_profile['plain_macs']:.0%} of plain MACs, "
+                      f"val accuracy {result.accuracy:.4f}")
+
+    if backend == "local":
+        skip_target_search(plain, splits, state.data, study, trials, low, high, recipe, out, on_trial=show)
+    else:
+        from subnetsearch.distributed._tune import tune_ddi
+
+        run_tune_trials(address, url, threads, lambda shared, slots: tune_ddi(
+            study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state, recipe,
+            str(out.resolve()), trials, slots, threads, max_failures=3))
+        study = optuna.load_study(study_name=study_name, storage=url)
+        for result in stored_results(study)[-trials:]:
+            show(result)
+    results = stored_results(study)
+    if not results:
+        fail(f"no trial of study {study_name!r} completed", code=1)
+    front = sorted((t for t in study.best_trials if "checkpoint" in t.user_attrs), key=lambda t: t.values[1])
+    console.print(f"front of study {study_name!r} ({len(front)} of {len(results)} completed trials):")
     for trial in front:
         console.print(f"  accuracy {trial.values[0]:.4f}, {trial.values[1] / 1e6:.2f} MMACs: "
                       f"{trial.user_attrs['checkpoint']}")

@@ -17,11 +17,10 @@ import optuna
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import check_backend, console, fail, parse_widths, set_threads
+from subnetsearch.cli._common import check_backend, console, fail, parse_widths, run_tune_trials, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.distributed import ADDRESS_HELP, ClusterError, connect
-from subnetsearch.distributed._cluster import cluster_cpus, shared_storage_url
+from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.search import EvaluationSettings, make_sampler
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
@@ -219,18 +218,9 @@ def search_command(
     else:
         from subnetsearch.distributed._tune import tune_lasso
 
-        try:
-            where = connect(address)
-            shared = shared_storage_url(url)
-            slots = max(1, cluster_cpus() // threads)
-            console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
-            _, errors = tune_lasso(study, shared, make_sampler(sampler, seed),
-                                   lasso_distributions(penalty, lambda_range), checkpoint, penalty, recipe,
-                                   QUICK, threshold, trials, slots, threads, max_failures=3)
-        except ClusterError as error:
-            fail(str(error))
-        for error in errors:
-            console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
+        run_tune_trials(address, url, threads, lambda shared, slots: tune_lasso(
+            study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range), checkpoint,
+            penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3))
         study = optuna.load_study(study_name=study_name, storage=url)
         for subnet in stored_subnets(study)[-trials:]:
             show(subnet)

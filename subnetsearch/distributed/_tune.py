@@ -126,6 +126,60 @@ def tune_lasso(study: optuna.Study, storage_url: str, sampler: optuna.samplers.B
     return _run(trainable, searcher, trials, concurrency, threads, max_failures)
 
 
+class _FileSink:
+    """Writes trial checkpoints on the machine that runs the search (trials may run on other nodes)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def write(self, relative: str, content: bytes) -> str:
+        from pathlib import Path
+
+        from subnetsearch.supernets._checkpoint import write_atomic
+
+        return str(write_atomic(Path(self.root) / relative, content).resolve())
+
+
+def _ddi_trial(config: dict, checkpoint: Checkpoint, recipe: Any, sink: Any, threads: int) -> None:
+    import dataclasses
+
+    import ray
+    import torch
+
+    from subnetsearch.data import DataSpec, load_data
+    from subnetsearch.search._ddi import train_to_target
+
+    torch.set_num_threads(threads)
+    key = (checkpoint.hash, "ddi")
+    if key not in _EVALUATORS:  # the plain backbone and the data, once per trial process
+        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec(**checkpoint.data)))
+    plain, splits = _EVALUATORS[key]
+    result, content, relative = train_to_target(plain, splits, recipe, config["skip_target"], checkpoint.data)
+    result = dataclasses.replace(result, checkpoint=ray.get(sink.write.remote(relative, content)))
+    tune.report({"accuracy": result.accuracy, "macs": result.mean_macs, "node": ray.get_runtime_context().get_node_id(),
+                 "user_attrs_json": json.dumps(result.user_attrs())})
+
+
+def tune_ddi(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, distributions: dict[str, Any],
+             checkpoint: Checkpoint, recipe: Any, out: str, trials: int, concurrency: int, threads: int,
+             max_failures: int) -> tuple[list[dict], list[str]]:
+    """Skip-target trials (gates trained from the plain backbone in `checkpoint`) as Ray Tune trials
+    on `study`; every trial's checkpoint is written under `out` on this machine."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    sink = ray.remote(num_cpus=0)(_FileSink).options(scheduling_strategy=here).remote(out)
+    searcher = RecordingOptunaSearch(space=distributions, metric=["accuracy", "macs"], mode=["max", "min"],
+                                     sampler=sampler, study_name=study.study_name,
+                                     storage=optuna.storages.RDBStorage(storage_url))
+    trainable = tune.with_parameters(_ddi_trial, checkpoint=checkpoint, recipe=recipe, sink=sink, threads=threads)
+    try:
+        return _run(trainable, searcher, trials, concurrency, threads, max_failures)
+    finally:
+        ray.kill(sink)
+
+
 def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, space: SearchSpace,
                 checkpoint: Checkpoint, spec: WorkerSpec, meter: Any, trials: int, objectives: Sequence[str],
                 constraints: Constraints, concurrency: int, cpus_per_trial: float,

@@ -52,8 +52,9 @@ class RemoteMeter:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    def __call__(self, model: nn.Module, input_shape: tuple[int, ...], label: str) -> tuple[Latency, float | None]:
-        return ray.get(self.handle.measure.remote(model, input_shape, label))
+    def __call__(self, model: nn.Module, input_shape: tuple[int, ...], label: str,
+                 examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
+        return ray.get(self.handle.measure.remote(model, input_shape, label, examples))
 
 
 def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None) -> CachedEvaluator:
@@ -81,8 +82,9 @@ class DeviceMeter:
         self.protocol = protocol
         self.node = ray.get_runtime_context().get_node_id()
 
-    def measure(self, model: nn.Module, input_shape: tuple[int, ...], label: str) -> tuple[Latency, float | None]:
-        latency, energy = measure_on_host(model, tuple(input_shape), self.protocol, label)
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...], label: str,
+                examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
+        latency, energy = measure_on_host(model, tuple(input_shape), self.protocol, label, examples=examples)
         return replace(latency, node=self.node), energy
 
     def node_id(self) -> str:

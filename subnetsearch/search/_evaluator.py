@@ -64,10 +64,11 @@ class Metrics:
 
 DYNAMIC_LATENCY_SAMPLES = 32  # real validation images per latency call of an input-dependent mode
 
-Meter = Callable[[nn.Module, tuple[int, ...], str], tuple[Latency, float | None]]
-"""Measures a materialized mode (model, input shape without batch, label): its latency and, where
-RAPL counters exist, its measured energy per inference in mJ. The default measures on this host; a
-distributed search sends the model to the device's node instead."""
+Meter = Callable[[nn.Module, tuple[int, ...], str, torch.Tensor | None], tuple[Latency, float | None]]
+"""Measures a materialized mode (model, input shape without batch, label, and the real examples to
+time it on one by one, for input-dependent modes, else None): its latency and, where RAPL counters
+exist, its measured energy per inference in mJ. The default measures on this host; a distributed
+search sends the model (and the examples) to the device's node instead."""
 
 
 def measure_on_host(model: nn.Module, input_shape: tuple[int, ...], protocol: LatencyProtocol, label: str,
@@ -148,8 +149,8 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
         if device.protocol.runtime != "eager":
             raise ValueError(f"{supernet.arch['family']} modes skip work depending on the input (data-dependent "
                              f"control flow): measure them with an eager-runtime device, not {device.protocol.runtime}")
-        if meter is None:  # latency per sample over real validation images, each run alone (gates see real data)
-            examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
+        # latency per sample over real validation images, each run alone (the gates see real data)
+        examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     with compute_lock():
         with supernet.recording_costs() if dynamic else nullcontext() as records:
             (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
@@ -170,7 +171,7 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
             latency, measured_energy = measure_on_host(static, supernet.input_shape, device.protocol, mode.id,
                                                        examples=examples)
         else:
-            latency, measured_energy = meter(static, supernet.input_shape, mode.id)
+            latency, measured_energy = meter(static, supernet.input_shape, mode.id, examples)
     else:
         latency = None
     return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,

@@ -24,6 +24,7 @@ import optuna
 from subnetsearch.data import Splits
 from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
+from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._calibrate import calibrated_bn
 from subnetsearch.supernets._width import WidthSupernet
@@ -96,23 +97,15 @@ def lasso_search(full: WidthSupernet, splits: Splits, study: optuna.Study, trial
     """`trials` generation trials (lambda log-uniform, a uniform for the clipped penalty) sampled by
     the study's sampler, maximizing accuracy and minimizing MACs; each trial's subnet is stored on its
     Optuna trial (user attrs) so the study alone holds the search's results."""
-    distributions = lasso_distributions(penalty, lambda_range)
-    results = []
-    for _ in range(trials):
-        trial = study.ask(distributions)
-        try:
-            subnet = generate_subnet(full, splits, penalty, trial.params["lam"], trial.params.get("a", 1.0), recipe,
-                                     settings, threshold)
-        except BaseException:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        for key, value in subnet.to_dict().items():
-            trial.set_user_attr(key, value)
-        study.tell(trial, [subnet.accuracy, subnet.macs])
-        results.append(subnet)
+
+    def run(params: dict) -> tuple[list[float], dict, GeneratedSubnet]:
+        subnet = generate_subnet(full, splits, penalty, params["lam"], params.get("a", 1.0), recipe, settings,
+                                 threshold)
         if on_trial:
             on_trial(subnet)
-    return results
+        return [subnet.accuracy, subnet.macs], subnet.to_dict(), subnet
+
+    return ask_and_tell(study, lasso_distributions(penalty, lambda_range), trials, run)
 
 
 def stored_subnets(study: optuna.Study) -> list[GeneratedSubnet]:

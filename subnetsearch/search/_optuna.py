@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -75,6 +76,26 @@ def open_study(storage: str, name: str, objectives: Sequence[str], sampler: Base
     for key, value in attributes.items():
         study.set_user_attr(key, value)
     return study
+
+
+def ask_and_tell(study: optuna.Study, distributions: Mapping[str, optuna.distributions.BaseDistribution],
+                 trials: int, run: Callable[[dict], tuple[Sequence[float], Mapping, Any]]) -> list[Any]:
+    """`trials` trials sampled by the study's sampler: `run(params)` returns the objective values, the
+    user attributes to keep on the trial and a result (the list returned). A trial whose run raises is
+    told FAIL and the error propagates."""
+    results = []
+    for _ in range(trials):
+        trial = study.ask(dict(distributions))
+        try:
+            values, attrs, result = run(trial.params)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, list(values))
+        results.append(result)
+    return results
 
 
 def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation: StoredEvaluation,

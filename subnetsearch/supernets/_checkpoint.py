@@ -4,6 +4,7 @@ hash. Everything is stored as tensors and JSON strings so `torch.load(weights_on
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -69,20 +70,35 @@ def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor]
     supernet.load_state_dict(state_dict)
 
 
-def save_checkpoint(path: str | Path, supernet: WeNetSupernet, recipe: Mapping, data: Mapping,
-                    metrics: Mapping, extra: Mapping | None = None) -> str:
-    """Write atomically (temp file + rename) and return the content hash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def checkpoint_bytes(supernet: WeNetSupernet, recipe: Mapping, data: Mapping, metrics: Mapping,
+                     extra: Mapping | None = None) -> tuple[bytes, str]:
+    """A checkpoint file's bytes and its content hash (for a writer on another machine)."""
     state = {k: v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
     meta = {"arch": supernet.arch, "recipe": dict(recipe), "data": dict(data), "metrics": dict(metrics)}
     digest = content_hash(state, meta)
     payload = {"format": FORMAT, **{k: _canonical(v) for k, v in meta.items()}, "state_dict": state, "hash": digest}
     if extra:
         payload["extra"] = dict(extra)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue(), digest
+
+
+def write_atomic(path: str | Path, content: bytes) -> Path:
+    """Write a file whole or not at all (temp file + rename), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
+    temporary.write_bytes(content)
     os.replace(temporary, path)
+    return path
+
+
+def save_checkpoint(path: str | Path, supernet: WeNetSupernet, recipe: Mapping, data: Mapping,
+                    metrics: Mapping, extra: Mapping | None = None) -> str:
+    """Write atomically (temp file + rename) and return the content hash."""
+    content, digest = checkpoint_bytes(supernet, recipe, data, metrics, extra)
+    write_atomic(path, content)
     return digest
 
 

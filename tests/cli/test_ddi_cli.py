@@ -41,14 +41,28 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 2
     for trial in complete:
-        state = load_checkpoint(trial.user_attrs["checkpoint"])
+        path = trial.user_attrs["checkpoint"]
+        assert path.startswith(str(tmp_path / "search")) and path in searched.output  # on the front or not
+        state = load_checkpoint(path)
         assert state.arch["skip_target"] == round(trial.params["skip_target"], 4)
-        assert trial.values[1] == state.metrics["cost_profile"]["mean_macs"]
-    bad = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "search" / "trial-0" / "supernet.pt"),
-                              "--storage", url])
+        assert trial.values[1] == state.metrics["cost_profile"]["mean_macs"] == trial.user_attrs["mean_macs"]
+        assert trial.user_attrs["skip_ratio"] == state.metrics["cost_profile"]["skip_ratio"]
+    more = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "1",
+                               "--max-steps-per-epoch", "2", "--threads", "1", "--storage", url, "--name", "targets",
+                               "--out", str(tmp_path / "search")])
+    assert more.exit_code == 0 and "2 stored trials; 1 more" in more.output, more.output
+    bad = runner.invoke(app, ["ddi", "search", "--base", complete[0].user_attrs["checkpoint"], "--storage", url])
     assert bad.exit_code == 2 and "is not a plain DDI backbone" in bad.output
     bad_range = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--target-range", "0.5"])
     assert bad_range.exit_code == 2 and "--target-range must be" in bad_range.output
+    for args, message in [(["--backend", "spark"], "--backend must be local or ray"),
+                          (["--address", "auto"], "--address needs --backend ray"),
+                          (["--gating", "none"], "gating must be one of"),
+                          (["--joint-epochs", "0"], "epochs must be >= 1")]:
+        refused = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--storage", url,
+                                      "--name", "refused", *args])
+        assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
+    assert "refused" not in optuna.get_all_study_names(url)  # refused before the study was created
 
 
 def test_ddi_train_bad_inputs(tmp_path) -> None:

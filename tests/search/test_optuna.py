@@ -95,3 +95,21 @@ def test_trials_left_running_by_a_killed_process_are_finished(tmp_path, tiny_sup
         assert trial.user_attrs["mode_id"] == mode.id and trial.values[1] == tiny_supernet.cost(mode).macs
         assert "min_accuracy" in trial.constraints
     assert finish_orphans(reopened, tiny_supernet.space, evaluator.evaluate, ["accuracy", "macs"]) == 0
+
+
+def test_ask_and_tell_records_attrs_and_fails_a_trial_whose_run_raises() -> None:
+    import optuna
+
+    from subnetsearch.search._optuna import ask_and_tell
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    done = ask_and_tell(study, distributions, 2, lambda p: ([p["x"], 1 - p["x"]], {"half": p["x"] / 2}, p["x"]))
+    assert [t.user_attrs["half"] * 2 for t in study.trials] == done
+
+    def broken(params: dict):
+        raise RuntimeError("trial crashed")
+
+    with pytest.raises(RuntimeError, match="trial crashed"):
+        ask_and_tell(study, distributions, 3, broken)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]

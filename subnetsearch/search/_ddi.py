@@ -1,0 +1,117 @@
+"""The DDI family's training-time knob: the skip target.
+
+A trial trains the gates of a fresh DDI network from a trained plain backbone toward one skip target
+(the paper's two IADI steps: gates alone toward zero skipping with the backbone frozen, then jointly
+toward the target) and scores it by validation accuracy (hard gates, threshold 0.5) and mean
+per-sample MACs (gates included). Its checkpoint is written under the search's output folder, named
+by the target and the content hash, and recorded on the Optuna trial with the cost profile; the
+runtime knobs (gate threshold, exit budget) of any trial's network are then searched, stored and
+queried by `subnetsearch search` like any supernet.
+
+`skip_target_search` runs the trials here, one after another; `subnetsearch.distributed._tune.tune_ddi`
+runs the same trial function as Ray Tune trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import optuna
+
+from subnetsearch.data import Splits
+from subnetsearch.search._optuna import ask_and_tell
+from subnetsearch.supernets import build_supernet
+from subnetsearch.supernets._checkpoint import checkpoint_bytes, write_atomic
+from subnetsearch.supernets._ddi import DDISupernet
+from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
+from subnetsearch.trainers._evaluate import evaluate_accuracy
+
+
+@dataclass(frozen=True)
+class SkipTargetRecipe:
+    """How a skip-target trial trains its gates."""
+
+    gating: str = "mgl2s"
+    gate_epochs: int = 1
+    joint_epochs: int = 1
+    alpha: float = 0.5
+    lr: float = 0.05
+    max_steps_per_epoch: int | None = None
+    seed: int = 0
+
+    def phases(self, target: float) -> list[DDIPhase]:
+        common = {"lr": self.lr, "max_steps_per_epoch": self.max_steps_per_epoch, "seed": self.seed,
+                  "alpha": self.alpha}
+        return [DDIPhase(epochs=self.gate_epochs, train="gates", target=0.0, **common),
+                DDIPhase(epochs=self.joint_epochs, target=target, **common)]
+
+
+@dataclass(frozen=True)
+class SkipTargetResult:
+    """One trial: the target, what the trained gates did on the validation split, and the checkpoint."""
+
+    skip_target: float
+    accuracy: float
+    mean_macs: float
+    skip_ratio: float
+    cost_profile: dict
+    checkpoint: str
+
+    def user_attrs(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("skip_target", "accuracy")}
+
+
+def backbone_arch(plain: DDISupernet) -> dict:
+    """The backbone's architecture without what a gated network sets itself."""
+    return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+
+
+def skip_target_distributions(low: float, high: float) -> dict:
+    return {"skip_target": optuna.distributions.FloatDistribution(low, high)}
+
+
+def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe, target: float,
+                    data: dict) -> tuple[SkipTargetResult, bytes, str]:
+    """Train a gated copy of `plain` toward `target`; the result (checkpoint path relative to the
+    search's output folder), the checkpoint's bytes and its relative path."""
+    supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": False,
+                               "skip_target": round(target, 4)})
+    copy_backbone(plain.network, supernet.network)
+    for phase in recipe.phases(target):
+        train_phase(supernet.network, splits, phase)
+    supernet.set_mode(supernet.full_mode())
+    with supernet.recording_costs() as records:
+        accuracy = evaluate_accuracy(supernet, splits, splits.val)
+    profile = supernet.cost_profile(records)
+    content, digest = checkpoint_bytes(supernet, {"skip_target": target, **asdict(recipe)}, data,
+                                       {"val_acc": accuracy, "cost_profile": profile})
+    relative = f"skip-{target:.3f}-{digest[:8]}/supernet.pt"
+    result = SkipTargetResult(target, accuracy, profile["mean_macs"], profile["skip_ratio"], profile,
+                              relative)
+    return result, content, relative
+
+
+def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: optuna.Study, trials: int,
+                       low: float, high: float, recipe: SkipTargetRecipe, out: Path,
+                       on_trial: Callable[[SkipTargetResult], None] | None = None) -> list[SkipTargetResult]:
+    """`trials` skip-target trials sampled by the study's sampler (accuracy up, mean MACs down), run
+    here; each trial's checkpoint is written under `out` and its result kept on its Optuna trial."""
+
+    def run(params: dict) -> tuple[list[float], dict, SkipTargetResult]:
+        result, content, relative = train_to_target(plain, splits, recipe, params["skip_target"], data)
+        result = replace(result, checkpoint=str(write_atomic(out / relative, content).resolve()))
+        if on_trial:
+            on_trial(result)
+        return [result.accuracy, result.mean_macs], result.user_attrs(), result
+
+    return ask_and_tell(study, skip_target_distributions(low, high), trials, run)
+
+
+def stored_results(study: optuna.Study) -> list[SkipTargetResult]:
+    """Every completed skip-target trial of a study."""
+    keys = ("mean_macs", "skip_ratio", "cost_profile", "checkpoint")
+    return [SkipTargetResult(trial.params["skip_target"], trial.values[0], **{k: trial.user_attrs[k] for k in keys})
+            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if all(k in trial.user_attrs for k in keys)]
