@@ -7,6 +7,7 @@ import optuna
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
+from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import load_checkpoint
 
 runner = CliRunner()
@@ -33,6 +34,9 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     trained = runner.invoke(app, ["ddi", "train", *QUICK, "--gating", "none", "--no-exits", "--out", str(tmp_path)])
     assert trained.exit_code == 0, trained.output
     url = f"sqlite:///{tmp_path / 'ddi.db'}"
+    added = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                                "--storage", url])
+    assert added.exit_code == 0, added.output
     searched = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "2",
                                    "--max-steps-per-epoch", "4", "--threads", "1", "--storage", url, "--name", "targets",
                                    "--out", str(tmp_path / "search")])
@@ -47,6 +51,23 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
         assert state.arch["skip_target"] == round(trial.params["skip_target"], 4)
         assert trial.values[1] == state.metrics["cost_profile"]["mean_macs"] == trial.user_attrs["mean_macs"]
         assert trial.user_attrs["skip_ratio"] == state.metrics["cost_profile"]["skip_ratio"]
+    # the runtime knobs of every trial's network: searched, stored and queried like any supernet
+    for trial in complete:
+        modes = runner.invoke(app, ["search", "--checkpoint", trial.user_attrs["checkpoint"], "--strategy", "optuna",
+                                    "--trials", "3", "--objectives", "accuracy,macs", "--device", "quick",
+                                    "--storage", url])
+        assert modes.exit_code == 0, modes.output
+    store = Store(url)
+    try:
+        stored = store.list_evaluations("quick")
+        assert len({e.supernet_hash for e in stored}) == 2
+        least = min(e.macs for e in stored)
+        cheapest = {(e.mode_id, e.supernet_hash[:8]) for e in stored if e.macs == least}
+    finally:
+        store.dispose()
+    best = runner.invoke(app, ["best", "--device", "quick", "--objective", "macs", "--storage", url])
+    assert best.exit_code == 0, best.output  # the cheapest mode of either skip target's network
+    assert any(mode in best.output and supernet in best.output for mode, supernet in cheapest), best.output
     more = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "1",
                                "--max-steps-per-epoch", "2", "--threads", "1", "--storage", url, "--name", "targets",
                                "--out", str(tmp_path / "search")])
