@@ -114,7 +114,8 @@ def best_command(
     if export is not None:
         _export(store, best, export, format)
     else:
-        console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.onnx")
+        suffix = "json" if best.cost_profile else "onnx"  # input-dependent modes do not trace to a graph
+        console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.{suffix}")
 
 
 def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None) -> None:

@@ -110,6 +110,11 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
         model, input_shape = materialized_model(store, evaluation)
     except StorageError as error:
         raise ExportError(str(error)) from None
+    if getattr(model, "data_dependent", False):
+        raise ExportError(f"mode {evaluation.mode_id} decides per input which blocks and channels run (data-dependent "
+                          f"control flow); {format} export traces one input and would freeze its decisions for "
+                          "every input. Export the mode as JSON (-o mode.json) and run it from the supernet's "
+                          "checkpoint (set_mode, or materialize for a module that skips per sample)")
     shape = (device.protocol.batch_size, *input_shape)
     example = torch.randn(shape)
     if format == "onnx":

@@ -328,6 +328,8 @@ class DDIExecutor(nn.Module):
     `run_one` (gates decide per sample; skipped blocks and channels are not computed). Eager only:
     its control flow depends on the data, so it does not export to ONNX or TorchScript."""
 
+    data_dependent = True  # tracing would freeze one input's skipping decisions into the graph
+
     def __init__(self, network: DDIResNet, budget_macs: float | None) -> None:
         super().__init__()
         self.network, self.budget_macs = network, budget_macs

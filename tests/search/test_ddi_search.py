@@ -50,11 +50,14 @@ def test_evaluation_stores_the_mean_per_sample_cost_and_its_distribution(tiny_da
     assert full.energy_mj > tight.energy_mj
 
 
-def test_latency_of_an_input_dependent_mode_needs_the_eager_runtime(tiny_data) -> None:
+def test_an_input_dependent_mode_is_timed_eagerly_on_any_device(tiny_data) -> None:
     supernet = _supernet()
-    traced = Device("traced", "host", LatencyProtocol(runtime="optimized", threads=1, repeats=1))
-    with pytest.raises(ValueError, match="eager-runtime device"):
-        evaluate_mode(supernet, supernet.full_mode(), tiny_data, traced, EvaluationSettings(calibration_batches=0))
+    traced = Device("traced", "host", LatencyProtocol(runtime="optimized", threads=1, repeats=1, warmup=1,
+                                                      min_run_time=0.01))
+    metrics = evaluate_mode(supernet, supernet.full_mode(), tiny_data, traced, EvaluationSettings(calibration_batches=0))
+    latency = metrics.latency.to_dict()
+    assert latency["runtime"] == "eager" and latency["threads"] == 1  # the device's protocol, but eager
+    assert latency["samples"] == min(32, len(tiny_data.val))
 
 
 def test_knobs_and_bad_architectures() -> None:
@@ -89,4 +92,13 @@ def test_search_store_and_query_a_ddi_checkpoint(tmp_path) -> None:
         store.dispose()
     best = runner.invoke(app, ["best", "--device", "quick", "--objective", "macs", "--min-accuracy", "0",
                                "--storage", url])
-    assert best.exit_code == 0, best.output
+    assert best.exit_code == 0 and ".json" in best.output and ".onnx" not in best.output, best.output
+    mode_id = min(stored, key=lambda e: e.macs).mode_id
+    for suffix in ("onnx", "pt"):  # tracing would freeze one input's skipping decisions: refused
+        refused = runner.invoke(app, ["export", mode_id, "--device", "quick", "-o", str(tmp_path / f"m.{suffix}"),
+                                      "--storage", url])
+        assert refused.exit_code == 2 and "data-dependent control flow" in refused.output, refused.output
+        assert not (tmp_path / f"m.{suffix}").exists()
+    exported = runner.invoke(app, ["export", mode_id, "--device", "quick", "-o", str(tmp_path / "m.json"),
+                                   "--storage", url])
+    assert exported.exit_code == 0 and json.loads((tmp_path / "m.json").read_text()), exported.output
