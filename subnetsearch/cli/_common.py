@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -39,21 +38,23 @@ def check_backend(backend: str, address: str | None) -> None:
         fail("--address needs --backend ray")
 
 
-def run_tune_trials(address: str | None, url: str, threads: int,
-                    launch: Callable[[str, int], tuple[list[dict], list[str]]]) -> None:
-    """Attach to Ray (`address`), then `launch(storage URL as the workers see it, trial slots)` runs
-    Ray Tune trials of `threads` CPUs each; trials that failed after their retries are reported."""
+def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
+    """Attach to Ray (`address`) before anything is written: (the storage URL as its workers see it,
+    trial slots of `threads` CPUs); a cluster that cannot run the search fails with exit code 2."""
     from subnetsearch.distributed import ClusterError, connect
     from subnetsearch.distributed._cluster import cluster_cpus, shared_storage_url
 
     try:
         where = connect(address)
         shared = shared_storage_url(url)
-        slots = max(1, cluster_cpus() // threads)
-        console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
-        _, errors = launch(shared, slots)
     except ClusterError as error:
         fail(str(error))
+    slots = max(1, cluster_cpus() // threads)
+    console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
+    return shared, slots
+
+
+def report_trial_errors(errors: list[str]) -> None:
     for error in errors:
         console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import typer
 
-from subnetsearch.cli._common import check_backend, console, fail, parse_widths, run_tune_trials, set_threads
+from subnetsearch.cli._common import attach_ray, check_backend, console, fail, parse_widths, report_trial_errors, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
@@ -172,6 +172,7 @@ def search_command(
     set_threads(threads)
     plain, splits, state = _load_backbone(base)
     url = storage_url(storage)
+    shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
     try:
         study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
@@ -190,9 +191,9 @@ def search_command(
     else:
         from subnetsearch.distributed._tune import tune_ddi
 
-        run_tune_trials(address, url, threads, lambda shared, slots: tune_ddi(
-            study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state, recipe,
-            str(out.resolve()), trials, slots, threads, max_failures=3))
+        _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state,
+                             recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
+        report_trial_errors(errors)
         study = optuna.load_study(study_name=study_name, storage=url)
         for result in stored_results(study)[-trials:]:
             show(result)

@@ -17,7 +17,7 @@ import optuna
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import check_backend, console, fail, parse_widths, run_tune_trials, set_threads
+from subnetsearch.cli._common import attach_ray, check_backend, console, fail, parse_widths, report_trial_errors, set_threads
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
@@ -199,6 +199,7 @@ def search_command(
     recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=1.0)
     url = storage_url(storage)
     checkpoint_hash = checkpoint.hash
+    shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or (f"width-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
                           f"lr={lr},threshold={threshold:g}")
     try:
@@ -218,9 +219,9 @@ def search_command(
     else:
         from subnetsearch.distributed._tune import tune_lasso
 
-        run_tune_trials(address, url, threads, lambda shared, slots: tune_lasso(
-            study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range), checkpoint,
-            penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3))
+        _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
+                               checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
+        report_trial_errors(errors)
         study = optuna.load_study(study_name=study_name, storage=url)
         for subnet in stored_subnets(study)[-trials:]:
             show(subnet)

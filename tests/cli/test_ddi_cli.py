@@ -79,7 +79,8 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     for args, message in [(["--backend", "spark"], "--backend must be local or ray"),
                           (["--address", "auto"], "--address needs --backend ray"),
                           (["--gating", "none"], "gating must be one of"),
-                          (["--joint-epochs", "0"], "epochs must be >= 1")]:
+                          (["--joint-epochs", "0"], "epochs must be >= 1"),
+                          (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1")]:
         refused = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--storage", url,
                                       "--name", "refused", *args])
         assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
