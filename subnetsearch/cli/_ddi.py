@@ -32,6 +32,7 @@ from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
 from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 
+RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
 ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")
 
 
@@ -65,6 +66,7 @@ def train_command(
     joint_epochs: int = typer.Option(2, help="Step 2: gates and backbone toward the skip target."),
     exit_epochs: int = typer.Option(1, help="Exits with the summed losses (Eq. 4)."),
     alpha: float = typer.Option(0.5, help="|alpha| of Eq. (5) on the cost relative to the plain network."),
+    resource: str = typer.Option("macs", help=RESOURCE_HELP),
     lr: float = typer.Option(0.05),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
     seed: int = typer.Option(0),
@@ -77,7 +79,8 @@ def train_command(
     if gating not in GATINGS:
         fail(f"gating must be one of {GATINGS}, got {gating!r}")
     try:
-        phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha}
+        phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha,
+                 "resource": resource}
         phases = [("gates", DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase)),
                   ("joint", DDIPhase(epochs=joint_epochs, target=skip_target, **phase))]
         if exits:
@@ -121,7 +124,8 @@ def train_command(
     supernet.set_mode(supernet.full_mode())
     out.mkdir(parents=True, exist_ok=True)
     accuracy = evaluate_accuracy(supernet, splits, splits.val)
-    recipe = {"skip_target": skip_target, "alpha": alpha, "lr": lr, "phases": {n: s.epochs for n, s in phases}}
+    recipe = {"skip_target": skip_target, "alpha": alpha, "resource": resource, "lr": lr,
+              "phases": {n: s.epochs for n, s in phases}}
     save_checkpoint(out / "supernet.pt", supernet, recipe, spec.to_dict(), {"history": histories,
                                                                             "val_acc_full_mode": accuracy})
     console.print(f"done: val accuracy {accuracy:.4f} (threshold 0.5, no budget); checkpoint {out / 'supernet.pt'}")
@@ -138,6 +142,7 @@ def search_command(
     gate_epochs: int = typer.Option(1),
     joint_epochs: int = typer.Option(1),
     alpha: float = typer.Option(0.5),
+    resource: str = typer.Option("macs", help=RESOURCE_HELP),
     lr: float = typer.Option(0.05),
     sampler: str = typer.Option("tpe", help="Optuna sampler."),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
@@ -165,7 +170,7 @@ def search_command(
     if not 0 <= low < high < 1:
         fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
     try:
-        recipe = SkipTargetRecipe(gating, gate_epochs, joint_epochs, alpha, lr, max_steps_per_epoch, seed)
+        recipe = SkipTargetRecipe(gating, gate_epochs, joint_epochs, alpha, lr, max_steps_per_epoch, seed, resource)
         recipe.phases(low)
     except ValueError as error:
         fail(str(error))
@@ -173,7 +178,8 @@ def search_command(
     plain, splits, state = _load_backbone(base)
     url = storage_url(storage)
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
-    study_name = name or f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
+    study_name = name or (f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
+                          + ("" if resource == "macs" else f",resource={resource}"))
     try:
         study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
                            {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}"})

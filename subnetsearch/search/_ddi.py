@@ -40,10 +40,11 @@ class SkipTargetRecipe:
     lr: float = 0.05
     max_steps_per_epoch: int | None = None
     seed: int = 0
+    resource: str = "macs"  # the cost of Eq. (5): macs | energy
 
     def phases(self, target: float) -> list[DDIPhase]:
         common = {"lr": self.lr, "max_steps_per_epoch": self.max_steps_per_epoch, "seed": self.seed,
-                  "alpha": self.alpha}
+                  "alpha": self.alpha, "resource": self.resource}
         return [DDIPhase(epochs=self.gate_epochs, train="gates", target=0.0, **common),
                 DDIPhase(epochs=self.joint_epochs, target=target, **common)]
 

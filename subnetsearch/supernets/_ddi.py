@@ -68,6 +68,16 @@ class ExitHead(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def layer_energy_pj(in_channels: int, out_channels: int, kernel_area: int, input_area: int, output_area: int,
+                    kind: str = "conv") -> float:
+    """Eq. (6) energy (pJ) of one conv / linear layer by the devices module's dataflow model and its
+    default coefficients (the resource of Eq. (5) when training toward energy)."""
+    from subnetsearch.devices._energy import energy_pj, layer_accesses  # devices imports supernets: not at the top
+
+    shape = LayerShape("", kind, in_channels, out_channels, kernel_area, output_area, input_area, 1, None, False)
+    return energy_pj(layer_accesses(shape, 1))
+
+
 class GatedBlock(nn.Module):
     """A basic block with its gates. `size`: the block's input spatial size (for the cost)."""
 
@@ -97,6 +107,17 @@ class GatedBlock(nn.Module):
         self.channel_gate_macs = (gate_size * gate_size * in_channels * in_channels * 9 + in_channels * out_channels
                                   if self.channel_gated else 0)
         self.out_channels = out_channels
+        # the same components in energy (Eq. 6); pooling and element-wise traffic are not counted
+        area, out_area = size * size, out_size * out_size
+        self.conv1_pj = layer_energy_pj(in_channels, out_channels, 9, area, out_area)
+        self.conv2_pj = layer_energy_pj(out_channels, out_channels, 9, out_area, out_area)
+        self.down_pj = 0.0 if self.skippable else layer_energy_pj(in_channels, out_channels, 1, area, out_area)
+        self.layer_gate_pj = (layer_energy_pj(in_channels, HIDDEN, 1, 1, 1)
+                              + layer_energy_pj(2 * HIDDEN, 4 * HIDDEN, 1, 1, 1, "linear")
+                              + layer_energy_pj(HIDDEN, 1, 1, 1, 1, "linear")) if self.layer_gated else 0.0
+        self.channel_gate_pj = (layer_energy_pj(in_channels, in_channels, 9, area, gate_size * gate_size)
+                                + layer_energy_pj(in_channels, out_channels, 1, 1, 1, "linear")
+                                if self.channel_gated else 0.0)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -107,6 +128,9 @@ class GatedBlock(nn.Module):
 
     def full_macs(self) -> int:
         return self.conv1_macs + self.conv2_macs + self.down_macs
+
+    def full_pj(self) -> float:
+        return self.conv1_pj + self.conv2_pj + self.down_pj
 
 
 @dataclass
@@ -119,6 +143,7 @@ class Decisions:
     macs: torch.Tensor
     exits: list[torch.Tensor]
     exit_macs: list[torch.Tensor]
+    energy: torch.Tensor  # per sample, pJ by Eq. (6) (final classifier; gates included)
 
     @property
     def skip_ratio(self) -> torch.Tensor:
@@ -143,6 +168,7 @@ class DDIResNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])
         self.stem_macs = input_size * input_size * in_channels * widths[0] * 9
+        self.stem_pj = layer_energy_pj(in_channels, widths[0], 9, input_size ** 2, input_size ** 2)
         blocks, heads, channels, size = [], {}, widths[0], input_size
         for stage, width in enumerate(widths):
             for index in range(n):
@@ -159,6 +185,7 @@ class DDIResNet(nn.Module):
             nn.init.constant_(self.layer_out.bias, 2.0)  # start near "execute every block"
         self.fc = nn.Linear(channels, num_classes)
         self.fc_macs = channels * num_classes
+        self.fc_pj = layer_energy_pj(channels, num_classes, 1, 1, 1, "linear")
 
     # ---- gates ---------------------------------------------------------------------------------
     def _layer_probability(self, block: GatedBlock, x: torch.Tensor, state):
@@ -178,18 +205,21 @@ class DDIResNet(nn.Module):
         batch = x.shape[0]
         x = F.relu(self.stem_bn(self.stem(x)))
         macs = x.new_full((batch,), float(self.stem_macs))
+        energy = x.new_full((batch,), float(self.stem_pj))
         state = None
         layer_rows, channel_rows, exits, exit_macs = [], [], [], []
         for index, block in enumerate(self.blocks):
             if not block.skippable:
                 x = F.relu(block.residual(x) + block.downsample(x))
                 macs = macs + block.full_macs()
+                energy = energy + block.full_pj()
             else:
                 g_layer = x.new_ones(batch)
                 if block.layer_gated:
                     probability, state = self._layer_probability(block, x, state)
                     g_layer = self._gate(probability)
                     macs = macs + block.layer_gate_macs
+                    energy = energy + block.layer_gate_pj
                 g_channel = x.new_ones(batch, block.out_channels)
                 if block.channel_gated:
                     g_channel = self._gate(block.channel_probability(x))
@@ -198,6 +228,8 @@ class DDIResNet(nn.Module):
                 any_channel = (g_channel.detach().sum(1) > 0).to(x.dtype)  # else conv1 is not run either
                 macs = (macs + g_layer * (block.channel_gate_macs + any_channel * block.conv1_macs)
                         + executed * block.conv2_macs)
+                energy = (energy + g_layer * (block.channel_gate_pj + any_channel * block.conv1_pj)
+                          + executed * block.conv2_pj)  # a conv2 computing a fraction of its outputs: that fraction
                 out = F.relu(x + block.residual(x))
                 m = mask[:, :, None, None]
                 x = m * out + (1 - m) * x
@@ -209,11 +241,12 @@ class DDIResNet(nn.Module):
                 exit_macs.append(macs + head.macs)
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
         macs = macs + self.fc_macs
+        energy = energy + self.fc_pj
         exits.append(logits)
         exit_macs.append(macs)
         empty = x.new_zeros(0, batch)
         return Decisions(torch.stack(layer_rows) if layer_rows else empty,
-                         torch.stack(channel_rows) if channel_rows else empty, macs, exits, exit_macs)
+                         torch.stack(channel_rows) if channel_rows else empty, macs, exits, exit_macs, energy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_decisions(x).exits[-1]
@@ -273,6 +306,10 @@ class DDIResNet(nn.Module):
         """MACs of the backbone with nothing skipped and no gate computed (the plain ResNet)."""
         return self.stem_macs + sum(block.full_macs() for block in self.blocks) + self.fc_macs
 
+    def static_energy_pj(self) -> float:
+        """Eq. (6) energy of the plain ResNet (nothing skipped, no gate)."""
+        return self.stem_pj + sum(block.full_pj() for block in self.blocks) + self.fc_pj
+
     def minimal_exit_macs(self) -> int:
         """The cheapest any sample can reach the first exit: every skippable block skipped by its layer
         gate (or, without layer gates, every channel skipped)."""
@@ -307,10 +344,17 @@ def predict_under_budget(decisions: Decisions, budget: float,
     return torch.stack(decisions.exits)[index, batch], costs[index, batch], ~fits.any(0), index
 
 
-def resource_loss(decisions: Decisions, full_macs: int) -> torch.Tensor:
-    """E of Eq. (5) in MACs: the batch's mean per-sample cost relative to the plain network (gate
-    overhead included; differentiable through the straight-through gates)."""
-    return decisions.macs.mean() / full_macs
+RESOURCES = ("macs", "energy")
+
+
+def resource_loss(decisions: Decisions, net: DDIResNet, resource: str = "macs") -> torch.Tensor:
+    """E of Eq. (5): the batch's mean per-sample cost relative to the plain network, in MACs or in
+    Eq. (6) energy (gate overhead included; differentiable through the straight-through gates)."""
+    if resource == "macs":
+        return decisions.macs.mean() / net.static_macs()
+    if resource == "energy":
+        return decisions.energy.mean() / net.static_energy_pj()
+    raise ValueError(f"the resource must be one of {RESOURCES}, got {resource!r}")
 
 
 def signed_alpha(alpha: float, skip_ratio: float, target: float) -> float:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.supernets._ddi import DDIResNet, resource_loss, signed_alpha
+from subnetsearch.supernets._ddi import RESOURCES, DDIResNet, resource_loss, signed_alpha
 
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")
 
@@ -45,6 +45,7 @@ class DDIPhase:
     target: float | None = None  # skip-ratio target of the alpha rule (None: no resource loss)
     alpha: float = 0.5  # |alpha| of Eq. (5), on the cost relative to the plain network
     gate_lr_scale: float = 10.0  # gates learn faster than the backbone: CPU-sized runs are short
+    resource: str = "macs"  # the cost E of Eq. (5): macs | energy (Eq. 6)
     train: str = "all"  # all | gates (backbone frozen)
     exits: bool = False  # Eq. (4): sum the losses of every exit
     batch_size: int = 128
@@ -53,6 +54,8 @@ class DDIPhase:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.resource not in RESOURCES:
+            raise ValueError(f"the resource must be one of {RESOURCES}, got {self.resource!r}")
         if self.train not in ("all", "gates"):
             raise ValueError(f"train must be all or gates, got {self.train!r}")
         if self.target is not None and not 0 <= self.target < 1:
@@ -98,6 +101,8 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
     try:
         for epoch in range(phase.epochs):
             sums = {"loss": 0.0, "skip_ratio": 0.0, "relative_macs": 0.0}
+            if phase.resource == "energy":
+                sums["relative_energy"] = 0.0
             for step, (images, labels) in enumerate(splits.batches(
                     splits.train, phase.batch_size, shuffle=True, augment=phase.augment, generator=generator,
                     max_batches=steps)):
@@ -109,7 +114,7 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
                 else:
                     loss = F.cross_entropy(decisions.exits[-1], labels)
                 ratio = float(decisions.skip_ratio.detach().mean())
-                cost = resource_loss(decisions, full_macs)
+                cost = resource_loss(decisions, net, phase.resource)
                 if phase.target is not None:
                     loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
                 optimizer.zero_grad(set_to_none=True)
@@ -117,7 +122,9 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
                 optimizer.step()
                 sums["loss"] += float(loss.detach())
                 sums["skip_ratio"] += ratio
-                sums["relative_macs"] += float(cost.detach())
+                sums["relative_macs"] += float(decisions.macs.detach().mean()) / full_macs
+                if phase.resource == "energy":
+                    sums["relative_energy"] += float(cost.detach())
                 if progress:
                     progress({"epoch": epoch + 1, "epochs": phase.epochs, "step": step + 1, "steps": steps,
                               "skip_ratio": ratio})

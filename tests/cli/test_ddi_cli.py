@@ -22,12 +22,15 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
     assert state.arch["skip_target"] == 0.3 and state.arch["gating"] == "mgl2s" and state.arch["exits"]
     assert set(state.metrics["history"]) == {"gates", "joint", "exits"}
     layer = runner.invoke(app, ["ddi", "train", "--base", str(tmp_path / "a" / "backbone.pt"), "--gating", "layer",
+                                "--resource", "energy",
                                 "--no-exits", "--max-steps-per-epoch", "4", "--threads", "1", "--joint-epochs", "1",
                                 "--out", str(tmp_path / "b")])
     assert layer.exit_code == 0, layer.output
     assert "backbone:" not in layer.output  # the plain backbone was reused, not trained again
     other = load_checkpoint(tmp_path / "b" / "supernet.pt").arch
     assert other["gating"] == "layer" and not other["exits"] and other["depth"] == 14
+    energy = load_checkpoint(tmp_path / "b" / "supernet.pt")
+    assert energy.recipe["resource"] == "energy" and "relative_energy" in energy.metrics["history"]["joint"][-1]
 
 
 def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
@@ -80,6 +83,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
                           (["--address", "auto"], "--address needs --backend ray"),
                           (["--gating", "none"], "gating must be one of"),
                           (["--joint-epochs", "0"], "epochs must be >= 1"),
+                          (["--resource", "flops"], "the resource must be one of"),
                           (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1")]:
         refused = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--storage", url,
                                       "--name", "refused", *args])
@@ -90,6 +94,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
 def test_ddi_train_bad_inputs(tmp_path) -> None:
     for args, message in [(["--skip-target", "1.5"], "--skip-target must be in [0, 1)"),
                           (["--gating", "random"], "gating must be one of"),
+                          (["--resource", "latency"], "the resource must be one of"),
                           (["--base", str(tmp_path / "none.pt")], "checkpoint not found"),
                           (["--threads", "0"], "--threads must be >= 1")]:
         result = runner.invoke(app, ["ddi", "train", *QUICK, "--out", str(tmp_path / "x"), *args])

@@ -110,6 +110,30 @@ def test_per_sample_cost_by_hand() -> None:
     assert net.static_macs() == executed - block.layer_gate_macs
 
 
+def test_per_sample_energy_by_hand() -> None:
+    """Eq. (6) with the devices module's dataflow model and default coefficients (pJ): conv1 of the
+    8->8 3x3 block on 12x12 reads its 576 weights and 1152 inputs and writes 1152 outputs once from
+    DRAM and once through the cache (one register tile of 16 output channels), each of its 82944 MACs
+    touching registers 3 times."""
+    net = _net("layer", depth=8)
+    block = net.blocks[0]
+    by_hand = (576 + 1152 + 1152) * 640 + (576 + 1152 + 1152) * 50 + 3 * 82944 * 5 + 82944 * 4.6
+    assert block.conv1_pj == pytest.approx(by_hand) and block.conv2_pj == pytest.approx(by_hand)
+    x = torch.randn(3, 1, 12, 12)
+    with torch.no_grad():
+        net.layer_out.bias.fill_(-20.0)
+        skipped = net.forward_with_decisions(x)
+        net.layer_out.bias.fill_(20.0)
+        executed = net.forward_with_decisions(x)
+    assert torch.allclose(executed.energy - skipped.energy, torch.full((3,), 2 * by_hand, dtype=x.dtype))
+    assert float(executed.energy[0]) == pytest.approx(net.static_energy_pj() + block.layer_gate_pj, rel=1e-6)
+    assert float(resource_loss(skipped, net, "energy")) == pytest.approx(
+        float(skipped.energy.mean()) / net.static_energy_pj(), rel=1e-6)
+    assert float(resource_loss(skipped, net, "energy")) < float(resource_loss(executed, net, "energy"))
+    with pytest.raises(ValueError, match="resource must be one of"):
+        resource_loss(skipped, net, "latency")
+
+
 def test_channel_skipping_computes_only_the_selected_output_channels() -> None:
     net = _net("channel", depth=8)
     block = net.blocks[0]
@@ -123,7 +147,8 @@ def test_channel_skipping_computes_only_the_selected_output_channels() -> None:
     assert macs == net.static_macs() + block.channel_gate_macs - block.conv2_macs * 5 / 8
 
 
-def test_the_alpha_sign_rule_drives_the_skip_ratio_to_the_target(tiny_data) -> None:
+@pytest.mark.parametrize("resource", ["macs", "energy"])
+def test_the_alpha_sign_rule_drives_the_skip_ratio_to_the_target(tiny_data, resource) -> None:
     torch.manual_seed(0)
     net = DDIResNet(depth=14, widths=(8, 16, 16), input_size=12, num_classes=4, gating="layer").train()
     gates = [p for name, p in net.named_parameters() if "layer" in name and ("proj" in name or "out" in name)]
@@ -136,7 +161,7 @@ def test_the_alpha_sign_rule_drives_the_skip_ratio_to_the_target(tiny_data) -> N
             ratio = float(decisions.skip_ratio.detach().mean())
             alpha = signed_alpha(5.0, ratio, target)
             loss = torch.nn.functional.cross_entropy(decisions.exits[-1], labels)
-            loss = loss + alpha * resource_loss(decisions, net.static_macs())
+            loss = loss + alpha * resource_loss(decisions, net, resource)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
