@@ -38,6 +38,19 @@ def check_backend(backend: str, address: str | None) -> None:
         fail("--address needs --backend ray")
 
 
+TRIALS_BACKEND_HELP = ("local (trials one after another here) | ray (trials as Ray Tune trials, one per `--threads` "
+                       "CPUs of the cluster).")
+
+
+def parse_range(text: str) -> tuple[float, float] | None:
+    """`low,high` as two numbers, or None if it is not."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return low, high
+
+
 def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
     """Attach to Ray (`address`) before anything is written: (the storage URL as its workers see it,
     trial slots of `threads` CPUs); a cluster that cannot run the search fails with exit code 2."""

@@ -10,7 +10,17 @@ from pathlib import Path
 import optuna
 import typer
 
-from subnetsearch.cli._common import attach_ray, check_backend, console, fail, parse_widths, report_trial_errors, set_threads
+from subnetsearch.cli._common import (
+    TRIALS_BACKEND_HELP,
+    attach_ray,
+    check_backend,
+    console,
+    fail,
+    parse_range,
+    parse_widths,
+    report_trial_errors,
+    set_threads,
+)
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
@@ -151,8 +161,7 @@ def search_command(
     name: str | None = typer.Option(None, help="Study name (default from the backbone and settings); rerunning "
                                                "with the same name adds trials."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    backend: str = typer.Option("local", help="local (trials one after another here) | ray (trials as Ray Tune "
-                                              "trials, one per `--threads` CPUs of the cluster)."),
+    backend: str = typer.Option("local", help=TRIALS_BACKEND_HELP),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     seed: int = typer.Option(0),
     threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
@@ -163,10 +172,7 @@ def search_command(
         fail(f"--trials must be >= 1, got {trials}")
     if gating not in GATINGS or gating == "none":
         fail(f"gating must be one of {GATINGS[:-1]}, got {gating!r}")
-    try:
-        low, high = (float(v) for v in target_range.split(","))
-    except ValueError:
-        low = high = -1.0
+    low, high = parse_range(target_range) or (-1.0, -1.0)
     if not 0 <= low < high < 1:
         fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
     try:

@@ -17,7 +17,17 @@ import optuna
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import attach_ray, check_backend, console, fail, parse_widths, report_trial_errors, set_threads
+from subnetsearch.cli._common import (
+    TRIALS_BACKEND_HELP,
+    attach_ray,
+    check_backend,
+    console,
+    fail,
+    parse_range,
+    parse_widths,
+    report_trial_errors,
+    set_threads,
+)
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
@@ -174,8 +184,7 @@ def search_command(
     name: str | None = typer.Option(None, help="Study name (default from the base and the settings); rerunning "
                                                "with the same name adds trials to it."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    backend: str = typer.Option("local", help="local (trials one after another here) | ray (trials as Ray Tune "
-                                              "trials, one per `--threads` CPUs of the cluster)."),
+    backend: str = typer.Option("local", help=TRIALS_BACKEND_HELP),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     seed: int = typer.Option(0),
     threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
@@ -189,11 +198,8 @@ def search_command(
         fail(f"--trials and --pick must be >= 1, got {trials} and {pick}")
     if threshold <= 0:
         fail(f"--threshold must be > 0, got {threshold}")
-    try:
-        lambda_range = tuple(float(v) for v in lambda_range_text.split(","))
-    except ValueError:
-        lambda_range = ()
-    if len(lambda_range) != 2 or not 0 < lambda_range[0] < lambda_range[1]:
+    lambda_range = parse_range(lambda_range_text)
+    if lambda_range is None or not 0 < lambda_range[0] < lambda_range[1]:
         fail(f"--lambda-range must be two numbers 0 < low < high, got {lambda_range_text!r}")
     full, splits, checkpoint = _load_base(base)
     recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=1.0)

@@ -97,18 +97,25 @@ def _run(trainable: Any, searcher: RecordingOptunaSearch, trials: int, concurren
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _lasso_trial(config: dict, checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any, threshold: float,
-                 threads: int) -> None:
+def _network_and_data(checkpoint: Checkpoint, threads: int) -> tuple[Any, Any]:
+    """A training trial's starting network and its data, loaded once per trial process (Tune reuses
+    trial actors); torch runs `threads` threads."""
     import torch
 
     from subnetsearch.data import DataSpec, load_data
-    from subnetsearch.search._lasso import generate_subnet
 
     torch.set_num_threads(threads)
-    key = (checkpoint.hash, "lasso")
-    if key not in _EVALUATORS:  # the trained full network and the data, once per trial process
+    key = (checkpoint.hash, "network")
+    if key not in _EVALUATORS:
         _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec(**checkpoint.data)))
-    full, splits = _EVALUATORS[key]
+    return _EVALUATORS[key]
+
+
+def _lasso_trial(config: dict, checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any, threshold: float,
+                 threads: int) -> None:
+    from subnetsearch.search._lasso import generate_subnet
+
+    full, splits = _network_and_data(checkpoint, threads)
     subnet = generate_subnet(full, splits, penalty, config["lam"], config.get("a", 1.0), recipe, settings, threshold)
     tune.report({"accuracy": subnet.accuracy, "macs": subnet.macs, "user_attrs_json": json.dumps(subnet.to_dict())})
 
@@ -144,18 +151,12 @@ def _ddi_trial(config: dict, checkpoint: Checkpoint, recipe: Any, sink: Any, thr
     import dataclasses
 
     import ray
-    import torch
 
-    from subnetsearch.data import DataSpec, load_data
     from subnetsearch.search._ddi import train_to_target
 
-    torch.set_num_threads(threads)
-    key = (checkpoint.hash, "ddi")
-    if key not in _EVALUATORS:  # the plain backbone and the data, once per trial process
-        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec(**checkpoint.data)))
-    plain, splits = _EVALUATORS[key]
-    result, content, relative = train_to_target(plain, splits, recipe, config["skip_target"], checkpoint.data)
-    result = dataclasses.replace(result, checkpoint=ray.get(sink.write.remote(relative, content)))
+    plain, splits = _network_and_data(checkpoint, threads)
+    result, content = train_to_target(plain, splits, recipe, config["skip_target"], checkpoint.data)
+    result = dataclasses.replace(result, checkpoint=ray.get(sink.write.remote(result.checkpoint, content)))
     tune.report({"accuracy": result.accuracy, "macs": result.mean_macs, "node": ray.get_runtime_context().get_node_id(),
                  "user_attrs_json": json.dumps(result.user_attrs())})
 

@@ -74,9 +74,9 @@ def skip_target_distributions(low: float, high: float) -> dict:
 
 
 def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe, target: float,
-                    data: dict) -> tuple[SkipTargetResult, bytes, str]:
-    """Train a gated copy of `plain` toward `target`; the result (checkpoint path relative to the
-    search's output folder), the checkpoint's bytes and its relative path."""
+                    data: dict) -> tuple[SkipTargetResult, bytes]:
+    """Train a gated copy of `plain` toward `target`; the result (its `checkpoint` is the path relative
+    to the search's output folder, where the caller writes the returned checkpoint bytes)."""
     supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": False,
                                "skip_target": round(target, 4)})
     copy_backbone(plain.network, supernet.network)
@@ -88,10 +88,9 @@ def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe
     profile = supernet.cost_profile(records)
     content, digest = checkpoint_bytes(supernet, {"skip_target": target, **asdict(recipe)}, data,
                                        {"val_acc": accuracy, "cost_profile": profile})
-    relative = f"skip-{target:.3f}-{digest[:8]}/supernet.pt"
     result = SkipTargetResult(target, accuracy, profile["mean_macs"], profile["skip_ratio"], profile,
-                              relative)
-    return result, content, relative
+                              f"skip-{target:.3f}-{digest[:8]}/supernet.pt")
+    return result, content
 
 
 def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: optuna.Study, trials: int,
@@ -101,8 +100,8 @@ def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: op
     here; each trial's checkpoint is written under `out` and its result kept on its Optuna trial."""
 
     def run(params: dict) -> tuple[list[float], dict, SkipTargetResult]:
-        result, content, relative = train_to_target(plain, splits, recipe, params["skip_target"], data)
-        result = replace(result, checkpoint=str(write_atomic(out / relative, content).resolve()))
+        result, content = train_to_target(plain, splits, recipe, params["skip_target"], data)
+        result = replace(result, checkpoint=str(write_atomic(out / result.checkpoint, content).resolve()))
         if on_trial:
             on_trial(result)
         return [result.accuracy, result.mean_macs], result.user_attrs(), result

@@ -77,7 +77,7 @@ def measure_on_host(model: nn.Module, input_shape: tuple[int, ...], protocol: La
     inference where the host exposes it. Input-dependent modes (timed per real example) run eagerly
     whatever the device's runtime: their data-dependent control flow cannot be traced or exported, so
     eager is how they run on any device; the stored protocol says so."""
-    if examples is not None and protocol.runtime != "eager":
+    if examples is not None:
         protocol = replace(protocol, runtime="eager")
     latency = measure_latency(model, input_shape, protocol, label=label, examples=examples)
     if node is not None:

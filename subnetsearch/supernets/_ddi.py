@@ -108,7 +108,7 @@ class GatedBlock(nn.Module):
                                   if self.channel_gated else 0)
         self.out_channels = out_channels
         # the same components in energy (Eq. 6); pooling and element-wise traffic are not counted
-        area, out_area = size * size, out_size * out_size
+        self.in_area, self.out_area = area, out_area = size * size, out_size * out_size
         self.conv1_pj = layer_energy_pj(in_channels, out_channels, 9, area, out_area)
         self.conv2_pj = layer_energy_pj(out_channels, out_channels, 9, out_area, out_area)
         self.down_pj = 0.0 if self.skippable else layer_energy_pj(in_channels, out_channels, 1, area, out_area)
@@ -530,17 +530,13 @@ class DDISupernet(nn.Module):
         evaluator scales it by the measured fraction of MACs executed)."""
         shapes = []
         for index, block in enumerate(self.network.blocks):
-            for name in ("conv1", "conv2"):
-                conv = getattr(block, name)
-                macs = block.conv1_macs if name == "conv1" else block.conv2_macs
-                area = macs // (conv.in_channels * conv.out_channels * 9)
-                shapes.append(LayerShape(f"blocks.{index}.{name}", "conv", conv.in_channels, conv.out_channels, 9,
-                                         area, area * conv.stride[0] ** 2, 1, None, True))
+            convs = [("conv1", block.conv1, block.in_area), ("conv2", block.conv2, block.out_area)]
             if block.downsample is not None:
-                conv = block.downsample[0]
-                area = block.down_macs // (conv.in_channels * conv.out_channels)
-                shapes.append(LayerShape(f"blocks.{index}.downsample", "conv", conv.in_channels, conv.out_channels, 1,
-                                         area, area * conv.stride[0] ** 2, 1, None, True))
+                convs.append(("downsample", block.downsample[0], block.in_area))
+            for name, conv, input_area in convs:
+                shapes.append(LayerShape(f"blocks.{index}.{name}", "conv", conv.in_channels, conv.out_channels,
+                                         conv.kernel_size[0] * conv.kernel_size[1], block.out_area, input_area, 1,
+                                         None, True))
         stem = self.network.stem
         area = self.input_shape[1] * self.input_shape[2]
         shapes.insert(0, LayerShape("stem", "conv", stem.in_channels, stem.out_channels, 9, area, area, 1, None, True))
