@@ -9,7 +9,7 @@ import typer
 
 from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
-from subnetsearch.dashboards import cross_device, device_report, serve_dashboard, write_report
+from subnetsearch.dashboards import cross_device, device_report, full_mode_of, serve_dashboard, write_report
 from subnetsearch.devices import DeviceError
 from subnetsearch.storage import StorageError, Store, storage_url
 
@@ -23,7 +23,7 @@ def build_report(store: Store, url: str, out: Path, devices: list[str] | None = 
     reports = []
     for name in names:
         for record in supernets:
-            report = device_report(store, url, name, record.content_hash)
+            report = device_report(store, url, name, record.content_hash, full_mode_of(record.arch))
             if report.costs or devices:
                 reports.append(report)
     cross = None

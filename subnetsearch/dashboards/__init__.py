@@ -1,6 +1,15 @@
 """Figures and reports (plotly), and the optuna-dashboard launcher."""
 
-from subnetsearch.dashboards._data import COSTS, Curve, DeviceReport, Point, Series, cross_device, device_report
+from subnetsearch.dashboards._data import (
+    COSTS,
+    Curve,
+    DeviceReport,
+    Point,
+    Series,
+    cross_device,
+    device_report,
+    full_mode_of,
+)
 from subnetsearch.dashboards._render import (
     cross_device_figure,
     front_figure,
@@ -21,6 +30,7 @@ __all__ = [
     "dashboard_app",
     "device_report",
     "front_figure",
+    "full_mode_of",
     "hypervolume_figure",
     "layers_figure",
     "serve_dashboard",

@@ -54,7 +54,8 @@ class DeviceReport:
     supernet_hash: str
     costs: tuple[str, ...]
     fronts: dict[str, Series] = field(default_factory=dict)  # cost -> the stored, merged front
-    full: dict[str, Point] = field(default_factory=dict)  # cost -> the full network
+    full: dict[str, Point] = field(default_factory=dict)  # cost -> the full network, if evaluated on the device
+    full_missing: str | None = None  # why the full network is not marked (not evaluated here, or unknown)
     strategy_fronts: dict[str, list[Series]] = field(default_factory=dict)  # cost -> one front per strategy
     dse: dict[str, list[Series]] = field(default_factory=dict)  # cost -> each DSE search's trajectory
     hypervolume: list[Curve] = field(default_factory=list)  # per search: fraction of all evaluations' HV
@@ -84,9 +85,11 @@ def _points(mode_ids: Sequence[str], by_mode: dict[str, StoredEvaluation], cost:
             if m in by_mode and by_mode[m].objective(cost) is not None]
 
 
-def device_report(store: Store, storage_url: str, device: str, supernet_hash: str) -> DeviceReport:
-    """Fronts per cost, the full network, per-strategy fronts, DSE trajectories, hypervolume against
-    evaluations for every search, and the per-layer view of the front's modes."""
+def device_report(store: Store, storage_url: str, device: str, supernet_hash: str,
+                  full_mode_id: str | None = None) -> DeviceReport:
+    """Fronts per cost, the full network (the mode `full_mode_id`, marked only if it was evaluated on
+    this device), per-strategy fronts, DSE trajectories, hypervolume against evaluations for every
+    search, and the per-layer view of the front's modes."""
     evaluations = [e for e in store.list_evaluations(device, supernet_hash) if e.settings.get("split", "val") == "val"]
     costs = tuple(c for c in COSTS if any(e.objective(c) is not None for e in evaluations))
     report = DeviceReport(device, supernet_hash, costs)
@@ -95,13 +98,18 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     by_mode = {}
     for e in sorted(evaluations, key=lambda e: e.settings.get("calibration_batches", 0)):
         by_mode[e.mode_id] = e  # prefer recalibrated BN where a mode was evaluated both ways
-    full = max(by_mode.values(), key=lambda e: (e.macs, e.accuracy))  # no other mode has more MACs
+    full = by_mode.get(full_mode_id) if full_mode_id else None
+    if full_mode_id is None:
+        report.full_missing = "the supernet's full mode is unknown (its architecture cannot be built here)"
+    elif full is None:
+        report.full_missing = (f"the full network (mode {full_mode_id}) was not evaluated on {device}: "
+                               f"`subnetsearch devices measure {device} --modes full` adds it")
     searches = [s for s in store.list_searches(device) if s.supernet_hash == supernet_hash]
     visited = {search.name: _study_modes(storage_url, search.study_name) for search in searches}
     for cost in costs:
         report.fronts[cost] = Series("stored front", tuple(Point.of(e, cost, device) for e in
                                                            store.get_front(device, f"accuracy,{cost}", supernet_hash)))
-        if full.objective(cost) is not None:
+        if full is not None and full.objective(cost) is not None:
             report.full[cost] = Point.of(full, cost, device)
         by_strategy: dict[str, list[Point]] = {}
         for search in searches:
@@ -129,6 +137,16 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
         report.layer_modes = [(e.mode_id, tuple(float(v[name]) for name in report.layers))
                               for e, v in zip(front_modes, values, strict=True)]
     return report
+
+
+def full_mode_of(arch: dict) -> str | None:
+    """The id of a supernet's full mode, from its stored architecture (None if it cannot be built)."""
+    from subnetsearch.supernets import ArchError, build_supernet
+
+    try:
+        return build_supernet(arch).full_mode().id
+    except (ArchError, ValueError, TypeError, KeyError):
+        return None
 
 
 def cross_device(store: Store, supernet_hash: str, devices: Sequence[str], cost: str) -> list[Series]:

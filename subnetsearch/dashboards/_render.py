@@ -26,35 +26,53 @@ def front_figure(report: DeviceReport, cost: str) -> go.Figure:
     """The stored front (first trace: one marker per front mode), the full network, the fronts of
     each strategy and the DSE trajectories."""
     figure = go.Figure()
-    figure.add_trace(_scatter(report.fronts[cost], "lines+markers", marker={"size": 10, "color": "#1f77b4"},
+    # open markers: the strategies' fronts drawn on top stay visible where they coincide with it
+    figure.add_trace(_scatter(report.fronts[cost], "lines+markers",
+                              marker={"size": 12, "color": "#1f77b4", "symbol": "circle-open", "line": {"width": 2}},
                               line={"shape": "hv", "width": 1}))
     if cost in report.full:
         full = report.full[cost]
         figure.add_trace(go.Scatter(x=[full.cost], y=[full.accuracy], mode="markers", name="full network",
                                     text=[full.label], hovertemplate="%{text}<extra>full network</extra>",
                                     marker={"symbol": "star", "size": 16, "color": "#d62728"}))
-    for series in report.strategy_fronts.get(cost, []):
-        figure.add_trace(_scatter(Series(f"front of {series.name}", series.points), marker={"size": 6, "opacity": 0.7}))
+    for symbol, series in zip(_SYMBOLS, report.strategy_fronts.get(cost, []), strict=False):
+        figure.add_trace(_scatter(Series(f"front of {series.name}", series.points),
+                                  marker={"size": 7, "opacity": 0.85, "symbol": symbol}))
     for series in report.dse.get(cost, []):
         figure.add_trace(_scatter(Series(f"DSE trajectory ({series.name.split('/')[-1] or series.name})",
                                          series.points), "lines+markers", marker={"size": 5},
                                   line={"dash": "dot"}))
-    figure.update_layout(title=f"{report.device}: accuracy vs {COSTS[cost]}", xaxis_title=COSTS[cost],
-                         yaxis_title="validation accuracy", height=460, legend={"font": {"size": 10}})
+    title = f"{report.device}: accuracy vs {COSTS[cost]}"
+    if report.full_missing:
+        title += f"<br><sup>no full-network star: {html.escape(report.full_missing)}</sup>"
+    figure.update_layout(title=title, xaxis_title=COSTS[cost], yaxis_title="validation accuracy", height=460,
+                         legend={"font": {"size": 10}})
     return figure
+
+
+_SYMBOLS = ("diamond", "square", "triangle-up", "cross", "x", "triangle-down", "pentagon", "hexagon") * 4
+
+
+def _short(search_name: str) -> str:
+    """A search's name without the supernet@device prefix every search of one report shares."""
+    return search_name.split("/", 1)[1] if "/" in search_name else search_name
 
 
 def hypervolume_figure(report: DeviceReport) -> go.Figure:
     figure = go.Figure()
     for curve in report.hypervolume:
-        figure.add_trace(go.Scatter(x=list(curve.x), y=list(curve.y), mode="lines", name=curve.name))
+        figure.add_trace(go.Scatter(x=list(curve.x), y=list(curve.y), mode="lines", name=_short(curve.name),
+                                    hovertemplate=f"{html.escape(curve.name)}<br>%{{x}} evaluations: %{{y:.3f}}"
+                                                  "<extra></extra>"))
+    longest = max((len(curve.x) for curve in report.hypervolume), default=1)
     cost = report.costs[0]
     reference = report.hypervolume_reference
     figure.update_layout(title=f"{report.device}: hypervolume (accuracy vs {COSTS[cost]}) against evaluations, as a "
                                f"fraction of all stored evaluations' (reference point: accuracy "
                                f"{reference.get('accuracy', 0):.3f}, {cost} {reference.get(cost, 0):.4g})",
-                         xaxis_title="evaluations", yaxis_title="hypervolume fraction", height=420,
-                         title_font={"size": 13})
+                         xaxis={"title": "evaluations", "dtick": max(1, -(-longest // 10)), "tick0": 1},
+                         yaxis_title="hypervolume fraction", height=460, title_font={"size": 13},
+                         legend={"orientation": "h", "y": -0.25, "font": {"size": 10}})
     return figure
 
 
@@ -64,7 +82,8 @@ def layers_figure(report: DeviceReport) -> go.Figure:
                                   y=[mode_id for mode_id, _ in report.layer_modes], colorscale="Viridis",
                                   colorbar={"title": "groups"}))
     figure.update_layout(title=f"{report.device}: group count per layer of the front's modes (cheapest first)",
-                         xaxis_title="layer", yaxis_title="mode", height=max(300, 40 + 22 * len(report.layer_modes)))
+                         xaxis_title="layer", yaxis={"title": "mode", "autorange": "reversed"},  # first row on top
+                         height=max(300, 40 + 22 * len(report.layer_modes)))
     return figure
 
 

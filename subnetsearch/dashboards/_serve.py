@@ -11,10 +11,52 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+def _feasible_pareto_front(front):
+    """optuna-dashboard 0.21 lists a study's best trials from every complete trial, infeasible ones
+    included (`_app.py` -> `_pareto_front.get_pareto_front_trials`); Optuna and the store take the
+    front of the feasible trials only."""
+
+    def feasible_front(trials, directions):
+        return front([t for t in trials if all(value <= 0 for value in t.constraints.values())], directions)
+
+    return feasible_front
+
+
+def _with_constraints(serialize):
+    """optuna-dashboard 0.21 reads a trial's constraints from `system_attrs["constraints"]` (a list:
+    `_serializer.py`), Optuna 5 stores them as `constraints:<name>` attrs, so the dashboard shows
+    none and draws infeasible trials as feasible. Serve Optuna's own reading of them instead."""
+
+    def serialize_trial(study_id, trial, study_system_attrs):
+        serialized = serialize(study_id, trial, study_system_attrs)
+        serialized["constraints"] = list(trial.constraints.values())
+        return serialized
+
+    return serialize_trial
+
+
+_ADAPTED = False
+
+
+def _adapt_dashboard() -> None:
+    """Make optuna-dashboard show the feasibility the store and Optuna use (the one place this
+    project adapts to its internals; tests/dashboards checks it through the dashboard's API)."""
+    global _ADAPTED
+    if _ADAPTED:
+        return
+    from optuna_dashboard import _app, _serializer
+
+    _app.get_pareto_front_trials = _feasible_pareto_front(_app.get_pareto_front_trials)
+    _serializer.serialize_frozen_trial = _with_constraints(_serializer.serialize_frozen_trial)
+    _ADAPTED = True
+
+
 def dashboard_app(storage_url: str):
-    """The dashboard as a WSGI application (Optuna's RDB storage on the same URL as the store)."""
+    """The dashboard as a WSGI application (Optuna's RDB storage on the same URL as the store),
+    showing the same feasibility as the store (constraints shown, best trials feasible only)."""
     import optuna_dashboard
 
+    _adapt_dashboard()
     return optuna_dashboard.wsgi(storage_url)
 
 

@@ -26,7 +26,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from subnetsearch.distributed._workers import WorkerSpec, build_evaluator, evaluate_counted
-from subnetsearch.search._optuna import OBJECTIVES, Constraints, objective_values
+from subnetsearch.search._optuna import OBJECTIVES, Constraints, objective_values, set_constraints
 from subnetsearch.spaces import SearchSpace
 from subnetsearch.spaces._optuna import mode_from_params, to_optuna
 from subnetsearch.supernets._checkpoint import Checkpoint
@@ -61,8 +61,7 @@ class RecordingOptunaSearch(OptunaSearch):
                     ot_trial.set_user_attr(key, result[key])
             for key, value in json.loads(result.get("user_attrs_json", "{}")).items():
                 ot_trial.set_user_attr(key, value)
-            for key, value in json.loads(result.get("constraints_json", "{}")).items():
-                ot_trial.set_constraint(key, value)
+            set_constraints(ot_trial, json.loads(result.get("constraints_json", "{}")))
         super().on_trial_complete(trial_id, result, error)
 
 

@@ -4,7 +4,6 @@ measured latency, modelled energy. Every figure says how it was obtained."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -109,23 +108,33 @@ def mode_accuracy_and_loss(supernet: WeNetSupernet, mode: Mode, splits: Splits, 
 
 
 def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
-                         calibration: list[torch.Tensor] | None, materialize: bool,
-                         ) -> tuple[tuple[float, float], torch.nn.Module | None]:
+                         calibration: list[torch.Tensor] | None, materialize: bool, record_costs: bool = False,
+                         ) -> tuple[tuple[float, float], torch.nn.Module | None, list | None]:
     """Accuracy and loss on the settings' split, and (if asked) the materialized mode, both under the
-    same BN statistics: recalibrated once for this mode, or the stored ones."""
+    same BN statistics: recalibrated once for this mode, or the stored ones. With `record_costs` (an
+    input-dependent supernet) the per-sample costs of the evaluated split's forward passes, and only
+    those (not the calibration batches, which are training images)."""
     split = splits.val if settings.split == "val" else splits.test
+
+    def scored() -> tuple[tuple[float, float], list | None]:
+        if not record_costs:
+            return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches), None
+        with supernet.recording_costs() as records:
+            scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
+        return scores, records
+
     if settings.calibration_batches == 0:
         previous = supernet.mode
         supernet.set_mode(mode)
         try:
-            scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
-            return scores, supernet.materialize(mode) if materialize else None
+            scores, records = scored()
+            return scores, supernet.materialize(mode) if materialize else None, records
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
-        scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
-        return scores, supernet.materialize(mode) if materialize else None
+        scores, records = scored()
+        return scores, supernet.materialize(mode) if materialize else None, records
 
 
 def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
@@ -153,9 +162,8 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
         # latency per sample over real validation images, each run alone (the gates see real data)
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     with compute_lock():
-        with supernet.recording_costs() if dynamic else nullcontext() as records:
-            (accuracy, loss), static = _accuracy_and_static(supernet, mode, splits, settings, calibration,
-                                                            measure_here)
+        (accuracy, loss), static, records = _accuracy_and_static(supernet, mode, splits, settings, calibration,
+                                                                  measure_here, record_costs=dynamic)
         if dynamic:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
             macs = round(profile["mean_macs"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -50,6 +51,12 @@ class Constraints:
                 raise ValueError("a latency budget needs measured latency (a device on this host)")
             values["max_latency_ms"] = evaluation.latency_ms - self.max_latency_ms
         return values
+
+
+def set_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
+    """Record constraint values (<= 0 feasible) on a running trial, in Optuna 5's named format."""
+    for key, value in values.items():
+        trial.set_constraint(key, value)
 
 
 def objective_values(evaluation: StoredEvaluation, objectives: Sequence[str]) -> list[float]:
@@ -99,12 +106,18 @@ def ask_and_tell(study: optuna.Study, distributions: Mapping[str, optuna.distrib
 
 
 def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation: StoredEvaluation,
-                 objectives: Sequence[str], constraints: Constraints, attributes: Mapping[str, object]) -> None:
-    """Add an evaluation made outside the sampler (e.g. by the greedy DSE) as a completed trial."""
-    study.add_trial(optuna.trial.create_trial(
+                 objectives: Sequence[str], constraints: Constraints, attributes: Mapping[str, object],
+                 started: datetime | None = None, finished: datetime | None = None) -> None:
+    """Add an evaluation made outside the sampler (e.g. by the greedy DSE) as a completed trial, with
+    the times the evaluation really started and finished (`create_trial` stamps both with now, which
+    the dashboard's timeline draws with zero width)."""
+    trial = optuna.trial.create_trial(
         params=dict(mode.values), distributions=to_optuna(space), values=objective_values(evaluation, objectives),
         user_attrs={"mode_id": mode.id, "mode_json": mode.to_json(), **attributes},
-        constraints=constraints.values(evaluation) or None))
+        constraints=constraints.values(evaluation) or None)
+    if started is not None and finished is not None:
+        trial.datetime_start, trial.datetime_complete = started, finished
+    study.add_trial(trial)
 
 
 def distinct_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -143,8 +156,7 @@ def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: StoredEvaluation,
           objectives: Sequence[str], constraints: Constraints) -> None:
-    for key, value in constraints.values(evaluation).items():
-        trial.set_constraint(key, value)
+    set_constraints(trial, constraints.values(evaluation))
     trial.set_user_attr("mode_id", mode.id)
     trial.set_user_attr("mode_json", mode.to_json())
     study.tell(trial, objective_values(evaluation, objectives))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,22 @@ class SearchSession:
 
     def evaluate_batch(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
         """Independent evaluations: in this process one by one, or fanned out by the backend."""
+        return [result for result, _, _ in self.timed_batch(modes)]
+
+    def timed_batch(self, modes: Sequence[Mode]) -> list[tuple[StoredEvaluation, datetime, datetime]]:
+        """`evaluate_batch` with when each evaluation started and finished (fanned out by a backend,
+        they run side by side: each gets the batch's span)."""
         if self.backend is not None:
-            return self.backend.evaluate_batch(modes)
-        return [self.evaluator.evaluate(mode) for mode in modes]
+            started = datetime.now()
+            results = self.backend.evaluate_batch(modes)
+            finished = datetime.now()
+            return [(result, started, finished) for result in results]
+        timed = []
+        for mode in modes:
+            started = datetime.now()
+            result = self.evaluator.evaluate(mode)
+            timed.append((result, started, datetime.now()))
+        return timed
 
     def evaluate(self, mode: Mode) -> StoredEvaluation:
         return self.evaluate_batch([mode])[0]
@@ -122,13 +136,13 @@ class SearchSession:
         recorded = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
 
         def evaluate_and_record(modes: Sequence[Mode]) -> list[StoredEvaluation]:
-            results = self.evaluate_batch(modes)
-            for mode, result in zip(modes, results, strict=True):
+            timed = self.timed_batch(modes)
+            for mode, (result, started, finished) in zip(modes, timed, strict=True):
                 if mode.id not in recorded:
                     record_trial(study, space, mode, result, objectives, Constraints(min_accuracy=delta),
-                                 {"strategy": strategy})
+                                 {"strategy": strategy}, started, finished)
                     recorded.add(mode.id)
-            return results
+            return [result for result, _, _ in timed]
 
         with self._recorded(record.name) as summary:
             result = greedy_dse(space, self.supernet.full_mode(), evaluate_and_record, delta, cost, max_iterations,

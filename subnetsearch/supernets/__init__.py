@@ -1,6 +1,6 @@
 """Dynamic layers, supernet builders, converters from torchvision models, checkpoints."""
 
-from subnetsearch.supernets._convert import convert_to_wenet
+from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
 from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
 from subnetsearch.supernets._layers import (
     DEFAULT_GROUP_CHOICES,
@@ -18,6 +18,7 @@ from subnetsearch.supernets._registry import (
     WIDTH_RESNET_DEFAULTS,
     ArchError,
     build_supernet,
+    supernet_from_model,
 )
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
@@ -29,6 +30,8 @@ __all__ = [
     "FAMILIES",
     "ArchError",
     "ChannelShuffle",
+    "ConversionError",
+    "ConversionReport",
     "CifarResNet",
     "Cost",
     "GroupSwitchConv2d",
@@ -43,11 +46,13 @@ __all__ = [
     "block_diagonal",
     "build_supernet",
     "convert_to_wenet",
+    "convert_with_report",
     "find_switch_units",
     "fold_shuffles",
     "layer_cost",
     "materialize_network",
     "network_cost",
     "shuffle_groups",
+    "supernet_from_model",
     "to_static",
 ]

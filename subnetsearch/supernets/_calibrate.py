@@ -5,6 +5,10 @@ distribution depends on the group counts of every layer before it. Running stati
 during training under random per-layer patterns therefore fit no particular mode. Re-estimating
 them for the mode being evaluated (US-Nets' "BN calibration") restores its accuracy; it costs a few
 forward passes and changes no weight.
+
+Only the normalization layers run in training mode while statistics are re-estimated: everything
+else (Dropout, StochasticDepth, gates) computes its inference function, so the statistics are those
+of the network that will be evaluated and deployed, and two calibrations of one mode agree exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from torch import nn
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets._layers import SwitchableBatchNorm2d
 from subnetsearch.supernets._width import SlimBatchNorm2d
+
+
+def _norm_modules(model: nn.Module) -> list[nn.Module]:
+    """Every module whose training flag decides how it normalizes (wrappers and plain BN layers)."""
+    return [m for m in model.modules()
+            if isinstance(m, (SwitchableBatchNorm2d, SlimBatchNorm2d, nn.modules.batchnorm._BatchNorm))]
 
 
 def _active_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
@@ -43,7 +53,9 @@ def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tenso
             norm.reset_running_stats()
             norm.momentum = None  # cumulative moving average: every batch weighs the same
         supernet.set_bn_tracking(True)
-        supernet.train()
+        supernet.eval()
+        for module in _norm_modules(supernet):
+            module.train()
         seen = 0
         with torch.no_grad():
             for images in batches:

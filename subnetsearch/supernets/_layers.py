@@ -182,18 +182,22 @@ class SwitchableBatchNorm2d(_Switched):
     mixed patterns, whose statistics would pollute the keys of uniform modes).
     """
 
-    def __init__(self, num_features: int, keys: Sequence[int]) -> None:
+    def __init__(self, num_features: int, keys: Sequence[int], eps: float = 1e-5, momentum: float | None = 0.1) -> None:
         super().__init__()
         self.num_features = num_features
         self.keys = tuple(keys)
-        self.norms = nn.ModuleList(nn.BatchNorm2d(num_features) for _ in self.keys)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(num_features, eps=eps, momentum=momentum) for _ in self.keys)
         self._index = {key: index for index, key in enumerate(self.keys)}
         self._init_switch(self.keys[0])
         self.update_running_stats = True
 
     @classmethod
     def from_batchnorm(cls, norm: nn.BatchNorm2d, keys: Sequence[int]) -> SwitchableBatchNorm2d:
-        layer = cls(norm.num_features, keys)
+        """Every private BN a copy of `norm`, hyperparameters included (eps, momentum), so the full mode
+        computes exactly what `norm` computes and trains at its momentum."""
+        if not (norm.affine and norm.track_running_stats):
+            raise ValueError(f"only affine BatchNorm2d with running statistics can be made switchable, got {norm}")
+        layer = cls(norm.num_features, keys, norm.eps, norm.momentum)
         for private in layer.norms:
             private.load_state_dict(norm.state_dict())
         return layer

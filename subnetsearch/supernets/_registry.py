@@ -3,12 +3,15 @@ checkpoint); building is a pure function of that config."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
-from subnetsearch.supernets._convert import convert_to_wenet
+from subnetsearch.supernets._convert import ConversionError, convert_with_report
+from subnetsearch.supernets._cost import layer_cost
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
@@ -44,10 +47,38 @@ def _torchvision(arch: Mapping[str, Any]) -> WeNetSupernet:
     if builder is None or not callable(builder):
         raise ArchError(f"torchvision has no model {name!r}")
     model: nn.Module = builder(weights=None, num_classes=fields.get("num_classes", 1000))
-    convert_to_wenet(model, fields.get("group_choices", (1, 2, 4, 8, 16)), fields.get("shuffle", True),
-                     fields.get("shuffle_rule", "max"))
     size = fields.get("input_size", 224)
-    return WeNetSupernet(model, {"family": "wenet-torchvision", **fields}, (3, size, size))
+    return supernet_from_model(model, name, {"family": "wenet-torchvision", **fields}, (3, size, size),
+                          fields.get("group_choices", (1, 2, 4, 8, 16)), fields.get("shuffle", True),
+                          fields.get("shuffle_rule", "max"))
+
+
+# Below these shares of switchable MACs a converted supernet barely trades: warned, then refused.
+LOW_SHARE, USELESS_SHARE = 0.5, 0.2
+
+
+def supernet_from_model(model: nn.Module, name: str, arch: Mapping[str, Any], input_shape: tuple[int, int, int],
+                        group_choices: Sequence[int] = (1, 2, 4, 8, 16), shuffle: bool = True,
+                        shuffle_rule: str = "max") -> WeNetSupernet:
+    """Convert `model` and wrap it as a supernet with its `conversion` report. Refuses a model with
+    nothing switchable or with under 20 % of its MACs switchable (measured at `input_shape`); warns
+    under 50 %."""
+    report = convert_with_report(model, group_choices, shuffle, shuffle_rule)
+    if not report.switchable:
+        reasons = "; ".join(f"{layer}: {why}" for layer, why in list(report.static.items())[:4])
+        raise ConversionError(f"{name}: no layer can be made switchable ({len(report.static)} static: {reasons}"
+                              f"{' ...' if len(report.static) > 4 else ''})")
+    supernet = WeNetSupernet(model, arch, input_shape)
+    total = sum(layer_cost(layer, layer.fixed_groups).macs for layer in supernet.layer_shapes)
+    switchable = sum(layer_cost(layer, 1).macs for layer in supernet.layer_shapes if layer.knob)
+    supernet.conversion = replace(report, switchable_macs_share=switchable / total if total else 0.0)
+    if supernet.conversion.switchable_macs_share < USELESS_SHARE:
+        raise ConversionError(f"{name}: only {supernet.conversion.switchable_macs_share:.1%} of the MACs are in "
+                              f"switchable layers, so no mode can save much ({supernet.conversion.summary()})")
+    if supernet.conversion.switchable_macs_share < LOW_SHARE:
+        warnings.warn(f"{name}: the switchable layers hold only {supernet.conversion.switchable_macs_share:.1%} of the "
+                      f"MACs, so its modes can save little ({supernet.conversion.summary()})", stacklevel=2)
+    return supernet
 
 
 def _width_resnet(arch: Mapping[str, Any]) -> WidthSupernet:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
+from subnetsearch.supernets._convert import ConversionReport
 from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
 from subnetsearch.supernets._materialize import DynamicLeafTracer, materialize_network
@@ -25,8 +26,13 @@ class SwitchUnit:
     norms: tuple[SwitchableBatchNorm2d, ...]
 
 
-def _spatial_area(tensor: torch.Tensor) -> int:
-    return int(tensor.shape[-2] * tensor.shape[-1]) if tensor.dim() == 4 else 1
+def _positions(module: nn.Module, tensor: torch.Tensor) -> int:
+    """How many times (at batch 1) the layer applies its weights: a convolution once per output
+    pixel (NCHW, the last two dimensions), a linear layer once per vector along all leading
+    dimensions (1 for a (1, C) input; H x W for a channels-last (1, H, W, C) input, as in ConvNeXt)."""
+    if isinstance(module, (nn.Conv2d, GroupSwitchConv2d)):
+        return int(tensor.shape[-2] * tensor.shape[-1]) if tensor.dim() == 4 else 1
+    return int(tensor.numel() // tensor.shape[-1]) if tensor.dim() > 0 else 1
 
 
 def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
@@ -72,6 +78,7 @@ class WeNetSupernet(nn.Module):
             for norm in unit.norms:
                 norm.bind(self._switch, slot)
         self._plans: dict[Mode, tuple[int, ...]] = {}  # validated mode -> group count per unit
+        self.conversion: ConversionReport | None = None  # what a converter made switchable, if one built it
         self._layers, self._other_params = self._trace_layers()
 
     # ---- modes -------------------------------------------------------------------------------
@@ -161,7 +168,7 @@ class WeNetSupernet(nn.Module):
         for name, module in self.network.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear, GroupSwitchConv2d, GroupSwitchLinear)):
                 def record(mod: nn.Module, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
-                    shapes[name] = (_spatial_area(output), _spatial_area(inputs[0]))
+                    shapes[name] = (_positions(mod, output), _positions(mod, inputs[0]))
                 hooks.append(module.register_forward_hook(record))
         previous, was_training = self.mode, self.training
         try:

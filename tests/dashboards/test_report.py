@@ -39,7 +39,7 @@ def searched(tmp_path_factory, tiny_arch):
 
 def test_plot_data_follows_the_store(searched) -> None:
     store, url, session, dse, _ = searched
-    report = device_report(store, url, "quick", session.checkpoint.hash)
+    report = device_report(store, url, "quick", session.checkpoint.hash, session.supernet.full_mode().id)
     assert set(report.costs) == {"latency", "macs", "energy"}
     front = store.get_front("quick", "accuracy,latency", session.checkpoint.hash)
     assert [p.mode_id for p in report.fronts["latency"].points] == [e.mode_id for e in front]
@@ -54,10 +54,28 @@ def test_plot_data_follows_the_store(searched) -> None:
     assert "subnetsearch export" in hover and report.fronts["latency"].points[0].mode_id in hover
 
 
+def test_the_full_network_is_marked_only_where_it_was_evaluated(searched) -> None:
+    """On a device where only a smaller mode was evaluated, no mode is passed off as the full network."""
+    store, url, session, _, _ = searched
+    store.add_device(Device("other", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1, warmup=1,
+                                                              min_run_time=0.01)))
+    other = SearchSession(store, url, store.get_device("other"), session.checkpoint_path, session.settings)
+    other.evaluate(session.supernet.smallest_mode())
+    report = device_report(store, url, "other", session.checkpoint.hash, session.supernet.full_mode().id)
+    assert report.costs and report.full == {}
+    assert "was not evaluated on other" in report.full_missing and "--modes full" in report.full_missing
+    from subnetsearch.dashboards import front_figure, full_mode_of
+
+    assert full_mode_of(session.checkpoint.arch) == session.supernet.full_mode().id
+    figure = front_figure(report, "macs")
+    assert "no full-network star" in figure.layout.title.text
+    assert all(trace.name != "full network" for trace in figure.data)
+
+
 def test_report_is_one_self_contained_file(searched) -> None:
     store, url, session, _, folder = searched
-    path = write_report(folder / "report.html", [device_report(store, url, "quick", session.checkpoint.hash)], None,
-                        "test report", store.url)
+    report = device_report(store, url, "quick", session.checkpoint.hash, session.supernet.full_mode().id)
+    path = write_report(folder / "report.html", [report], None, "test report", store.url)
     text = path.read_text()
     assert not re.search(r"<script[^>]+src=", text)  # plotly.js inlined
     assert not re.search(r"<link[^>]+href=", text)
@@ -93,7 +111,7 @@ def _wait(browser, script: str, timeout: float = 30.0):
 
 def test_report_renders_the_front_in_a_real_browser(searched) -> None:
     store, url, session, _, folder = searched
-    report = device_report(store, url, "quick", session.checkpoint.hash)
+    report = device_report(store, url, "quick", session.checkpoint.hash, session.supernet.full_mode().id)
     path = write_report(folder / "browser.html", [report], None, "browser test", store.url)
     browser = _browser()
     try:
@@ -138,6 +156,28 @@ def test_dashboard_serves_every_search_as_a_study_in_a_real_browser(searched) ->
         assert points == summary.n_trials == 5
         metric_names = optuna.load_study(study_name=summary.study_name, storage=url).metric_names
         assert metric_names == ["accuracy", "latency"]
+
+        # a constrained search: the dashboard's API (fetched by the page's browser) shows the same
+        # feasibility as the store and Optuna, and its best trials are the feasible front only
+        accuracies = sorted(t.values[0] for t in optuna.load_study(study_name=summary.study_name, storage=url).trials)
+        threshold = accuracies[len(accuracies) // 2]
+        session.optuna("random", 5, ["accuracy", "latency"], Constraints(min_accuracy=threshold), seed=1,
+                       name="constrained")
+        constrained = optuna.load_study(study_name="constrained", storage=url)
+        infeasible = {t.number for t in constrained.trials if t.values[0] < threshold}
+        assert infeasible and len(infeasible) < 5
+        detail = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"fetch('/api/studies/{constrained._study_id}').then(r => r.json()).then(done);")
+        shown = {t["number"]: t["constraints"] for t in detail["trials"]}
+        for trial in constrained.trials:
+            assert shown[trial.number] == [pytest.approx(threshold - trial.values[0])]
+        best = {t["number"] for t in detail["best_trials"]}
+        assert best == {t.number for t in constrained.best_trials} and not best & infeasible
+        # DSE trials carry the times their evaluations really took (the timeline draws them)
+        dse_study = next(s for s in optuna.get_all_study_summaries(url) if "/dse-" in s.study_name)
+        for trial in optuna.load_study(study_name=dse_study.study_name, storage=url).trials:
+            assert trial.datetime_complete > trial.datetime_start, trial.number
     finally:
         browser.quit()
         server.shutdown()

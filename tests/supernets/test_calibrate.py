@@ -27,3 +27,25 @@ def test_calibration_needs_batches(tiny_supernet) -> None:
     with pytest.raises(ValueError, match="at least one batch"):
         with calibrated_bn(tiny_supernet, tiny_supernet.full_mode(), []):
             pass
+
+
+def test_calibration_runs_only_the_norm_layers_in_training_mode() -> None:
+    """Dropout and StochasticDepth stay at their inference function while statistics are re-estimated:
+    two calibrations of one mode give the same network, and the same as a network without them."""
+    from subnetsearch.supernets import build_supernet
+
+    supernet = build_supernet({"family": "wenet-torchvision", "model": "efficientnet_b0", "num_classes": 10,
+                               "input_size": 32}).eval()
+    stochastic = [m for m in supernet.modules() if type(m).__name__ in ("Dropout", "StochasticDepth")]
+    assert stochastic  # the model has both kinds
+    mode = supernet.random_mode(torch.Generator().manual_seed(0))
+    batches = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    x = torch.randn(2, 3, 32, 32)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(len(outputs))  # different dropout masks, if dropout were active
+        with calibrated_bn(supernet, mode, batches):
+            assert not any(m.training for m in stochastic)
+            with torch.no_grad():
+                outputs.append(supernet(x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
