@@ -162,15 +162,85 @@ def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: Stor
     study.tell(trial, objective_values(evaluation, objectives))
 
 
+DUPLICATE_OF = "duplicate_of"  # user attr of a trial whose proposed mode the study already had
+
+
+def space_size(space: SearchSpace) -> int:
+    size = 1
+    for knob in space.knobs:
+        size *= len(knob.values)
+    return size
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
+
+
+def replay_sampler(study: optuna.Study, sampler: BaseSampler, distributions: Mapping) -> optuna.Study:
+    """An in-memory study driven by `sampler` (fresh, seeded) that has asked and been told the
+    stored study's finished trials in order: the sampler's random state and history are what they
+    were when the run that made them stopped, so it proposes next what an uninterrupted run would
+    have. A stored trial the sampler would not have proposed (another strategy's, or a sampler that
+    is not deterministic given its seed and history) is added as it is, so the history stays whole."""
+    memory = optuna.create_study(directions=study.directions, sampler=sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
+        for stored in _finished(study):
+            trial = memory.ask(dict(distributions))
+            if trial.params != stored.params:
+                memory.tell(trial, state=optuna.trial.TrialState.FAIL)
+                memory.add_trial(optuna.trial.create_trial(
+                    state=stored.state, params=stored.params, distributions=stored.distributions,
+                    values=stored.values if stored.state == optuna.trial.TrialState.COMPLETE else None,
+                    constraints=stored.constraints or None))
+                continue
+            for key, value in stored.constraints.items():
+                trial.set_constraint(key, value)
+            if stored.state == optuna.trial.TrialState.COMPLETE:
+                memory.tell(trial, stored.values)
+            else:
+                memory.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return memory
+
+
 def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, trials: int,
-                  objectives: Sequence[str], constraints: Constraints = Constraints()) -> list[StoredEvaluation]:
-    """Ask/tell loop: the sampler proposes modes; the (cached) evaluator measures them."""
+                  objectives: Sequence[str], constraints: Constraints = Constraints(),
+                  attributes: Mapping[str, object] | None = None) -> list[StoredEvaluation]:
+    """Ask/tell loop: the study's sampler proposes modes; the (cached) evaluator measures them.
+
+    Exactly once per mode, also across kills: the sampler works on an in-memory replay of the stored
+    trials (`replay_sampler`), and each trial is added to the stored study when its evaluation is
+    done (with its real start and end times). A killed run leaves no running trial; rerun, the
+    replayed sampler proposes the same next mode, whose evaluation the store may already hold. So a
+    resumed search evaluates what an uninterrupted one with the same seed would, and ends with the
+    same front. `trials` new distinct modes: a proposal of a mode the study already holds is not
+    evaluated again but recorded PRUNED with `duplicate_of` (the trial that has it), and the sampler
+    asked again; the loop ends early once every mode of the space is in the study."""
     distributions = to_optuna(space)
-    results = []
-    for _ in range(trials):
-        trial = study.ask(distributions)
-        mode = mode_from_params(space, trial.params)
+    memory = replay_sampler(study, study.sampler, distributions)
+    known = {t.user_attrs["mode_id"]: t.number for t in _finished(study)
+             if t.state == optuna.trial.TrialState.COMPLETE and "mode_id" in t.user_attrs}
+    size, results, attempts = space_size(space), [], 0
+    while len(results) < trials and len(known) < size and attempts < 20 * trials + 100:
+        attempts += 1
+        started = datetime.now()
+        proposal = memory.ask(distributions)
+        mode = mode_from_params(space, proposal.params)
+        if mode.id in known:
+            memory.tell(proposal, state=optuna.trial.TrialState.PRUNED)
+            duplicate = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED, params=dict(mode.values), distributions=distributions,
+                user_attrs={"mode_id": mode.id, DUPLICATE_OF: known[mode.id], **(attributes or {})})
+            study.add_trial(duplicate)
+            continue
         evaluation = evaluate(mode)
-        _tell(study, trial, mode, evaluation, objectives, constraints)
+        values = constraints.values(evaluation)
+        for key, value in values.items():
+            proposal.set_constraint(key, value)
+        memory.tell(proposal, objective_values(evaluation, objectives))
+        record_trial(study, space, mode, evaluation, objectives, constraints, attributes or {}, started,
+                     datetime.now())
+        known[mode.id] = len(study.get_trials(deepcopy=False)) - 1
         results.append(evaluation)
     return results

@@ -165,7 +165,8 @@ class SearchSession:
         record, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
         with self._recorded(record.name) as summary:
             finish_orphans(study, self.supernet.space, self.evaluate, objectives, constraints)
-            done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            done = len({t.user_attrs.get("mode_id") for t in
+                        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
             if self.backend is None:
                 results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
                                         objectives, constraints)

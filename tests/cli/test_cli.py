@@ -179,8 +179,8 @@ def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
                                  "--objectives", "accuracy,macs", *common])
     assert search.exit_code == 0, search.output
     store = Store(storage)
-    full_macs = max(e.macs for e in store.get_front("quick", "all"))
-    budget = full_macs * 0.6
+    front_macs = sorted(e.macs for e in store.get_front("quick", "all"))
+    budget = front_macs[len(front_macs) // 2]  # some stored front mode fits, not all do
     best = runner.invoke(app, ["best", "--device", "quick", "--max-macs", str(budget), "--storage", storage])
     assert best.exit_code == 0, best.output
     chosen = store.best_mode("quick", Budget(max_macs=budget)).best

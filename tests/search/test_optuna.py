@@ -113,3 +113,55 @@ def test_ask_and_tell_records_attrs_and_fails_a_trial_whose_run_raises() -> None
     with pytest.raises(RuntimeError, match="trial crashed"):
         ask_and_tell(study, distributions, 3, broken)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+@pytest.fixture
+def session_factory(tmp_path, tiny_supernet):
+    from subnetsearch.search._session import SearchSession
+    from subnetsearch.supernets._checkpoint import save_checkpoint
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'resume.db'}"
+    store = Store(url)
+    store.add_device(Device("board", location="imported"))  # no latency: accuracy and MACs only
+    return lambda: SearchSession(store, url, store.get_device("board"), checkpoint, QUICK)
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "gp"])
+def test_a_resumed_seeded_search_continues_the_samplers_sequence(session_factory, sampler: str) -> None:
+    """`--trials 3` then `--trials 6` under one name evaluates 3 new distinct modes, the same 6 as an
+    uninterrupted `--trials 6` with the same seed, in the same order."""
+    objectives = ["accuracy", "macs"]
+    session_factory().optuna(sampler, 3, objectives, Constraints(), seed=5, name="resumed")
+    resumed, study = session_factory().optuna(sampler, 6, objectives, Constraints(), seed=5, name="resumed")
+    _, clean = session_factory().optuna(sampler, 6, objectives, Constraints(), seed=5, name="clean")
+
+    def modes(study):
+        return [t.user_attrs["mode_id"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+
+    assert len(resumed) == 3 and len(set(modes(study))) == len(modes(study)) == 6
+    assert modes(study) == modes(clean)
+
+
+def test_a_proposal_of_a_mode_the_study_has_is_not_evaluated_again(tmp_path, tiny_supernet, evaluator) -> None:
+    """Every mode of a tiny space: the loop asks until it has `trials` distinct modes (duplicates told
+    PRUNED with the trial that has the mode) and stops when the space is exhausted."""
+    from subnetsearch.search._optuna import DUPLICATE_OF, space_size
+    from subnetsearch.spaces import Knob, SearchSpace
+
+    space = SearchSpace([Knob(tiny_supernet.space.knobs[0].name, "ordered", (1, 2)),
+                         Knob(tiny_supernet.space.knobs[1].name, "ordered", (1, 2))], context=tiny_supernet.arch)
+    assert space_size(space) == 4
+    calls = []
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("random", 0))
+
+    def evaluate(mode):
+        calls.append(mode.id)
+        return evaluator.evaluate(tiny_supernet.full_mode().replace(**mode.values))
+
+    results = optuna_search(study, space, evaluate, 10, ["accuracy", "macs"])
+    assert len(results) == len(calls) == len(set(calls)) == 4  # the whole space, each mode once
+    duplicates = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = {t.number: t.user_attrs["mode_id"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(complete[t.user_attrs[DUPLICATE_OF]] == t.user_attrs["mode_id"] for t in duplicates)

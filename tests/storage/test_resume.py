@@ -48,14 +48,21 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
     states = optuna.trial.TrialState
     everything = study.get_trials(deepcopy=False)
     assert not [t for t in everything if t.state == states.RUNNING]
-    # a trial killed while its parameters were being set has no mode and no evaluation: marked FAIL
+    # a trial killed while its parameters were being set has no mode and no evaluation: marked FAIL;
+    # a proposal of a mode the study had is recorded PRUNED, pointing at the trial that has it
     assert all(t.state == states.COMPLETE or t.state == states.FAIL and "mode_id" not in t.user_attrs
-               for t in everything)
+               or t.state == states.PRUNED and "duplicate_of" in t.user_attrs for t in everything)
     trials = [t for t in everything if t.state == states.COMPLETE]
     modes = [t.user_attrs["mode_id"] for t in trials]
     assert store.count_evaluations() == len(set(modes)) >= killed_at  # each trial's mode stored once, none lost
     if strategy == "optuna":
-        assert len(trials) == 24
+        assert len(trials) == 24 == len(set(modes))
+        # the same modes, in the same order, as an uninterrupted run with the same seed
+        clean = _search([*args[:3], "clean", *args[4:]])
+        clean_output = clean.communicate(timeout=300)[0]
+        assert clean.returncode == 0, clean_output
+        uninterrupted = optuna.load_study(study_name="clean", storage=store_url)
+        assert [t.user_attrs["mode_id"] for t in uninterrupted.get_trials(states=(states.COMPLETE,))] == modes
     else:
         assert len(modes) == len(set(modes))  # the resumed DSE re-walked its trajectory without re-recording
         assert "chosen mode" in output
