@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from subnetsearch.cli._ddi import ddi_app
@@ -34,5 +36,14 @@ def _root() -> None:
     """AutoML search over dynamic subnets: train supernets, measure and search their modes."""
 
 
+def _terminated(signum: int, frame: object) -> None:
+    from subnetsearch.search._session import Interrupted
+
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
 def main() -> None:
+    # SIGTERM ends a command the way Ctrl-C does: a running search is marked interrupted, not left
+    # "running" in the store
+    signal.signal(signal.SIGTERM, _terminated)
     app()

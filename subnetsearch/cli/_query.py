@@ -13,6 +13,7 @@ from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError
 from subnetsearch.search import FORMATS, ExportError, export_mode
+from subnetsearch.search._export import format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
@@ -92,6 +93,8 @@ def best_command(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """The best stored mode for a device under a budget (exit code 1 if nothing satisfies it)."""
+    if export is not None:
+        _check_output(export, format)
     store = open_store(storage)
     try:
         budget = Budget(max_latency_ms, max_macs, max_energy_mj, min_accuracy)
@@ -118,6 +121,14 @@ def best_command(
         console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.{suffix}")
 
 
+def _check_output(path: Path, format: str | None) -> None:
+    """The output path and format, checked before the store is opened or anything is computed."""
+    try:
+        format_for(path, format)
+    except ExportError as error:
+        fail(str(error))
+
+
 def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None) -> None:
     try:
         written = export_mode(store, evaluation, path, format)
@@ -135,6 +146,7 @@ def export_command(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript)."""
+    _check_output(out, format)
     store = open_store(storage)
     try:
         found = store.find_evaluations(device, mode_id, supernet)

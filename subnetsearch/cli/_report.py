@@ -11,6 +11,8 @@ from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.dashboards import cross_device, device_report, full_mode_of, serve_dashboard, write_report
 from subnetsearch.devices import DeviceError
+from subnetsearch.search import ExportError
+from subnetsearch.search._export import check_output_path
 from subnetsearch.storage import StorageError, Store, storage_url
 
 
@@ -48,12 +50,16 @@ def report_command(
 ) -> None:
     """Write a self-contained HTML report: fronts per device and cost, strategies overlaid, DSE
     trajectories, hypervolume against evaluations, per-layer view, cross-device comparison."""
+    try:
+        check_output_path(out)
+    except ExportError as error:
+        fail(str(error))
     store = open_store(storage)
     try:
         for name in device or []:
             store.get_device(name)
         path, sections = build_report(store, storage_url(storage), out, device, supernet)
-    except (DeviceError, StorageError, OSError) as error:
+    except (DeviceError, StorageError, ExportError, OSError) as error:
         fail(str(error))
     if not sections:
         fail("nothing stored yet: run `subnetsearch run` or `subnetsearch search` first", code=1)
@@ -66,6 +72,8 @@ def dashboard_command(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Serve optuna-dashboard on the project's storage URL: every search is a study there."""
+    if not 0 <= port <= 65535:
+        fail(f"--port must be in 0..65535 (0: any free port), got {port}")
     store = open_store(storage)  # creates or upgrades the schema; fails clearly on a bad URL
     try:
         serve_dashboard(storage_url(storage), host, port,

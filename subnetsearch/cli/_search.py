@@ -13,8 +13,9 @@ from subnetsearch.cli._common import check_backend, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
-from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep
-from subnetsearch.search._session import SearchSession
+from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep, check_objectives, make_sampler
+from subnetsearch.search._dse import check_dse_inputs
+from subnetsearch.search._session import Interrupted, SearchSession
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
@@ -44,16 +45,29 @@ def search_command(
     workers: int | None = typer.Option(None, help="Ray: DSE evaluation actors (default: the cluster's CPUs)."),
 ) -> None:
     """Search the operating modes of a supernet on a device."""
+    # every option is checked before the store is opened (nothing is written for a bad command)
     if strategy not in ("dse", "optuna"):
         fail(f"unknown strategy {strategy!r}; use dse or optuna")
-    names = [o.strip() for o in objectives.split(",") if o.strip()]
-    store = open_store(storage)
-    device = device_or_default(store, device_name)
+    try:
+        names = check_objectives([o.strip() for o in objectives.split(",") if o.strip()])
+        if strategy == "dse":
+            check_dse_inputs(delta, cost)
+            if max_iterations is not None and max_iterations < 1:
+                raise ValueError(f"--max-iterations must be >= 1, got {max_iterations}")
+        else:
+            make_sampler(sampler, seed)
+            constraints = Constraints(min_accuracy, max_latency_ms)
+            if trials < 1:
+                raise ValueError(f"--trials must be >= 1, got {trials}")
+    except ValueError as error:
+        fail(str(error))
     if latency not in ("measured", "predicted"):
         fail(f"--latency must be measured or predicted, got {latency!r}")
     check_backend(backend, address)
     if workers is not None and workers < 1:
         fail(f"--workers must be >= 1, got {workers}")
+    store = open_store(storage)
+    device = device_or_default(store, device_name)
     torch.set_num_threads(device.protocol.threads)
     ray_backend = RayBackend(address, workers) if backend == "ray" else None
     try:
@@ -81,8 +95,7 @@ def search_command(
             console.print(f"chosen mode {chosen.mode.id}: accuracy {chosen.accuracy:.4f}, {cost} {chosen.cost:.4g}; "
                           f"groups {session.supernet.describe(chosen.mode)}")
         else:
-            results, study = session.optuna(sampler, trials, names,
-                                            Constraints(min_accuracy, max_latency_ms), seed, name=name)
+            results, study = session.optuna(sampler, trials, names, constraints, seed, name=name)
             front = study.best_trials  # feasible trials only, when there are constraints
             table = Table(title=f"Pareto front ({', '.join(names)}) of {len(study.trials)} trials "
                                 f"({len(results)} new)")
@@ -98,6 +111,9 @@ def search_command(
                               f"is shown by `subnetsearch front --device {device.name}`")
     except (ValueError, StorageError, ClusterError) as error:
         fail(str(error))
+    except (KeyboardInterrupt, Interrupted) as error:
+        fail(f"search {error or 'interrupted (Ctrl-C)'}; recorded as interrupted: rerun the same command "
+             "(same --name) to resume it", code=130)
     finally:
         if ray_backend is not None:
             ray_backend.close()

@@ -72,7 +72,7 @@ class DSEResult:
 def check_dse_inputs(delta: float, cost: str) -> None:
     if cost not in COSTS:
         raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
-    if not 0.0 <= delta <= 1.0:
+    if not 0.0 <= delta <= 1.0:  # also refuses NaN
         raise ValueError(f"accuracy threshold delta must be in [0, 1], got {delta}")
 
 

@@ -27,25 +27,63 @@ class ExportError(RuntimeError):
     """A stored mode cannot be exported (checkpoint moved or changed, mode invalid, bad format)."""
 
 
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".json": "json"}
+
+
 def format_for(path: Path, format: str | None) -> str:
+    """The export format: from the suffix, or `format` (refused if the suffix says another one)."""
+    implied = SUFFIXES.get(path.suffix.lower())
     if format is None:
-        format = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".json": "json"}.get(path.suffix.lower())
-        if format is None:
+        if implied is None:
             raise ExportError(f"cannot tell the format from {path.name!r}: use .onnx, .pt or .json, or --format")
+        format = implied
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {FORMATS}")
+    if implied is not None and implied != format:
+        raise ExportError(f"{path.name!r} says {implied} but the format asked for is {format}: change the suffix or "
+                          "the format")
+    check_output_path(path)
     return format
 
 
+class OutputPathError(ExportError):
+    """An output path that cannot be written (a directory, under a file, read-only, ...)."""
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse, before any work, a path the file cannot be written to; the message names it."""
+    if path.is_dir():
+        raise OutputPathError(f"output {path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"output {path}: {parent} is not a directory")
+    try:  # a real probe: permissions, read-only mounts and pseudo file systems (/proc) all show here
+        handle, probe = tempfile.mkstemp(dir=parent, prefix=".subnetsearch-probe.")
+    except OSError as error:
+        raise OutputPathError(f"output {path}: cannot write in {parent}: {error.strerror or error}") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
 def write_atomically(path: Path, payload: bytes) -> None:
-    """Write next to the target and rename, so a failure never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write next to the target and rename, so a failure never leaves a half-written file. Errors
+    of the file system are an OutputPathError naming the path."""
+    check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise OutputPathError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputPathError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

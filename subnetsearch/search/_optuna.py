@@ -35,12 +35,35 @@ def make_sampler(name: str, seed: int) -> BaseSampler:
     return factories[name]()
 
 
+def check_objectives(objectives: Sequence[str]) -> list[str]:
+    """The objective names, refused unless each is known and named once (before anything is written)."""
+    names = list(objectives)
+    unknown = [o for o in names if o not in OBJECTIVES]
+    if unknown or not names:
+        raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(OBJECTIVES)}" if unknown else
+                         f"no objectives given; choose from {sorted(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"objectives {names} name one twice")
+    if "accuracy" not in names:
+        raise ValueError(f"objectives {names} must include accuracy (a front trades accuracy against cost)")
+    if len(names) < 2:
+        costs = ", ".join(o for o in OBJECTIVES if o != "accuracy")
+        raise ValueError(f"objectives {names}: add a cost to trade accuracy against ({costs})")
+    return names
+
+
 @dataclass(frozen=True)
 class Constraints:
     """Feasibility limits, passed to Optuna as per-trial constraints (<= 0 is feasible)."""
 
     min_accuracy: float | None = None
     max_latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:  # also refuses NaN
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+        if self.max_latency_ms is not None and not 0.0 < self.max_latency_ms < float("inf"):
+            raise ValueError(f"max_latency_ms must be a positive number of milliseconds, got {self.max_latency_ms}")
 
     def values(self, evaluation: StoredEvaluation) -> dict[str, float]:
         values = {}
@@ -72,9 +95,7 @@ def open_study(storage: str, name: str, objectives: Sequence[str], sampler: Base
                attributes: Mapping[str, object]) -> optuna.Study:
     """Create (or reopen) a study in the project's storage URL, with named metrics and user attrs
     that say which supernet, device and strategy it belongs to."""
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown or not objectives:
-        raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(OBJECTIVES)}")
+    check_objectives(objectives)
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, load_if_exists=True,
                                 directions=[OBJECTIVES[o] for o in objectives])
     with warnings.catch_warnings():  # set_metric_names is marked experimental; the dashboard uses it

@@ -20,6 +20,7 @@ from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greed
 from subnetsearch.search._evaluator import EvaluationSettings
 from subnetsearch.search._optuna import (
     Constraints,
+    check_objectives,
     finish_orphans,
     make_sampler,
     open_study,
@@ -29,6 +30,10 @@ from subnetsearch.search._optuna import (
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import SearchRecord, Store, StoredEvaluation
 from subnetsearch.supernets._checkpoint import load_checkpoint
+
+
+class Interrupted(Exception):
+    """A search stopped by a signal (SIGTERM): recorded as interrupted, resumable by name."""
 
 
 @dataclass
@@ -114,10 +119,14 @@ class SearchSession:
 
     @contextmanager
     def _recorded(self, name: str) -> Iterator[dict]:
-        """Marks the search finished with the summary the body fills in, or failed on an error."""
+        """Marks the search finished with the summary the body fills in, interrupted on Ctrl-C or
+        SIGTERM (see `Interrupted`), or failed on an error. Rerunning it by name resumes it."""
         summary: dict = {}
         try:
             yield summary
+        except (KeyboardInterrupt, Interrupted) as error:
+            self.store.finish_search(name, "interrupted", {**summary, "error": str(error) or "interrupted (Ctrl-C)"})
+            raise
         except BaseException as error:
             self.store.finish_search(name, "failed", {**summary, "error": f"{type(error).__name__}: {error}"[:500]})
             raise
@@ -128,6 +137,9 @@ class SearchSession:
         """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
         twice) and adds only trials the study does not hold yet."""
         check_dse_inputs(delta, cost)  # before anything is recorded
+        objectives = check_objectives(objectives)
+        if max_iterations is not None and max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         self.require_latency(cost == "latency" or "latency" in objectives)
         strategy = f"dse-{cost}"
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
@@ -158,6 +170,8 @@ class SearchSession:
         were stored before the kill), then asks for the rest."""
         if trials < 1:
             raise ValueError(f"trials must be >= 1, got {trials}")
+        objectives = check_objectives(objectives)
+        make_sampler(sampler, seed)  # an unknown sampler is refused before anything is recorded
         self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
         strategy = f"optuna-{sampler}"
         settings = {"seed": seed, "objectives": ",".join(objectives), **{k: v for k, v in asdict(constraints).items()

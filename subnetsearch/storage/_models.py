@@ -83,7 +83,7 @@ class SearchRow(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
     space: Mapped[dict[str, Any]]
     settings: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16))  # running | finished | failed
+    status: Mapped[str] = mapped_column(String(16))  # running | finished | failed | interrupted
     study_name: Mapped[str] = mapped_column(String(512))
     summary: Mapped[dict[str, Any]]
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -19,9 +19,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy import case, create_engine, event, func, literal, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subnetsearch.devices import Device, DeviceError
@@ -47,7 +48,7 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable storage URL>"
 
 
@@ -173,16 +174,22 @@ class BestMode:
 
 class Store:
     def __init__(self, url: str | None = None) -> None:
+        if url is not None and not url.strip():
+            raise StorageError("the storage URL is empty: give a database URL (e.g. sqlite:///subnetsearch.db) or "
+                               "leave --storage out for the default")
         raw = storage_url(url)
         self.url = safe_url(raw)
         self._password = None
         try:
             parsed = make_url(raw)
-        except ArgumentError as error:
-            raise StorageError(f"not a database URL: {self.url}") from error
+            parsed.port  # noqa: B018 -- parsed lazily: a non-numeric port fails here
+        except (ArgumentError, ValueError) as error:
+            raise StorageError(f"not a database URL: {self.url} ({error})") from None
         self._password = parsed.password
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            if not folder.is_dir():  # a typo in a path should not create directories
+                raise StorageError(f"cannot open storage {self.url}: directory {folder} does not exist")
         self.backend = parsed.get_backend_name()
         try:
             self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
@@ -207,9 +214,12 @@ class Store:
                     connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except OperationalError as error:
+        except DBAPIError as error:  # unreachable, not a database, read-only, ...
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
             raise StorageError(f"cannot open storage {self.url}: {_redact(reason, self._password)}") from None
+        except CommandError as error:  # a revision this version does not know
+            raise StorageError(f"storage {self.url} has a schema this version of subnetsearch does not know "
+                               f"({error}): it was migrated by a newer version; upgrade subnetsearch") from None
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
@@ -327,9 +337,9 @@ class Store:
         self.get_device(device)
         in_front = select(FrontRow.id).where(FrontRow.evaluation_id == EvaluationRow.id).exists()
         query = (_evaluations().add_columns(EvaluationRow.id, in_front)
-                 .where(DeviceRow.name == device, EvaluationRow.mode_id.startswith(mode_id)))
+                 .where(DeviceRow.name == device, EvaluationRow.mode_id.startswith(mode_id, autoescape=True)))
         if supernet_hash is not None:
-            query = query.where(SupernetRow.content_hash.startswith(supernet_hash))
+            query = query.where(SupernetRow.content_hash.startswith(supernet_hash, autoescape=True))
         with self.session() as session:
             rows = session.execute(query).all()
         found = [(StoredEvaluation(*row[:-2]), row[-2], row[-1]) for row in rows]
@@ -368,8 +378,8 @@ class Store:
     def get_supernet(self, content_hash: str) -> SupernetRecord:
         """By full content hash or a unique prefix of it."""
         with self.session() as session:
-            rows = session.scalars(select(SupernetRow).where(SupernetRow.content_hash.startswith(content_hash))
-                                   .limit(2)).all()
+            prefix = SupernetRow.content_hash.startswith(content_hash, autoescape=True)
+            rows = session.scalars(select(SupernetRow).where(prefix).limit(2)).all()
             if len(rows) != 1:
                 problem = "no stored supernet" if not rows else "more than one stored supernet"
                 raise StorageError(f"{problem} has a content hash starting with {content_hash!r}")
@@ -401,8 +411,8 @@ class Store:
             return self._search(session, row), resumed
 
     def finish_search(self, name: str, status: str, summary: dict) -> SearchRecord:
-        if status not in ("finished", "failed"):
-            raise ValueError(f"status must be finished or failed, got {status!r}")
+        if status not in ("finished", "failed", "interrupted"):
+            raise ValueError(f"status must be finished, failed or interrupted, got {status!r}")
         with self.session(write=True) as session:
             row = session.scalar(select(SearchRow).where(SearchRow.name == name))
             if row is None:

@@ -68,3 +68,29 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
         assert "chosen mode" in output
     check_fronts(store)
     store.dispose()
+
+
+def test_sigterm_ends_a_search_cleanly_as_interrupted_and_it_resumes(tmp_path, tiny_supernet) -> None:
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'term.db'}"
+    store = Store(url)
+    store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
+    args = ["--strategy", "optuna", "--name", "termed", "--checkpoint", str(checkpoint), "--device", "quick",
+            "--storage", url, "--objectives", "accuracy,macs", "--sampler", "random", "--trials", "40"]
+    first = _search(args)
+    deadline = time.monotonic() + 120
+    while store.count_evaluations() < 3:
+        assert first.poll() is None, first.communicate()[0]
+        assert time.monotonic() < deadline, "the search stored nothing in 120 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=60)[0]
+    assert first.returncode == 130, output
+    assert "interrupted by SIGTERM" in output and "Traceback" not in output
+    record = store.get_search("termed")
+    assert record.status == "interrupted" and "SIGTERM" in record.summary["error"]
+    second = _search(args)
+    assert second.wait(timeout=300) == 0, second.communicate()[0]
+    assert store.get_search("termed").status == "finished"
+    store.dispose()

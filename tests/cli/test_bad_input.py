@@ -1,0 +1,100 @@
+"""Bad input against the CLI: for each command and input, exit code 2, one `error:` line that names
+the problem, no traceback, and the store unchanged (its dump checksum before and after)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from subnetsearch.cli import app
+from subnetsearch.supernets._checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A store holding one device, a tiny checkpoint, and a read-only directory."""
+    from subnetsearch.devices import Device, LatencyProtocol
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets import build_supernet
+    from tests.conftest import TINY_ARCH
+
+    folder = tmp_path_factory.mktemp("bad")
+    checkpoint = folder / "tiny.pt"
+    save_checkpoint(checkpoint, build_supernet(TINY_ARCH), {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{folder / 'store.db'}"
+    store = Store(url)
+    store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
+    store.dispose()
+    (folder / "not-a-db.db").write_text("this is not a database\n")
+    (folder / "a-file").write_text("x")
+    return folder, checkpoint, url
+
+
+def _dump(database: Path) -> str:
+    connection = sqlite3.connect(database)
+    try:
+        return hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
+    finally:
+        connection.close()
+
+
+SEARCH = ["search", "--device", "quick", "--checkpoint", "{checkpoint}", "--storage", "{url}"]
+CASES = [
+    # options checked before the store is opened for writing
+    ([*SEARCH, "--strategy", "optuna", "--objectives", ""], "no objectives given"),
+    ([*SEARCH, "--strategy", "optuna", "--objectives", "accuracy,accuracy"], "name one twice"),
+    ([*SEARCH, "--strategy", "optuna", "--objectives", "accuracy,speed"], "unknown objective(s) ['speed']"),
+    ([*SEARCH, "--strategy", "optuna", "--objectives", "macs"], "must include accuracy"),
+    ([*SEARCH, "--strategy", "optuna", "--min-accuracy", "nan"], "min_accuracy must be in [0, 1], got nan"),
+    ([*SEARCH, "--strategy", "optuna", "--max-latency-ms", "-1"], "max_latency_ms must be a positive"),
+    ([*SEARCH, "--strategy", "optuna", "--trials", "0"], "--trials must be >= 1"),
+    ([*SEARCH, "--strategy", "optuna", "--sampler", "cma"], "unknown sampler 'cma'"),
+    ([*SEARCH, "--strategy", "dse", "--delta", "nan"], "delta must be in [0, 1], got nan"),
+    ([*SEARCH, "--strategy", "dse", "--cost", "speed"], "unknown cost 'speed'"),
+    ([*SEARCH, "--strategy", "dse", "--max-iterations", "0"], "--max-iterations must be >= 1"),
+    ([*SEARCH, "--workers", "0"], "--workers must be >= 1"),
+    ([*SEARCH, "--latency", "guessed"], "--latency must be measured or predicted"),
+    (["dashboard", "--port", "70000", "--storage", "{url}"], "--port must be in 0..65535"),
+    (["dashboard", "--port", "-1", "--storage", "{url}"], "--port must be in 0..65535"),
+    # output paths and formats, refused before any work
+    (["best", "--device", "quick", "-o", "{folder}/x.json", "--format", "onnx", "--storage", "{url}"],
+     "'x.json' says json but the format asked for is onnx"),
+    (["best", "--device", "quick", "-o", "{folder}", "--storage", "{url}"], "cannot tell the format"),
+    (["export", "abc", "--device", "quick", "-o", "{folder}/dir.json/", "--storage", "{url}"], "is a directory"),
+    (["export", "abc", "--device", "quick", "-o", "{folder}/a-file/mode.json", "--storage", "{url}"],
+     "a-file is not a directory"),
+    (["report", "-o", "{folder}", "--storage", "{url}"], "is a directory"),
+    (["report", "-o", "/proc/subnetsearch-report.html", "--storage", "{url}"], "/proc"),
+    # a mode-id prefix reaching SQL LIKE is literal, not a wildcard
+    (["export", "%", "--device", "quick", "-o", "{folder}/m.json", "--storage", "{url}"], "no stored mode '%'"),
+    # storage URLs
+    (["searches", "--storage", ""], "the storage URL is empty"),
+    (["searches", "--storage", "sqlite:///{folder}/missing-dir/x.db"], "missing-dir does not exist"),
+    (["searches", "--storage", "sqlite:///{folder}/not-a-db.db"], "file is not a database"),
+    (["searches", "--storage", "postgresql+psycopg://u@127.0.0.1:notaport/db"], "storage"),
+]
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a[:1] + a[-4:-2]) + f" #{i}" for i, (a, _) in
+                                                       enumerate(CASES)])
+def test_bad_input_is_refused_clearly_and_changes_nothing(workspace, args, message) -> None:
+    folder, checkpoint, url = workspace
+    (folder / "dir.json").mkdir(exist_ok=True)
+    filled = [a.format(folder=folder, checkpoint=checkpoint, url=url) for a in args]
+    before = _dump(folder / "store.db")
+    def files() -> list[str]:  # SQLite's -wal/-shm companions come and go with connections
+        return sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+    files_before = files()
+    result = CliRunner().invoke(app, filled)
+    output = result.output
+    assert result.exit_code == 2, (output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in " ".join(output.split()), output
+    assert _dump(folder / "store.db") == before  # the store is unchanged
+    assert files() == files_before  # nothing written, no database created
