@@ -45,10 +45,42 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # ConnectionError, auth errors, timeouts: Ray raises several kinds
-        hint = ("; clusters started with `ray start` need RAY_AUTH_MODE=token in every process's environment"
-                if "auth" in str(error).lower() or "token" in str(error).lower() else "")
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(error).strip()[:300]}{hint}") from error
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {str(error).strip()[:300]}"
+                           f"{auth_hint(str(error))}") from error
     return f"the Ray cluster at {address}"
+
+
+def auth_hint(error: str) -> str:
+    """Why a connection to a token-auth cluster fails: Ray 2.60 reports `InvalidAuthToken` only in
+    its C++ log lines; the Python exception says "Failed to connect to Ray cluster"."""
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        return ""
+    token = os.path.expanduser("~/.ray/auth_token")
+    if "auth" in error.lower() or "token" in error.lower() or os.path.exists(token):
+        return (". The likely cause: the cluster uses token auth (Ray 2.60's `ray start` default"
+                + (f"; this machine has a token in {token}" if os.path.exists(token) else "")
+                + ") and this process lacks RAY_AUTH_MODE=token: export it (every head, worker and driver needs it)")
+    return ""
+
+
+def grpc_answers(host: str, port: int, timeout: float) -> bool:
+    """Whether an HTTP/2 (gRPC) server listens there: Ray's GCS and Ray Client servers are gRPC; a
+    Redis or web server on the port is not, and Ray would retry its connection for minutes. Sends the
+    HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers with a SETTINGS frame."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.settimeout(timeout)
+            connection.sendall(preface)
+            reply = b""
+            while len(reply) < 9:
+                chunk = connection.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return len(reply) == 9 and reply[3] == 0x04  # frame type SETTINGS
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -65,6 +97,10 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     except OSError as error:
         raise ClusterError(f"no Ray cluster answers at {address} ({error.strerror or error}); start its head with "
                            f"`RAY_AUTH_MODE=token ray start --head --port={port}` or check the address") from error
+    if not grpc_answers(host, int(port), timeout):
+        raise ClusterError(f"something listens at {address}, but it is not a Ray head (no gRPC answer within "
+                           f"{timeout:g} s; on many machines 6379, Ray's default port, is a Redis server): start the "
+                           "head on a free port (`ray start --head --port=6390`) and give that address")
 
 
 def cluster_cpus() -> int:
@@ -79,10 +115,20 @@ def has_device_node(device: Device) -> bool:
     return ray.cluster_resources().get(device.ray_resource, 0) >= 1
 
 
+def head_address() -> str:
+    """The GCS address workers join (`ray start --address=...`), as the connected cluster reports it."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().gcs_address or "<head-ip>:<head-port>"
+    except Exception:  # a Ray Client connection does not expose it
+        return "<head-ip>:<head-port>"
+
+
 def missing_device_message(device: Device) -> str:
     return (f"no node of the Ray cluster advertises the resource {device.ray_resource!r}, so latency on "
             f"{device.name} cannot be measured. Start a Ray node on that device and join it to the cluster: "
-            f"RAY_AUTH_MODE=token ray start --address=<head-ip>:6379 --resources='{{\"{device.ray_resource}\": 1}}' "
+            f"RAY_AUTH_MODE=token ray start --address={head_address()} --resources='{{\"{device.ray_resource}\": 1}}' "
             "(with subnetsearch installed there); or search without measuring: --latency predicted (the device's "
             "lookup table) or a cost and objectives without latency (--cost macs --objectives accuracy,macs)")
 

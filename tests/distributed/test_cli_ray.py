@@ -43,3 +43,29 @@ def test_the_embedded_instance_runs_its_workers_at_normal_priority() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_an_address_where_no_ray_head_listens_is_refused_fast_with_the_reason(ray_cluster) -> None:
+    """A real head answers the gRPC probe; a silent TCP listener and a PostgreSQL server (standing in
+    for the Redis of Ray's default port) are refused within the probe's timeout, naming the address."""
+    import socket
+    import time
+
+    import pytest
+
+    from subnetsearch.devices import Device
+    from subnetsearch.distributed import ClusterError
+    from subnetsearch.distributed._cluster import check_reachable, missing_device_message
+
+    cluster, _ = ray_cluster
+    check_reachable(cluster.address)  # the test cluster's GCS: accepted
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        for address in (f"127.0.0.1:{silent.getsockname()[1]}", "127.0.0.1:5432"):
+            started = time.monotonic()
+            with pytest.raises(ClusterError, match=f"something listens at {address}, but it is not a Ray head"):
+                check_reachable(address, timeout=2.0)
+            assert time.monotonic() - started < 5
+    # the hint for joining a device node names the connected cluster's own head address
+    assert f"--address={cluster.address}" in missing_device_message(Device("nowhere", "ray-node"))
