@@ -174,7 +174,7 @@ class BestMode:
 
 class Store:
     def __init__(self, url: str | None = None) -> None:
-        if url is not None and not url.strip():
+        if isinstance(url, str) and not url.strip():
             raise StorageError("the storage URL is empty: give a database URL (e.g. sqlite:///subnetsearch.db) or "
                                "leave --storage out for the default")
         raw = storage_url(url)
