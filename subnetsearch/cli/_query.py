@@ -13,7 +13,7 @@ from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError
 from subnetsearch.search import FORMATS, ExportError, export_mode
-from subnetsearch.search._export import format_for
+from subnetsearch.search._export import check_output_path, format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
@@ -125,6 +125,7 @@ def _check_output(path: Path, format: str | None) -> None:
     """The output path and format, checked before the store is opened or anything is computed."""
     try:
         format_for(path, format)
+        check_output_path(path)
     except ExportError as error:
         fail(str(error))
 

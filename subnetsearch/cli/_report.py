@@ -22,10 +22,11 @@ def build_report(store: Store, url: str, out: Path, devices: list[str] | None = 
     path and the number of (device, supernet) sections."""
     names = devices or [d.name for d in store.list_devices()]
     supernets = [store.get_supernet(supernet)] if supernet else store.list_supernets()
+    full_modes = {record.content_hash: full_mode_of(record.arch) for record in supernets}  # builds each once
     reports = []
     for name in names:
         for record in supernets:
-            report = device_report(store, url, name, record.content_hash, full_mode_of(record.arch))
+            report = device_report(store, url, name, record.content_hash, full_modes[record.content_hash])
             if report.costs or devices:
                 reports.append(report)
     cross = None

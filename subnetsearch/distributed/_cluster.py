@@ -56,28 +56,28 @@ def auth_hint(error: str) -> str:
     if os.environ.get("RAY_AUTH_MODE") == "token":
         return ""
     token = os.path.expanduser("~/.ray/auth_token")
-    if "auth" in error.lower() or "token" in error.lower() or os.path.exists(token):
+    has_token = os.path.exists(token)
+    if "auth" in error.lower() or "token" in error.lower() or has_token:
         return (". The likely cause: the cluster uses token auth (Ray 2.60's `ray start` default"
-                + (f"; this machine has a token in {token}" if os.path.exists(token) else "")
+                + (f"; this machine has a token in {token}" if has_token else "")
                 + ") and this process lacks RAY_AUTH_MODE=token: export it (every head, worker and driver needs it)")
     return ""
 
 
-def grpc_answers(host: str, port: int, timeout: float) -> bool:
-    """Whether an HTTP/2 (gRPC) server listens there: Ray's GCS and Ray Client servers are gRPC; a
-    Redis or web server on the port is not, and Ray would retry its connection for minutes. Sends the
-    HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers with a SETTINGS frame."""
+def speaks_grpc(connection: socket.socket) -> bool:
+    """Whether the server on an open connection is HTTP/2 (gRPC): Ray's GCS and Ray Client servers
+    are; a Redis or web server on the port is not, and Ray would retry its connection for minutes.
+    Sends the HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers with a
+    SETTINGS frame (within the connection's timeout)."""
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    reply = b""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as connection:
-            connection.settimeout(timeout)
-            connection.sendall(preface)
-            reply = b""
-            while len(reply) < 9:
-                chunk = connection.recv(9 - len(reply))
-                if not chunk:
-                    break
-                reply += chunk
+        connection.sendall(preface)
+        while len(reply) < 9:
+            chunk = connection.recv(9 - len(reply))
+            if not chunk:
+                break
+            reply += chunk
     except OSError:
         return False
     return len(reply) == 9 and reply[3] == 0x04  # frame type SETTINGS
@@ -93,11 +93,13 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     if not host or not port.isdigit():
         raise ClusterError(f"bad Ray address {address!r}: expected auto, host:port or ray://host:port")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        connection = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as error:
         raise ClusterError(f"no Ray cluster answers at {address} ({error.strerror or error}); start its head with "
                            f"`RAY_AUTH_MODE=token ray start --head --port={port}` or check the address") from error
-    if not grpc_answers(host, int(port), timeout):
+    with connection:
+        grpc = speaks_grpc(connection)
+    if not grpc:
         raise ClusterError(f"something listens at {address}, but it is not a Ray head (no gRPC answer within "
                            f"{timeout:g} s; on many machines 6379, Ray's default port, is a Redis server): start the "
                            "head on a free port (`ray start --head --port=6390`) and give that address")

@@ -186,13 +186,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: Stor
 DUPLICATE_OF = "duplicate_of"  # user attr of a trial whose proposed mode the study already had
 
 
-def space_size(space: SearchSpace) -> int:
-    size = 1
-    for knob in space.knobs:
-        size *= len(knob.values)
-    return size
-
-
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
@@ -216,8 +209,7 @@ def replay_sampler(study: optuna.Study, sampler: BaseSampler, distributions: Map
                     values=stored.values if stored.state == optuna.trial.TrialState.COMPLETE else None,
                     constraints=stored.constraints or None))
                 continue
-            for key, value in stored.constraints.items():
-                trial.set_constraint(key, value)
+            set_constraints(trial, stored.constraints)
             if stored.state == optuna.trial.TrialState.COMPLETE:
                 memory.tell(trial, stored.values)
             else:
@@ -242,8 +234,9 @@ def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, t
     memory = replay_sampler(study, study.sampler, distributions)
     known = {t.user_attrs["mode_id"]: t.number for t in _finished(study)
              if t.state == optuna.trial.TrialState.COMPLETE and "mode_id" in t.user_attrs}
-    size, results, attempts = space_size(space), [], 0
-    while len(results) < trials and len(known) < size and attempts < 20 * trials + 100:
+    number = len(study.get_trials(deepcopy=False))  # the next trial's number (trials are numbered in order)
+    results, attempts = [], 0
+    while len(results) < trials and len(known) < space.size and attempts < 20 * trials + 100:
         attempts += 1
         started = datetime.now()
         proposal = memory.ask(distributions)
@@ -254,14 +247,14 @@ def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, t
                 state=optuna.trial.TrialState.PRUNED, params=dict(mode.values), distributions=distributions,
                 user_attrs={"mode_id": mode.id, DUPLICATE_OF: known[mode.id], **(attributes or {})})
             study.add_trial(duplicate)
+            number += 1
             continue
         evaluation = evaluate(mode)
-        values = constraints.values(evaluation)
-        for key, value in values.items():
-            proposal.set_constraint(key, value)
+        set_constraints(proposal, constraints.values(evaluation))
         memory.tell(proposal, objective_values(evaluation, objectives))
         record_trial(study, space, mode, evaluation, objectives, constraints, attributes or {}, started,
                      datetime.now())
-        known[mode.id] = len(study.get_trials(deepcopy=False)) - 1
+        known[mode.id] = number
+        number += 1
         results.append(evaluation)
     return results

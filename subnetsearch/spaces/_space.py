@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -134,6 +135,14 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self._knobs)
+
+    @property
+    def size(self) -> float:
+        """How many distinct modes the space holds (infinite with a float knob)."""
+        size = 1.0
+        for knob in self._knobs.values():
+            size *= math.inf if knob.kind == "float" else len(knob.values)
+        return size
 
     def mode(self, values: Mapping[str, Any]) -> Mode:
         """Build and validate a mode; every knob must be given."""

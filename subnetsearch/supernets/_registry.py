@@ -71,13 +71,14 @@ def supernet_from_model(model: nn.Module, name: str, arch: Mapping[str, Any], in
     supernet = WeNetSupernet(model, arch, input_shape)
     total = sum(layer_cost(layer, layer.fixed_groups).macs for layer in supernet.layer_shapes)
     switchable = sum(layer_cost(layer, 1).macs for layer in supernet.layer_shapes if layer.knob)
-    supernet.conversion = replace(report, switchable_macs_share=switchable / total if total else 0.0)
-    if supernet.conversion.switchable_macs_share < USELESS_SHARE:
-        raise ConversionError(f"{name}: only {supernet.conversion.switchable_macs_share:.1%} of the MACs are in "
-                              f"switchable layers, so no mode can save much ({supernet.conversion.summary()})")
-    if supernet.conversion.switchable_macs_share < LOW_SHARE:
-        warnings.warn(f"{name}: the switchable layers hold only {supernet.conversion.switchable_macs_share:.1%} of the "
-                      f"MACs, so its modes can save little ({supernet.conversion.summary()})", stacklevel=2)
+    share = switchable / total if total else 0.0
+    supernet.conversion = replace(report, switchable_macs_share=share)
+    if share < USELESS_SHARE:
+        raise ConversionError(f"{name}: only {share:.1%} of the MACs are in switchable layers, so no mode can save "
+                              f"much ({supernet.conversion.summary()})")
+    if share < LOW_SHARE:
+        warnings.warn(f"{name}: the switchable layers hold only {share:.1%} of the MACs, so its modes can save "
+                      f"little ({supernet.conversion.summary()})", stacklevel=2)
     return supernet
 
 

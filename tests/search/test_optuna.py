@@ -147,12 +147,12 @@ def test_a_resumed_seeded_search_continues_the_samplers_sequence(session_factory
 def test_a_proposal_of_a_mode_the_study_has_is_not_evaluated_again(tmp_path, tiny_supernet, evaluator) -> None:
     """Every mode of a tiny space: the loop asks until it has `trials` distinct modes (duplicates told
     PRUNED with the trial that has the mode) and stops when the space is exhausted."""
-    from subnetsearch.search._optuna import DUPLICATE_OF, space_size
+    from subnetsearch.search._optuna import DUPLICATE_OF
     from subnetsearch.spaces import Knob, SearchSpace
 
     space = SearchSpace([Knob(tiny_supernet.space.knobs[0].name, "ordered", (1, 2)),
                          Knob(tiny_supernet.space.knobs[1].name, "ordered", (1, 2))], context=tiny_supernet.arch)
-    assert space_size(space) == 4
+    assert space.size == 4
     calls = []
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("random", 0))
 
