@@ -11,11 +11,25 @@ import torch
 import typer
 from rich.console import Console
 
+from subnetsearch.data import DataSpec
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.supernets import WeNetSupernet
 
-console = Console(width=None if sys.stdout.isatty() else 200)
+# Off a terminal tables are laid out 200 columns wide, but text lines are never wrapped (soft_wrap):
+# a line a script reads (a mode's JSON, a search name) stays one line.
+console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
 errors = Console(stderr=True, soft_wrap=True)
+JSON_HELP = "Print JSON (machine-readable, never wrapped) instead of a table."
+
+
+def plain(text: str) -> None:
+    """A line printed as is: never wrapped, no markup or highlighting (JSON, names to copy)."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def print_json(payload: object) -> None:
+    """A JSON document on stdout, one line, for scripts (datetimes as ISO 8601)."""
+    plain(json.dumps(payload, default=lambda value: value.isoformat() if hasattr(value, "isoformat") else str(value)))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -37,6 +51,15 @@ def check_backend(backend: str, address: str | None) -> None:
     if address is not None and backend != "ray":
         fail("--address needs --backend ray")
 
+
+# Options of every command that evaluates modes (typer reads them as metadata; sharing is safe).
+DATA_ROOT_OPTION = typer.Option(None, "--data-root", help="Where the checkpoint's data set is now, if it moved "
+                                                          "(default: the folder recorded at training).")
+CALIBRATION_OPTION = typer.Option(20, "--calibration-batches", help="BN calibration per evaluated mode: this many "
+                                  "batches of training images (0: the trained BN statistics).")
+EVAL_BATCHES_OPTION = typer.Option(None, "--eval-batches", help="Score each mode on at most this many validation "
+                                   "batches (default: the whole validation split). Recorded with every evaluation, "
+                                   "so results stay comparable.")
 
 TRIALS_BACKEND_HELP = ("local (trials one after another here) | ray (trials as Ray Tune trials, one per `--threads` "
                        "CPUs of the cluster).")
@@ -70,6 +93,13 @@ def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
 def report_trial_errors(errors: list[str]) -> None:
     for error in errors:
         console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
+
+
+def data_spec(name: str, root: str | None, val_size: int = 5000, split_seed: int = 0, **options: object) -> DataSpec:
+    """The data options of a training command; a relative root is made absolute (the checkpoint
+    records it, and searches run from other folders)."""
+    return DataSpec(name, str(Path(root).expanduser().resolve()) if root else None, val_size, split_seed,
+                    **options)  # type: ignore[arg-type]
 
 
 def parse_widths(text: str) -> list[int]:

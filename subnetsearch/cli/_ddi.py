@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import torch
 import typer
 
 from subnetsearch.cli._common import (
@@ -15,6 +16,7 @@ from subnetsearch.cli._common import (
     attach_ray,
     check_backend,
     console,
+    data_spec,
     fail,
     parse_range,
     parse_widths,
@@ -51,7 +53,7 @@ def _load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
     try:
         state = load_checkpoint(path)
         plain = state.build()
-        splits = load_data(DataSpec(**state.data))
+        splits = load_data(DataSpec.from_dict(state.data))
     except (CheckpointError, DataError) as error:
         fail(str(error))
     if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
@@ -99,16 +101,17 @@ def train_command(
         fail(str(error))
     if base is not None:
         plain, splits, state = _load_backbone(base)
-        spec = DataSpec(**state.data)
+        spec = DataSpec.from_dict(state.data)
         arch = backbone_arch(plain)
     else:
-        spec = DataSpec(data, data_root)
+        spec = data_spec(data, data_root)
         try:
             splits = load_data(spec)
             channels, size, _ = splits.input_shape
             arch = {**DDI_RESNET_DEFAULTS, "family": "ddi-cifar-resnet", "depth": depth,
                     "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
                     "num_classes": splits.num_classes}
+            torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
             plain = build_supernet({**arch, "gating": "none", "exits": False})
         except (DataError, ArchError) as error:
             fail(str(error))

@@ -107,11 +107,11 @@ def measure_command(
     try:
         device = open_store(storage).get_device(name)
         state = load_checkpoint(checkpoint)
+        supernet = state.build()
     except (DeviceError, CheckpointError) as error:
         fail(str(error))
     if device.location != "host":
         fail(f"device {name} is a {device.location} device: it cannot be measured on this host")
-    supernet = state.build()
     chosen = [(text, parse_mode(supernet, text)) for text in modes.split(",") if text]
     models = {text: supernet.materialize(mode) for text, mode in chosen}
     try:
@@ -146,9 +146,9 @@ def table_command(
     try:
         device = store.get_device(name)
         state = load_checkpoint(checkpoint)
+        supernet = state.build()
     except (DeviceError, CheckpointError) as error:
         fail(str(error))
-    supernet = state.build()
     if not isinstance(supernet, WeNetSupernet):
         fail(f"latency lookup tables cover WeNet supernets (per-layer group counts); {state.arch['family']} has "
              f"{len(supernet.space.knobs[0].values)} modes: measure them (`subnetsearch search --latency measured`)")

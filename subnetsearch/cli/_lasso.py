@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import optuna
+import torch
 import typer
 from rich.table import Table
 
@@ -22,6 +23,7 @@ from subnetsearch.cli._common import (
     attach_ray,
     check_backend,
     console,
+    data_spec,
     fail,
     parse_range,
     parse_widths,
@@ -59,7 +61,7 @@ def _load_base(path: Path) -> tuple[WidthSupernet, Splits, Checkpoint]:
     try:
         checkpoint = load_checkpoint(path)
         supernet = checkpoint.build()
-        splits = load_data(DataSpec(**checkpoint.data))
+        splits = load_data(DataSpec.from_dict(checkpoint.data))
     except (CheckpointError, DataError, ArchError) as error:
         fail(str(error))
     if not isinstance(supernet, WidthSupernet) or len(supernet.configs) != 1:
@@ -121,10 +123,11 @@ def base_command(
 ) -> None:
     """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from."""
     set_threads(threads)
-    spec = DataSpec(data, data_root, val_size, split_seed)
+    spec = data_spec(data, data_root, val_size, split_seed)
     try:
         splits = load_data(spec)
         channels, size, _ = splits.input_shape
+        torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
         supernet = build_supernet({**WIDTH_RESNET_DEFAULTS, "family": "width-cifar-resnet", "depth": depth,
                                    "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
                                    "num_classes": splits.num_classes})

@@ -4,12 +4,13 @@ should device X run under budget Y, and the export of that mode."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._common import JSON_HELP, console, fail, plain, print_json
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError
 from subnetsearch.search import FORMATS, ExportError, export_mode
@@ -31,9 +32,13 @@ def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     return table
 
 
-def supernets_command(storage: str | None = typer.Option(None, help=STORAGE_HELP)) -> None:
+def supernets_command(storage: str | None = typer.Option(None, help=STORAGE_HELP),
+                      as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the stored supernets (registered by every command that loads one)."""
     store = open_store(storage)
+    if as_json:
+        print_json([asdict(s) for s in store.list_supernets()])
+        return
     table = Table(title=f"supernets in {store.url}")
     for column in ("content hash", "family", "data", "epochs", "checkpoint"):
         table.add_column(column)
@@ -46,9 +51,13 @@ def supernets_command(storage: str | None = typer.Option(None, help=STORAGE_HELP
 def searches_command(
     device: str | None = typer.Option(None, help="Only the searches of this device."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the stored searches (any strategy), with their status."""
     store = open_store(storage)
+    if as_json:
+        print_json([asdict(s) for s in store.list_searches(device)])
+        return
     table = Table(title=f"searches in {store.url}")
     table.add_column("name (rerun with --name to resume)", overflow="fold")  # never cut: it is what users type
     for column in ("strategy", "device", "supernet", "status", "started", "finished", "evaluations"):
@@ -65,6 +74,7 @@ def front_command(
     objectives: str = typer.Option("accuracy,latency", help=OBJECTIVE_SETS),
     supernet: str | None = typer.Option(None, help="Only this supernet (content hash or a prefix)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show the stored Pareto front of a device, merged across all searches."""
     store = open_store(storage)
@@ -75,6 +85,9 @@ def front_command(
         fail(str(error))
     if not rows:
         fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
+    if as_json:
+        print_json([asdict(row) for row in rows])
+        return
     console.print(evaluations_table(f"Pareto front ({objectives}) on {device}: {len(rows)} modes", rows))
 
 
@@ -91,6 +104,7 @@ def best_command(
                                                                     "(.onnx, .pt TorchScript, .json)."),
     format: str | None = typer.Option(None, help=f"Export format: {', '.join(FORMATS)} (default: from the suffix)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " {best, closest}; best is null if nothing fits."),
 ) -> None:
     """The best stored mode for a device under a budget (exit code 1 if nothing satisfies it)."""
     if export is not None:
@@ -104,7 +118,12 @@ def best_command(
         fail(str(error))
     limits = ", ".join(f"{name} {'<=' if kind == 'max' else '>='} {limit:g}" for name, kind, limit in budget.limits())
     limits = limits or "no budget"
-    if answer.best is None:
+    if as_json:
+        print_json({"best": asdict(answer.best) if answer.best else None,
+                    "closest": [asdict(row) for row in answer.closest], "front_size": answer.front_size})
+        if answer.best is None:
+            raise typer.Exit(1)
+    elif answer.best is None:
         if not answer.front_size:
             fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
         console.print(f"[bold]no stored mode for {device} satisfies {limits}[/] ({answer.front_size} Pareto-optimal "
@@ -112,11 +131,12 @@ def best_command(
         console.print(evaluations_table("closest modes (least relative violation first)", answer.closest))
         raise typer.Exit(1)
     best = answer.best
-    console.print(evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
-    console.print(f"mode JSON: {best.mode_json}")
+    if not as_json:
+        console.print(evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
+        plain(f"mode JSON: {best.mode_json}")
     if export is not None:
-        _export(store, best, export, format)
-    else:
+        _export(store, best, export, format, quiet=as_json)
+    elif not as_json:
         suffix = "json" if best.cost_profile else "onnx"  # input-dependent modes do not trace to a graph
         console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.{suffix}")
 
@@ -130,12 +150,13 @@ def _check_output(path: Path, format: str | None) -> None:
         fail(str(error))
 
 
-def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None) -> None:
+def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None, quiet: bool = False) -> None:
     try:
         written = export_mode(store, evaluation, path, format)
     except (ExportError, StorageError, RuntimeError) as error:
         fail(str(error))
-    console.print(f"wrote {written} (mode {evaluation.mode_id} for {evaluation.device})")
+    if not quiet:  # with --json, stdout holds the JSON document only
+        console.print(f"wrote {written} (mode {evaluation.mode_id} for {evaluation.device})")
 
 
 def export_command(

@@ -11,12 +11,14 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.cli._query import evaluations_table
 from subnetsearch.cli._report import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
-from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings
+from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings, evaluation_settings
+from subnetsearch.search._dse import check_dse_inputs
+from subnetsearch.search._export import ExportError, check_output_path
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import WidthSupernet, build_supernet
@@ -36,12 +38,29 @@ def run_command(
     delta: float = typer.Option(0.90, help="DSE accuracy threshold (validation)."),
     trials: int = typer.Option(20, help="Optuna TPE trials (0: skip the Optuna search)."),
     report: Path = typer.Option(Path("subnetsearch-report.html"), help="Where to write the HTML report."),
+    data_root: str | None = DATA_ROOT_OPTION,
+    calibration_batches: int = CALIBRATION_OPTION,
+    eval_batches: int | None = EVAL_BATCHES_OPTION,
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
     short greedy DSE and an Optuna search, and print the stored front and the query to type next."""
+    # every option is checked before the store is opened or anything is computed
+    for option, value, low in (("--epochs", epochs, 1), ("--random-modes", random_modes, 0),
+                               ("--dse-iterations", dse_iterations, 0), ("--trials", trials, 0)):
+        if value < low:
+            fail(f"{option} must be >= {low}, got {value}")
+    try:
+        check_dse_inputs(delta, "latency")
+        settings = evaluation_settings(calibration_batches, eval_batches)
+        check_output_path(report)
+    except (ValueError, ExportError) as error:
+        fail(str(error))
     store = open_store(storage)
     device = device_or_default(store, device_name)
+    if device.location != "host":
+        fail(f"device {device.name!r} is at location {device.location!r}: the main job measures latency on this "
+             "host; search it with `subnetsearch search --device NAME --latency predicted`")
     if not checkpoint.exists():
         if not train_if_missing:
             fail(f"checkpoint not found: {checkpoint}")
@@ -50,7 +69,7 @@ def run_command(
         train_wenet(build_supernet({"family": "wenet-cifar-resnet"}), load_data(DataSpec()), WeNetRecipe(epochs=epochs),
                     checkpoint.parent, DataSpec().to_dict())
     try:
-        session = SearchSession(store, storage_url(storage), device, checkpoint)
+        session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root)
     except (CheckpointError, DataError) as error:
         fail(str(error))
     state, supernet, splits = session.checkpoint, session.supernet, session.splits
@@ -85,8 +104,9 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
         modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
         modes += [("smallest", supernet.smallest_mode())]
         modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(random_modes)]
-    stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, device, session.store,
-                                EvaluationSettings(calibration_batches=0), measure=False)
+    trained_bn = EvaluationSettings(calibration_batches=0, max_eval_batches=session.settings.max_eval_batches)
+    stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, device, session.store, trained_bn,
+                                measure=False)
     p = device.protocol
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")

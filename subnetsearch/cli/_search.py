@@ -9,11 +9,11 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import check_backend, console, fail
+from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, check_backend, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
-from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep, check_objectives, make_sampler
+from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep, check_objectives, evaluation_settings, make_sampler
 from subnetsearch.search._dse import check_dse_inputs
 from subnetsearch.search._session import Interrupted, SearchSession
 from subnetsearch.storage import StorageError, storage_url
@@ -38,6 +38,9 @@ def search_command(
     seed: int = typer.Option(0),
     name: str | None = typer.Option(None, help="Search name (default: from supernet, device, strategy and settings). "
                                                "Rerunning with the same name resumes the search."),
+    data_root: str | None = DATA_ROOT_OPTION,
+    calibration_batches: int = CALIBRATION_OPTION,
+    eval_batches: int | None = EVAL_BATCHES_OPTION,
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     backend: str = typer.Option("local", help="local (this process) | ray (DSE candidates on Ray actors, Optuna "
                                               "trials as Ray Tune trials, latency on the device's Ray node)."),
@@ -59,6 +62,7 @@ def search_command(
             constraints = Constraints(min_accuracy, max_latency_ms)
             if trials < 1:
                 raise ValueError(f"--trials must be >= 1, got {trials}")
+        settings = evaluation_settings(calibration_batches, eval_batches)
     except ValueError as error:
         fail(str(error))
     if latency not in ("measured", "predicted"):
@@ -72,7 +76,8 @@ def search_command(
     ray_backend = RayBackend(address, workers) if backend == "ray" else None
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint,
-                                predicted_latency=latency == "predicted", backend=ray_backend)
+                                predicted_latency=latency == "predicted", backend=ray_backend,
+                                data_root=data_root, settings=settings)
     except (CheckpointError, DataError, ValueError, ClusterError) as error:
         fail(str(error))
     if ray_backend is not None:

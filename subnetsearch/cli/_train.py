@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from subnetsearch.cli._common import console, fail, parse_mode, parse_widths, set_threads
-from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.cli._common import console, data_spec, fail, parse_mode, parse_widths, set_threads
+from subnetsearch.data import DataError, load_data
 from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.trainers import WeNetRecipe, train_wenet
@@ -19,8 +20,14 @@ def train_command(
     out: Path = typer.Option(Path("runs/supernet"), help="Folder for last.pt, supernet.pt and train_log.jsonl."),
     data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | imagefolder | synthetic"),
     data_root: str | None = typer.Option(None, help="Data folder (default for fashion-mnist: the Debian package's)."),
-    val_size: int = typer.Option(5000, help="Validation images carved from the training set."),
+    val_size: int = typer.Option(5000, help="Validation images carved from the training set (imagefolder with a "
+                                            "val/ folder: not used)."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation split."),
+    image_size: int | None = typer.Option(None, help="imagefolder: resize to this square size (default: the "
+                                                     "images' own size, which must then be one size)."),
+    channels: int | None = typer.Option(None, help="imagefolder: 1 (grayscale) or 3 (RGB); default: what the "
+                                                   "images are."),
+    hflip: bool = typer.Option(True, help="Random horizontal flips while training (--no-hflip for digits, text)."),
     depth: int = typer.Option(20, help="CIFAR ResNet depth (6n+2)."),
     widths: str = typer.Option("16,32,64", help="Stage widths."),
     groups: str = typer.Option("1,2,4,8,16", help="Allowed group counts."),
@@ -39,7 +46,7 @@ def train_command(
 ) -> None:
     """Train the default-family supernet on real data and write a checkpoint."""
     set_threads(threads)
-    spec = DataSpec(data, data_root, val_size, split_seed)
+    spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip)
     try:
         splits = load_data(spec)
         channels, size, _ = splits.input_shape
@@ -47,6 +54,7 @@ def train_command(
                 "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
                 "num_classes": splits.num_classes, "group_choices": parse_widths(groups), "shuffle": shuffle,
                 "shuffle_rule": shuffle_rule}
+        torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
         supernet = build_supernet(arch)
     except (DataError, ArchError) as error:
         fail(str(error))
@@ -66,7 +74,9 @@ def train_command(
         task = bar.add_task("train", total=None, epoch=0, epochs=epochs, loss=0.0, acc=0.0)
 
         def report(state: dict) -> None:
-            bar.update(task, completed=state["step"], total=state["steps"], epoch=state["epoch"],
+            # one task over all epochs: a task that completes stops its elapsed-time clock
+            bar.update(task, completed=(state["epoch"] - 1) * state["steps"] + state["step"],
+                       total=state["epochs"] * state["steps"], epoch=state["epoch"],
                        loss=state["loss_full"], acc=state["acc_full"])
 
         def epoch_done(record: dict) -> None:

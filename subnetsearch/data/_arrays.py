@@ -49,11 +49,19 @@ class Splits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     split_seed: int
+    classes: tuple[str, ...] = ()  # class names by label, where the data set has them
+    hflip: bool = True  # training augmentation flips images horizontally (off for digits, text, ...)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.train.images.shape[1:]
         return (int(c), int(h), int(w))
+
+    def preprocessing(self) -> dict:
+        """What a deployed network needs to be fed like the evaluator fed it: the input shape, the
+        pixel scale, the channel mean and std, and the class names by label."""
+        return {"input_shape": list(self.input_shape), "pixel_scale": 255.0, "mean": list(self.mean),
+                "std": list(self.std), "classes": list(self.classes)}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> normalized float32."""
@@ -71,7 +79,8 @@ class Splits:
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (normalized float images, labels). Augmentation: random crop (pad 2) + h-flip."""
+        """Yield (normalized float images, labels). Augmentation: random crop (pad 2), and a random
+        horizontal flip unless the data set turned it off."""
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         n = len(split)
@@ -82,11 +91,12 @@ class Splits:
             index = order[start : start + batch_size]
             images = split.images[index]
             if augment:
-                images = random_crop_flip(images, padding=2, generator=generator)
+                images = random_crop_flip(images, padding=2, generator=generator, flip=self.hflip)
             yield self.normalize(images), split.labels[index]
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None,
+                     flip: bool = True) -> torch.Tensor:
     """Per-image random crop after zero padding, and random horizontal flip (standard CIFAR recipe)."""
     n, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
@@ -97,8 +107,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     batch = torch.arange(n).view(n, 1, 1, 1)
     channels = torch.arange(images.shape[1]).view(1, -1, 1, 1)
     out = padded[batch, channels, rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
+    flipped = torch.rand(n, generator=generator) < 0.5
+    if flip:
+        out[flipped] = out[flipped].flip(-1)
     return out
 
 
@@ -106,7 +117,8 @@ def split_train_val(images: torch.Tensor, labels: torch.Tensor, val_size: int, s
     """Deterministic, seeded carve-out of a validation split from the training images."""
     n = int(labels.shape[0])
     if not 0 < val_size < n:
-        raise DataError(f"val_size must be between 1 and {n - 1}, got {val_size}")
+        raise DataError(f"the validation split (--val-size, carved from the {n} training images) must hold "
+                        f"1 to {n - 1} images, got {val_size}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_index, train_index = order[:val_size], order[val_size:]
     return ArraySplit(images[train_index], labels[train_index]), ArraySplit(images[val_index], labels[val_index])

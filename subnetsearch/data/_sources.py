@@ -4,7 +4,7 @@ folder, any ImageFolder, and a synthetic set for fast tests. Nothing is ever dow
 from __future__ import annotations
 
 import gzip
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,39 @@ class DataSpec:
     root: str | None = None
     val_size: int = 5000
     split_seed: int = 0
-    image_size: int | None = None  # ImageFolder only: images are resized to this square size
+    image_size: int | None = None  # ImageFolder only: resized to this square size (default: their own size)
+    channels: int | None = None  # ImageFolder only: 1 (grayscale) or 3 (RGB); default: what the images are
+    hflip: bool = True  # random horizontal flips while training (off for digits, text, oriented images)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: object) -> DataSpec:
+        """The spec a checkpoint or a caller holds, checked: a mapping of known fields of the right
+        types (a DataError names the field otherwise)."""
+        if not isinstance(payload, dict):
+            raise DataError(f"a data spec must be a mapping, got {type(payload).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(payload) - set(known))
+        if unknown:
+            raise DataError(f"unknown data field(s) {unknown}; known: {sorted(known)}")
+        for key, value in payload.items():
+            allowed = _FIELD_TYPES[key]
+            if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
+                raise DataError(f"data field {key!r} must be {' or '.join(t.__name__ for t in allowed)}, "
+                                f"got {value!r}")
+        if "name" in payload and payload["name"] not in (*_LOADERS, "synthetic"):
+            raise DataError(f"unknown data set {payload['name']!r}; choose one of {sorted(_LOADERS) + ['synthetic']}")
+        return cls(**payload)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "root": (str, type(None)), "val_size": (int,),
+                                             "split_seed": (int,), "image_size": (int, type(None)),
+                                             "channels": (int, type(None)), "hflip": (bool,)}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -70,7 +99,7 @@ def load_fashion_mnist(spec: DataSpec) -> Splits:
     test_images, test_labels = pair("t10k")
     train, val = split_train_val(train_images, train_labels, spec.val_size, spec.split_seed)
     return Splits("fashion-mnist", train, val, ArraySplit(test_images, test_labels), 10,
-                  _FASHION_MNIST_MEAN, _FASHION_MNIST_STD, spec.split_seed)
+                  _FASHION_MNIST_MEAN, _FASHION_MNIST_STD, spec.split_seed, FASHION_MNIST_CLASSES, spec.hflip)
 
 
 def load_cifar10(spec: DataSpec) -> Splits:
@@ -89,38 +118,77 @@ def load_cifar10(spec: DataSpec) -> Splits:
 
     train, val = split_train_val(*load(True), spec.val_size, spec.split_seed)
     test = ArraySplit(*load(False))
-    return Splits("cifar10", train, val, test, 10, _CIFAR10_MEAN, _CIFAR10_STD, spec.split_seed)
+    return Splits("cifar10", train, val, test, 10, _CIFAR10_MEAN, _CIFAR10_STD, spec.split_seed, CIFAR10_CLASSES,
+                  spec.hflip)
 
 
 def load_image_folder(spec: DataSpec) -> Splits:
-    """Any `root/{train,test}/<class>/<image>` tree, resized to `image_size` and held in memory."""
+    """Any `root/{train,test}/<class>/<image>` tree (and `root/val/` if present: then it is the
+    validation split and nothing is carved from train/), held in memory as uint8. Images keep their
+    own size unless `image_size` is set (they must then all have one size) and their own channels
+    (grayscale stays 1 channel) unless `channels` is set. Normalized with the training images'
+    channel mean and std."""
     if not spec.root:
-        raise DataError("imagefolder needs a root folder with train/ and test/ subfolders")
-    from torchvision import transforms
+        raise DataError("imagefolder needs a root folder with train/ and test/ subfolders (val/ optional)")
+    if spec.channels not in (None, 1, 3):
+        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {spec.channels}")
+    if spec.image_size is not None and spec.image_size < 1:
+        raise DataError(f"image size must be >= 1, got {spec.image_size}")
+    root = Path(spec.root)
+    parts = {part: _read_image_folder(root / part) for part in ("train", "val", "test")
+             if part != "val" or (root / part).is_dir()}
+    classes = parts["train"][2]
+    for part, (_, _, names) in parts.items():
+        if names != classes:
+            raise DataError(f"{root / part} has classes {names}, but {root / 'train'} has {classes}")
+    everything = [image for images, _, _ in parts.values() for image in images]
+    channels = spec.channels or (1 if all(image.mode in ("1", "L", "I", "I;16", "F") for image in everything) else 3)
+    sizes = {image.size for image in everything}
+    if spec.image_size is None and len(sizes) > 1:
+        raise DataError(f"the images under {root} have {len(sizes)} sizes (e.g. {sorted(sizes)[:3]}); "
+                        "give one with --image-size")
+    size = (spec.image_size, spec.image_size) if spec.image_size else sizes.pop()
+    from torchvision.transforms import functional
+
+    def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, _ = parts[part]
+        converted = [image.convert("L" if channels == 1 else "RGB") for image in images]
+        resized = [functional.resize(image, [size[1], size[0]]) if image.size != size else image for image in converted]
+        return torch.stack([functional.pil_to_tensor(image) for image in resized]), torch.tensor(labels)
+
+    train_images, train_labels = tensors("train")
+    if "val" in parts:
+        train, val = ArraySplit(train_images, train_labels), ArraySplit(*tensors("val"))
+    else:
+        train, val = split_train_val(train_images, train_labels, spec.val_size, spec.split_seed)
+    scaled = train.images.float().div_(255)
+    mean = tuple(float(v) for v in scaled.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in scaled.std(dim=(0, 2, 3)))
+    return Splits(root.name, train, val, ArraySplit(*tensors("test")), len(classes), mean, std, spec.split_seed,
+                  tuple(classes), spec.hflip)
+
+
+def _read_image_folder(folder: Path) -> tuple[list, list[int], list[str]]:
+    """Every image of `folder/<class>/` decoded (PIL images in their own mode), labels, class names;
+    a file that cannot be decoded is named in the error."""
+    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets import ImageFolder
 
-    size = spec.image_size or 32
-    to_tensor = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
-
-    def load(part: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        folder = Path(spec.root) / part
-        if not folder.is_dir():
-            raise DataError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    try:
+        listing = ImageFolder(str(folder), loader=lambda path: path)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise DataError(f"cannot read image folder {folder}: {error}") from error
+    images = []
+    for path, _ in listing.samples:
         try:
-            data = ImageFolder(str(folder), transform=to_tensor)
-        except (FileNotFoundError, RuntimeError) as error:
-            raise DataError(f"cannot read image folder {folder}: {error}") from error
-        images = torch.stack([data[i][0] for i in range(len(data))])
-        return images, torch.tensor(data.targets, dtype=torch.int64), data.classes
-
-    train_images, train_labels, classes = load("train")
-    test_images, test_labels, test_classes = load("test")
-    if classes != test_classes:
-        raise DataError(f"train classes {classes} differ from test classes {test_classes}")
-    train, val = split_train_val(train_images, train_labels, spec.val_size, spec.split_seed)
-    channels = train_images.shape[1]
-    return Splits(Path(spec.root).name, train, val, ArraySplit(test_images, test_labels), len(classes),
-                  (0.5,) * channels, (0.25,) * channels, spec.split_seed)
+            with Image.open(path) as image:
+                image.load()
+                images.append(image)
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise DataError(f"cannot decode image {path}: {error}") from error
+    return images, [label for _, label in listing.samples], listing.classes
 
 
 def synthetic(num_classes: int = 4, per_class: int = 64, channels: int = 1, size: int = 12, seed: int = 0) -> Splits:
@@ -136,7 +204,7 @@ def synthetic(num_classes: int = 4, per_class: int = 64, channels: int = 1, size
         return ArraySplit(images[order], labels[order])
 
     return Splits("synthetic", make(per_class), make(per_class // 4), make(per_class // 4), num_classes,
-                  (0.5,) * channels, (0.25,) * channels, seed)
+                  (0.5,) * channels, (0.25,) * channels, seed, tuple(f"class-{i}" for i in range(num_classes)))
 
 
 _LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagefolder": load_image_folder}
@@ -145,6 +213,8 @@ _LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "image
 def load_data(spec: DataSpec) -> Splits:
     """Build the splits a spec names (the spec is what a checkpoint records)."""
     if spec.name == "synthetic":
+        if spec.val_size != DataSpec.val_size:
+            raise DataError("the synthetic set has a fixed validation split: --val-size does not apply to it")
         return synthetic(seed=spec.split_seed)
     try:
         loader = _LOADERS[spec.name]

@@ -106,7 +106,7 @@ def _network_and_data(checkpoint: Checkpoint, threads: int) -> tuple[Any, Any]:
     torch.set_num_threads(threads)
     key = (checkpoint.hash, "network")
     if key not in _EVALUATORS:
-        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec(**checkpoint.data)))
+        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec.from_dict(checkpoint.data)))
     return _EVALUATORS[key]
 
 

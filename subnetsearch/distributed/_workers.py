@@ -61,7 +61,7 @@ def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None)
     """A worker's evaluator: the same key as the driver's, so results are shared through the store."""
     torch.set_num_threads(spec.threads)
     supernet = checkpoint.build()
-    splits = load_data(DataSpec(**checkpoint.data))
+    splits = load_data(DataSpec.from_dict(checkpoint.data))
     table = LatencyTable.from_dict(spec.latency_table) if spec.latency_table else None
     predictor = LatencyPredictor(supernet, table) if table else None
     return CachedEvaluator(supernet, checkpoint.hash, splits, Device.from_dict(spec.device), Store(spec.storage_url),

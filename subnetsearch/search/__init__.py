@@ -1,4 +1,4 @@
-"""Evaluation of modes (and, later, the search strategies)."""
+"""Evaluation of modes (cached in the store), the search strategies (greedy DSE, Optuna), and export."""
 
 from subnetsearch.search._cache import CachedEvaluator, to_record
 from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, cost_of, greedy_dse, next_candidates
@@ -7,6 +7,7 @@ from subnetsearch.search._evaluator import (
     Metrics,
     calibration_batches,
     evaluate_mode,
+    evaluation_settings,
     mode_accuracy,
     mode_accuracy_and_loss,
     mode_energy_mj,
@@ -53,6 +54,7 @@ __all__ = [
     "Metrics",
     "calibration_batches",
     "evaluate_mode",
+    "evaluation_settings",
     "mode_accuracy",
     "mode_accuracy_and_loss",
     "mode_energy_mj",

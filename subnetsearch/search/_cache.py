@@ -66,6 +66,6 @@ class CachedEvaluator:
                                 meter=self.meter)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
-            self.store.put_evaluation(record)
+            self.store.put_evaluation(record, metrics.bn_state)
         self._memory[mode.id] = record
         return record

@@ -16,7 +16,7 @@ from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet
-from subnetsearch.supernets._calibrate import calibrated_bn
+from subnetsearch.supernets._calibrate import bn_state, calibrated_bn
 from subnetsearch.trainers import evaluate_split
 
 
@@ -36,6 +36,20 @@ class EvaluationSettings:
             raise ValueError(f"split must be 'val' or 'test' (selection uses 'val'), got {self.split!r}")
         if self.calibration_batches < 0:
             raise ValueError(f"calibration_batches must be >= 0, got {self.calibration_batches}")
+        if self.calibration_batch_size < 1:
+            raise ValueError(f"calibration_batch_size must be >= 1, got {self.calibration_batch_size}")
+        if self.max_eval_batches is not None and self.max_eval_batches < 1:
+            raise ValueError(f"max_eval_batches must be >= 1 (or unset: the whole split), got {self.max_eval_batches}")
+
+
+def evaluation_settings(calibration_batches: int, eval_batches: int | None) -> EvaluationSettings:
+    """The settings a user's bounds on one evaluation's cost give (the CLI's --calibration-batches,
+    --eval-batches); a ValueError names the option that is out of range."""
+    if calibration_batches < 0:
+        raise ValueError(f"--calibration-batches must be >= 0, got {calibration_batches}")
+    if eval_batches is not None and eval_batches < 1:
+        raise ValueError(f"--eval-batches must be >= 1, got {eval_batches}")
+    return EvaluationSettings(calibration_batches=calibration_batches, max_eval_batches=eval_batches)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class Metrics:
     settings: EvaluationSettings
     energy_measured_mj: float | None = None  # RAPL package energy per inference, where the host exposes it
     cost_profile: dict | None = None  # input-dependent modes: per-sample MACs (`macs` is their mean)
+    bn_state: bytes | None = None  # the calibrated BN statistics (None: the stored ones were used)
 
     @property
     def energy_source(self) -> str:
@@ -109,7 +124,7 @@ def mode_accuracy_and_loss(supernet: WeNetSupernet, mode: Mode, splits: Splits, 
 
 def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                          calibration: list[torch.Tensor] | None, materialize: bool, record_costs: bool = False,
-                         ) -> tuple[tuple[float, float], torch.nn.Module | None, list | None]:
+                         ) -> tuple[tuple[float, float], torch.nn.Module | None, list | None, bytes | None]:
     """Accuracy and loss on the settings' split, and (if asked) the materialized mode, both under the
     same BN statistics: recalibrated once for this mode, or the stored ones. With `record_costs` (an
     input-dependent supernet) the per-sample costs of the evaluated split's forward passes, and only
@@ -128,13 +143,13 @@ def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, se
         supernet.set_mode(mode)
         try:
             scores, records = scored()
-            return scores, supernet.materialize(mode) if materialize else None, records
+            return scores, supernet.materialize(mode) if materialize else None, records, None
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
         scores, records = scored()
-        return scores, supernet.materialize(mode) if materialize else None, records
+        return scores, supernet.materialize(mode) if materialize else None, records, bn_state(supernet)
 
 
 def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
@@ -162,7 +177,7 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
         # latency per sample over real validation images, each run alone (the gates see real data)
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     with compute_lock():
-        (accuracy, loss), static, records = _accuracy_and_static(supernet, mode, splits, settings, calibration,
+        (accuracy, loss), static, records, calibrated = _accuracy_and_static(supernet, mode, splits, settings, calibration,
                                                                   measure_here, record_costs=dynamic)
         if dynamic:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
@@ -184,4 +199,4 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     else:
         latency = None
     return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,
-                   measured_energy, profile)
+                   measured_energy, profile, calibrated)

@@ -9,16 +9,17 @@ import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from subnetsearch.data import DataSpec, load_data
+from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.devices import Device, export_onnx
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.storage import StorageError, Store, StoredEvaluation
-from subnetsearch.supernets._calibrate import calibrated_bn
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
+from subnetsearch.supernets._calibrate import calibrated_bn, stored_bn
+from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 FORMATS = ("onnx", "torchscript", "json")
 
@@ -93,56 +94,106 @@ def _umask() -> int:
     return mask
 
 
-def mode_document(evaluation: StoredEvaluation, device: Device) -> dict:
-    """What a deployment needs to know about a stored mode, with how every number was measured."""
+def mode_document(evaluation: StoredEvaluation, device: Device, preprocessing: dict | None = None) -> dict:
+    """What a deployment needs to know about a stored mode, with how every number was measured, and
+    how to feed the network (input shape, pixel scale, mean/std, class names)."""
     return {"mode_id": evaluation.mode_id, "mode": json.loads(evaluation.mode_json),
             "supernet_hash": evaluation.supernet_hash, "device": device.to_dict(),
             "metrics": {"accuracy": evaluation.accuracy, "loss": evaluation.loss, "macs": evaluation.macs,
                         "params": evaluation.params, "latency_ms": evaluation.latency_ms,
                         "energy_mj": evaluation.energy_mj},
             "measurement": {"evaluation_settings": evaluation.settings, "latency": evaluation.latency,
-                            "energy_source": evaluation.energy_source}}
+                            "energy_source": evaluation.energy_source},
+            "preprocessing": preprocessing}
 
 
-def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torch.nn.Module, tuple[int, ...]]:
-    """The static network of a stored mode, with the BN statistics it was evaluated with
-    (recalibrated on the same training images when its settings say so)."""
+class RawPixels(torch.nn.Module):
+    """An exported network that takes raw pixels (0..255, NCHW, float) and normalizes them the way
+    the evaluator did (x / scale - mean) / std, so feeding it images needs no source code."""
+
+    def __init__(self, model: torch.nn.Module, preprocessing: dict) -> None:
+        super().__init__()
+        self.model = model
+        channels = len(preprocessing["mean"])
+        self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, channels, 1, 1))
+        self.scale = float(preprocessing["pixel_scale"])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels / self.scale - self.mean) / self.std)
+
+
+def _checkpoint_of(store: Store, evaluation: StoredEvaluation) -> tuple[Any, Checkpoint]:
     record = store.get_supernet(evaluation.supernet_hash)
     try:
         state = load_checkpoint(Path(record.checkpoint_path))
+        supernet = state.build()
     except CheckpointError as error:
         raise ExportError(f"the checkpoint of supernet {record.content_hash[:12]} cannot be loaded: {error}") from None
     if state.hash != record.content_hash:
         raise ExportError(f"checkpoint {record.checkpoint_path} has content hash {state.hash[:12]}, but the stored "
                           f"supernet is {record.content_hash[:12]}: the file was replaced; its stored modes do not "
                           "apply to it")
-    supernet = state.build()
+    return supernet, state
+
+
+def _training_data(state: Checkpoint, why: str) -> Splits:
+    """The checkpoint's data, for what an older store did not keep; a clear error if it moved."""
+    try:
+        return load_data(DataSpec.from_dict(state.data))
+    except DataError as error:
+        raise ExportError(f"{why}, and the training data cannot be read: {error}. Run any search of this supernet "
+                          "(it records them), or give the data where it is now with `search --data-root`") from None
+
+
+def preprocessing_of(store: Store, evaluation: StoredEvaluation) -> dict:
+    """How the supernet of a stored mode is fed: as the store recorded it, else from its data."""
+    record = store.get_supernet(evaluation.supernet_hash)
+    if record.preprocessing is not None:
+        return record.preprocessing
+    _, state = _checkpoint_of(store, evaluation)
+    return _training_data(state, "the store has no preprocessing for this supernet (stored by an older "
+                                 "version)").preprocessing()
+
+
+def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The static network of a stored mode, with the BN statistics it was evaluated with (kept with
+    the evaluation; evaluations stored before they were kept are recalibrated on the same training
+    images). Needs only the checkpoint."""
+    supernet, state = _checkpoint_of(store, evaluation)
     try:
         mode = Mode.from_json(evaluation.mode_json)
         supernet.space.validate(mode)
     except (ModeError, ValueError, KeyError) as error:
-        raise ExportError(f"stored mode {evaluation.mode_id} does not fit supernet {record.content_hash[:12]}: "
+        raise ExportError(f"stored mode {evaluation.mode_id} does not fit supernet {state.hash[:12]}: "
                           f"{error}") from None
     known = {f.name for f in fields(EvaluationSettings)}
     settings = EvaluationSettings(**{k: v for k, v in evaluation.settings.items() if k in known})
-    if settings.calibration_batches:
-        splits = load_data(DataSpec(**state.data))
-        with calibrated_bn(supernet, mode, calibration_batches(splits, settings)):
-            model = supernet.materialize(mode)
-    else:
+    if not settings.calibration_batches:
         supernet.set_mode(mode)
-        model = supernet.materialize(mode)
-    return model.eval(), supernet.input_shape
+        return supernet.materialize(mode).eval(), supernet.input_shape
+    calibrated = store.get_bn_state(evaluation)
+    if calibrated is not None:
+        try:
+            with stored_bn(supernet, mode, calibrated):
+                return supernet.materialize(mode).eval(), supernet.input_shape
+        except ValueError as error:
+            raise ExportError(f"stored mode {evaluation.mode_id}: {error}") from None
+    splits = _training_data(state, f"evaluation of mode {evaluation.mode_id} predates stored BN statistics")
+    with calibrated_bn(supernet, mode, calibration_batches(splits, settings)):
+        return supernet.materialize(mode).eval(), supernet.input_shape
 
 
 def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None = None) -> Path:
     """Write a stored mode to `path` as JSON, ONNX or TorchScript (format from the suffix if None)."""
     format = format_for(path, format)
     device = store.get_device(evaluation.device)
-    if format == "json":
-        write_atomically(path, (json.dumps(mode_document(evaluation, device), indent=2) + "\n").encode())
-        return path
     try:
+        preprocessing = preprocessing_of(store, evaluation)
+        if format == "json":
+            document = mode_document(evaluation, device, preprocessing)
+            write_atomically(path, (json.dumps(document, indent=2) + "\n").encode())
+            return path
         model, input_shape = materialized_model(store, evaluation)
     except StorageError as error:
         raise ExportError(str(error)) from None
@@ -152,14 +203,23 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
                           "every input. Export the mode as JSON (-o mode.json) and run it from the supernet's "
                           "checkpoint (set_mode, or materialize for a module that skips per sample)")
     shape = (device.protocol.batch_size, *input_shape)
-    example = torch.randn(shape)
+    example = torch.rand(shape) * 255
+    model = RawPixels(model, preprocessing).eval()
+    metadata = {"subnetsearch.preprocessing": json.dumps(preprocessing), "subnetsearch.mode_id": evaluation.mode_id,
+                "subnetsearch.supernet_hash": evaluation.supernet_hash,
+                "subnetsearch.input": "raw pixels 0..255, float32 NCHW; the graph normalizes them"}
     if format == "onnx":
-        payload = export_onnx(model, example)
+        import onnx
+
+        graph = onnx.load_from_string(export_onnx(model, example))
+        onnx.helper.set_model_props(graph, metadata)
+        payload = graph.SerializeToString()
     else:
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(model, example))
         buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer, _extra_files={f"{key}.json" if key.endswith("preprocessing") else key: value
+                                                     for key, value in metadata.items()})
         payload = buffer.getvalue()
     write_atomically(path, payload)
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,16 @@ class SearchSession:
     latency_table: LatencyTable | None = None  # predict latency from this table instead of measuring it
     predicted_latency: bool = False  # predict latency from the device's stored table for this supernet
     backend: Any = None  # None: evaluate in this process; a RayBackend: on a Ray cluster
+    data_root: str | None = None  # the checkpoint's data where it is now (same images, other folder)
 
     def __post_init__(self) -> None:
         self.checkpoint = load_checkpoint(self.checkpoint_path)
+        if self.data_root is not None:  # the same data set moved: its content hash stays the checkpoint's
+            root = str(Path(self.data_root).expanduser().resolve())
+            self.checkpoint = replace(self.checkpoint, data={**self.checkpoint.data, "root": root})
         self.supernet = self.checkpoint.build()
-        self.splits = load_data(DataSpec(**self.checkpoint.data))
-        self.store.register_supernet(self.checkpoint, self.checkpoint_path.resolve())
+        self.splits = load_data(DataSpec.from_dict(self.checkpoint.data))
+        self.store.register_supernet(self.checkpoint, self.checkpoint_path.resolve(), self.splits.preprocessing())
         if self.latency_table is None and self.predicted_latency:
             stored = self.store.get_latency_table(self.device.name, self.checkpoint.hash)
             if stored is None:

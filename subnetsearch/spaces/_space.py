@@ -47,15 +47,17 @@ class Knob:
                 raise ModeError(f"float knob {self.name!r} needs (low, high) with low < high, got {self.values}")
         elif not self.values:
             raise ModeError(f"knob {self.name!r} has no values")
-        if self.kind == "ordered" and list(self.values) != sorted(set(self.values)):
-            raise ModeError(f"ordered knob {self.name!r} needs strictly increasing values, got {self.values}")
+        if self.kind == "ordered" and (any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in self.values)
+                                       or list(self.values) != sorted(set(self.values))):
+            raise ModeError(f"ordered knob {self.name!r} needs strictly increasing numbers, got {self.values}")
 
     def check(self, value: Any) -> None:
+        """Refuse a value outside the knob; a boolean is never taken for a number (True == 1 in Python)."""
         if self.kind == "float":
             low, high = self.values
-            if not isinstance(value, (int, float)) or not low <= value <= high:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ModeError(f"knob {self.name!r}: {value!r} is outside [{low}, {high}]")
-        elif value not in self.values:
+        elif value not in self.values or (isinstance(value, bool) and not any(v is value for v in self.values)):
             raise ModeError(f"knob {self.name!r}: {value!r} is not one of {list(self.values)}")
 
     def to_dict(self) -> dict:

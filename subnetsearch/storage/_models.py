@@ -6,7 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,6 +53,8 @@ class SupernetRow(Base):
     data: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]
     checkpoint_path: Mapped[str] = mapped_column(Text)
+    # what a deployment feeds the network: input shape, pixel scale, channel mean/std, class names
+    preprocessing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -68,6 +82,8 @@ class EvaluationRow(Base):
     energy_measured_mj: Mapped[float | None] = mapped_column(Float, nullable=True)  # RAPL, where the host has it
     # input-dependent modes (dynamic inference): the distribution of per-sample MACs behind `macs` (their mean)
     cost_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the BN statistics the mode was calibrated to (export rebuilds the evaluated network from them)
+    bn_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

@@ -82,6 +82,7 @@ class SupernetRecord:
     data: dict
     metrics: dict
     checkpoint_path: str
+    preprocessing: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -267,20 +268,23 @@ class Store:
             session.delete(row)
 
     # ---- supernets ---------------------------------------------------------------------------
-    def register_supernet(self, checkpoint: Any, path: str | Path) -> SupernetRecord:
-        """Record a checkpoint (idempotent: keyed by its content hash)."""
+    def register_supernet(self, checkpoint: Any, path: str | Path, preprocessing: dict | None = None) -> SupernetRecord:
+        """Record a checkpoint (idempotent: keyed by its content hash), with the input preprocessing
+        its data set implies if given (kept once known)."""
         with self.session(write=True) as session:
             row = session.scalar(select(SupernetRow).where(SupernetRow.content_hash == checkpoint.hash))
             if row is None:
                 row = SupernetRow(content_hash=checkpoint.hash, family=checkpoint.arch["family"], arch=checkpoint.arch,
                                   recipe=checkpoint.recipe, data=checkpoint.data, metrics=checkpoint.metrics,
-                                  checkpoint_path=str(path))
+                                  checkpoint_path=str(path), preprocessing=preprocessing)
                 session.add(row)
                 try:
                     session.flush()
                 except IntegrityError:  # registered concurrently by another process
                     session.rollback()
-                    return self.register_supernet(checkpoint, path)
+                    return self.register_supernet(checkpoint, path, preprocessing)
+            elif preprocessing is not None and row.preprocessing != preprocessing:
+                row.preprocessing = preprocessing
             return _supernet(row)
 
     # ---- evaluations -------------------------------------------------------------------------
@@ -291,8 +295,19 @@ class Store:
                 EvaluationRow.settings_key == settings_key)).first()
             return None if row is None else StoredEvaluation(*row)
 
-    def put_evaluation(self, evaluation: StoredEvaluation) -> bool:
-        """Insert an evaluation and update the fronts it belongs to, in one transaction. Returns
+    def get_bn_state(self, evaluation: StoredEvaluation) -> bytes | None:
+        """The BN statistics an evaluation was calibrated to (None: stored statistics, or an
+        evaluation stored before they were kept)."""
+        with self.session() as session:
+            return session.scalar(select(EvaluationRow.bn_state)
+                                  .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
+                                  .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(
+                SupernetRow.content_hash == evaluation.supernet_hash, DeviceRow.name == evaluation.device,
+                EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
+
+    def put_evaluation(self, evaluation: StoredEvaluation, bn_state: bytes | None = None) -> bool:
+        """Insert an evaluation (with the BN statistics it was calibrated to, if any) and update the
+        fronts it belongs to, in one transaction. Returns
         False if the same key was stored already (nothing is duplicated). Writers of one supernet
         are serialized (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite) so that concurrent front
         updates never miss each other."""
@@ -309,7 +324,8 @@ class Store:
                 settings_key=evaluation.settings_key, settings=evaluation.settings, accuracy=evaluation.accuracy,
                 loss=evaluation.loss, macs=evaluation.macs, params=evaluation.params, latency_ms=evaluation.latency_ms,
                 latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source,
-                energy_measured_mj=evaluation.energy_measured_mj, cost_profile=evaluation.cost_profile)
+                energy_measured_mj=evaluation.energy_measured_mj, cost_profile=evaluation.cost_profile,
+                bn_state=bn_state)
             session.add(row)
             session.flush()
             add_to_fronts(session.connection(), {
@@ -503,7 +519,7 @@ class Store:
 
 def _supernet(row: SupernetRow) -> SupernetRecord:
     return SupernetRecord(row.id, row.content_hash, row.family, row.arch, row.recipe, row.data, row.metrics,
-                          row.checkpoint_path)
+                          row.checkpoint_path, row.preprocessing)
 
 
 def _device(row: DeviceRow) -> Device:

@@ -13,6 +13,7 @@ of the network that will be evaluated and deployed, and two calibrations of one 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -71,5 +72,44 @@ def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tenso
             norm.running_var.copy_(var)
             norm.num_batches_tracked.copy_(count)
             norm.momentum = momentum
+        supernet.set_mode(previous_mode)
+        supernet.train(was_training)
+
+
+def bn_state(supernet: nn.Module) -> bytes:
+    """The running statistics of the BN layers the current mode uses, in a fixed order (what
+    `stored_bn` puts back): inside `calibrated_bn`, the calibrated statistics of that mode."""
+    tensors = [t.detach().cpu().clone() for n in _active_norms(supernet) for t in (n.running_mean, n.running_var)]
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
+
+
+@contextmanager
+def stored_bn(supernet: nn.Module, mode: Mode, state: bytes) -> Iterator[None]:
+    """Within the block, `supernet` is in `mode` with the BN statistics `bn_state` took for that
+    mode (no data needed); on exit the stored statistics and the previous mode come back."""
+    previous_mode, was_training = supernet.mode, supernet.training
+    supernet.set_mode(mode)
+    norms = _active_norms(supernet)
+    try:
+        tensors = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+        expected = [t.shape for n in norms for t in (n.running_mean, n.running_var)]
+        if not isinstance(tensors, list) or [getattr(t, "shape", None) for t in tensors] != expected:
+            raise ValueError("the stored BN statistics do not fit this mode of this supernet")
+    except Exception:
+        supernet.set_mode(previous_mode)
+        raise
+    saved = [(n.running_mean.clone(), n.running_var.clone()) for n in norms]
+    try:
+        for index, norm in enumerate(norms):
+            norm.running_mean.copy_(tensors[2 * index])
+            norm.running_var.copy_(tensors[2 * index + 1])
+        supernet.eval()
+        yield
+    finally:
+        for norm, (mean, var) in zip(norms, saved, strict=True):
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
         supernet.set_mode(previous_mode)
         supernet.train(was_training)

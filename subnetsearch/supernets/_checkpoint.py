@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from subnetsearch.supernets._registry import build_supernet
+from subnetsearch.data import DataError, DataSpec
+from subnetsearch.supernets._convert import ConversionError
+from subnetsearch.supernets._registry import FAMILIES, ArchError, build_supernet
 from subnetsearch.supernets._wenet import WeNetSupernet
 
 FORMAT = "subnetsearch-checkpoint/1"
@@ -49,22 +51,27 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     hash: str
     extra: dict = field(default_factory=dict)
+    source: str = ""  # the file it was read from, for messages
 
     def build(self) -> WeNetSupernet:
-        """The supernet with these weights (eval mode, full network)."""
-        supernet = build_supernet(self.arch)
-        load_weights(supernet, self.state_dict)
+        """The supernet with these weights (eval mode, full network); a CheckpointError if its
+        architecture cannot be built or the weights do not fit it."""
+        try:
+            supernet = build_supernet(self.arch)
+        except (ArchError, ConversionError) as error:
+            raise CheckpointError(f"{self.source or 'checkpoint'}: cannot build its supernet: {error}") from error
+        load_weights(supernet, self.state_dict, self.source)
         return supernet.eval()
 
 
-def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
     expected = supernet.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = [k for k in expected if k in state_dict and expected[k].shape != state_dict[k].shape]
     if missing or unexpected or mismatched:
         raise CheckpointError(
-            "checkpoint does not fit this architecture: "
+            f"{source or 'checkpoint'} does not fit its architecture: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
             f"{len(mismatched)} with other shapes (e.g. {mismatched[:3]})")
     supernet.load_state_dict(state_dict)
@@ -118,16 +125,36 @@ def load_checkpoint(path: str | Path, arch: Mapping | None = None) -> Checkpoint
         meta = {key: json.loads(payload[key]) for key in ("arch", "recipe", "data", "metrics")}
         state = payload["state_dict"]
         stored_hash = payload["hash"]
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} is missing or has damaged field: {error}") from error
+    _check_content(path, meta, state)
     actual = content_hash(state, meta)
     if actual != stored_hash:
         raise CheckpointError(f"{path}: content hash mismatch (stored {stored_hash[:12]}, actual {actual[:12]}); "
                               "the file was modified or damaged")
     if arch is not None and _canonical(dict(arch)) != _canonical(meta["arch"]):
         raise CheckpointError(f"{path} was saved for architecture {meta['arch']}, not {dict(arch)}")
-    return Checkpoint(meta["arch"], meta["recipe"], meta["data"], meta["metrics"], state, stored_hash,
-                      payload.get("extra", {}))
+    extra = payload.get("extra", {})
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: field 'extra' must be a mapping, got {type(extra).__name__}")
+    return Checkpoint(meta["arch"], meta["recipe"], meta["data"], meta["metrics"], state, stored_hash, extra, str(path))
+
+
+def _check_content(path: Path, meta: Mapping[str, Any], state: Any) -> None:
+    """Well-formed fields of the right kinds: a known family, a valid data spec, tensors by name."""
+    for key, value in meta.items():
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: field {key!r} must be a mapping, got {type(value).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: field 'state_dict' must map parameter names to tensors")
+    family = meta["arch"].get("family")
+    if family not in FAMILIES:
+        raise CheckpointError(f"{path}: unknown supernet family {family!r}; known: {sorted(FAMILIES)}")
+    try:
+        DataSpec.from_dict(meta["data"])
+    except DataError as error:
+        raise CheckpointError(f"{path}: bad data spec: {error}") from error
 
 
 def load_supernet(path: str | Path) -> tuple[WeNetSupernet, Checkpoint]:

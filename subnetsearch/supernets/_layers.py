@@ -17,6 +17,9 @@ DEFAULT_GROUP_CHOICES: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 def allowed_groups(in_channels: int, out_channels: int, choices: Sequence[int]) -> tuple[int, ...]:
     """Group counts from `choices` that divide both channel counts (paper: evenly divided layers)."""
+    bad = [g for g in choices if isinstance(g, bool) or not isinstance(g, int) or g < 1]
+    if bad:
+        raise ValueError(f"group counts must be positive integers, got {bad}")
     return tuple(sorted(g for g in set(choices) if in_channels % g == 0 and out_channels % g == 0))
 
 

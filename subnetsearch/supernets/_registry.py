@@ -23,10 +23,18 @@ class ArchError(ValueError):
 
 
 def _take(arch: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
+    """The fields of `arch` in `allowed`, refusing unknown ones and values of another kind than the
+    field's default (an int where a list is due, a boolean where a number is due)."""
     unknown = sorted(set(arch) - allowed - {"family"})
     if unknown:
         raise ArchError(f"unknown architecture field(s) {unknown} for family {arch['family']!r}; allowed: {sorted(allowed)}")
-    return {key: arch[key] for key in allowed if key in arch}
+    taken = {key: arch[key] for key in allowed if key in arch}
+    for key, value in taken.items():
+        default = _FIELD_KINDS.get(key)
+        if default is not None and value is not None and (
+                isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, type(default))):
+            raise ArchError(f"architecture field {key!r} must be {type(default).__name__}, got {value!r}")
+    return taken
 
 
 def _cifar_resnet(arch: Mapping[str, Any]) -> WeNetSupernet:
@@ -119,6 +127,11 @@ CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
 }
 
 Supernet = WeNetSupernet | WidthSupernet | DDISupernet
+# The kind each field takes (from the defaults; lists may arrive as tuples from Python callers).
+_FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULTS, WIDTH_RESNET_DEFAULTS,
+                                                            DDI_RESNET_DEFAULTS) for key, value in defaults.items()
+                                if value is not None and not isinstance(value, list)}
+_FIELD_KINDS["model"] = "resnet50"
 
 FAMILIES: dict[str, Callable[[Mapping[str, Any]], Supernet]] = {
     "wenet-cifar-resnet": _cifar_resnet,

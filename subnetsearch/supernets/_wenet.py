@@ -70,6 +70,10 @@ class WeNetSupernet(nn.Module):
         self.units = {unit.name: unit for unit in find_switch_units(network)}
         knobs = [Knob(name, "ordered", unit.layer.group_choices)
                  for name, unit in self.units.items() if len(unit.layer.group_choices) > 1]
+        if self.units and not knobs:
+            channels = sorted({c for unit in self.units.values() for c in unit.layer.weight.shape[:2]})
+            raise ModeError(f"no switchable layer can use any group count of {list(self.arch.get('group_choices', []))} "
+                            f"besides 1: a count must divide a layer's input and output channels {channels}")
         self.space = SearchSpace(knobs, context=self.arch)
         # One shared state for all switchable layers and their S-BNs: set_mode swaps one tuple.
         self._switch = SwitchState(unit.layer.groups for unit in self.units.values())

@@ -30,7 +30,7 @@ from subnetsearch.data import Splits
 from subnetsearch.supernets._checkpoint import save_checkpoint
 from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._wenet import _lr_at, _optimizer
+from subnetsearch.trainers._wenet import _lr_at, _optimizer, timeless
 
 Penalty = Literal["none", "clipped", "group"]
 
@@ -282,5 +282,6 @@ def train_width(supernet: WidthSupernet, splits: Splits, recipe: WidthRecipe, ou
     supernet.eval()
     final = {"epochs": recipe.epochs, "history": history}
     if out_dir is not None:
-        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, {**asdict(recipe), "knob": KNOB}, data_spec, final)
+        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, {**asdict(recipe), "knob": KNOB}, data_spec,
+                        {**final, "history": timeless(history)})
     return final

@@ -183,12 +183,18 @@ def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, ou
         log.flush()
         if on_epoch:
             on_epoch(record)
-        save_checkpoint(last, supernet, asdict(recipe), data_spec, {"epoch": epoch + 1, "history": history},
+        save_checkpoint(last, supernet, asdict(recipe), data_spec, {"epoch": epoch + 1, "history": timeless(history)},
                         extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
     log.close()
     supernet.to(memory_format=torch.contiguous_format)
     supernet.set_mode(supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode))
     final = {"epochs": recipe.epochs, "history": history}
-    save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, final)
+    save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, {**final, "history": timeless(history)})
     return final
+
+
+def timeless(history: list[dict]) -> list[dict]:
+    """Epoch records without wall times, as checkpoints keep them: the same run gives the same
+    content hash (the times stay in train_log.jsonl)."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
 

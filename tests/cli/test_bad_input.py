@@ -4,6 +4,7 @@ the problem, no traceback, and the store unchanged (its dump checksum before and
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -29,9 +30,52 @@ def workspace(tmp_path_factory):
     store = Store(url)
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
     store.dispose()
+    _write_bad_checkpoints(folder, build_supernet(TINY_ARCH))
+    values = {name: 1 for name in build_supernet(TINY_ARCH).full_mode().values}
+    (folder / "bool-mode.json").write_text(json.dumps({**values, "layer1.0.conv1": True}))
     (folder / "not-a-db.db").write_text("this is not a database\n")
     (folder / "a-file").write_text("x")
     return folder, checkpoint, url
+
+
+# Well-formed checkpoints (valid pickle, format and content hash) whose content is wrong.
+BAD_CHECKPOINTS = {
+    "arch-list": ({"arch": [1, 2]}, "field 'arch' must be a mapping, got list"),
+    "unknown-family": ({"arch": {"family": "nope"}}, "unknown supernet family 'nope'"),
+    "arch-field-type": ({"arch": {"depth": "x"}}, "architecture field 'depth' must be int, got 'x'"),
+    "arch-bool-groups": ({"arch": {"group_choices": [1, True]}}, "group counts must be positive integers"),
+    "arch-unknown-field": ({"arch": {"bogus": 1}}, "unknown architecture field(s) ['bogus']"),
+    "data-unknown-key": ({"data": {"name": "synthetic", "colour": 1}}, "unknown data field(s) ['colour']"),
+    "data-unknown-name": ({"data": {"name": "imagenet"}}, "unknown data set 'imagenet'"),
+    "data-type": ({"data": {"name": "synthetic", "val_size": "many"}}, "data field 'val_size' must be int"),
+    "recipe-str": ({"recipe": "x"}, "field 'recipe' must be a mapping, got str"),
+    "state-list": ({"state_dict": [1, 2]}, "field 'state_dict' must map parameter names to tensors"),
+    "state-shapes": ({"state_dict": "zeros"}, "does not fit its architecture"),
+}
+
+
+def _write_bad_checkpoints(folder: Path, supernet) -> None:
+    import torch
+
+    from subnetsearch.supernets._checkpoint import FORMAT, _canonical, content_hash
+
+    good_state = {k: v.clone() for k, v in supernet.state_dict().items()}
+    for name, (change, _) in BAD_CHECKPOINTS.items():
+        meta = {"arch": dict(supernet.arch), "recipe": {}, "data": {"name": "synthetic", "split_seed": 0}, "metrics": {}}
+        state = good_state
+        for key, value in change.items():
+            if key == "state_dict":
+                state = {k: torch.zeros(1) for k in good_state} if value == "zeros" else value
+            elif key == "arch" and isinstance(value, dict) and "family" not in value:
+                meta["arch"] = {**meta["arch"], **value}
+            else:
+                meta[key] = value
+        try:
+            digest = content_hash(state, meta)
+        except Exception:  # not tensors: no hash can be computed, the loader refuses before checking it
+            digest = "0" * 64
+        torch.save({"format": FORMAT, **{k: _canonical(v) for k, v in meta.items()}, "state_dict": state,
+                    "hash": digest}, folder / f"bad-{name}.pt")
 
 
 def _dump(database: Path) -> str:
@@ -57,6 +101,9 @@ CASES = [
     ([*SEARCH, "--strategy", "dse", "--cost", "speed"], "unknown cost 'speed'"),
     ([*SEARCH, "--strategy", "dse", "--max-iterations", "0"], "--max-iterations must be >= 1"),
     ([*SEARCH, "--workers", "0"], "--workers must be >= 1"),
+    ([*SEARCH, "--calibration-batches", "-1"], "--calibration-batches must be >= 0, got -1"),
+    ([*SEARCH, "--eval-batches", "0"], "--eval-batches must be >= 1, got 0"),
+    (["run", "--eval-batches", "0", "--storage", "{url}"], "--eval-batches must be >= 1, got 0"),
     ([*SEARCH, "--latency", "guessed"], "--latency must be measured or predicted"),
     (["dashboard", "--port", "70000", "--storage", "{url}"], "--port must be in 0..65535"),
     (["dashboard", "--port", "-1", "--storage", "{url}"], "--port must be in 0..65535"),
@@ -71,12 +118,32 @@ CASES = [
     (["report", "-o", "/proc/subnetsearch-report.html", "--storage", "{url}"], "/proc"),
     # a mode-id prefix reaching SQL LIKE is literal, not a wildcard
     (["export", "%", "--device", "quick", "-o", "{folder}/m.json", "--storage", "{url}"], "no stored mode '%'"),
+    # the main job: options checked before the store is opened or anything is computed
+    (["run", "--epochs", "0", "--storage", "{url}"], "--epochs must be >= 1, got 0"),
+    (["run", "--trials", "-1", "--storage", "{url}"], "--trials must be >= 0"),
+    (["run", "--random-modes", "-2", "--storage", "{url}"], "--random-modes must be >= 0"),
+    (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
+    (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),
+    # group counts: a boolean is not a group count
+    (["devices", "measure", "quick", "--checkpoint", "{checkpoint}", "--modes", "{folder}/bool-mode.json",
+      "--storage", "{url}"], "knob 'layer1.0.conv1': True is not one of [1, 2, 4, 8]"),
     # storage URLs
     (["searches", "--storage", ""], "the storage URL is empty"),
     (["searches", "--storage", "sqlite:///{folder}/missing-dir/x.db"], "missing-dir does not exist"),
     (["searches", "--storage", "sqlite:///{folder}/not-a-db.db"], "file is not a database"),
     (["searches", "--storage", "postgresql+psycopg://u@127.0.0.1:notaport/db"], "storage"),
 ]
+
+
+# every command that reads a checkpoint, with every kind of wrong content
+CHECKPOINT_COMMANDS = {
+    "devices measure": ["devices", "measure", "quick"],
+    "devices table": ["devices", "table", "quick"],
+    "search": ["search", "--device", "quick"],
+    "run": ["run", "--device", "quick", "--trials", "0", "--dse-iterations", "0", "--report", "{folder}/r.html"],
+}
+CASES += [([*command, "--checkpoint", f"{{folder}}/bad-{name}.pt", "--storage", "{url}"], message)
+          for command in CHECKPOINT_COMMANDS.values() for name, (_, message) in BAD_CHECKPOINTS.items()]
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a[:1] + a[-4:-2]) + f" #{i}" for i, (a, _) in

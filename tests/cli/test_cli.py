@@ -131,6 +131,32 @@ def test_train_smoke_and_bad_inputs(tmp_path) -> None:
     assert other_recipe.exit_code == 2 and "another recipe" in other_recipe.output
 
 
+def test_train_is_reproducible_and_records_an_absolute_data_root(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from subnetsearch.supernets._checkpoint import load_checkpoint
+
+    for part in ("train", "val", "test"):
+        for label in ("a", "b"):
+            (tmp_path / "images" / part / label).mkdir(parents=True)
+            for index in range(4):
+                Image.new("L", (12, 12), index * 60 + (label == "b") * 30).save(tmp_path / "images" / part / label /
+                                                                              f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "--data", "imagefolder", "--data-root", "images", "--depth", "8", "--widths", "8,16,16",
+              "--groups", "1,2", "--batch-size", "4", "--epochs", "1", "--no-hflip", "--seed", "3"]
+    hashes = []
+    for out in ("one", "two"):
+        result = runner.invoke(app, [*common, "--out", out])
+        assert result.exit_code == 0, result.output
+        hashes.append(load_checkpoint(tmp_path / out / "supernet.pt"))
+    assert hashes[0].hash == hashes[1].hash  # the same command gives the same checkpoint
+    assert hashes[0].data["root"] == str(tmp_path / "images") and hashes[0].data["hflip"] is False
+    assert hashes[0].arch["in_channels"] == 1 and hashes[0].arch["input_size"] == 12  # grayscale, own size
+    no_divisor = runner.invoke(app, [*common[:-2], "--groups", "1,3,5", "--out", "three"])
+    assert no_divisor.exit_code == 2 and "besides 1: a count must divide" in " ".join(no_divisor.output.split())
+
+
 def test_module_entry_point_shows_help() -> None:
     result = subprocess.run([sys.executable, "-m", "subnetsearch", "--help"], capture_output=True, text=True, check=True)
     assert "run" in result.stdout and "train" in result.stdout
@@ -185,6 +211,15 @@ def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
     assert best.exit_code == 0, best.output
     chosen = store.best_mode("quick", Budget(max_macs=budget)).best
     assert chosen.macs <= budget and chosen.mode_id in best.output and "subnetsearch export" in best.output
+    assert f"mode JSON: {chosen.mode_json}" in best.output.splitlines()  # one line, never wrapped off a terminal
+    as_json = runner.invoke(app, ["best", "--device", "quick", "--max-macs", str(budget), "--json", "--storage", storage])
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["best"]["mode_id"] == chosen.mode_id
+    nothing = runner.invoke(app, ["best", "--device", "quick", "--max-macs", "1", "--json", "--storage", storage])
+    assert nothing.exit_code == 1 and json.loads(nothing.output)["best"] is None
+    listed = runner.invoke(app, ["searches", "--json", "--storage", storage])
+    assert [s["status"] for s in json.loads(listed.output)] == ["finished"]
+    front = runner.invoke(app, ["front", "--device", "quick", "--objectives", "all", "--json", "--storage", storage])
+    assert sorted(e["macs"] for e in json.loads(front.output)) == front_macs
     none = runner.invoke(app, ["best", "--device", "quick", "--max-macs", "1", "--storage", storage])
     assert none.exit_code == 1 and "no stored mode for quick satisfies macs <= 1" in none.output
     assert "closest" in none.output
@@ -198,12 +233,18 @@ def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
     document = json.loads((tmp_path / "mode.json").read_text())
     assert document["mode_id"] == chosen.mode_id and document["metrics"]["macs"] == chosen.macs
     assert document["measurement"]["evaluation_settings"] == chosen.settings
+    assert document["preprocessing"]["classes"] == ["class-0", "class-1", "class-2", "class-3"]
     model, shape = materialized_model(store, chosen)
-    x = torch.randn(1, *shape)
-    expected = model(x).detach().numpy()
+    pixels = torch.rand(1, *shape) * 255  # the exported graphs take raw pixels and normalize them themselves
+    expected = model((pixels / 255 - 0.5) / 0.25).detach().numpy()  # the synthetic set's mean and std
     session = onnxruntime.InferenceSession(str(tmp_path / "mode.onnx"))
-    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(torch.jit.load(str(tmp_path / "mode.pt"))(x).detach().numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(session.run(None, {"input": pixels.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["subnetsearch.preprocessing"]) == document["preprocessing"]
+    files = {"subnetsearch.preprocessing.json": ""}
+    scripted = torch.jit.load(str(tmp_path / "mode.pt"), _extra_files=files)
+    np.testing.assert_allclose(scripted(pixels).detach().numpy(), expected, atol=1e-4)
+    assert json.loads(files["subnetsearch.preprocessing.json"]) == document["preprocessing"]
     unknown = runner.invoke(app, ["export", "zzzz", "--device", "quick", "-o", str(tmp_path / "x.onnx"),
                                   "--storage", storage])
     assert unknown.exit_code == 2 and "no stored mode 'zzzz'" in unknown.output
@@ -322,3 +363,47 @@ def test_search_bad_distributed_inputs_record_nothing(tiny_checkpoint, storage, 
         assert store.list_searches() == [] and store.count_evaluations() == 0
     finally:
         store.dispose()
+
+
+def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_measured(tmp_path) -> None:
+    import json
+    import shutil
+
+    import numpy as np
+    import onnxruntime
+    from PIL import Image
+
+    from subnetsearch.data import DataSpec, load_data
+    from subnetsearch.storage import Store
+
+    images = tmp_path / "images"
+    for part in ("train", "val", "test"):
+        for label in range(3):
+            (images / part / f"c{label}").mkdir(parents=True)
+            for index in range(6):
+                pixels = np.full((10, 10), 40 + 70 * label, np.uint8)
+                pixels[index % 10, :] = 255 - 20 * index  # a little variety inside each class
+                Image.fromarray(pixels, "L").save(images / part / f"c{label}" / f"{index}.png")
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    trained = runner.invoke(app, ["train", "--data", "imagefolder", "--data-root", str(images), "--depth", "8",
+                                  "--widths", "8,16,16", "--groups", "1,2", "--batch-size", "6", "--epochs", "2",
+                                  "--no-hflip", "--out", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    search = runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "3",
+                                 "--objectives", "accuracy,macs", "--checkpoint", str(tmp_path / "run" / "supernet.pt"),
+                                 "--device", "quick", "--storage", storage])
+    assert search.exit_code == 0, search.output
+    evaluation = Store(storage).get_front("quick", "all")[0]
+    splits = load_data(DataSpec("imagefolder", str(images), hflip=False))
+    shutil.rmtree(images)  # the training images are gone: export needs only the checkpoint and the store
+    out = tmp_path / "mode.onnx"
+    result = runner.invoke(app, ["export", evaluation.mode_id, "--device", "quick", "-o", str(out), "--storage", storage])
+    assert result.exit_code == 0, result.output
+    session = onnxruntime.InferenceSession(str(out))
+    raw = splits.val.images.float().numpy()  # raw pixels, as a user has them
+    predictions = np.concatenate([session.run(None, {"input": raw[i:i + 1]})[0].argmax(1) for i in range(len(raw))])
+    assert float((predictions == splits.val.labels.numpy()).mean()) == pytest.approx(evaluation.accuracy, abs=1e-6)
+    metadata = json.loads(session.get_modelmeta().custom_metadata_map["subnetsearch.preprocessing"])
+    assert metadata["classes"] == ["c0", "c1", "c2"] and metadata["input_shape"] == [1, 10, 10]

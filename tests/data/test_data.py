@@ -9,6 +9,7 @@ from subnetsearch.data import (
     FASHION_MNIST_ROOT,
     DataError,
     DataSpec,
+    Splits,
     load_data,
     random_crop_flip,
     read_idx,
@@ -67,8 +68,10 @@ def test_missing_data_folders_name_the_path(tmp_path) -> None:
         load_data(DataSpec("imagefolder", root=str(tmp_path)))
     with pytest.raises(DataError, match="unknown data set"):
         load_data(DataSpec("mnist-please"))
-    with pytest.raises(DataError, match="val_size"):
+    with pytest.raises(DataError, match="--val-size, carved from the 60000 training images"):
         load_data(DataSpec(val_size=60000))
+    with pytest.raises(DataError, match="fixed validation split: --val-size does not apply"):
+        load_data(DataSpec("synthetic", val_size=0))
 
 
 def test_image_folder_loads_users_own_data(tmp_path) -> None:
@@ -83,6 +86,67 @@ def test_image_folder_loads_users_own_data(tmp_path) -> None:
     splits = load_data(DataSpec("imagefolder", root=str(tmp_path), val_size=2, image_size=16))
     assert splits.input_shape == (3, 16, 16) and splits.num_classes == 2
     assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 2, 12)
+
+
+def _image_tree(root, parts, mode="L", size=(9, 7), per_class=5):
+    from PIL import Image
+
+    for part in parts:
+        for label in ("cat", "dog"):
+            folder = root / part / label
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                color = index * 40 if mode == "L" else (index * 40, 0, 255 - index * 40)
+                Image.new(mode, size, color).save(folder / f"{index}.png")
+
+
+def test_image_folder_keeps_grayscale_and_size_uses_val_folder_and_names_classes(tmp_path) -> None:
+    _image_tree(tmp_path, ("train", "val", "test"))
+    splits = load_data(DataSpec("imagefolder", root=str(tmp_path)))
+    assert splits.input_shape == (1, 7, 9)  # grayscale stays 1 channel, native size (w 9, h 7) kept
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 10, 10)  # val/ is the validation split
+    assert splits.classes == ("cat", "dog")
+    assert len(splits.mean) == 1 and 0 < splits.mean[0] < 1  # the training images' own statistics
+    rgb = load_data(DataSpec("imagefolder", root=str(tmp_path), channels=3, image_size=12))
+    assert rgb.input_shape == (3, 12, 12)
+    with pytest.raises(DataError, match="channels must be 1"):
+        load_data(DataSpec("imagefolder", root=str(tmp_path), channels=2))
+
+
+def test_image_folder_errors_name_the_file_and_the_option(tmp_path) -> None:
+    from PIL import Image
+
+    _image_tree(tmp_path, ("train", "test"), mode="RGB")
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / "cat" / "big.png")
+    with pytest.raises(DataError, match="2 sizes .*--image-size"):
+        load_data(DataSpec("imagefolder", root=str(tmp_path), val_size=2))
+    (tmp_path / "train" / "cat" / "big.png").unlink()
+    with pytest.raises(DataError, match="--val-size, carved from the 10 training images"):
+        load_data(DataSpec("imagefolder", root=str(tmp_path)))
+    broken = tmp_path / "test" / "dog" / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=f"cannot decode image {broken}"):
+        load_data(DataSpec("imagefolder", root=str(tmp_path), val_size=2))
+
+
+def test_flip_augmentation_can_be_turned_off() -> None:
+    base = synthetic()
+    plain = Splits(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, "hflip": False})
+    generator = torch.Generator().manual_seed(0)
+    crops = random_crop_flip(base.train.images, 0, generator, flip=False)  # no padding: only a flip could change it
+    assert torch.equal(crops, base.train.images)
+    images, _ = next(plain.batches(plain.train, 64, augment=True, generator=torch.Generator().manual_seed(1)))
+    flipped, _ = next(base.batches(base.train, 64, augment=True, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(images, flipped)  # same crops, the flips differ
+
+
+def test_data_spec_from_dict_names_the_bad_field() -> None:
+    assert DataSpec.from_dict({"name": "synthetic", "hflip": False}) == DataSpec("synthetic", hflip=False)
+    for payload, message in (([], "must be a mapping"), ({"colour": 1}, r"unknown data field\(s\) \['colour'\]"),
+                             ({"val_size": True}, "'val_size' must be int"), ({"hflip": 1}, "'hflip' must be bool"),
+                             ({"name": "imagenet"}, "unknown data set 'imagenet'")):
+        with pytest.raises(DataError, match=message):
+            DataSpec.from_dict(payload)
 
 
 def test_fashion_mnist_default_root_is_the_debian_package() -> None:

@@ -51,7 +51,7 @@ def test_wrong_architecture_is_refused(tmp_path, tiny_supernet) -> None:
     payload = torch.load(path, weights_only=True)
     wider = build_supernet({**TINY_ARCH, "widths": [8, 16, 32]})
     from subnetsearch.supernets._checkpoint import load_weights
-    with pytest.raises(CheckpointError, match="does not fit this architecture"):
+    with pytest.raises(CheckpointError, match="does not fit its architecture"):
         load_weights(wider, payload["state_dict"])
 
 
