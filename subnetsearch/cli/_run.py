@@ -66,8 +66,9 @@ def run_command(
             fail(f"checkpoint not found: {checkpoint}")
         console.print(f"{checkpoint} not found: training the default supernet ({epochs} epochs), "
                       f"as `{DEFAULT_TRAIN_COMMAND}` does")
-        train_wenet(build_supernet({"family": "wenet-cifar-resnet"}), load_data(DataSpec()), WeNetRecipe(epochs=epochs),
-                    checkpoint.parent, DataSpec().to_dict())
+        torch.manual_seed(seed)  # the initial weights too, as `train --seed` does
+        train_wenet(build_supernet({"family": "wenet-cifar-resnet"}), load_data(DataSpec()),
+                    WeNetRecipe(epochs=epochs, seed=seed), checkpoint.parent, DataSpec().to_dict())
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root)
     except (CheckpointError, DataError) as error:

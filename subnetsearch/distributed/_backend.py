@@ -96,8 +96,8 @@ class RayBackend:
         if not self._workers:
             from subnetsearch.distributed._workers import EvaluationWorker
 
-            spec, meter = self.worker_spec(), self._meter_handle()
-            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote([self._checkpoint()], spec, meter)
+            spec = self.worker_spec()
+            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote(spec)
                              for _ in range(self.worker_count())]
         return self._workers
 
@@ -132,7 +132,9 @@ class RayBackend:
             return results  # type: ignore[return-value]
         pool = ActorPool(self._pool())
         try:
-            answers = list(pool.map(lambda actor, text: actor.evaluate.remote(text), [modes[i].to_json() for i in todo]))
+            context = [self._checkpoint(), self._meter_handle()]
+            answers = list(pool.map(lambda actor, text: actor.evaluate.remote(context, text),
+                                    [modes[i].to_json() for i in todo]))
         except ray.exceptions.RayTaskError as error:  # the evaluation itself failed: raise its own error
             raise error.as_instanceof_cause() from None
         for index, (record, fresh) in zip(todo, answers, strict=True):

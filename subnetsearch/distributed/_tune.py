@@ -16,8 +16,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -38,6 +40,11 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # search command prints its own progress.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+# A failed trial attempt is retried (FailureConfig); Tune would log each attempt's full traceback at
+# ERROR level although the search goes on. `RetryNotice` says it in one line instead, and trials that
+# fail for good are reported by the search command with their error.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+SCRATCH_PREFIX = "subnetsearch-tune-"  # Tune's experiment files, in the temp folder: <prefix><driver pid>-...
 
 _EVALUATORS: dict[tuple, Any] = {}  # per trial process (Tune reuses trial actors): supernet and data load once
 
@@ -78,18 +85,57 @@ def _trial(config: dict, checkpoint: Checkpoint, spec: WorkerSpec, meter: Any, s
                  "node": (record.latency or {}).get("node", "")})
 
 
+class RetryNotice(tune.Callback):
+    """One line on stderr per failed trial attempt that Tune retries (instead of a traceback)."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = trial.get_error()
+        reason = str(error).strip().splitlines()[-1][:200] if error else "its process or node died"
+        print(f"trial {trial.trial_id} failed ({reason}); retrying it (failure {trial.num_failures} of at most "
+              f"{self.max_failures})", file=sys.stderr, flush=True)
+
+
+def remove_stale_scratch(folder: str | None = None) -> list[Path]:
+    """Remove the Tune scratch folders of drivers that are gone (killed before they could clean up);
+    a running driver's folder is kept. Returns what was removed."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _run(trainable: Any, searcher: RecordingOptunaSearch, trials: int, concurrency: int, cpus_per_trial: float,
          max_failures: int) -> tuple[list[dict], list[str]]:
     """Tune `trials` trials of `trainable` (each declaring `cpus_per_trial` CPUs), at most
-    `concurrency` at a time, each retried `max_failures` times if its process or node dies."""
-    scratch = tempfile.mkdtemp(prefix="subnetsearch-tune-")  # Tune's experiment files; the study is the record
+    `concurrency` at a time, each retried `max_failures` times if its process or node dies. Tune's
+    experiment files go to a scratch folder removed afterwards (the study is the record); one left by
+    a killed driver is removed by the next search."""
+    remove_stale_scratch()
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     try:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus_per_trial}),
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
                                         num_samples=trials, reuse_actors=True),
             run_config=tune.RunConfig(name="search", storage_path=scratch, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=max_failures)))
+                                      failure_config=tune.FailureConfig(max_failures=max_failures),
+                                      callbacks=[RetryNotice(max_failures)]))
         grid = tuner.fit()
         return searcher.completed, [str(error).strip() for error in grid.errors]
     finally:
@@ -139,8 +185,6 @@ class _FileSink:
         self.root = root
 
     def write(self, relative: str, content: bytes) -> str:
-        from pathlib import Path
-
         from subnetsearch.supernets._checkpoint import write_atomic
 
         return str(write_atomic(Path(self.root) / relative, content).resolve())

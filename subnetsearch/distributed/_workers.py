@@ -93,10 +93,19 @@ class DeviceMeter:
 
 @ray.remote(max_restarts=RESTARTS, max_task_retries=RESTARTS)
 class EvaluationWorker:
-    def __init__(self, checkpoint: list[Any], spec: WorkerSpec, meter: Any | None) -> None:
-        # [ObjectRef]: fetched here, not resolved by Ray as an argument, so that a restart reads it
-        # again from the object store (the driver keeps the reference alive).
-        self.evaluator = build_evaluator(ray.get(checkpoint[0]), spec, meter)
+    """Built from plain values only: Ray cannot reliably restart an actor whose constructor
+    arguments hold object references or actor handles (ray-project/ray#53727), and logs an error
+    for each such actor. The checkpoint ([ObjectRef]: fetched here, not resolved by Ray; the driver
+    keeps it alive) and the meter's handle come with each call; the supernet and data are built on
+    the first call after a (re)start."""
 
-    def evaluate(self, mode_json: str) -> tuple[StoredEvaluation, bool]:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.evaluator: CachedEvaluator | None = None
+
+    def evaluate(self, context: list[Any], mode_json: str) -> tuple[StoredEvaluation, bool]:
+        """`context`: [the checkpoint's ObjectRef, the device meter's handle or None]."""
+        if self.evaluator is None:
+            checkpoint, meter = context
+            self.evaluator = build_evaluator(ray.get(checkpoint), self.spec, meter)
         return evaluate_counted(self.evaluator, mode_json)

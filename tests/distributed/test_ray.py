@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -97,7 +98,12 @@ def test_a_worker_killed_mid_evaluation_costs_only_a_retry(ray_cluster, cluster_
 
 
 @pytest.mark.parametrize("cluster_store", ["postgresql"], indirect=True)
-def test_tune_trials_fill_the_shared_study_and_survive_a_killed_trial(ray_cluster, cluster_store) -> None:
+def test_tune_trials_fill_the_shared_study_and_survive_a_killed_trial(ray_cluster, cluster_store, capfd) -> None:
+    import tempfile
+
+    from subnetsearch.distributed._tune import SCRATCH_PREFIX
+
+    stale = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}999999999-"))  # left by a killed driver
     cluster, edge_node = ray_cluster
     url, checkpoint = cluster_store
     session = _session(url, checkpoint, backend=RayBackend(max_failures=2))
@@ -111,6 +117,10 @@ def test_tune_trials_fill_the_shared_study_and_survive_a_killed_trial(ray_cluste
         killer.join()
         session.backend.close()
     assert killed, "no trial process was seen"
+    output = capfd.readouterr()
+    assert "retrying it (failure 1 of at most 2)" in output.err  # one line per retried attempt ...
+    assert "Traceback" not in output.out + output.err  # ... and no traceback for a search that succeeds
+    assert not stale.exists() and not list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{os.getpid()}-*"))
     again = optuna.load_study(study_name="tuned", storage=url)  # what the Optuna dashboard reads
     complete = again.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == len(again.trials) == 6
