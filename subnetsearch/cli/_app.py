@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 import typer
 
+from subnetsearch.cli._common import errors
 from subnetsearch.cli._ddi import ddi_app
 from subnetsearch.cli._devices import devices_app
 from subnetsearch.cli._lasso import lasso_app
@@ -44,6 +46,12 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main() -> None:
     # SIGTERM ends a command the way Ctrl-C does: a running search is marked interrupted, not left
-    # "running" in the store
+    # "running" in the store; any other command stops with one line and exit code 130, no traceback
+    from subnetsearch.search._session import Interrupted
+
     signal.signal(signal.SIGTERM, _terminated)
-    app()
+    try:
+        app()
+    except Interrupted as error:
+        errors.print(f"[bold red]error:[/] {error}")
+        sys.exit(130)

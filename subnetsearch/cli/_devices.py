@@ -43,7 +43,10 @@ def device_or_default(store: Store, name: str) -> Device:
     except DeviceError as error:
         if name != "this-host":
             fail(str(error))
+    try:
         return store.add_device(default_host_device())
+    except StorageError:  # recorded by another process at the same moment
+        return store.get_device(name)
 
 
 @devices_app.command("add")

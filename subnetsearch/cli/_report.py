@@ -13,6 +13,7 @@ from subnetsearch.dashboards import cross_device, device_report, full_mode_of, s
 from subnetsearch.devices import DeviceError
 from subnetsearch.search import ExportError
 from subnetsearch.search._export import check_output_path
+from subnetsearch.search._session import Interrupted
 from subnetsearch.storage import StorageError, Store, storage_url
 
 
@@ -71,16 +72,19 @@ def dashboard_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(8080, help="Port (0: any free port)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
+    writable: bool = typer.Option(False, help="Let the dashboard change studies (rename, delete, notes); by "
+                                              "default it is read-only: the studies are the search records."),
 ) -> None:
     """Serve optuna-dashboard on the project's storage URL: every search is a study there."""
     if not 0 <= port <= 65535:
         fail(f"--port must be in 0..65535 (0: any free port), got {port}")
     store = open_store(storage)  # creates or upgrades the schema; fails clearly on a bad URL
     try:
-        serve_dashboard(storage_url(storage), host, port,
+        serve_dashboard(storage_url(storage), host, port, writable=writable,
                         ready=lambda address: console.print(f"optuna-dashboard for {store.url} at {address} "
-                                                            "(Ctrl-C stops it)"))
+                                                            f"({'writable' if writable else 'read-only'}; Ctrl-C "
+                                                            "stops it)"))
     except OSError as error:
         fail(f"cannot serve on {host}:{port}: {error.strerror or error}")
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C or SIGTERM: the normal ways to stop a server
+        console.print("dashboard stopped")

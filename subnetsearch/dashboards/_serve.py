@@ -51,18 +51,44 @@ def _adapt_dashboard() -> None:
     _ADAPTED = True
 
 
-def dashboard_app(storage_url: str):
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def read_only(app):
+    """A WSGI wrapper that serves reads only: optuna-dashboard (0.21 has no read-only mode) lets any
+    client that reaches it rename or delete studies, add notes and tell trials; the studies are the
+    project's search records."""
+
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in READ_METHODS:
+            return app(environ, start_response)
+        body = (b'{"reason": "this dashboard is served read-only; start it with `subnetsearch dashboard --writable` '
+                b'to change studies"}')
+        start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", "GET, HEAD"),
+                                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    return guarded
+
+
+def dashboard_app(storage_url: str, writable: bool = False):
     """The dashboard as a WSGI application (Optuna's RDB storage on the same URL as the store),
-    showing the same feasibility as the store (constraints shown, best trials feasible only)."""
+    showing the same feasibility as the store (constraints shown, best trials feasible only);
+    read-only unless `writable`."""
+    import optuna
     import optuna_dashboard
 
     _adapt_dashboard()
-    return optuna_dashboard.wsgi(storage_url)
+    # Our own RDBStorage: optuna-dashboard's skips creating Optuna's tables, and fails on a store no
+    # search has written to yet.
+    app = optuna_dashboard.wsgi(optuna.storages.RDBStorage(storage_url))
+    return app if writable else read_only(app)
 
 
-def serve_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080, ready=None) -> None:
+def serve_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080, ready=None,
+                    writable: bool = False) -> None:
     """Serve until interrupted. `ready(address)` is called once the socket listens."""
-    server = make_server(host, port, dashboard_app(storage_url), handler_class=_QuietHandler)
+    server = make_server(host, port, dashboard_app(storage_url, writable), handler_class=_QuietHandler)
     if ready is not None:
         ready(f"http://{host}:{server.server_port}/dashboard/")
     try:

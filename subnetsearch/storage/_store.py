@@ -20,9 +20,9 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import case, create_engine, event, func, literal, select
+from sqlalchemy import case, create_engine, event, func, inspect, literal, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subnetsearch.devices import Device, DeviceError
@@ -187,8 +187,11 @@ class Store:
         except (ArgumentError, ValueError) as error:
             raise StorageError(f"not a database URL: {self.url} ({error})") from None
         self._password = parsed.password
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            folder = Path(parsed.database).parent
+        uri = str(parsed.query.get("uri", "")).lower() == "true"  # file:...?mode=ro: SQLite reads the path itself
+        self._sqlite_file = (Path(parsed.database) if parsed.get_backend_name() == "sqlite" and not uri
+                             and parsed.database not in (None, "", ":memory:") else None)
+        if self._sqlite_file is not None:
+            folder = self._sqlite_file.parent
             if not folder.is_dir():  # a typo in a path should not create directories
                 raise StorageError(f"cannot open storage {self.url}: directory {folder} does not exist")
         self.backend = parsed.get_backend_name()
@@ -204,6 +207,29 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self.upgrade()
+        self._check_optuna_schema()
+
+    def _check_optuna_schema(self) -> None:
+        """The studies live in the same database: Optuna tables written by another Optuna version are
+        refused here, naming both versions, instead of failing later inside a search or a report."""
+        with self.engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            if not {"version_info", "alembic_version"} <= tables:
+                return  # no study yet: Optuna creates its tables on first use
+            revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            written_by = connection.exec_driver_sql("SELECT library_version FROM version_info").scalar()
+        import optuna
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory(str(Path(optuna.storages.__file__).parent / "_rdb" / "alembic"))
+        if revision == script.get_current_head():
+            return
+        if revision in {r.revision for r in script.walk_revisions()}:
+            raise StorageError(f"the Optuna studies in {self.url} have an older schema (optuna {written_by}) than "
+                               f"optuna {optuna.__version__} uses: upgrade it with `optuna storage upgrade --storage "
+                               "URL`")
+        raise StorageError(f"the Optuna studies in {self.url} were written by a newer optuna ({written_by}) than this "
+                           f"one ({optuna.__version__}): upgrade optuna (pip install -U optuna) or use another store")
 
     def upgrade(self) -> None:
         """Create or upgrade the schema in place to the newest migration."""
@@ -217,6 +243,11 @@ class Store:
                 command.upgrade(config, "head")
         except DBAPIError as error:  # unreachable, not a database, read-only, ...
             reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            if self._sqlite_file is not None and not os.access(self._sqlite_file.parent, os.W_OK | os.X_OK) or (
+                    self._sqlite_file is not None and self._sqlite_file.exists()
+                    and not os.access(self._sqlite_file, os.W_OK)) or "readonly" in reason.replace("-", "").lower():
+                reason += ("; the store or its folder is read-only, and SQLite writes beside the file even to read it "
+                           "(its -wal and -shm files): copy it somewhere writable")
             raise StorageError(f"cannot open storage {self.url}: {_redact(reason, self._password)}") from None
         except CommandError as error:  # a revision this version does not know
             raise StorageError(f"storage {self.url} has a schema this version of subnetsearch does not know "
@@ -226,8 +257,12 @@ class Store:
     def session(self, write: bool = False) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any error. Writers say so (on
         SQLite they take the write lock at the start)."""
-        with (self._write_sessions if write else self._sessions)() as session, session.begin():
-            yield session
+        try:
+            with (self._write_sessions if write else self._sessions)() as session, session.begin():
+                yield session
+        except OperationalError as error:  # read-only, disk full, connection lost, ...: say so, no traceback
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            raise StorageError(f"storage {self.url}: {_redact(reason, self._password)}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -235,16 +270,24 @@ class Store:
 
     # ---- devices -----------------------------------------------------------------------------
     def add_device(self, device: Device, replace: bool = False) -> Device:
-        with self.session(write=True) as session:
-            row = session.scalar(select(DeviceRow).where(DeviceRow.name == device.name))
-            if row is not None and not replace:
-                raise StorageError(f"device {device.name!r} exists already (replace it explicitly)")
-            payload = device.to_dict()
-            if row is None:
-                row = DeviceRow(name=device.name)
-                session.add(row)
-            row.location, row.protocol, row.energy = payload["location"], payload["protocol"], payload["energy"]
-            row.description = payload["description"]
+        """Record a device; one of that name is refused unless `replace` (also when another process
+        adds the same name at the same moment: the unique name decides, and the loser is told)."""
+        exists = StorageError(f"device {device.name!r} exists already (replace it explicitly)")
+        try:
+            with self.session(write=True) as session:
+                row = session.scalar(select(DeviceRow).where(DeviceRow.name == device.name))
+                if row is not None and not replace:
+                    raise exists
+                payload = device.to_dict()
+                if row is None:
+                    row = DeviceRow(name=device.name)
+                    session.add(row)
+                row.location, row.protocol, row.energy = payload["location"], payload["protocol"], payload["energy"]
+                row.description = payload["description"]
+        except IntegrityError:  # inserted concurrently by another process
+            if not replace:
+                raise exists from None
+            return self.add_device(device, replace=True)
         return device
 
     def get_device(self, name: str) -> Device:

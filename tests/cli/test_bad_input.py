@@ -34,6 +34,7 @@ def workspace(tmp_path_factory):
     values = {name: 1 for name in build_supernet(TINY_ARCH).full_mode().values}
     (folder / "bool-mode.json").write_text(json.dumps({**values, "layer1.0.conv1": True}))
     (folder / "not-a-db.db").write_text("this is not a database\n")
+    _store_of_a_newer_optuna(folder / "newer-optuna.db")
     (folder / "a-file").write_text("x")
     return folder, checkpoint, url
 
@@ -76,6 +77,20 @@ def _write_bad_checkpoints(folder: Path, supernet) -> None:
             digest = "0" * 64
         torch.save({"format": FORMAT, **{k: _canonical(v) for k, v in meta.items()}, "state_dict": state,
                     "hash": digest}, folder / f"bad-{name}.pt")
+
+
+def _store_of_a_newer_optuna(path: Path) -> None:
+    import optuna
+
+    from subnetsearch.storage import Store
+
+    Store(f"sqlite:///{path}").dispose()
+    optuna.storages.RDBStorage(f"sqlite:///{path}").engine.dispose()  # Optuna's tables, as a search creates them
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE alembic_version SET version_num = 'v9.0.0.a'")
+    connection.execute("UPDATE version_info SET library_version = '9.0.0'")
+    connection.commit()
+    connection.close()
 
 
 def _dump(database: Path) -> str:
@@ -132,6 +147,9 @@ CASES = [
     (["searches", "--storage", "sqlite:///{folder}/missing-dir/x.db"], "missing-dir does not exist"),
     (["searches", "--storage", "sqlite:///{folder}/not-a-db.db"], "file is not a database"),
     (["searches", "--storage", "postgresql+psycopg://u@127.0.0.1:notaport/db"], "storage"),
+    (["searches", "--storage", "sqlite:///{folder}/newer-optuna.db"], "written by a newer optuna (9.0.0)"),
+    (["devices", "add", "other", "--storage", "sqlite:///file:{folder}/store.db?mode=ro&uri=true"],
+     "attempt to write a readonly database"),
 ]
 
 

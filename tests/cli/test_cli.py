@@ -407,3 +407,27 @@ def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_meas
     assert float((predictions == splits.val.labels.numpy()).mean()) == pytest.approx(evaluation.accuracy, abs=1e-6)
     metadata = json.loads(session.get_modelmeta().custom_metadata_map["subnetsearch.preprocessing"])
     assert metadata["classes"] == ["c0", "c1", "c2"] and metadata["input_shape"] == [1, 10, 10]
+
+
+def test_sigterm_stops_a_server_cleanly_and_other_commands_with_130(tmp_path) -> None:
+    import signal
+    import time
+
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    server = subprocess.Popen([sys.executable, "-m", "subnetsearch", "dashboard", "--port", "0", "--storage", storage],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "store.db").exists():
+        time.sleep(0.2)
+    time.sleep(2.0)  # serving
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "dashboard stopped" in out and "Traceback" not in err, (out, err)
+    training = subprocess.Popen([sys.executable, "-m", "subnetsearch", "train", "--data", "synthetic", "--epochs", "500",
+                                 "--depth", "8", "--widths", "8,16,16", "--out", str(tmp_path / "run")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while time.monotonic() < deadline + 60 and not (tmp_path / "run" / "train_log.jsonl").exists():
+        time.sleep(0.2)
+    training.send_signal(signal.SIGTERM)
+    out, err = training.communicate(timeout=30)
+    assert training.returncode == 130 and "error: interrupted by SIGTERM" in err and "Traceback" not in err, (out, err)

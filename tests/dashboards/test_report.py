@@ -128,6 +128,40 @@ def test_report_renders_the_front_in_a_real_browser(searched) -> None:
         browser.quit()
 
 
+def test_dashboard_on_a_store_without_studies_and_writable_on_request(tmp_path) -> None:
+    import json
+    import urllib.request
+    from wsgiref.simple_server import make_server
+
+    import optuna
+
+    from subnetsearch.dashboards import dashboard_app
+    from subnetsearch.dashboards._serve import _QuietHandler
+    from subnetsearch.storage import Store
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    Store(url).dispose()  # the store exists, no search has created Optuna's tables yet
+    for writable in (False, True):
+        server = make_server("127.0.0.1", 0, dashboard_app(url, writable), handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            base = f"http://127.0.0.1:{server.server_port}"
+            with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as answer:
+                assert json.loads(answer.read())["study_summaries"] == [] or writable
+            study = optuna.create_study(storage=url, study_name=f"s{writable}")
+            request = urllib.request.Request(f"{base}/api/studies/{study._study_id}", method="DELETE")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as error:
+                status = error.code
+            assert status == (204 if writable else 405)
+            assert (f"s{writable}" in optuna.get_all_study_names(url)) == (not writable)
+        finally:
+            server.shutdown()
+
+
 def test_dashboard_serves_every_search_as_a_study_in_a_real_browser(searched) -> None:
     from wsgiref.simple_server import make_server
 
@@ -178,6 +212,11 @@ def test_dashboard_serves_every_search_as_a_study_in_a_real_browser(searched) ->
         dse_study = next(s for s in optuna.get_all_study_summaries(url) if "/dse-" in s.study_name)
         for trial in optuna.load_study(study_name=dse_study.study_name, storage=url).trials:
             assert trial.datetime_complete > trial.datetime_start, trial.number
+        # read-only by default: the page's own delete request is refused and the study stays
+        status = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"fetch('/api/studies/{constrained._study_id}', {{method: 'DELETE'}}).then(r => done(r.status));")
+        assert status == 405 and "constrained" in {s.study_name for s in optuna.get_all_study_summaries(url)}
     finally:
         browser.quit()
         server.shutdown()
