@@ -24,11 +24,11 @@ from typing import Any
 
 import optuna
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from subnetsearch.distributed._workers import WorkerSpec, build_evaluator, evaluate_counted
-from subnetsearch.search._optuna import OBJECTIVES, Constraints, objective_values, set_constraints
+from subnetsearch.search._optuna import DUPLICATE_OF, OBJECTIVES, Constraints, objective_values, set_constraints
 from subnetsearch.spaces import SearchSpace
 from subnetsearch.spaces._optuna import mode_from_params, to_optuna
 from subnetsearch.supernets._checkpoint import Checkpoint
@@ -70,6 +70,36 @@ class RecordingOptunaSearch(OptunaSearch):
                 ot_trial.set_user_attr(key, value)
             set_constraints(ot_trial, json.loads(result.get("constraints_json", "{}")))
         super().on_trial_complete(trial_id, result, error)
+
+
+class DistinctModeSearch(RecordingOptunaSearch):
+    """Every Tune trial a mode the study does not have yet: a proposal of a mode some trial already
+    holds (complete, or in flight on another worker) is recorded PRUNED with `duplicate_of` and the
+    sampler asked again, as the local loop does. A resumed seeded search re-proposes its first modes
+    and skips them this way, so `--trials N` still ends with N distinct modes. Finishes once every
+    mode of the space is taken."""
+
+    def __init__(self, *args: Any, modes: SearchSpace, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modes = modes
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        for _ in range(1000):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            mode = mode_from_params(self.modes, config)
+            taken = {t.user_attrs["mode_id"]: t.number for t in self._ot_study.get_trials(deepcopy=False)
+                     if t.number != ot_trial.number and "mode_id" in t.user_attrs and DUPLICATE_OF not in t.user_attrs
+                     and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)}
+            ot_trial.set_user_attr("mode_id", mode.id)
+            if mode.id not in taken:
+                return config
+            ot_trial.set_user_attr(DUPLICATE_OF, taken[mode.id])
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            del self._ot_trials[trial_id]
+            if len(taken) >= self.modes.size:
+                break
+        return Searcher.FINISHED
 
 
 def _trial(config: dict, checkpoint: Checkpoint, spec: WorkerSpec, meter: Any, space: SearchSpace,
@@ -231,10 +261,10 @@ def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.
     """Run `trials` Tune trials whose Optuna trials land in `study` (already created by the caller
     with its names and attributes; OptunaSearch reopens it). Returns the completed trials' results
     and the errors of the trials that failed after their retries."""
-    searcher = RecordingOptunaSearch(
+    searcher = DistinctModeSearch(
         space=to_optuna(space), metric=list(objectives), mode=["max" if OBJECTIVES[o] == "maximize" else "min"
                                                                for o in objectives],
-        sampler=sampler, study_name=study.study_name, storage=optuna.storages.RDBStorage(storage_url))
+        sampler=sampler, study_name=study.study_name, storage=optuna.storages.RDBStorage(storage_url), modes=space)
     trainable = tune.with_parameters(_trial, checkpoint=checkpoint, spec=spec, meter=meter, space=space,
                                      objectives=list(objectives), constraints=constraints)
     return _run(trainable, searcher, trials, concurrency, cpus_per_trial, max_failures)
