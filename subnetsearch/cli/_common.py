@@ -11,7 +11,7 @@ import torch
 import typer
 from rich.console import Console
 
-from subnetsearch.data import DataSpec
+from subnetsearch.data import DataError, DataSpec
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.supernets import WeNetSupernet
 
@@ -35,6 +35,27 @@ def print_json(payload: object) -> None:
 def fail(message: str, code: int = 2) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def check_output_folder(folder: Path) -> None:
+    """A folder a command will write its files in: refused before any work if it is a file, under a
+    file, or not writable (a real probe)."""
+    from subnetsearch.search._export import ExportError, check_output_path
+
+    try:
+        check_output_path(folder / ".subnetsearch-output")
+    except ExportError as error:
+        fail(str(error).replace(f"output {folder / '.subnetsearch-output'}", f"output folder {folder}"))
+
+
+def check_output_file(path: Path) -> None:
+    """A file a command will write: refused before any work if it cannot be written."""
+    from subnetsearch.search._export import ExportError, check_output_path
+
+    try:
+        check_output_path(path)
+    except ExportError as error:
+        fail(str(error))
 
 
 def set_threads(threads: int) -> None:
@@ -98,8 +119,11 @@ def report_trial_errors(errors: list[str]) -> None:
 def data_spec(name: str, root: str | None, val_size: int = 5000, split_seed: int = 0, **options: object) -> DataSpec:
     """The data options of a training command; a relative root is made absolute (the checkpoint
     records it, and searches run from other folders)."""
-    return DataSpec(name, str(Path(root).expanduser().resolve()) if root else None, val_size, split_seed,
-                    **options)  # type: ignore[arg-type]
+    try:
+        return DataSpec(name, str(Path(root).expanduser().resolve()) if root else None, val_size, split_seed,
+                        **options)  # type: ignore[arg-type]
+    except DataError as error:
+        fail(str(error))
 
 
 def parse_widths(text: str) -> list[int]:

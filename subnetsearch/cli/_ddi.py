@@ -15,6 +15,7 @@ from subnetsearch.cli._common import (
     TRIALS_BACKEND_HELP,
     attach_ray,
     check_backend,
+    check_output_folder,
     console,
     data_spec,
     fail,
@@ -86,6 +87,7 @@ def train_command(
 ) -> None:
     """Train a DDI network toward a skip target and write a searchable checkpoint."""
     set_threads(threads)
+    check_output_folder(out)
     if not 0 <= skip_target < 1:
         fail(f"--skip-target must be in [0, 1), got {skip_target}")
     if gating not in GATINGS:
@@ -97,6 +99,7 @@ def train_command(
                   ("joint", DDIPhase(epochs=joint_epochs, target=skip_target, **phase))]
         if exits:
             phases.append(("exits", DDIPhase(epochs=exit_epochs, target=skip_target, exits=True, **phase)))
+        backbone_phase = DDIPhase(epochs=backbone_epochs, **phase) if base is None else None
     except ValueError as error:
         fail(str(error))
     if base is not None:
@@ -116,7 +119,7 @@ def train_command(
         except (DataError, ArchError) as error:
             fail(str(error))
         console.print(f"backbone: plain ResNet-{depth}, {backbone_epochs} epochs on {splits.name}")
-        history = train_phase(plain.network, splits, DDIPhase(epochs=backbone_epochs, **phase))
+        history = train_phase(plain.network, splits, backbone_phase)
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out / "backbone.pt", plain, {"phase": "backbone", "epochs": backbone_epochs}, spec.to_dict(),
                         {"history": history})
@@ -184,6 +187,7 @@ def search_command(
     except ValueError as error:
         fail(str(error))
     set_threads(threads)
+    check_output_folder(out)
     plain, splits, state = _load_backbone(base)
     url = storage_url(storage)
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)

@@ -22,6 +22,8 @@ from subnetsearch.cli._common import (
     TRIALS_BACKEND_HELP,
     attach_ray,
     check_backend,
+    check_output_file,
+    check_output_folder,
     console,
     data_spec,
     fail,
@@ -123,6 +125,7 @@ def base_command(
 ) -> None:
     """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from."""
     set_threads(threads)
+    check_output_folder(out)
     spec = data_spec(data, data_root, val_size, split_seed)
     try:
         splits = load_data(spec)
@@ -155,6 +158,7 @@ def generate_command(
 ) -> None:
     """Generate one subnet: fine-tune with the penalty for (lambda, a), count the surviving channels."""
     set_threads(threads)
+    check_output_file(out)
     if penalty not in ("clipped", "group"):
         fail(f"--penalty must be clipped or group, got {penalty!r}")
     if threshold <= 0:
@@ -195,6 +199,7 @@ def search_command(
     """Search (lambda, a) with Optuna (accuracy of the pruned subnet vs its MACs); pick subnets."""
     check_backend(backend, address)
     set_threads(threads)
+    check_output_file(out)
     if penalty not in ("clipped", "group"):
         fail(f"--penalty must be clipped or group, got {penalty!r}")
     if trials < 1 or pick < 1:
@@ -270,6 +275,7 @@ def fuse_command(
 ) -> None:
     """Fused subnet training (Algorithm 1): the subnets and the full network, one private BN each."""
     set_threads(threads)
+    check_output_folder(out)
     try:
         ratios = [float(r) for r in scales.split(",") if r.strip()]
     except ValueError:

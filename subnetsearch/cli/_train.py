@@ -9,7 +9,7 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from subnetsearch.cli._common import console, data_spec, fail, parse_mode, parse_widths, set_threads
+from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, load_data
 from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError
@@ -46,6 +46,7 @@ def train_command(
 ) -> None:
     """Train the default-family supernet on real data and write a checkpoint."""
     set_threads(threads)
+    check_output_folder(out)
     spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip)
     try:
         splits = load_data(spec)

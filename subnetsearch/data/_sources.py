@@ -31,6 +31,14 @@ class DataSpec:
     channels: int | None = None  # ImageFolder only: 1 (grayscale) or 3 (RGB); default: what the images are
     hflip: bool = True  # random horizontal flips while training (off for digits, text, oriented images)
 
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 1:
+            raise DataError(f"the image size (--image-size) must be >= 1, got {self.image_size}")
+        if self.channels not in (None, 1, 3):
+            raise DataError(f"channels (--channels) must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        if self.name != "imagefolder" and (self.image_size is not None or self.channels is not None):
+            raise DataError(f"--image-size and --channels apply to image folders (--data imagefolder), not to {self.name}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -130,10 +138,6 @@ def load_image_folder(spec: DataSpec) -> Splits:
     channel mean and std."""
     if not spec.root:
         raise DataError("imagefolder needs a root folder with train/ and test/ subfolders (val/ optional)")
-    if spec.channels not in (None, 1, 3):
-        raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {spec.channels}")
-    if spec.image_size is not None and spec.image_size < 1:
-        raise DataError(f"image size must be >= 1, got {spec.image_size}")
     root = Path(spec.root)
     parts = {part: _read_image_folder(root / part) for part in ("train", "val", "test")
              if part != "val" or (root / part).is_dir()}

@@ -24,6 +24,7 @@ from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.supernets._ddi import RESOURCES, DDIResNet, resource_loss, signed_alpha
+from subnetsearch.trainers._wenet import check_counts
 
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")
 
@@ -60,8 +61,9 @@ class DDIPhase:
             raise ValueError(f"train must be all or gates, got {self.train!r}")
         if self.target is not None and not 0 <= self.target < 1:
             raise ValueError(f"the skip-ratio target must be in [0, 1), got {self.target}")
-        if self.epochs < 1 or not self.lr > 0:
-            raise ValueError(f"epochs must be >= 1 and lr > 0, got {self.epochs} and {self.lr}")
+        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:

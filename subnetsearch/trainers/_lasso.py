@@ -30,7 +30,7 @@ from subnetsearch.data import Splits
 from subnetsearch.supernets._checkpoint import save_checkpoint
 from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._wenet import _lr_at, _optimizer, timeless
+from subnetsearch.trainers._wenet import _lr_at, _optimizer, check_counts, timeless
 
 Penalty = Literal["none", "clipped", "group"]
 
@@ -180,9 +180,7 @@ class WidthRecipe:
             raise ValueError(f"lambda must be > 0 for the {self.penalty} penalty, got {self.lam}")
         if self.penalty == "clipped" and not self.a > 0:
             raise ValueError(f"a must be > 0, got {self.a}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.configs is not None:

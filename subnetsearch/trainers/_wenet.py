@@ -62,11 +62,17 @@ class WeNetRecipe:
             raise ValueError(f"samples_per_step must be >= 1, got {self.samples_per_step}")
         if self.sampling not in ("independent", "uniform-stats"):
             raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {self.sampling!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def check_counts(recipe: object, *names: str) -> None:
+    """Each named field of a recipe is >= 1 (None allowed: unset, e.g. no cap on steps)."""
+    for name in names:
+        value = getattr(recipe, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def sample_patterns(supernet: WeNetSupernet, recipe: WeNetRecipe, generator: torch.Generator) -> list[tuple[Mode, bool]]:

@@ -101,6 +101,7 @@ def _dump(database: Path) -> str:
         connection.close()
 
 
+TRAIN = ["train", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--out", "{folder}/run"]
 SEARCH = ["search", "--device", "quick", "--checkpoint", "{checkpoint}", "--storage", "{url}"]
 CASES = [
     # options checked before the store is opened for writing
@@ -139,6 +140,21 @@ CASES = [
     (["run", "--random-modes", "-2", "--storage", "{url}"], "--random-modes must be >= 0"),
     (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
     (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),
+    # training commands: options and output folders checked before any data is read or work done
+    ([*TRAIN, "--image-size", "16"], "--image-size and --channels apply to image folders"),
+    (["train", "--data", "imagefolder", "--data-root", "{folder}", "--channels", "2", "--out", "{folder}/run"],
+     "must be 1 (grayscale) or 3 (RGB), got 2"),
+    ([*TRAIN, "--max-steps-per-epoch", "0"], "max_steps_per_epoch must be >= 1, got 0"),
+    (["train", "--data", "synthetic", "--out", "/proc/subnetsearch-run"], "/proc"),
+    (["train", "--data", "synthetic", "--out", "{folder}/a-file"], "a-file is not a directory"),
+    (["lasso", "base", "--data", "synthetic", "--out", "{folder}/a-file/run"], "a-file is not a directory"),
+    (["lasso", "base", "--data", "synthetic", "--max-steps-per-epoch", "0", "--out", "{folder}/run"],
+     "max_steps_per_epoch must be >= 1"),
+    (["ddi", "train", "--data", "synthetic", "--backbone-epochs", "0", "--out", "{folder}/run"], "epochs must be >= 1"),
+    (["ddi", "train", "--data", "synthetic", "--out", "/proc/subnetsearch-ddi"], "/proc"),
+    (["devices", "add", "other", "--runtime", "tflite", "--storage", "{url}"], "runtime must be one of"),
+    (["devices", "add", "other", "--threads", "0", "--storage", "{url}"], "threads must be >= 1"),
+    (["devices", "add", "quick", "--storage", "{url}"], "device 'quick' exists already"),
     # group counts: a boolean is not a group count
     (["devices", "measure", "quick", "--checkpoint", "{checkpoint}", "--modes", "{folder}/bool-mode.json",
       "--storage", "{url}"], "knob 'layer1.0.conv1': True is not one of [1, 2, 4, 8]"),

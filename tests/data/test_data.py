@@ -72,6 +72,10 @@ def test_missing_data_folders_name_the_path(tmp_path) -> None:
         load_data(DataSpec(val_size=60000))
     with pytest.raises(DataError, match="fixed validation split: --val-size does not apply"):
         load_data(DataSpec("synthetic", val_size=0))
+    with pytest.raises(DataError, match="--image-size and --channels apply to image folders"):
+        DataSpec("synthetic", image_size=16)
+    with pytest.raises(DataError, match=r"--image-size\) must be >= 1"):
+        DataSpec("imagefolder", image_size=0)
 
 
 def test_image_folder_loads_users_own_data(tmp_path) -> None:
@@ -109,7 +113,7 @@ def test_image_folder_keeps_grayscale_and_size_uses_val_folder_and_names_classes
     assert len(splits.mean) == 1 and 0 < splits.mean[0] < 1  # the training images' own statistics
     rgb = load_data(DataSpec("imagefolder", root=str(tmp_path), channels=3, image_size=12))
     assert rgb.input_shape == (3, 12, 12)
-    with pytest.raises(DataError, match="channels must be 1"):
+    with pytest.raises(DataError, match=r"must be 1 \(grayscale\)"):
         load_data(DataSpec("imagefolder", root=str(tmp_path), channels=2))
 
 
