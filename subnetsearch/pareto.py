@@ -2,17 +2,41 @@
 (`moocore.is_nondominated`: Kung-Luccio-Preparata dimension sweep; `moocore.hypervolume`).
 
 Objective names are the product's: accuracy is maximized; latency (ms), macs and energy (mJ) are
-minimized. Used by the search (hypervolume, merged fronts) and by the store (front maintenance).
+minimized. `OBJECTIVES` is the one table of them (sense, storage column, label, unit) that the
+search, the store and the dashboards read. Used by the search (hypervolume, merged fronts) and by
+the store (front maintenance).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import moocore
 import numpy as np
 
-SENSES = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize", "energy": "minimize"}
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    sense: str  # maximize | minimize
+    column: str  # the stored evaluation's field (and the store's column)
+    label: str  # for tables and axes
+    unit: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("accuracy", "maximize", "accuracy", "accuracy"),
+    Objective("latency", "minimize", "latency_ms", "latency", "ms"),
+    Objective("macs", "minimize", "macs", "MACs"),
+    Objective("energy", "minimize", "energy_mj", "energy", "mJ"),
+)}
+SENSES = {name: objective.sense for name, objective in OBJECTIVES.items()}
+COSTS = tuple(name for name, objective in OBJECTIVES.items() if objective.sense == "minimize")
 
 
 def _check(objectives: Sequence[str]) -> list[bool]:

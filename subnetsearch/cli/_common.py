@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 
 from subnetsearch.data import DataError, DataSpec
+from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.spaces import Mode, ModeError
-from subnetsearch.supernets import WeNetSupernet
+from subnetsearch.supernets import BaseSupernet
 
 # Off a terminal tables are laid out 200 columns wide, but text lines are never wrapped (soft_wrap):
 # a line a script reads (a mode's JSON, a search name) stays one line.
@@ -40,21 +41,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def check_output_folder(folder: Path) -> None:
     """A folder a command will write its files in: refused before any work if it is a file, under a
     file, or not writable (a real probe)."""
-    from subnetsearch.search._export import ExportError, check_output_path
-
     try:
         check_output_path(folder / ".subnetsearch-output")
-    except ExportError as error:
+    except OutputPathError as error:
         fail(str(error).replace(f"output {folder / '.subnetsearch-output'}", f"output folder {folder}"))
 
 
 def check_output_file(path: Path) -> None:
     """A file a command will write: refused before any work if it cannot be written."""
-    from subnetsearch.search._export import ExportError, check_output_path
-
     try:
         check_output_path(path)
-    except ExportError as error:
+    except OutputPathError as error:
         fail(str(error))
 
 
@@ -136,17 +133,13 @@ def parse_widths(text: str) -> list[int]:
     return values
 
 
-def parse_mode(supernet: WeNetSupernet, text: str) -> Mode:
-    """full | smallest | uniform:G (WeNet) | subnet:NAME (width) | a mode's JSON | a path to a JSON file holding one."""
+def parse_mode(supernet: BaseSupernet, text: str) -> Mode:
+    """A mode the supernet names (full | smallest | uniform:G for WeNet | subnet:NAME for width), a
+    mode's JSON, or a path to a JSON file holding one."""
     try:
-        if text == "full":
-            return supernet.full_mode()
-        if text == "smallest":
-            return supernet.smallest_mode()
-        if text.startswith("subnet:") and hasattr(supernet, "subnet_mode"):
-            return supernet.subnet_mode(text.split(":", 1)[1])
-        if text.startswith("uniform:"):
-            return supernet.uniform_mode(int(text.split(":", 1)[1]))
+        named = supernet.mode_named(text)
+        if named is not None:
+            return named
         if Path(text).is_file():
             text = Path(text).read_text()
         payload = json.loads(text)

@@ -9,7 +9,6 @@ stored and queried with the same commands as a WeNet supernet (`subnetsearch sea
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from subnetsearch.cli._common import (
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
+from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import EvaluationSettings, make_sampler
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
@@ -101,10 +101,10 @@ def _show(subnets: list[GeneratedSubnet], full_macs: int, title: str) -> None:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
+    try:
+        write_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
+    except OutputPathError as error:
+        fail(str(error))
 
 
 @lasso_app.command("base")

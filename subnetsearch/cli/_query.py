@@ -13,8 +13,9 @@ from rich.table import Table
 from subnetsearch.cli._common import JSON_HELP, console, fail, plain, print_json
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError
+from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import FORMATS, ExportError, export_mode
-from subnetsearch.search._export import check_output_path, format_for
+from subnetsearch.search._export import format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
@@ -146,7 +147,7 @@ def _check_output(path: Path, format: str | None) -> None:
     try:
         format_for(path, format)
         check_output_path(path)
-    except ExportError as error:
+    except (ExportError, OutputPathError) as error:
         fail(str(error))
 
 

@@ -11,8 +11,8 @@ from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.dashboards import cross_device, device_report, full_mode_of, serve_dashboard, write_report
 from subnetsearch.devices import DeviceError
+from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import ExportError
-from subnetsearch.search._export import check_output_path
 from subnetsearch.search._session import Interrupted
 from subnetsearch.storage import StorageError, Store, storage_url
 
@@ -54,14 +54,14 @@ def report_command(
     trajectories, hypervolume against evaluations, per-layer view, cross-device comparison."""
     try:
         check_output_path(out)
-    except ExportError as error:
+    except (ExportError, OutputPathError) as error:
         fail(str(error))
     store = open_store(storage)
     try:
         for name in device or []:
             store.get_device(name)
         path, sections = build_report(store, storage_url(storage), out, device, supernet)
-    except (DeviceError, StorageError, ExportError, OSError) as error:
+    except (DeviceError, StorageError, ExportError, OutputPathError, OSError) as error:
         fail(str(error))
     if not sections:
         fail("nothing stored yet: run `subnetsearch run` or `subnetsearch search` first", code=1)

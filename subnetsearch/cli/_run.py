@@ -16,12 +16,12 @@ from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_stor
 from subnetsearch.cli._query import evaluations_table
 from subnetsearch.cli._report import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
+from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings, evaluation_settings
 from subnetsearch.search._dse import check_dse_inputs
-from subnetsearch.search._export import ExportError, check_output_path
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import WidthSupernet, build_supernet
+from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import CheckpointError
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
 from subnetsearch.trainers import WeNetRecipe, train_wenet
@@ -54,7 +54,7 @@ def run_command(
         check_dse_inputs(delta, "latency")
         settings = evaluation_settings(calibration_batches, eval_batches)
         check_output_path(report)
-    except (ValueError, ExportError) as error:
+    except (ValueError, OutputPathError) as error:
         fail(str(error))
     store = open_store(storage)
     device = device_or_default(store, device_name)
@@ -98,12 +98,8 @@ def run_command(
 def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     supernet, device = session.supernet, session.device
     generator = torch.Generator().manual_seed(seed)
-    if isinstance(supernet, WidthSupernet):  # a few trained subnets: show them all
-        modes = [(name, supernet.subnet_mode(name)) for name in supernet.names]
-    else:
-        modes = [("full", supernet.full_mode())]
-        modes += [(f"uniform 1/{g}", supernet.uniform_mode(g)) for g in (2, 4, 8)]
-        modes += [("smallest", supernet.smallest_mode())]
+    modes = list(supernet.named_modes().items())  # full, the family's named modes, smallest
+    if len(supernet.space) > 1:  # random mixes where modes combine several knobs
         modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(random_modes)]
     trained_bn = EvaluationSettings(calibration_batches=0, max_eval_batches=session.settings.max_eval_batches)
     stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, device, session.store, trained_bn,
@@ -111,7 +107,7 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     p = device.protocol
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
-    layout = "channels per layer" if isinstance(supernet, WidthSupernet) else "groups per layer"
+    layout = supernet.mode_layout()
     for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
                    "latency ms", "IQR ms", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")

@@ -98,7 +98,7 @@ def search_command(
             if chosen is None:
                 fail(f"even the full network is below delta = {delta}", code=1)
             console.print(f"chosen mode {chosen.mode.id}: accuracy {chosen.accuracy:.4f}, {cost} {chosen.cost:.4g}; "
-                          f"groups {session.supernet.describe(chosen.mode)}")
+                          f"{session.supernet.mode_layout()} {session.supernet.describe(chosen.mode)}")
         else:
             results, study = session.optuna(sampler, trials, names, constraints, seed, name=name)
             front = study.best_trials  # feasible trials only, when there are constraints

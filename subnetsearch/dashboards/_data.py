@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from subnetsearch.pareto import hypervolume, nondominated
+from subnetsearch.pareto import COSTS as PARETO_COSTS
+from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
 from subnetsearch.search._optuna import distinct_trials
 from subnetsearch.storage import Store, StoredEvaluation
 
-COSTS = {"latency": "latency (ms)", "macs": "MACs", "energy": "energy (mJ)"}
+COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}
 
 
 @dataclass(frozen=True)

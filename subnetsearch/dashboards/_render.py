@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from subnetsearch.dashboards._data import COSTS, DeviceReport, Series
-from subnetsearch.search._export import write_atomically
+from subnetsearch.files import write_atomically
 
 
 def _scatter(series: Series, mode: str = "markers", **style) -> go.Scatter:

@@ -215,9 +215,9 @@ class _FileSink:
         self.root = root
 
     def write(self, relative: str, content: bytes) -> str:
-        from subnetsearch.supernets._checkpoint import write_atomic
+        from subnetsearch.files import write_atomically
 
-        return str(write_atomic(Path(self.root) / relative, content).resolve())
+        return str(write_atomically(Path(self.root) / relative, content).resolve())
 
 
 def _ddi_trial(config: dict, checkpoint: Checkpoint, recipe: Any, sink: Any, threads: int) -> None:

@@ -11,7 +11,7 @@ from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key
-from subnetsearch.supernets import WeNetSupernet
+from subnetsearch.supernets import BaseSupernet
 
 
 def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluation:
@@ -25,7 +25,7 @@ def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluatio
 class CachedEvaluator:
     """Evaluates modes of one supernet on one device. Not thread-safe (the supernet has one mode)."""
 
-    def __init__(self, supernet: WeNetSupernet, supernet_hash: str, splits: Splits, device: Device,
+    def __init__(self, supernet: BaseSupernet, supernet_hash: str, splits: Splits, device: Device,
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
                  measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits

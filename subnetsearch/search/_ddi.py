@@ -21,9 +21,10 @@ from pathlib import Path
 import optuna
 
 from subnetsearch.data import Splits
+from subnetsearch.files import write_atomically
 from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import checkpoint_bytes, write_atomic
+from subnetsearch.supernets._checkpoint import checkpoint_bytes
 from subnetsearch.supernets._ddi import DDISupernet
 from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
 from subnetsearch.trainers._evaluate import evaluate_accuracy
@@ -101,7 +102,7 @@ def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: op
 
     def run(params: dict) -> tuple[list[float], dict, SkipTargetResult]:
         result, content = train_to_target(plain, splits, recipe, params["skip_target"], data)
-        result = replace(result, checkpoint=str(write_atomic(out / result.checkpoint, content).resolve()))
+        result = replace(result, checkpoint=str(write_atomically(out / result.checkpoint, content).resolve()))
         if on_trial:
             on_trial(result)
         return [result.accuracy, result.mean_macs], result.user_attrs(), result

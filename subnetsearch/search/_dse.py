@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from subnetsearch.pareto import COSTS
 from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.storage import StoredEvaluation
 
-COSTS = ("latency", "macs", "energy")
 BatchEvaluator = Callable[[Sequence[Mode]], list[StoredEvaluation]]
 
 

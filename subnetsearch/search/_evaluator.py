@@ -15,7 +15,7 @@ from subnetsearch.devices._latency import compute_lock
 from subnetsearch.devices._lookup import LatencyPredictor
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import WeNetSupernet
+from subnetsearch.supernets import BaseSupernet
 from subnetsearch.supernets._calibrate import bn_state, calibrated_bn
 from subnetsearch.trainers import evaluate_split
 
@@ -112,17 +112,17 @@ def calibration_batches(splits: Splits, settings: EvaluationSettings) -> list[to
                                                    generator=generator, max_batches=settings.calibration_batches)]
 
 
-def mode_accuracy(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
+def mode_accuracy(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                   calibration: list[torch.Tensor] | None = None) -> float:
     return mode_accuracy_and_loss(supernet, mode, splits, settings, calibration)[0]
 
 
-def mode_accuracy_and_loss(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
+def mode_accuracy_and_loss(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                            calibration: list[torch.Tensor] | None = None) -> tuple[float, float]:
     return _accuracy_and_static(supernet, mode, splits, settings, calibration, materialize=False)[0]
 
 
-def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
+def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                          calibration: list[torch.Tensor] | None, materialize: bool, record_costs: bool = False,
                          ) -> tuple[tuple[float, float], torch.nn.Module | None, list | None, bytes | None]:
     """Accuracy and loss on the settings' split, and (if asked) the materialized mode, both under the
@@ -152,14 +152,14 @@ def _accuracy_and_static(supernet: WeNetSupernet, mode: Mode, splits: Splits, se
         return scores, supernet.materialize(mode) if materialize else None, records, bn_state(supernet)
 
 
-def mode_energy_mj(supernet: WeNetSupernet, mode: Mode, device: Device) -> float:
+def mode_energy_mj(supernet: BaseSupernet, mode: Mode, device: Device) -> float:
     """Modelled energy per inference (millijoules) at the device's batch size."""
     batch = device.protocol.batch_size
     accesses = network_accesses(*supernet.layers_for(mode), batch)
     return energy_pj(accesses, device.energy) / batch * 1e-9
 
 
-def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: Device,
+def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: Device,
                   settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
                   calibration: list[torch.Tensor] | None = None, measure: bool = True,
                   predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> Metrics:
@@ -171,7 +171,7 @@ def evaluate_mode(supernet: WeNetSupernet, mode: Mode, splits: Splits, device: D
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
     measure_here = measure and predictor is None and (meter is not None or device.location == "host")
-    dynamic = getattr(supernet, "dynamic_cost", False)
+    dynamic = supernet.dynamic_cost
     examples = None
     if dynamic and measure_here:
         # latency per sample over real validation images, each run alone (the gates see real data)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import torch
 
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.devices import Device, export_onnx
+from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.storage import StorageError, Store, StoredEvaluation
@@ -44,54 +43,6 @@ def format_for(path: Path, format: str | None) -> str:
         raise ExportError(f"{path.name!r} says {implied} but the format asked for is {format}: change the suffix or "
                           "the format")
     return format
-
-
-class OutputPathError(ExportError):
-    """An output path that cannot be written (a directory, under a file, read-only, ...)."""
-
-
-def check_output_path(path: Path) -> None:
-    """Refuse, before any work, a path the file cannot be written to; the message names it."""
-    if path.is_dir():
-        raise OutputPathError(f"output {path} is a directory; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"output {path}: {parent} is not a directory")
-    try:  # a real probe: permissions, read-only mounts and pseudo file systems (/proc) all show here
-        handle, probe = tempfile.mkstemp(dir=parent, prefix=".subnetsearch-probe.")
-    except OSError as error:
-        raise OutputPathError(f"output {path}: cannot write in {parent}: {error.strerror or error}") from None
-    os.close(handle)
-    os.unlink(probe)
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Write next to the target and rename, so a failure never leaves a half-written file. Errors
-    of the file system are an OutputPathError naming the path."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as error:
-        raise OutputPathError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise OutputPathError(f"cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def mode_document(evaluation: StoredEvaluation, device: Device, preprocessing: dict | None = None) -> dict:

@@ -12,12 +12,13 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 
+from subnetsearch.pareto import SENSES
 from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.spaces._optuna import mode_from_params, to_optuna
 from subnetsearch.storage import StoredEvaluation
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")
-OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "macs": "minimize", "energy": "minimize"}
+OBJECTIVES = SENSES  # objective -> Optuna direction (the one table: subnetsearch.pareto.OBJECTIVES)
 Evaluate = Callable[[Mode], StoredEvaluation]
 
 
@@ -83,12 +84,11 @@ def set_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
 
 
 def objective_values(evaluation: StoredEvaluation, objectives: Sequence[str]) -> list[float]:
-    values = {"accuracy": evaluation.accuracy, "latency": evaluation.latency_ms, "macs": float(evaluation.macs),
-              "energy": evaluation.energy_mj}
-    missing = [name for name in objectives if values.get(name) is None]
+    values = [evaluation.objective(name) for name in objectives]
+    missing = [name for name, value in zip(objectives, values, strict=True) if value is None]
     if missing:
         raise ValueError(f"objective(s) {missing} not available for this evaluation (latency needs a host device)")
-    return [float(values[name]) for name in objectives]
+    return [float(value) for value in values]  # type: ignore[arg-type]
 
 
 def open_study(storage: str, name: str, objectives: Sequence[str], sampler: BaseSampler,

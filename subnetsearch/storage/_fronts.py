@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from subnetsearch.pareto import nondominated
+from subnetsearch.pareto import OBJECTIVES, nondominated
 
-COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "macs": "macs", "energy": "energy_mj"}
+COLUMNS = {name: objective.column for name, objective in OBJECTIVES.items()}
 PAIRS = ("accuracy,latency", "accuracy,macs", "accuracy,energy")
 ALL = "all"
 

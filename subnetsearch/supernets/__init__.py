@@ -1,5 +1,6 @@
 """Dynamic layers, supernet builders, converters from torchvision models, checkpoints."""
 
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
 from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
 from subnetsearch.supernets._layers import (
@@ -18,6 +19,7 @@ from subnetsearch.supernets._registry import (
     WIDTH_RESNET_DEFAULTS,
     ArchError,
     build_supernet,
+    register_family,
     supernet_from_model,
 )
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_GROUP_CHOICES",
     "FAMILIES",
     "ArchError",
+    "BaseSupernet",
     "ChannelShuffle",
     "ConversionError",
     "ConversionReport",
@@ -45,6 +48,7 @@ __all__ = [
     "allowed_groups",
     "block_diagonal",
     "build_supernet",
+    "register_family",
     "convert_to_wenet",
     "convert_with_report",
     "find_switch_units",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 import torch
 
 from subnetsearch.data import DataError, DataSpec
+from subnetsearch.files import write_atomically
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError
 from subnetsearch.supernets._registry import FAMILIES, ArchError, build_supernet
-from subnetsearch.supernets._wenet import WeNetSupernet
 
 FORMAT = "subnetsearch-checkpoint/1"
 
@@ -53,7 +53,7 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
     source: str = ""  # the file it was read from, for messages
 
-    def build(self) -> WeNetSupernet:
+    def build(self) -> BaseSupernet:
         """The supernet with these weights (eval mode, full network); a CheckpointError if its
         architecture cannot be built or the weights do not fit it."""
         try:
@@ -64,7 +64,7 @@ class Checkpoint:
         return supernet.eval()
 
 
-def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+def load_weights(supernet: BaseSupernet, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
     expected = supernet.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -77,7 +77,7 @@ def load_weights(supernet: WeNetSupernet, state_dict: Mapping[str, torch.Tensor]
     supernet.load_state_dict(state_dict)
 
 
-def checkpoint_bytes(supernet: WeNetSupernet, recipe: Mapping, data: Mapping, metrics: Mapping,
+def checkpoint_bytes(supernet: BaseSupernet, recipe: Mapping, data: Mapping, metrics: Mapping,
                      extra: Mapping | None = None) -> tuple[bytes, str]:
     """A checkpoint file's bytes and its content hash (for a writer on another machine)."""
     state = {k: v.detach().cpu().clone() for k, v in supernet.state_dict().items()}
@@ -91,21 +91,11 @@ def checkpoint_bytes(supernet: WeNetSupernet, recipe: Mapping, data: Mapping, me
     return buffer.getvalue(), digest
 
 
-def write_atomic(path: str | Path, content: bytes) -> Path:
-    """Write a file whole or not at all (temp file + rename), creating its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
-    return path
-
-
-def save_checkpoint(path: str | Path, supernet: WeNetSupernet, recipe: Mapping, data: Mapping,
+def save_checkpoint(path: str | Path, supernet: BaseSupernet, recipe: Mapping, data: Mapping,
                     metrics: Mapping, extra: Mapping | None = None) -> str:
     """Write atomically (temp file + rename) and return the content hash."""
     content, digest = checkpoint_bytes(supernet, recipe, data, metrics, extra)
-    write_atomic(path, content)
+    write_atomically(path, content)
     return digest
 
 
@@ -157,6 +147,6 @@ def _check_content(path: Path, meta: Mapping[str, Any], state: Any) -> None:
         raise CheckpointError(f"{path}: bad data spec: {error}") from error
 
 
-def load_supernet(path: str | Path) -> tuple[WeNetSupernet, Checkpoint]:
+def load_supernet(path: str | Path) -> tuple[BaseSupernet, Checkpoint]:
     checkpoint = load_checkpoint(path)
     return checkpoint.build(), checkpoint

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
+from subnetsearch.spaces import Knob, Mode, SearchSpace
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._cost import Cost, LayerShape
 
 GATINGS = ("mgl2s", "layer", "channel", "none")
@@ -382,7 +383,7 @@ class DDIExecutor(nn.Module):
         return torch.cat([self.network.run_one(x[i:i + 1], self.budget_macs)[0] for i in range(x.shape[0])])
 
 
-class DDISupernet(nn.Module):
+class DDISupernet(BaseSupernet):
     """A trained DDI network as a supernet: its runtime knobs are the gate threshold (skip more or
     less without retraining; the paper's is 0.5) and, with exits, the budget as a fraction of the
     plain network's MACs. The skip target it was trained for is a training-time knob (recorded in
@@ -391,6 +392,7 @@ class DDISupernet(nn.Module):
     their mean and distribution.
     """
 
+    family = "ddi"
     dynamic_cost = True
 
     def __init__(self, arch: dict) -> None:
@@ -424,9 +426,6 @@ class DDISupernet(nn.Module):
             values["budget"] = self.budget
         return Mode(values, self.space.id)
 
-    def make_mode(self, values: dict) -> Mode:
-        return self.space.mode(values)
-
     def _mode(self, threshold: float, budget: float) -> Mode:
         values = {"threshold": threshold}
         if "budget" in self.space:
@@ -443,22 +442,10 @@ class DDISupernet(nn.Module):
         budgets = self.space["budget"].values if "budget" in self.space else (1.0,)
         return self._mode(max(self.space["threshold"].values), min(budgets))
 
-    def uniform_mode(self, groups: int) -> Mode:
-        raise ModeError("a DDI network has no group counts; its knobs are threshold and budget")
-
-    def random_mode(self, generator: torch.Generator) -> Mode:
-        values = {}
-        for knob in self.space.knobs:
-            values[knob.name] = knob.values[int(torch.randint(len(knob.values), (1,), generator=generator))]
-        return self.space.mode(values)
-
     def set_mode(self, mode: Mode) -> None:
         self.space.validate(mode)
         self.network.threshold = float(mode.values["threshold"])
         self.budget = float(mode.values.get("budget", 1.0))
-
-    def set_bn_tracking(self, enabled: bool) -> None:
-        """BN layers track statistics whenever the network trains (kept for the supernet contract)."""
 
     def describe(self, mode: Mode) -> str:
         budget = mode.values.get("budget", 1.0)
@@ -479,6 +466,9 @@ class DDISupernet(nn.Module):
             self._recording.append({"macs": macs.detach(), "over": over, "exit": index,
                                     "skip": decisions.skip_ratio.detach()})
         return logits
+
+    def mode_layout(self) -> str:
+        return "gates and budget"
 
     @contextmanager
     def recording_costs(self) -> Iterator[list[dict[str, torch.Tensor]]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
 from subnetsearch.supernets._cost import layer_cost
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
@@ -126,22 +127,35 @@ CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
     "group_choices": [1, 2, 4, 8, 16], "shuffle": True, "shuffle_rule": "balanced", "switch_classifier": False,
 }
 
-Supernet = WeNetSupernet | WidthSupernet | DDISupernet
+Supernet = BaseSupernet  # kept for callers of the earlier name
 # The kind each field takes (from the defaults; lists may arrive as tuples from Python callers).
 _FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULTS, WIDTH_RESNET_DEFAULTS,
                                                             DDI_RESNET_DEFAULTS) for key, value in defaults.items()
                                 if value is not None and not isinstance(value, list)}
 _FIELD_KINDS["model"] = "resnet50"
 
-FAMILIES: dict[str, Callable[[Mapping[str, Any]], Supernet]] = {
-    "wenet-cifar-resnet": _cifar_resnet,
-    "wenet-torchvision": _torchvision,
-    "width-cifar-resnet": _width_resnet,
-    "ddi-cifar-resnet": _ddi_resnet,
-}
+Builder = Callable[[Mapping[str, Any]], BaseSupernet]
+FAMILIES: dict[str, Builder] = {}
 
 
-def build_supernet(arch: Mapping[str, Any]) -> Supernet:
+def register_family(name: str, builder: Builder) -> None:
+    """Make `build_supernet` (and so checkpoints, searches, the CLI) know an architecture family:
+    `builder(arch)` builds an untrained supernet from an `arch` whose "family" is `name`. A name
+    registered already is refused (two families must never read each other's checkpoints)."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"a family name must be a non-empty string, got {name!r}")
+    if name in FAMILIES:
+        raise ValueError(f"supernet family {name!r} is registered already (by {FAMILIES[name].__module__})")
+    FAMILIES[name] = builder
+
+
+register_family("wenet-cifar-resnet", _cifar_resnet)
+register_family("wenet-torchvision", _torchvision)
+register_family("width-cifar-resnet", _width_resnet)
+register_family("ddi-cifar-resnet", _ddi_resnet)
+
+
+def build_supernet(arch: Mapping[str, Any]) -> BaseSupernet:
     """Build an untrained supernet from its architecture config."""
     family = arch.get("family")
     if family not in FAMILIES:

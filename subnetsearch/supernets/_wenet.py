@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionReport
 from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
@@ -50,7 +51,7 @@ def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
             for name, module in network.named_modules() if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear))]
 
 
-class WeNetSupernet(nn.Module):
+class WeNetSupernet(BaseSupernet):
     """A trained network whose operating modes are per-layer group counts (paper III-A, III-B).
 
     Contract: `set_mode` validates first and changes nothing on error; then it swaps one tuple of
@@ -96,10 +97,6 @@ class WeNetSupernet(nn.Module):
     def _knob_names(self) -> list[str]:
         return [knob.name for knob in self.space.knobs]
 
-    def make_mode(self, groups: Mapping[str, int]) -> Mode:
-        """A validated mode from a {layer name: group count} mapping."""
-        return self.space.mode(groups)
-
     def uniform_mode(self, groups: int) -> Mode:
         """Every layer at min(groups, its largest allowed group count): the paper's 1/g-network."""
         offered = sorted({g for knob in self.space.knobs for g in knob.values})
@@ -111,19 +108,24 @@ class WeNetSupernet(nn.Module):
             values[knob.name] = max(allowed)
         return self.space.mode(values)
 
-    def full_mode(self) -> Mode:
-        return self.uniform_mode(1)
+    def named_modes(self) -> dict[str, Mode]:
+        """Full, the uniform 1/2, 1/4, 1/8 networks (those the layers allow), smallest."""
+        offered = {g for knob in self.space.knobs for g in knob.values}
+        uniform = {f"uniform 1/{g}": self.uniform_mode(g) for g in (2, 4, 8) if g in offered}
+        return {"full": self.full_mode(), **uniform, "smallest": self.smallest_mode()}
 
-    def smallest_mode(self) -> Mode:
-        return self.space.mode({knob.name: max(knob.values) for knob in self.space.knobs})
+    def mode_named(self, text: str) -> Mode | None:
+        """full | smallest | uniform:G."""
+        if text.startswith("uniform:"):
+            try:
+                groups = int(text.split(":", 1)[1])
+            except ValueError:
+                raise ModeError(f"uniform:G needs an integer group count, got {text!r}") from None
+            return self.uniform_mode(groups)
+        return super().mode_named(text)
 
-    def random_mode(self, generator: torch.Generator) -> Mode:
-        """Each layer's group count drawn independently and uniformly (Algorithm 1, line 13)."""
-        values = {}
-        for knob in self.space.knobs:
-            index = int(torch.randint(len(knob.values), (1,), generator=generator))
-            values[knob.name] = knob.values[index]
-        return self.space.mode(values)
+    def mode_layout(self) -> str:
+        return "groups per layer"
 
     def set_mode(self, mode: Mode) -> None:
         plan = self._plans.get(mode)

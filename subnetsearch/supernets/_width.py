@@ -25,6 +25,7 @@ from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 
 KNOB = "width"  # the one knob: index of a configuration, 0 = the full network, last = the smallest
@@ -209,13 +210,15 @@ def _depth_of(network: ShortcutResNet) -> int:
     return 6 * len(network.layer1) + 2
 
 
-class WidthSupernet(nn.Module):
+class WidthSupernet(BaseSupernet):
     """A trained network whose operating modes are its trained channel configurations.
 
-    Same contract as the WeNet supernet: `set_mode` validates first and changes nothing on error, then
-    switches in O(1) (one index); `materialize` returns an independent plain network (sliced weights,
-    BN folded) and leaves the mode unchanged; `cost` is a pure function of the mode.
+    The supernet contract (`BaseSupernet`): `set_mode` validates first and changes nothing on error,
+    then switches in O(1) (one index); `materialize` returns an independent plain network (sliced
+    weights, BN folded) and leaves the mode unchanged; `cost` is a pure function of the mode.
     """
+
+    family = "width"
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
         super().__init__()
@@ -260,26 +263,23 @@ class WidthSupernet(nn.Module):
     def mode(self) -> Mode:
         return Mode({KNOB: self.state.index}, self.space.id)
 
-    def make_mode(self, values: Mapping[str, int]) -> Mode:
-        return self.space.mode(values)
-
     def subnet_mode(self, name: str) -> Mode:
         if name not in self.names:
             raise ModeError(f"no subnet {name!r}; this supernet has {self.names}")
         return self.space.mode({KNOB: self.names.index(name)})
 
-    def full_mode(self) -> Mode:
-        return self.space.mode({KNOB: 0})
+    def named_modes(self) -> dict[str, Mode]:
+        """Every trained subnet by its name, full network first."""
+        return {name: self.subnet_mode(name) for name in self.names}
 
-    def smallest_mode(self) -> Mode:
-        return self.space.mode({KNOB: len(self.state.configs) - 1})
+    def mode_named(self, text: str) -> Mode | None:
+        """full | smallest | subnet:NAME."""
+        if text.startswith("subnet:"):
+            return self.subnet_mode(text.split(":", 1)[1])
+        return super().mode_named(text)
 
-    def uniform_mode(self, groups: int) -> Mode:
-        raise ModeError("a width supernet has no group counts; its modes are its subnets "
-                        f"{self.names} (width=0..{len(self.names) - 1})")
-
-    def random_mode(self, generator: torch.Generator) -> Mode:
-        return self.space.mode({KNOB: int(torch.randint(len(self.state.configs), (1,), generator=generator))})
+    def mode_layout(self) -> str:
+        return "channels per layer"
 
     def set_mode(self, mode: Mode) -> None:
         self.space.validate(mode)

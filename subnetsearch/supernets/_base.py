@@ -1,0 +1,126 @@
+"""What a supernet is: the contract every family implements and every consumer relies on.
+
+A supernet is a trained `nn.Module` whose operating modes (points of its `space`) are switched at run
+time without reloading weights. The guarantees:
+
+- `set_mode(mode)` validates first: a mode of another space or with a bad value raises `ModeError`
+  and leaves the active mode unchanged. It is cheap (no weight is copied).
+- `materialize(mode)` returns an independent static module (no shared parameters, no dynamic
+  layers) computing what the supernet computes in `mode` in eval mode, and leaves the active mode
+  unchanged.
+- `cost(mode)` is pure: MACs and parameters of the mode, from the architecture alone. A family
+  whose cost depends on the input (`dynamic_cost = True`) returns the most one sample can cost, and
+  reports what evaluated samples really cost through `recording_costs` and `cost_profile`.
+- `layers_for(mode)` gives the layer shapes and group counts the energy model counts accesses of.
+
+Families implement the abstract members; the rest has defaults built on the `SearchSpace`
+(full / smallest / random / named modes, no-op hooks) that a family overrides where its modes mean
+more. A family registers its builder with `register_family`; the contract suite
+(tests/supernets/test_contract.py) then checks it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from subnetsearch.spaces import Mode, SearchSpace
+from subnetsearch.supernets._cost import Cost, LayerShape
+
+
+class BaseSupernet(nn.Module, abc.ABC):
+    """The supernet contract (see the module docstring). Subclasses set `arch` (the architecture
+    config a checkpoint records), `input_shape` (C, H, W) and `space` in `__init__`."""
+
+    family: ClassVar[str]  # one name per family, everywhere (checkpoints record `arch["family"]`)
+    dynamic_cost: ClassVar[bool] = False  # cost depends on the input: measured per evaluated sample
+    arch: dict
+    input_shape: tuple[int, int, int]
+    space: SearchSpace
+
+    # ---- what every family implements --------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def mode(self) -> Mode:
+        """The active mode."""
+
+    @abc.abstractmethod
+    def set_mode(self, mode: Mode) -> None:
+        """Switch to `mode`; on a bad mode raise ModeError and change nothing."""
+
+    @abc.abstractmethod
+    def materialize(self, mode: Mode) -> nn.Module:
+        """An independent static module for `mode`; the active mode is unchanged."""
+
+    @abc.abstractmethod
+    def cost(self, mode: Mode) -> Cost:
+        """MACs and parameters of `mode` (pure; the most one sample can cost if `dynamic_cost`)."""
+
+    @abc.abstractmethod
+    def layers_for(self, mode: Mode) -> tuple[tuple[LayerShape, ...], dict[str, int]]:
+        """The layers of `mode` and the group count of each switchable one (for the energy model)."""
+
+    # ---- modes: defaults on the space --------------------------------------------------------
+    def make_mode(self, values: Mapping[str, Any]) -> Mode:
+        """A validated mode from knob values."""
+        return self.space.mode(dict(values))
+
+    def full_mode(self) -> Mode:
+        """The most capable mode: each knob's first value (knobs list their values costliest first)."""
+        return self.space.mode({knob.name: knob.values[0] for knob in self.space.knobs})
+
+    def smallest_mode(self) -> Mode:
+        """The cheapest mode: each knob's last value."""
+        return self.space.mode({knob.name: knob.values[-1] for knob in self.space.knobs})
+
+    def random_mode(self, generator: torch.Generator) -> Mode:
+        """Each knob's value drawn independently and uniformly (WeNet Algorithm 1, line 13)."""
+        values = {}
+        for knob in self.space.knobs:
+            values[knob.name] = knob.values[int(torch.randint(len(knob.values), (1,), generator=generator))]
+        return self.space.mode(values)
+
+    def named_modes(self) -> dict[str, Mode]:
+        """The modes worth showing by name (the main job's table): full and smallest; families add
+        theirs (WeNet's uniform 1/g networks, a width supernet's trained subnets)."""
+        return {"full": self.full_mode(), "smallest": self.smallest_mode()}
+
+    def mode_named(self, text: str) -> Mode | None:
+        """The mode a name on the command line means (`full`, `smallest`, and what the family
+        adds), None if `text` is no name this family knows; ModeError for a known form with a bad
+        value."""
+        if text == "full":
+            return self.full_mode()
+        if text == "smallest":
+            return self.smallest_mode()
+        return None
+
+    def describe(self, mode: Mode) -> str:
+        """A short human-readable form of a mode."""
+        return ", ".join(f"{name}={value}" for name, value in mode.values.items())
+
+    def mode_layout(self) -> str:
+        """What `describe` shows, as a column title."""
+        return "knobs"
+
+    # ---- hooks: no-ops unless a family needs them --------------------------------------------
+    def set_bn_tracking(self, enabled: bool) -> None:
+        """Whether switchable BN layers update their running statistics in training mode (families
+        whose BN layers always track leave this a no-op)."""
+
+    @contextmanager
+    def recording_costs(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """Within the block, input-dependent families append each eval forward pass's per-sample
+        costs to the yielded list; static ones record nothing."""
+        yield []
+
+    def cost_profile(self, records: list[dict[str, torch.Tensor]]) -> dict | None:
+        """The distribution of recorded per-sample costs (input-dependent families); None for a
+        static cost."""
+        return None
+
