@@ -16,7 +16,7 @@ from subnetsearch.distributed._cluster import (
     shared_storage_url,
 )
 from subnetsearch.spaces import Mode
-from subnetsearch.storage import StoredEvaluation, safe_url
+from subnetsearch.storage import StoredEvaluation
 
 if TYPE_CHECKING:
     import optuna
@@ -41,6 +41,7 @@ class RayBackend:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.address, self.requested_workers, self.threads, self.max_failures = address, workers, threads, max_failures
         self.description = ""
+        self.failed_trials = 0
         self._meter: Any = None
         self._workers: list[Any] = []
         self._session: SearchSession | None = None
@@ -118,37 +119,26 @@ class RayBackend:
             self._meter = None
 
     # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate_batch(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
-        """Stored modes come from the store; the rest go to the workers, at most one per worker at a
-        time (ActorPool), results in the order of `modes`."""
+    def evaluate_batch(self, modes: Sequence[Mode]) -> list[tuple[StoredEvaluation, bool]]:
+        """The modes on the workers, at most one per worker at a time (ActorPool), results in the
+        order of `modes` with whether each was computed now."""
         import ray
         from ray.util import ActorPool
 
-        evaluator = self._session.evaluator
-        results: list[StoredEvaluation | None] = [evaluator.lookup(mode) for mode in modes]
-        todo = [index for index, result in enumerate(results) if result is None]
-        evaluator.hits += len(modes) - len(todo)
-        if not todo:
-            return results  # type: ignore[return-value]
+        if not modes:
+            return []
         pool = ActorPool(self._pool())
         try:
             context = [self._checkpoint(), self._meter_handle()]
-            answers = list(pool.map(lambda actor, text: actor.evaluate.remote(context, text),
-                                    [modes[i].to_json() for i in todo]))
+            return list(pool.map(lambda actor, text: actor.evaluate.remote(context, text),
+                                 [mode.to_json() for mode in modes]))
         except ray.exceptions.RayTaskError as error:  # the evaluation itself failed: raise its own error
             raise error.as_instanceof_cause() from None
-        for index, (record, fresh) in zip(todo, answers, strict=True):
-            results[index] = record
-            evaluator.remember(record)
-            if fresh:
-                evaluator.misses += 1
-            else:
-                evaluator.hits += 1
-        return results  # type: ignore[return-value]
 
     def optuna_trials(self, study: optuna.Study, sampler: optuna.samplers.BaseSampler, trials: int,
-                      objectives: Sequence[str], constraints: Constraints) -> list[StoredEvaluation]:
-        """`trials` Ray Tune trials (OptunaSearch on `study`). Returns the trials' evaluations."""
+                      objectives: Sequence[str], constraints: Constraints) -> list[tuple[Mode, bool]]:
+        """`trials` Ray Tune trials (OptunaSearch on `study`). Returns the completed trials' modes
+        and whether each was computed now."""
         from subnetsearch.distributed._tune import tune_search
 
         self.release_workers()
@@ -158,17 +148,7 @@ class RayBackend:
             study, self.storage_url, sampler, session.supernet.space, replace(session.checkpoint, extra={}),
             self.worker_spec(), self._meter_handle(), trials, objectives, constraints, slots, self.threads,
             self.max_failures)
-        evaluator, results = session.evaluator, []
-        for result in completed:
-            record = evaluator.lookup(Mode.from_json(result["mode_json"]))
-            if record is None:
-                raise ClusterError(f"trial of mode {result['mode_id']} completed but its evaluation is not in the "
-                                   f"store at {safe_url(self.storage_url)}: do the workers use another store?")
-            if result.get("fresh"):
-                evaluator.misses += 1
-            else:
-                evaluator.hits += 1
-            results.append(record)
+        results = [(Mode.from_json(result["mode_json"]), bool(result.get("fresh"))) for result in completed]
         if errors and not results:
             raise ClusterError(f"all {len(errors)} Ray Tune trials failed; the first error: {errors[0][:500]}")
         self.failed_trials = len(errors)

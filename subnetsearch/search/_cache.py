@@ -49,9 +49,19 @@ class CachedEvaluator:
             self._memory[mode.id] = cached
         return cached
 
-    def remember(self, record: StoredEvaluation) -> None:
-        """Keep an evaluation made elsewhere (by a distributed worker) for later lookups."""
+    def remember(self, record: StoredEvaluation, fresh: bool | None = None) -> None:
+        """Keep an evaluation made elsewhere (by a distributed worker) for later lookups; with
+        `fresh`, count it as computed now (True) or reused from the store (False)."""
         self._memory[record.mode_id] = record
+        if fresh is not None:
+            self.count(fresh)
+
+    def count(self, fresh: bool) -> None:
+        """Count an evaluation as computed now or reused from the store."""
+        if fresh:
+            self.misses += 1
+        else:
+            self.hits += 1
 
     def evaluate(self, mode: Mode) -> StoredEvaluation:
         cached = self.lookup(mode)

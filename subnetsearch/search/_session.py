@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device
 from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
+from subnetsearch.search._backend import Backend
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
 from subnetsearch.search._evaluator import EvaluationSettings
@@ -28,7 +28,7 @@ from subnetsearch.search._optuna import (
     record_trial,
 )
 from subnetsearch.spaces import Mode
-from subnetsearch.storage import SearchRecord, Store, StoredEvaluation
+from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation
 from subnetsearch.supernets._checkpoint import load_checkpoint
 
 
@@ -47,7 +47,7 @@ class SearchSession:
     settings: EvaluationSettings = field(default_factory=EvaluationSettings)
     latency_table: LatencyTable | None = None  # predict latency from this table instead of measuring it
     predicted_latency: bool = False  # predict latency from the device's stored table for this supernet
-    backend: Any = None  # None: evaluate in this process; a RayBackend: on a Ray cluster
+    backend: Backend | None = None  # None: evaluate in this process; a RayBackend: on a Ray cluster
     data_root: str | None = None  # the checkpoint's data where it is now (same images, other folder)
 
     def __post_init__(self) -> None:
@@ -89,7 +89,7 @@ class SearchSession:
         they run side by side: each gets the batch's span)."""
         if self.backend is not None:
             started = datetime.now()
-            results = self.backend.evaluate_batch(modes)
+            results = self._fan_out(modes)
             finished = datetime.now()
             return [(result, started, finished) for result in results]
         timed = []
@@ -99,8 +99,30 @@ class SearchSession:
             timed.append((result, started, datetime.now()))
         return timed
 
+    def _fan_out(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
+        """Stored modes from the evaluator's cache; the rest computed by the backend."""
+        assert self.backend is not None
+        results: list[StoredEvaluation | None] = [self.evaluator.lookup(mode) for mode in modes]
+        todo = [index for index, result in enumerate(results) if result is None]
+        self.evaluator.hits += len(modes) - len(todo)
+        if todo:
+            answers = self.backend.evaluate_batch([modes[index] for index in todo])
+            for index, (record, fresh) in zip(todo, answers, strict=True):
+                results[index] = record
+                self.evaluator.remember(record, fresh)
+        return [result for result in results if result is not None]
+
     def evaluate(self, mode: Mode) -> StoredEvaluation:
         return self.evaluate_batch([mode])[0]
+
+    def _stored(self, mode: Mode, fresh: bool) -> StoredEvaluation:
+        """The evaluation a backend's trial stored, counted as computed now or reused."""
+        record = self.evaluator.lookup(mode)
+        if record is None:
+            raise StorageError(f"a trial of mode {mode.id} completed but its evaluation is not in the store "
+                               f"{self.store.url}: do the workers use another store?")
+        self.evaluator.count(fresh)
+        return record
 
     def require_latency(self, needed: bool) -> None:
         """Fail before a search starts if it needs latency that nothing here can provide."""
@@ -189,8 +211,9 @@ class SearchSession:
                 results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
                                         objectives, constraints)
             elif trials > done:  # Ray Tune trials; OptunaSearch reopens the study with this sampler
-                results = self.backend.optuna_trials(study, make_sampler(sampler, seed), trials - done, objectives,
-                                                     constraints)
+                completed = self.backend.optuna_trials(study, make_sampler(sampler, seed), trials - done, objectives,
+                                                       constraints)
+                results = [self._stored(mode, fresh) for mode, fresh in completed]
                 summary["failed_trials"] = self.backend.failed_trials
             else:
                 results = []
