@@ -39,7 +39,7 @@ def _root() -> None:
 
 
 def _terminated(signum: int, frame: object) -> None:
-    from subnetsearch.search._session import Interrupted
+    from subnetsearch.search import Interrupted
 
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
@@ -47,7 +47,7 @@ def _terminated(signum: int, frame: object) -> None:
 def main() -> None:
     # SIGTERM ends a command the way Ctrl-C does: a running search is marked interrupted, not left
     # "running" in the store; any other command stops with one line and exit code 130, no traceback
-    from subnetsearch.search._session import Interrupted
+    from subnetsearch.search import Interrupted
 
     signal.signal(signal.SIGTERM, _terminated)
     try:

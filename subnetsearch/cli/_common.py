@@ -95,8 +95,7 @@ def parse_range(text: str) -> tuple[float, float] | None:
 def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
     """Attach to Ray (`address`) before anything is written: (the storage URL as its workers see it,
     trial slots of `threads` CPUs); a cluster that cannot run the search fails with exit code 2."""
-    from subnetsearch.distributed import ClusterError, connect
-    from subnetsearch.distributed._cluster import cluster_cpus, shared_storage_url
+    from subnetsearch.distributed import ClusterError, cluster_cpus, connect, shared_storage_url
 
     try:
         where = connect(address)

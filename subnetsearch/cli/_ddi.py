@@ -27,23 +27,29 @@ from subnetsearch.cli._common import (
 from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
-from subnetsearch.search import make_sampler
-from subnetsearch.search._ddi import (
+from subnetsearch.search import (
     SkipTargetRecipe,
     SkipTargetResult,
     backbone_arch,
+    make_sampler,
+    open_study,
     skip_target_distributions,
     skip_target_search,
     stored_results,
 )
-from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from subnetsearch.supernets._ddi import GATINGS, DDISupernet
-from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
-from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
-from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.supernets import (
+    DDI_RESNET_DEFAULTS,
+    GATINGS,
+    ArchError,
+    Checkpoint,
+    CheckpointError,
+    DDISupernet,
+    build_supernet,
+    load_checkpoint,
+    save_checkpoint,
+)
+from subnetsearch.trainers import DDIPhase, copy_backbone, evaluate_accuracy, train_phase
 
 RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
 ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")

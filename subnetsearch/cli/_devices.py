@@ -15,15 +15,16 @@ from subnetsearch.devices import (
     Device,
     DeviceError,
     LatencyProtocol,
+    LatencyTable,
+    all_layer_configs,
+    build_table,
+    conv_sites,
     default_host_device,
     host_description,
     measure_latencies,
 )
-from subnetsearch.devices._lookup import LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.storage import StorageError, Store
-from subnetsearch.supernets import WeNetSupernet
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
+from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError, WeNetSupernet, load_checkpoint
 
 devices_app = typer.Typer(no_args_is_help=True, help="Hardware targets: add, list, remove, measure.")
 STORAGE_HELP = "Storage URL (default: $SUBNETSEARCH_STORAGE or sqlite:///subnetsearch.db)."

@@ -35,21 +35,30 @@ from subnetsearch.cli._devices import STORAGE_HELP
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.files import OutputPathError, write_atomically
-from subnetsearch.search import EvaluationSettings, make_sampler
-from subnetsearch.search._lasso import (
+from subnetsearch.search import (
+    EvaluationSettings,
     GeneratedSubnet,
     generate_subnet,
     lasso_distributions,
     lasso_search,
+    make_sampler,
+    open_study,
     pick_subnets,
     stored_subnets,
 )
-from subnetsearch.search._optuna import open_study
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_match
-from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
+from subnetsearch.supernets import (
+    WIDTH_RESNET_DEFAULTS,
+    ArchError,
+    Checkpoint,
+    CheckpointError,
+    WidthSupernet,
+    build_supernet,
+    load_checkpoint,
+    scaled_channels,
+    uniform_match,
+)
+from subnetsearch.trainers import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
 

@@ -14,8 +14,7 @@ from subnetsearch.cli._common import JSON_HELP, console, fail, plain, print_json
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError
 from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.search import FORMATS, ExportError, export_mode
-from subnetsearch.search._export import format_for
+from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"

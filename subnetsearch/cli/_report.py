@@ -12,8 +12,7 @@ from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.dashboards import cross_device, device_report, full_mode_of, serve_dashboard, write_report
 from subnetsearch.devices import DeviceError
 from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.search import ExportError
-from subnetsearch.search._session import Interrupted
+from subnetsearch.search import ExportError, Interrupted
 from subnetsearch.storage import StorageError, Store, storage_url
 
 

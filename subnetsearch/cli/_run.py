@@ -17,13 +17,17 @@ from subnetsearch.cli._query import evaluations_table
 from subnetsearch.cli._report import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.search import CachedEvaluator, Constraints, DSEStep, EvaluationSettings, evaluation_settings
-from subnetsearch.search._dse import check_dse_inputs
-from subnetsearch.search._session import SearchSession
+from subnetsearch.search import (
+    CachedEvaluator,
+    Constraints,
+    DSEStep,
+    EvaluationSettings,
+    SearchSession,
+    check_dse_inputs,
+    evaluation_settings,
+)
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
+from subnetsearch.supernets import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, CheckpointError, build_supernet
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
 

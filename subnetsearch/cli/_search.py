@@ -13,12 +13,20 @@ from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.data import DataError
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
-from subnetsearch.search import COSTS, SAMPLERS, Constraints, DSEStep, check_objectives, evaluation_settings, make_sampler
-from subnetsearch.search._dse import check_dse_inputs
-from subnetsearch.search._session import Interrupted, SearchSession
+from subnetsearch.search import (
+    COSTS,
+    SAMPLERS,
+    Constraints,
+    DSEStep,
+    Interrupted,
+    SearchSession,
+    check_dse_inputs,
+    check_objectives,
+    evaluation_settings,
+    make_sampler,
+)
 from subnetsearch.storage import StorageError, storage_url
-from subnetsearch.supernets._checkpoint import CheckpointError
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
+from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError
 
 
 def search_command(

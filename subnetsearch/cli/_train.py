@@ -11,8 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, load_data
-from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError
+from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, CheckpointError, build_supernet
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
 

@@ -11,7 +11,7 @@ import optuna
 
 from subnetsearch.pareto import COSTS as PARETO_COSTS
 from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
-from subnetsearch.search._optuna import distinct_trials
+from subnetsearch.search import distinct_trials
 from subnetsearch.storage import Store, StoredEvaluation
 
 COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}

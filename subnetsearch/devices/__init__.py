@@ -7,15 +7,26 @@ from subnetsearch.devices._latency import (
     Latency,
     LatencyProtocol,
     OnnxRuntimeModel,
+    compute_lock,
     export_onnx,
     measure_latencies,
     measure_latency,
     measurement_lock,
     prepare_runtime,
 )
+from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.devices._profile import LOCATIONS, Device, DeviceError, default_host_device, host_description
+from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 
 __all__ = [
+    "compute_lock",
+    "LatencyPredictor",
+    "LatencyTable",
+    "all_layer_configs",
+    "build_table",
+    "conv_sites",
+    "measure_energy_mj",
+    "rapl_domains",
     "LOCATIONS",
     "RUNTIMES",
     "Device",

@@ -20,8 +20,15 @@ from torch import fx, nn
 
 from subnetsearch.devices._latency import Latency, LatencyProtocol, measure_latencies
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import ChannelShuffle, GroupSwitchConv2d, SwitchableBatchNorm2d, WeNetSupernet
-from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user
+from subnetsearch.supernets import (
+    ChannelShuffle,
+    DynamicLeafTracer,
+    GroupSwitchConv2d,
+    SwitchableBatchNorm2d,
+    WeNetSupernet,
+    is_relu,
+    single_user,
+)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from subnetsearch.storage import StoredEvaluation
 if TYPE_CHECKING:
     import optuna
 
-    from subnetsearch.search._optuna import Constraints
-    from subnetsearch.search._session import SearchSession
+    from subnetsearch.search import Constraints, SearchSession
 
 
 class RayBackend:

@@ -28,10 +28,9 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from subnetsearch.distributed._workers import WorkerSpec, build_evaluator, evaluate_counted
-from subnetsearch.search._optuna import DUPLICATE_OF, OBJECTIVES, Constraints, objective_values, set_constraints
-from subnetsearch.spaces import SearchSpace
-from subnetsearch.spaces._optuna import mode_from_params, to_optuna
-from subnetsearch.supernets._checkpoint import Checkpoint
+from subnetsearch.search import DUPLICATE_OF, OBJECTIVES, Constraints, objective_values, set_constraints
+from subnetsearch.spaces import SearchSpace, mode_from_params, to_optuna
+from subnetsearch.supernets import Checkpoint
 
 # Tune's CSV/JSON/TensorBoard loggers write every result to disk; the store and the study hold them.
 # The result grid then cannot read them back from disk and says so; the searcher keeps what is needed.
@@ -188,7 +187,7 @@ def _network_and_data(checkpoint: Checkpoint, threads: int) -> tuple[Any, Any]:
 
 def _lasso_trial(config: dict, checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any, threshold: float,
                  threads: int) -> None:
-    from subnetsearch.search._lasso import generate_subnet
+    from subnetsearch.search import generate_subnet
 
     full, splits = _network_and_data(checkpoint, threads)
     subnet = generate_subnet(full, splits, penalty, config["lam"], config.get("a", 1.0), recipe, settings, threshold)
@@ -225,7 +224,7 @@ def _ddi_trial(config: dict, checkpoint: Checkpoint, recipe: Any, sink: Any, thr
 
     import ray
 
-    from subnetsearch.search._ddi import train_to_target
+    from subnetsearch.search import train_to_target
 
     plain, splits = _network_and_data(checkpoint, threads)
     result, content = train_to_target(plain, splits, recipe, config["skip_target"], checkpoint.data)

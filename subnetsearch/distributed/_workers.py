@@ -22,13 +22,11 @@ import torch
 from torch import nn
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.devices import Device, Latency, LatencyProtocol
-from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
-from subnetsearch.search._cache import CachedEvaluator
-from subnetsearch.search._evaluator import EvaluationSettings, measure_on_host
+from subnetsearch.devices import Device, Latency, LatencyPredictor, LatencyProtocol, LatencyTable
+from subnetsearch.search import CachedEvaluator, EvaluationSettings, measure_on_host
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation
-from subnetsearch.supernets._checkpoint import Checkpoint
+from subnetsearch.supernets import Checkpoint
 
 RESTARTS = 3  # per actor: process or node deaths survived, each costing one retried call
 

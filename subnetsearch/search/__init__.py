@@ -1,32 +1,75 @@
 """Evaluation of modes (cached in the store), the search strategies (greedy DSE, Optuna), and export."""
 
 from subnetsearch.search._cache import CachedEvaluator, to_record
-from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, cost_of, greedy_dse, next_candidates
+from subnetsearch.search._ddi import (
+    SkipTargetRecipe,
+    SkipTargetResult,
+    backbone_arch,
+    skip_target_distributions,
+    skip_target_search,
+    stored_results,
+    train_to_target,
+)
+from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, check_dse_inputs, cost_of, greedy_dse, next_candidates
 from subnetsearch.search._evaluator import (
     EvaluationSettings,
     Metrics,
     calibration_batches,
     evaluate_mode,
     evaluation_settings,
+    measure_on_host,
     mode_accuracy,
     mode_accuracy_and_loss,
     mode_energy_mj,
 )
-from subnetsearch.search._export import FORMATS, ExportError, export_mode, materialized_model, mode_document
+from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model, mode_document
+from subnetsearch.search._lasso import (
+    GeneratedSubnet,
+    generate_subnet,
+    lasso_distributions,
+    lasso_search,
+    pick_subnets,
+    stored_subnets,
+)
 from subnetsearch.search._optuna import (
+    DUPLICATE_OF,
     OBJECTIVES,
     SAMPLERS,
     Constraints,
     check_objectives,
+    distinct_trials,
     finish_orphans,
     make_sampler,
     objective_values,
     open_study,
     optuna_search,
     record_trial,
+    set_constraints,
 )
+from subnetsearch.search._session import Interrupted, SearchSession
 
 __all__ = [
+    "SkipTargetRecipe",
+    "SkipTargetResult",
+    "backbone_arch",
+    "skip_target_distributions",
+    "skip_target_search",
+    "stored_results",
+    "train_to_target",
+    "check_dse_inputs",
+    "measure_on_host",
+    "format_for",
+    "GeneratedSubnet",
+    "generate_subnet",
+    "lasso_distributions",
+    "lasso_search",
+    "pick_subnets",
+    "stored_subnets",
+    "DUPLICATE_OF",
+    "distinct_trials",
+    "set_constraints",
+    "Interrupted",
+    "SearchSession",
     "FORMATS",
     "ExportError",
     "export_mode",

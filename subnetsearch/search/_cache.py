@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Device
-from subnetsearch.devices._lookup import LatencyPredictor
+from subnetsearch.devices import Device, LatencyPredictor
 from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key

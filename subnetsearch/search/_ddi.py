@@ -23,11 +23,8 @@ import optuna
 from subnetsearch.data import Splits
 from subnetsearch.files import write_atomically
 from subnetsearch.search._optuna import ask_and_tell
-from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import checkpoint_bytes
-from subnetsearch.supernets._ddi import DDISupernet
-from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
-from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.supernets import DDISupernet, build_supernet, checkpoint_bytes
+from subnetsearch.trainers import DDIPhase, copy_backbone, evaluate_accuracy, train_phase
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,20 @@ import torch
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Device, Latency, LatencyProtocol, energy_pj, measure_latency, network_accesses
-from subnetsearch.devices._latency import compute_lock
-from subnetsearch.devices._lookup import LatencyPredictor
-from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
+from subnetsearch.devices import (
+    Device,
+    Latency,
+    LatencyPredictor,
+    LatencyProtocol,
+    compute_lock,
+    energy_pj,
+    measure_energy_mj,
+    measure_latency,
+    network_accesses,
+    rapl_domains,
+)
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import BaseSupernet
-from subnetsearch.supernets._calibrate import bn_state, calibrated_bn
+from subnetsearch.supernets import BaseSupernet, bn_state, calibrated_bn
 from subnetsearch.trainers import evaluate_split
 
 

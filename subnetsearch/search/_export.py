@@ -17,8 +17,7 @@ from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.storage import StorageError, Store, StoredEvaluation
-from subnetsearch.supernets._calibrate import calibrated_bn, stored_bn
-from subnetsearch.supernets._checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from subnetsearch.supernets import Checkpoint, CheckpointError, calibrated_bn, load_checkpoint, stored_bn
 
 FORMATS = ("onnx", "torchscript", "json")
 

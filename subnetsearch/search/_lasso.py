@@ -25,11 +25,16 @@ from subnetsearch.data import Splits
 from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
-from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._calibrate import calibrated_bn
-from subnetsearch.supernets._width import WidthSupernet
-from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._lasso import NEAR_ZERO, WidthRecipe, count_channels, init_from_full, sort_channels, train_width
+from subnetsearch.supernets import WidthSupernet, build_supernet, calibrated_bn
+from subnetsearch.trainers import (
+    NEAR_ZERO,
+    WidthRecipe,
+    count_channels,
+    evaluate_accuracy,
+    init_from_full,
+    sort_channels,
+    train_width,
+)
 
 LAMBDA_RANGE = (0.01, 3.0)  # log-uniform: with one fine-tune epoch, lambda < ~0.1 prunes little
 A_RANGE = (0.1, 2.0)

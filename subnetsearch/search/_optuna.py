@@ -13,8 +13,7 @@ import optuna
 from optuna.samplers import BaseSampler
 
 from subnetsearch.pareto import SENSES
-from subnetsearch.spaces import Mode, SearchSpace
-from subnetsearch.spaces._optuna import mode_from_params, to_optuna
+from subnetsearch.spaces import Mode, SearchSpace, mode_from_params, to_optuna
 from subnetsearch.storage import StoredEvaluation
 
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "gp")

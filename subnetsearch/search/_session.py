@@ -12,8 +12,7 @@ from pathlib import Path
 import optuna
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.devices import Device
-from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable
+from subnetsearch.devices import Device, LatencyPredictor, LatencyTable
 from subnetsearch.search._backend import Backend
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
@@ -29,7 +28,7 @@ from subnetsearch.search._optuna import (
 )
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation
-from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets import load_checkpoint
 
 
 class Interrupted(Exception):

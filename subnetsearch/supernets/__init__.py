@@ -1,8 +1,18 @@
 """Dynamic layers, supernet builders, converters from torchvision models, checkpoints."""
 
 from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._calibrate import bn_state, calibrated_bn, stored_bn
+from subnetsearch.supernets._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_bytes,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
 from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
+from subnetsearch.supernets._ddi import GATINGS, RESOURCES, DDIResNet, DDISupernet, resource_loss, signed_alpha
 from subnetsearch.supernets._layers import (
     DEFAULT_GROUP_CHOICES,
     ChannelShuffle,
@@ -12,9 +22,18 @@ from subnetsearch.supernets._layers import (
     allowed_groups,
     block_diagonal,
 )
-from subnetsearch.supernets._materialize import fold_shuffles, materialize_network, to_static
+from subnetsearch.supernets._materialize import (
+    DynamicLeafTracer,
+    fold_shuffles,
+    is_relu,
+    materialize_network,
+    single_user,
+    to_static,
+)
+from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
+    DDI_RESNET_DEFAULTS,
     FAMILIES,
     WIDTH_RESNET_DEFAULTS,
     ArchError,
@@ -24,9 +43,32 @@ from subnetsearch.supernets._registry import (
 )
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
-from subnetsearch.supernets._width import WidthSupernet
+from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_match
 
 __all__ = [
+    "bn_state",
+    "calibrated_bn",
+    "stored_bn",
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_bytes",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "DDIResNet",
+    "DDISupernet",
+    "GATINGS",
+    "RESOURCES",
+    "resource_loss",
+    "signed_alpha",
+    "DynamicLeafTracer",
+    "is_relu",
+    "single_user",
+    "DEFAULT_CHECKPOINT",
+    "DEFAULT_TRAIN_COMMAND",
+    "DDI_RESNET_DEFAULTS",
+    "scaled_channels",
+    "uniform_match",
     "CIFAR_RESNET_DEFAULTS",
     "DEFAULT_GROUP_CHOICES",
     "FAMILIES",

@@ -73,7 +73,7 @@ def layer_energy_pj(in_channels: int, out_channels: int, kernel_area: int, input
                     kind: str = "conv") -> float:
     """Eq. (6) energy (pJ) of one conv / linear layer by the devices module's dataflow model and its
     default coefficients (the resource of Eq. (5) when training toward energy)."""
-    from subnetsearch.devices._energy import energy_pj, layer_accesses  # devices imports supernets: not at the top
+    from subnetsearch.devices import energy_pj, layer_accesses  # devices imports supernets: not at the top
 
     shape = LayerShape("", kind, in_channels, out_channels, kernel_area, output_area, input_area, 1, None, False)
     return energy_pj(layer_accesses(shape, 1))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.supernets._ddi import RESOURCES, DDIResNet, resource_loss, signed_alpha
+from subnetsearch.supernets import RESOURCES, DDIResNet, resource_loss, signed_alpha
 from subnetsearch.trainers._wenet import check_counts
 
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")

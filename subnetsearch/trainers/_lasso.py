@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._wenet import _lr_at, _optimizer, check_counts, timeless

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from subnetsearch.data import Splits
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import WeNetSupernet
-from subnetsearch.supernets._checkpoint import load_checkpoint, load_weights, save_checkpoint
+from subnetsearch.supernets import WeNetSupernet, load_checkpoint, load_weights, save_checkpoint
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 
 Sampling = Literal["independent", "uniform-stats"]
