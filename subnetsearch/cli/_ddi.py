@@ -24,7 +24,7 @@ from subnetsearch.cli._common import (
     report_trial_errors,
     set_threads,
 )
-from subnetsearch.cli._devices import STORAGE_HELP
+from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.search import (
@@ -33,11 +33,14 @@ from subnetsearch.search import (
     backbone_arch,
     make_sampler,
     open_study,
+    recorded,
     skip_target_distributions,
     skip_target_search,
+    skip_target_space,
+    start_training_search,
     stored_results,
 )
-from subnetsearch.storage import storage_url
+from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     DDI_RESNET_DEFAULTS,
     GATINGS,
@@ -199,29 +202,40 @@ def search_command(
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or (f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
                           + ("" if resource == "macs" else f",resource={resource}"))
+    store = open_store(storage)
+    settings = {"gating": gating, "gate_epochs": gate_epochs, "joint_epochs": joint_epochs, "alpha": alpha, "lr": lr,
+                "resource": resource, "target_range": [low, high], "sampler": sampler, "seed": seed}
     try:
+        start_training_search(store, state, base, study_name, f"ddi-skip-target-{gating}",
+                              skip_target_space(low, high), settings)
         study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
-                           {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}"})
+                           {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}", "search": study_name})
+    except StorageError as error:
+        fail(str(error))
     except (ValueError, optuna.exceptions.OptunaError) as error:
         fail(f"cannot open the study in {url}: {error}")
-    console.print(f"study {study_name!r} in {url}: {len(stored_results(study))} stored trials; {trials} more")
+    console.print(f"search and study {study_name!r} in {store.url}: {len(stored_results(study))} stored trials; "
+                  f"{trials} more")
 
     def show(result: SkipTargetResult) -> None:
         console.print(f"trial: skip target {result.skip_target:.3f} -> skip ratio {result.skip_ratio:.3f}, "
                       f"{result.cost_profile['mean_macs'] / result.cost_profile['plain_macs']:.0%} of plain MACs, "
                       f"val accuracy {result.accuracy:.4f}")
 
-    if backend == "local":
-        skip_target_search(plain, splits, state.data, study, trials, low, high, recipe, out, on_trial=show)
-    else:
-        from subnetsearch.distributed._tune import tune_ddi
+    with recorded(store, study_name) as summary:
+        if backend == "local":
+            skip_target_search(plain, splits, state.data, study, trials, low, high, recipe, out, on_trial=show)
+        else:
+            from subnetsearch.distributed._tune import tune_ddi
 
-        _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state,
-                             recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
-        report_trial_errors(errors)
-        study = optuna.load_study(study_name=study_name, storage=url)
-        for result in stored_results(study)[-trials:]:
-            show(result)
+            _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high),
+                                 state, recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
+            report_trial_errors(errors)
+            summary["failed_trials"] = len(errors)
+            study = optuna.load_study(study_name=study_name, storage=url)
+            for result in stored_results(study)[-trials:]:
+                show(result)
+        summary.update({"trials": len(stored_results(study)), "new_trials": trials})
     results = stored_results(study)
     if not results:
         fail(f"no trial of study {study_name!r} completed", code=1)

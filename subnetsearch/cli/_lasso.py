@@ -31,7 +31,7 @@ from subnetsearch.cli._common import (
     report_trial_errors,
     set_threads,
 )
-from subnetsearch.cli._devices import STORAGE_HELP
+from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.files import OutputPathError, write_atomically
@@ -41,12 +41,15 @@ from subnetsearch.search import (
     generate_subnet,
     lasso_distributions,
     lasso_search,
+    lasso_space,
     make_sampler,
     open_study,
     pick_subnets,
+    recorded,
+    start_training_search,
     stored_subnets,
 )
-from subnetsearch.storage import storage_url
+from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     WIDTH_RESNET_DEFAULTS,
     ArchError,
@@ -225,29 +228,40 @@ def search_command(
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or (f"width-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
                           f"lr={lr},threshold={threshold:g}")
+    store = open_store(storage)
+    settings = {"penalty": penalty, "epochs": epochs, "lr": lr, "threshold": threshold,
+                "lambda_range": list(lambda_range), "sampler": sampler, "seed": seed}
     try:
+        start_training_search(store, checkpoint, base, study_name, f"lasso-{penalty}", lasso_space(penalty, lambda_range),
+                              settings)
         study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
-                           {"supernet_hash": checkpoint_hash, "strategy": f"lasso-{penalty}"})
+                           {"supernet_hash": checkpoint_hash, "strategy": f"lasso-{penalty}", "search": study_name})
+    except StorageError as error:
+        fail(str(error))
     except (ValueError, optuna.exceptions.OptunaError) as error:
         fail(f"cannot open the study in {url}: {error}")
     full_macs = full.cost(full.full_mode()).macs
-    console.print(f"study {study_name!r} in {url}: {len(stored_subnets(study))} stored trials; {trials} more")
+    console.print(f"search and study {study_name!r} in {store.url}: {len(stored_subnets(study))} stored trials; "
+                  f"{trials} more")
 
     def show(subnet: GeneratedSubnet) -> None:
         console.print(f"trial: lambda {subnet.lam:.4g}, a {subnet.a:.3g} -> {subnet.macs / full_macs:.0%} of full "
                       f"MACs, pruned accuracy {subnet.accuracy:.4f}")
 
-    if backend == "local":
-        lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
-    else:
-        from subnetsearch.distributed._tune import tune_lasso
+    with recorded(store, study_name) as summary:
+        if backend == "local":
+            lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
+        else:
+            from subnetsearch.distributed._tune import tune_lasso
 
-        _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
-                               checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
-        report_trial_errors(errors)
-        study = optuna.load_study(study_name=study_name, storage=url)
-        for subnet in stored_subnets(study)[-trials:]:
-            show(subnet)
+            _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
+                                   checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
+            report_trial_errors(errors)
+            summary["failed_trials"] = len(errors)
+            study = optuna.load_study(study_name=study_name, storage=url)
+            for subnet in stored_subnets(study)[-trials:]:
+                show(subnet)
+        summary.update({"trials": len(stored_subnets(study)), "new_trials": trials})
     subnets = stored_subnets(study)
     chosen = pick_subnets(subnets, pick, full_macs)
     if not chosen:

@@ -64,7 +64,8 @@ def searches_command(
         table.add_column(column)
     for s in store.list_searches(device):
         evaluations = s.summary.get("evaluations", s.summary.get("trials", ""))
-        table.add_row(s.name, s.strategy, s.device, s.supernet_hash[:12], s.status, f"{s.started_at:%Y-%m-%d %H:%M}",
+        table.add_row(s.name, s.strategy, s.device or "- (training)", s.supernet_hash[:12], s.status,
+                      f"{s.started_at:%Y-%m-%d %H:%M}",
                       f"{s.finished_at:%Y-%m-%d %H:%M}" if s.finished_at else "-", str(evaluations))
     console.print(table)
 

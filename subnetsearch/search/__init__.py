@@ -7,6 +7,7 @@ from subnetsearch.search._ddi import (
     backbone_arch,
     skip_target_distributions,
     skip_target_search,
+    skip_target_space,
     stored_results,
     train_to_target,
 )
@@ -28,6 +29,7 @@ from subnetsearch.search._lasso import (
     generate_subnet,
     lasso_distributions,
     lasso_search,
+    lasso_space,
     pick_subnets,
     stored_subnets,
 )
@@ -46,13 +48,14 @@ from subnetsearch.search._optuna import (
     record_trial,
     set_constraints,
 )
-from subnetsearch.search._session import Interrupted, SearchSession
+from subnetsearch.search._session import Interrupted, SearchSession, recorded, start_training_search
 
 __all__ = [
     "SkipTargetRecipe",
     "SkipTargetResult",
     "backbone_arch",
     "skip_target_distributions",
+    "skip_target_space",
     "skip_target_search",
     "stored_results",
     "train_to_target",
@@ -62,6 +65,7 @@ __all__ = [
     "GeneratedSubnet",
     "generate_subnet",
     "lasso_distributions",
+    "lasso_space",
     "lasso_search",
     "pick_subnets",
     "stored_subnets",
@@ -70,6 +74,8 @@ __all__ = [
     "set_constraints",
     "Interrupted",
     "SearchSession",
+    "recorded",
+    "start_training_search",
     "FORMATS",
     "ExportError",
     "export_mode",

@@ -23,6 +23,7 @@ import optuna
 from subnetsearch.data import Splits
 from subnetsearch.files import write_atomically
 from subnetsearch.search._optuna import ask_and_tell
+from subnetsearch.spaces import Knob, SearchSpace, to_optuna
 from subnetsearch.supernets import DDISupernet, build_supernet, checkpoint_bytes
 from subnetsearch.trainers import DDIPhase, copy_backbone, evaluate_accuracy, train_phase
 
@@ -67,8 +68,14 @@ def backbone_arch(plain: DDISupernet) -> dict:
     return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
 
 
+def skip_target_space(low: float, high: float) -> SearchSpace:
+    """The training-time knob of a skip-target search: the skip ratio the gates are trained toward."""
+    return SearchSpace([Knob("skip_target", "float", (low, high), runtime=False)], context={"search": "ddi-skip"})
+
+
 def skip_target_distributions(low: float, high: float) -> dict:
-    return {"skip_target": optuna.distributions.FloatDistribution(low, high)}
+    """The Optuna distributions of `skip_target_space`."""
+    return to_optuna(skip_target_space(low, high))
 
 
 def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe, target: float,

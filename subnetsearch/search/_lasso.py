@@ -25,6 +25,7 @@ from subnetsearch.data import Splits
 from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
+from subnetsearch.spaces import Knob, SearchSpace, to_optuna
 from subnetsearch.supernets import WidthSupernet, build_supernet, calibrated_bn
 from subnetsearch.trainers import (
     NEAR_ZERO,
@@ -87,12 +88,18 @@ def generate_subnet(full: WidthSupernet, splits: Splits, penalty: str, lam: floa
     return GeneratedSubnet(penalty, lam, a, count.channels, cost.macs, cost.params, round(accuracy, 5), count.forced)
 
 
-def lasso_distributions(penalty: str, lambda_range: tuple[float, float] = LAMBDA_RANGE) -> dict:
-    """The knobs of a generation trial: lambda (log-uniform) and, for the clipped penalty, a."""
-    distributions = {"lam": optuna.distributions.FloatDistribution(*lambda_range, log=True)}
+def lasso_space(penalty: str, lambda_range: tuple[float, float] = LAMBDA_RANGE) -> SearchSpace:
+    """The training-time knobs of a generation trial: lambda (log-uniform) and, for the clipped
+    penalty, a."""
+    knobs = [Knob("lam", "float", tuple(lambda_range), runtime=False, log=True)]
     if penalty == "clipped":
-        distributions["a"] = optuna.distributions.FloatDistribution(*A_RANGE)
-    return distributions
+        knobs.append(Knob("a", "float", A_RANGE, runtime=False))
+    return SearchSpace(knobs, context={"search": f"lasso-{penalty}"})
+
+
+def lasso_distributions(penalty: str, lambda_range: tuple[float, float] = LAMBDA_RANGE) -> dict:
+    """The Optuna distributions of `lasso_space`."""
+    return to_optuna(lasso_space(penalty, lambda_range))
 
 
 def lasso_search(full: WidthSupernet, splits: Splits, study: optuna.Study, trials: int, penalty: str,

@@ -4,7 +4,7 @@ together, so that every strategy records every evaluation the same way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +26,40 @@ from subnetsearch.search._optuna import (
     optuna_search,
     record_trial,
 )
-from subnetsearch.spaces import Mode
+from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation
-from subnetsearch.supernets import load_checkpoint
+from subnetsearch.supernets import Checkpoint, load_checkpoint
 
 
 class Interrupted(Exception):
     """A search stopped by a signal (SIGTERM): recorded as interrupted, resumable by name."""
+
+
+@contextmanager
+def recorded(store: Store, name: str) -> Iterator[dict]:
+    """Around a started search (`Store.start_search`): marks it finished with the summary the body
+    fills in, interrupted on Ctrl-C or SIGTERM (see `Interrupted`), or failed on an error. Rerunning
+    it by name resumes it. Every strategy's search goes through it, training-time ones included."""
+    summary: dict = {}
+    try:
+        yield summary
+    except (KeyboardInterrupt, Interrupted) as error:
+        store.finish_search(name, "interrupted", {**summary, "error": str(error) or "interrupted (Ctrl-C)"})
+        raise
+    except BaseException as error:
+        store.finish_search(name, "failed", {**summary, "error": f"{type(error).__name__}: {error}"[:500]})
+        raise
+    store.finish_search(name, "finished", summary)
+
+
+def start_training_search(store: Store, checkpoint: Checkpoint, checkpoint_path: Path, name: str, strategy: str,
+                          space: SearchSpace, settings: dict) -> SearchRecord:
+    """Record a training-time search (knobs that need training, like clipped-Lasso lambda and a or a
+    DDI skip target; objectives accuracy and MACs, so no device) like every other search: listed by
+    `subnetsearch searches`, resumed by name, marked by `recorded`. Its study has the same name."""
+    store.register_supernet(checkpoint, Path(checkpoint_path).resolve())
+    record, _ = store.start_search(name, strategy, checkpoint.hash, None, space.to_dict(), settings, name)
+    return record
 
 
 @dataclass
@@ -142,20 +169,8 @@ class SearchSession:
                            {**self.attributes(strategy), "search": name})
         return record, study
 
-    @contextmanager
-    def _recorded(self, name: str) -> Iterator[dict]:
-        """Marks the search finished with the summary the body fills in, interrupted on Ctrl-C or
-        SIGTERM (see `Interrupted`), or failed on an error. Rerunning it by name resumes it."""
-        summary: dict = {}
-        try:
-            yield summary
-        except (KeyboardInterrupt, Interrupted) as error:
-            self.store.finish_search(name, "interrupted", {**summary, "error": str(error) or "interrupted (Ctrl-C)"})
-            raise
-        except BaseException as error:
-            self.store.finish_search(name, "failed", {**summary, "error": f"{type(error).__name__}: {error}"[:500]})
-            raise
-        self.store.finish_search(name, "finished", summary)
+    def _recorded(self, name: str) -> AbstractContextManager[dict]:
+        return recorded(self.store, name)
 
     def dse(self, delta: float, cost: str, objectives: Sequence[str], max_iterations: int | None = None,
             on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:

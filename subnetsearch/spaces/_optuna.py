@@ -19,7 +19,7 @@ def to_optuna(space: SearchSpace) -> dict[str, BaseDistribution]:
     distributions: dict[str, BaseDistribution] = {}
     for knob in space.knobs:
         if knob.kind == "float":
-            distributions[knob.name] = FloatDistribution(float(knob.values[0]), float(knob.values[1]))
+            distributions[knob.name] = FloatDistribution(float(knob.values[0]), float(knob.values[1]), log=knob.log)
         elif knob.kind in ("ordered", "categorical"):
             distributions[knob.name] = CategoricalDistribution(list(knob.values))
         else:

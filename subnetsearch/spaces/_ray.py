@@ -18,7 +18,8 @@ def to_ray_tune(space: SearchSpace) -> dict[str, Any]:
     param_space: dict[str, Any] = {}
     for knob in space.knobs:
         if knob.kind == "float":
-            param_space[knob.name] = tune.uniform(float(knob.values[0]), float(knob.values[1]))
+            low, high = float(knob.values[0]), float(knob.values[1])
+            param_space[knob.name] = tune.loguniform(low, high) if knob.log else tune.uniform(low, high)
         elif knob.kind in ("ordered", "categorical"):
             param_space[knob.name] = tune.choice(list(knob.values))
         else:

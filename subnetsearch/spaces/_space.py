@@ -40,11 +40,14 @@ class Knob:
     kind: KnobKind
     values: tuple[Any, ...]
     runtime: bool = True
+    log: bool = False  # float knobs: sampled log-uniformly (a penalty weight spanning decades)
 
     def __post_init__(self) -> None:
         if self.kind == "float":
             if len(self.values) != 2 or not self.values[0] < self.values[1]:
                 raise ModeError(f"float knob {self.name!r} needs (low, high) with low < high, got {self.values}")
+            if self.log and not self.values[0] > 0:
+                raise ModeError(f"log-scaled knob {self.name!r} needs low > 0, got {self.values}")
         elif not self.values:
             raise ModeError(f"knob {self.name!r} has no values")
         if self.kind == "ordered" and (any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in self.values)
@@ -61,7 +64,10 @@ class Knob:
             raise ModeError(f"knob {self.name!r}: {value!r} is not one of {list(self.values)}")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "values": list(self.values), "runtime": self.runtime}
+        payload = {"name": self.name, "kind": self.kind, "values": list(self.values), "runtime": self.runtime}
+        if self.log:  # only when set: the ids of every space without log knobs stay what they were
+            payload["log"] = True
+        return payload
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ class SearchRow(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     strategy: Mapped[str] = mapped_column(String(64))
     supernet_id: Mapped[int] = mapped_column(ForeignKey("ss_supernets.id", ondelete="CASCADE"))
-    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    # None: a training-time search (its objectives, accuracy and MACs, belong to no device)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"), nullable=True)
     space: Mapped[dict[str, Any]]
     settings: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16))  # running | finished | failed | interrupted

@@ -115,7 +115,7 @@ class SearchRecord:
     name: str
     strategy: str
     supernet_hash: str
-    device: str
+    device: str | None  # None: a training-time search
     space: dict
     settings: dict
     status: str
@@ -444,14 +444,22 @@ class Store:
                 raise StorageError(f"{problem} has a content hash starting with {content_hash!r}")
             return _supernet(rows[0])
 
-    def start_search(self, name: str, strategy: str, supernet_hash: str, device: str, space: dict, settings: dict,
-                     study_name: str) -> tuple[SearchRecord, bool]:
+    def start_search(self, name: str, strategy: str, supernet_hash: str, device: str | None, space: dict,
+                     settings: dict, study_name: str) -> tuple[SearchRecord, bool]:
         """Record a new search, or resume the one of that name. Returns (record, resumed). A name
-        already used by a different search (other strategy, supernet, device or settings) is refused."""
+        already used by a different search (other strategy, supernet, device or settings) is refused.
+        `device` None: a training-time search (accuracy and MACs; no device)."""
         if not name or len(name) > 200:
             raise StorageError("a search name must have 1 to 200 characters")
         with self.session(write=True) as session:
-            supernet_id, device_id = _ids(session, supernet_hash, device, "searching them")
+            if device is None:
+                supernet_id = session.scalar(select(SupernetRow.id).where(SupernetRow.content_hash == supernet_hash))
+                if supernet_id is None:
+                    raise StorageError(f"supernet {supernet_hash[:12]} is not registered; register it before "
+                                       "searching it")
+                device_id = None
+            else:
+                supernet_id, device_id = _ids(session, supernet_hash, device, "searching them")
             row = session.scalar(select(SearchRow).where(SearchRow.name == name))
             if row is not None:
                 same = (row.strategy, row.supernet_id, row.device_id, row.settings) == \
@@ -494,7 +502,8 @@ class Store:
     @staticmethod
     def _search(session: Session, row: SearchRow) -> SearchRecord:
         supernet_hash = session.scalar(select(SupernetRow.content_hash).where(SupernetRow.id == row.supernet_id))
-        device = session.scalar(select(DeviceRow.name).where(DeviceRow.id == row.device_id))
+        device = (None if row.device_id is None else
+                  session.scalar(select(DeviceRow.name).where(DeviceRow.id == row.device_id)))
         return SearchRecord(row.name, row.strategy, supernet_hash, device, row.space, row.settings, row.status,
                             row.study_name, row.summary, row.started_at, row.finished_at)
 

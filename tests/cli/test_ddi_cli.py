@@ -3,6 +3,8 @@ exits; then a second network from the same backbone (`--base`), and bad inputs."
 
 from __future__ import annotations
 
+import json
+
 import optuna
 from typer.testing import CliRunner
 
@@ -75,6 +77,9 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
                                "--max-steps-per-epoch", "2", "--threads", "1", "--storage", url, "--name", "targets",
                                "--out", str(tmp_path / "search")])
     assert more.exit_code == 0 and "2 stored trials; 1 more" in more.output, more.output
+    listed = {s["name"]: s for s in json.loads(runner.invoke(app, ["searches", "--json", "--storage", url]).output)}
+    assert listed["targets"]["status"] == "finished" and listed["targets"]["device"] is None  # a training-time search
+    assert listed["targets"]["summary"]["trials"] == 3 and listed["targets"]["strategy"] == "ddi-skip-target-mgl2s"
     bad = runner.invoke(app, ["ddi", "search", "--base", complete[0].user_attrs["checkpoint"], "--storage", url])
     assert bad.exit_code == 2 and "is not a plain DDI backbone" in bad.output
     bad_range = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--target-range", "0.5"])
@@ -89,6 +94,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
                                       "--name", "refused", *args])
         assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
     assert "refused" not in optuna.get_all_study_names(url)  # refused before the study was created
+    assert Store(url).get_search("refused") is None  # ... and before the search was recorded
 
 
 def test_ddi_train_bad_inputs(tmp_path) -> None:

@@ -33,15 +33,26 @@ def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
     # a (lambda, a) search whose study lands in the storage URL
     url = f"sqlite:///{tmp_path / 'lasso.db'}"
     search = ["lasso", "search", "--base", str(checkpoint), "--pick", "2", "--lr", "0.1", "--storage", url,
-              "--name", "lasso-test", "--out", str(tmp_path / "picked.json"), "--threads", "1"]
-    weak = runner.invoke(app, [*search, "--trials", "1", "--lambda-range", "0.001,0.002", "--max-steps-per-epoch", "1"])
+              "--out", str(tmp_path / "picked.json"), "--threads", "1"]
+    weak = runner.invoke(app, [*search, "--name", "lasso-weak", "--trials", "1", "--lambda-range", "0.001,0.002",
+                               "--max-steps-per-epoch", "1"])
     assert weak.exit_code == 1 and "none of the study's 1 trials pruned a channel" in weak.output, weak.output
     assert not (tmp_path / "picked.json").exists()
-    searched = runner.invoke(app, [*search, "--trials", "2", "--lambda-range", "1,3", "--epochs", "4"])
-    assert searched.exit_code == 0, searched.output
+    strong = [*search, "--name", "lasso-test", "--lambda-range", "1,3", "--epochs", "4"]
+    for trials in ("1", "2"):  # the second run resumes the search by name
+        searched = runner.invoke(app, [*strong, "--trials", trials])
+        assert searched.exit_code == 0, searched.output
     study = optuna.load_study(study_name="lasso-test", storage=url)
     assert len(study.trials) == 3 and all("channels" in t.user_attrs for t in study.trials)  # resumed: 1 + 2
     assert {tuple(t.params) for t in study.trials} == {("lam", "a")}
+    # a training-time search is a search like the others: listed, with its knobs, status and no device
+    listed = {s["name"]: s for s in json.loads(runner.invoke(app, ["searches", "--json", "--storage", url]).output)}
+    assert listed["lasso-test"]["status"] == "finished" and listed["lasso-test"]["device"] is None
+    assert listed["lasso-test"]["strategy"] == "lasso-clipped" and listed["lasso-test"]["summary"]["trials"] == 3
+    assert [k["name"] for k in listed["lasso-test"]["space"]["knobs"]] == ["lam", "a"]
+    assert listed["lasso-weak"]["status"] == "finished"
+    other = runner.invoke(app, [*strong[:-4], "--lambda-range", "0.5,1", "--epochs", "4", "--trials", "1"])
+    assert other.exit_code == 2 and "exists already with other settings" in other.output, other.output
     picked = json.loads((tmp_path / "picked.json").read_text())["subnets"]
     assert 1 <= len(picked) <= 2
     # fused training of the generated subnets, and the uniform-width baseline matched in MACs
