@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import typer
@@ -110,6 +111,20 @@ def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
 def report_trial_errors(errors: list[str]) -> None:
     for error in errors:
         console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
+
+
+def after_tune_trials(errors: list[str], summary: dict, study_name: str, url: str, trials: int,
+                      stored: Callable[[Any], list], show: Callable[[Any], None]) -> Any:
+    """After a training-time search's Ray Tune trials: report the trials that failed for good
+    (also in the search's summary), reload the study the workers filled and show its new results."""
+    import optuna
+
+    report_trial_errors(errors)
+    summary["failed_trials"] = len(errors)
+    study = optuna.load_study(study_name=study_name, storage=url)
+    for result in stored(study)[-trials:]:
+        show(result)
+    return study
 
 
 def data_spec(name: str, root: str | None, val_size: int = 5000, split_seed: int = 0, **options: object) -> DataSpec:

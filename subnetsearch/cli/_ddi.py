@@ -13,6 +13,7 @@ import typer
 
 from subnetsearch.cli._common import (
     TRIALS_BACKEND_HELP,
+    after_tune_trials,
     attach_ray,
     check_backend,
     check_output_folder,
@@ -21,7 +22,6 @@ from subnetsearch.cli._common import (
     fail,
     parse_range,
     parse_widths,
-    report_trial_errors,
     set_threads,
 )
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
@@ -230,11 +230,7 @@ def search_command(
 
             _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high),
                                  state, recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
-            report_trial_errors(errors)
-            summary["failed_trials"] = len(errors)
-            study = optuna.load_study(study_name=study_name, storage=url)
-            for result in stored_results(study)[-trials:]:
-                show(result)
+            study = after_tune_trials(errors, summary, study_name, url, trials, stored_results, show)
         summary.update({"trials": len(stored_results(study)), "new_trials": trials})
     results = stored_results(study)
     if not results:

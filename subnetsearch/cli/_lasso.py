@@ -19,6 +19,7 @@ from rich.table import Table
 
 from subnetsearch.cli._common import (
     TRIALS_BACKEND_HELP,
+    after_tune_trials,
     attach_ray,
     check_backend,
     check_output_file,
@@ -28,7 +29,6 @@ from subnetsearch.cli._common import (
     fail,
     parse_range,
     parse_widths,
-    report_trial_errors,
     set_threads,
 )
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
@@ -256,11 +256,7 @@ def search_command(
 
             _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
                                    checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
-            report_trial_errors(errors)
-            summary["failed_trials"] = len(errors)
-            study = optuna.load_study(study_name=study_name, storage=url)
-            for subnet in stored_subnets(study)[-trials:]:
-                show(subnet)
+            study = after_tune_trials(errors, summary, study_name, url, trials, stored_subnets, show)
         summary.update({"trials": len(stored_subnets(study)), "new_trials": trials})
     subnets = stored_subnets(study)
     chosen = pick_subnets(subnets, pick, full_macs)
