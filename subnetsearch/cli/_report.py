@@ -9,38 +9,11 @@ import typer
 
 from subnetsearch.cli._common import console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
-from subnetsearch.dashboards import cross_device, device_report, full_mode_of, serve_dashboard, write_report
+from subnetsearch.dashboards import build_report, serve_dashboard
 from subnetsearch.devices import DeviceError
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import ExportError, Interrupted
-from subnetsearch.storage import StorageError, Store, storage_url
-
-
-def build_report(store: Store, url: str, out: Path, devices: list[str] | None = None,
-                 supernet: str | None = None) -> tuple[Path, int]:
-    """Write the report for the given devices (default: every device with evaluations). Returns the
-    path and the number of (device, supernet) sections."""
-    names = devices or [d.name for d in store.list_devices()]
-    supernets = [store.get_supernet(supernet)] if supernet else store.list_supernets()
-    full_modes = {record.content_hash: full_mode_of(record.arch) for record in supernets}  # builds each once
-    reports = []
-    for name in names:
-        for record in supernets:
-            report = device_report(store, url, name, record.content_hash, full_modes[record.content_hash])
-            if report.costs or devices:
-                reports.append(report)
-    cross = None
-    for record in supernets:
-        with_latency = [r.device for r in reports if r.supernet_hash == record.content_hash and "latency" in r.costs]
-        with_energy = [r.device for r in reports if r.supernet_hash == record.content_hash and "energy" in r.costs]
-        if len(with_latency) >= 2:
-            cross = (cross_device(store, record.content_hash, with_latency, "latency"), "latency")
-        elif len(with_energy) >= 2:
-            cross = (cross_device(store, record.content_hash, with_energy, "energy"), "energy")
-        if cross:
-            break
-    write_report(out, reports, cross, "subnetsearch report", store.url)
-    return out, len(reports)
+from subnetsearch.storage import StorageError, storage_url
 
 
 def report_command(

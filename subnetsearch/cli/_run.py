@@ -14,7 +14,7 @@ from rich.table import Table
 from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.cli._query import evaluations_table
-from subnetsearch.cli._report import build_report
+from subnetsearch.dashboards import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import (

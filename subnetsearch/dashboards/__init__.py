@@ -11,6 +11,7 @@ from subnetsearch.dashboards._data import (
     full_mode_of,
 )
 from subnetsearch.dashboards._render import (
+    build_report,
     cross_device_figure,
     front_figure,
     hypervolume_figure,
@@ -21,6 +22,7 @@ from subnetsearch.dashboards._serve import dashboard_app, serve_dashboard
 
 __all__ = [
     "COSTS",
+    "build_report",
     "Curve",
     "DeviceReport",
     "Point",

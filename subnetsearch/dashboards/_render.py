@@ -11,8 +11,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from subnetsearch.dashboards._data import COSTS, DeviceReport, Series
+from subnetsearch.dashboards._data import COSTS, DeviceReport, Series, cross_device, device_report, full_mode_of
 from subnetsearch.files import write_atomically
+from subnetsearch.storage import Store
 
 
 def _scatter(series: Series, mode: str = "markers", **style) -> go.Scatter:
@@ -131,3 +132,31 @@ def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[
                 + "\n".join(parts) + "</body></html>")
     write_atomically(path, document.encode("utf-8"))
     return path
+
+
+def build_report(store: Store, url: str, out: Path, devices: list[str] | None = None,
+                 supernet: str | None = None) -> tuple[Path, int]:
+    """Write the report for the given devices (default: every device with evaluations, every stored
+    supernet or the one given by hash prefix). Returns the path and the number of (device, supernet)
+    sections; the cross-device chart is drawn once two devices have latency (or energy) results."""
+    names = devices or [d.name for d in store.list_devices()]
+    supernets = [store.get_supernet(supernet)] if supernet else store.list_supernets()
+    full_modes = {record.content_hash: full_mode_of(record.arch) for record in supernets}  # builds each once
+    reports = []
+    for name in names:
+        for record in supernets:
+            report = device_report(store, url, name, record.content_hash, full_modes[record.content_hash])
+            if report.costs or devices:
+                reports.append(report)
+    cross = None
+    for record in supernets:
+        with_latency = [r.device for r in reports if r.supernet_hash == record.content_hash and "latency" in r.costs]
+        with_energy = [r.device for r in reports if r.supernet_hash == record.content_hash and "energy" in r.costs]
+        if len(with_latency) >= 2:
+            cross = (cross_device(store, record.content_hash, with_latency, "latency"), "latency")
+        elif len(with_energy) >= 2:
+            cross = (cross_device(store, record.content_hash, with_energy, "energy"), "energy")
+        if cross:
+            break
+    write_report(out, reports, cross, "subnetsearch report", store.url)
+    return out, len(reports)
