@@ -38,6 +38,7 @@ from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import (
     EvaluationSettings,
     GeneratedSubnet,
+    fused_supernet,
     generate_subnet,
     lasso_distributions,
     lasso_search,
@@ -58,10 +59,8 @@ from subnetsearch.supernets import (
     WidthSupernet,
     build_supernet,
     load_checkpoint,
-    scaled_channels,
-    uniform_match,
 )
-from subnetsearch.trainers import NEAR_ZERO, WidthRecipe, init_from_full, sort_channels, train_width
+from subnetsearch.trainers import NEAR_ZERO, WidthRecipe, train_width
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
 
@@ -305,23 +304,10 @@ def fuse_command(
     generated = [subnet for path in subnets for subnet in _read_subnets(path)]
     if not generated:
         fail("no subnets to train: the subnets file(s) list none")
-    if uniform:
-        channels = [uniform_match(full, subnet.macs) for subnet in generated]
-        method = "uniform"
-    else:
-        channels = [subnet.channels for subnet in generated]
-        method = f"{generated[0].penalty}-lasso"
-    full_channels = tuple(full.configs[0])
-    smallest = min(channels, key=lambda c: full.cost_of(c).macs)
-    channels = [*channels, *(scaled_channels(smallest, full_channels, r) for r in ratios)]
-    unique = sorted({tuple(c) for c in channels if tuple(c) != full_channels}, key=lambda c: -full.cost_of(c).macs)
-    entries = [{"name": f"subnet{len(unique) - i}", "channels": list(c)} for i, c in enumerate(unique)]
     try:
-        supernet = build_supernet({**full.arch, "method": method, "subnets": entries})
+        supernet, method = fused_supernet(full, generated, uniform, ratios)
     except ArchError as error:
         fail(f"these subnets cannot share one supernet: {error}")
-    sort_channels(full)  # the first c channels of every slot are its strongest: what the subnets keep
-    init_from_full(supernet, full)
     recipe = _recipe(epochs=epochs, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
     console.print(f"fused training of {len(supernet.configs)} configurations ({', '.join(supernet.names)}) -> {out}")
     result = train_width(supernet, splits, recipe, out, checkpoint.data, progress=_progress("fused"))

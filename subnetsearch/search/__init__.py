@@ -26,6 +26,7 @@ from subnetsearch.search._evaluator import (
 from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model, mode_document
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
+    fused_supernet,
     generate_subnet,
     lasso_distributions,
     lasso_search,
@@ -66,6 +67,7 @@ __all__ = [
     "generate_subnet",
     "lasso_distributions",
     "lasso_space",
+    "fused_supernet",
     "lasso_search",
     "pick_subnets",
     "stored_subnets",

@@ -26,7 +26,7 @@ from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
-from subnetsearch.supernets import WidthSupernet, build_supernet, calibrated_bn
+from subnetsearch.supernets import WidthSupernet, build_supernet, calibrated_bn, scaled_channels, uniform_match
 from subnetsearch.trainers import (
     NEAR_ZERO,
     WidthRecipe,
@@ -150,3 +150,29 @@ def pick_subnets(subnets: Sequence[GeneratedSubnet], count: int, full_macs: int)
         candidates = [s for s in front if s not in chosen]
         chosen.append(min(candidates, key=lambda s: abs(math.log(s.macs) - target)))
     return sorted(chosen, key=lambda s: -s.macs)
+
+
+def fused_supernet(full: WidthSupernet, generated: Sequence[GeneratedSubnet], uniform: bool = False,
+                   scales: Sequence[float] = ()) -> tuple[WidthSupernet, str]:
+    """The supernet fused training starts from (Algorithm 1 over subnets): the generated subnets'
+    channel counts (or, with `uniform`, uniform widths matching each one's MACs: the slimmable
+    baseline), plus Section V-A's subnets between the smallest one and the full network (every slot
+    of the smallest scaled by each ratio in `scales`), largest first, duplicates and the full network
+    itself dropped; initialized from `full` with its channels sorted strongest first (what each
+    subnet keeps). Returns the supernet and its method name. An ArchError if they cannot share one."""
+    if uniform:
+        channels = [uniform_match(full, subnet.macs) for subnet in generated]
+        method = "uniform"
+    else:
+        channels = [list(subnet.channels) for subnet in generated]
+        method = f"{generated[0].penalty}-lasso"
+    full_channels = tuple(full.configs[0])
+    smallest = min(channels, key=lambda c: full.cost_of(c).macs)
+    channels = [*channels, *(scaled_channels(smallest, full_channels, r) for r in scales)]
+    unique = sorted({tuple(c) for c in channels if tuple(c) != full_channels}, key=lambda c: -full.cost_of(c).macs)
+    entries = [{"name": f"subnet{len(unique) - i}", "channels": list(c)} for i, c in enumerate(unique)]
+    supernet = build_supernet({**full.arch, "method": method, "subnets": entries})
+    assert isinstance(supernet, WidthSupernet)
+    sort_channels(full)  # the first c channels of every slot are its strongest: what the subnets keep
+    init_from_full(supernet, full)
+    return supernet, method
