@@ -1,4 +1,5 @@
-"""Dynamic layers, supernet builders, converters from torchvision models, checkpoints."""
+"""The supernet contract (BaseSupernet, register_family), dynamic layers, the families and their builders,
+converters from torchvision models, BN calibration, checkpoints."""
 
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._calibrate import bn_state, calibrated_bn, stored_bn
