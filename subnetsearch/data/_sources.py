@@ -59,12 +59,16 @@ class DataSpec:
                                 f"got {value!r}")
         if "name" in payload and payload["name"] not in (*_LOADERS, "synthetic"):
             raise DataError(f"unknown data set {payload['name']!r}; choose one of {sorted(_LOADERS) + ['synthetic']}")
+        if payload.get("name") == "imagefolder" and "channels" not in payload and payload.get("image_size") is None:
+            # recorded before image folders kept their own size: they were resized to 32 then
+            payload = {**payload, "image_size": LEGACY_IMAGE_FOLDER_SIZE}
         return cls(**payload)
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "root": (str, type(None)), "val_size": (int,),
                                              "split_seed": (int,), "image_size": (int, type(None)),
                                              "channels": (int, type(None)), "hflip": (bool,)}
+LEGACY_IMAGE_FOLDER_SIZE = 32  # what an image-folder spec without a size meant before `channels` was recorded
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

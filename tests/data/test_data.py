@@ -144,6 +144,13 @@ def test_flip_augmentation_can_be_turned_off() -> None:
     assert not torch.equal(images, flipped)  # same crops, the flips differ
 
 
+def test_an_image_folder_spec_recorded_before_native_sizes_keeps_its_size() -> None:
+    old = {"name": "imagefolder", "root": "/x", "val_size": 5, "split_seed": 0, "image_size": None}  # resized to 32
+    assert DataSpec.from_dict(old).image_size == 32
+    new = DataSpec("imagefolder", "/x", 5).to_dict()  # records channels: None there means the images' own size
+    assert DataSpec.from_dict(new).image_size is None
+
+
 def test_data_spec_from_dict_names_the_bad_field() -> None:
     assert DataSpec.from_dict({"name": "synthetic", "hflip": False}) == DataSpec("synthetic", hflip=False)
     for payload, message in (([], "must be a mapping"), ({"colour": 1}, r"unknown data field\(s\) \['colour'\]"),
