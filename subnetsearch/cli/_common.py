@@ -12,7 +12,6 @@ import torch
 import typer
 from rich.console import Console
 
-from subnetsearch import files
 from subnetsearch.data import DataError, DataSpec
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.spaces import Mode, ModeError
@@ -44,9 +43,9 @@ def check_output_folder(folder: Path) -> None:
     """A folder a command will write its files in: refused before any work if it is a file, under a
     file, or not writable (a real probe)."""
     try:
-        files.check_output_folder(folder)
+        check_output_path(folder / ".subnetsearch-output")
     except OutputPathError as error:
-        fail(str(error))
+        fail(str(error).replace(f"output {folder / '.subnetsearch-output'}", f"output folder {folder}"))
 
 
 def check_output_file(path: Path) -> None:

@@ -83,22 +83,21 @@ class DistinctModeSearch(RecordingOptunaSearch):
         self.modes = modes
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        # the modes held now, read once per suggestion (the duplicates pruned below hold none)
-        taken = {t.user_attrs["mode_id"]: t.number for t in self._ot_study.get_trials(deepcopy=False)
-                 if "mode_id" in t.user_attrs and DUPLICATE_OF not in t.user_attrs
-                 and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)}
         for _ in range(1000):
-            if len(taken) >= self.modes.size:
-                break
             config = super().suggest(trial_id)
             ot_trial = self._ot_trials[trial_id]
             mode = mode_from_params(self.modes, config)
+            taken = {t.user_attrs["mode_id"]: t.number for t in self._ot_study.get_trials(deepcopy=False)
+                     if t.number != ot_trial.number and "mode_id" in t.user_attrs and DUPLICATE_OF not in t.user_attrs
+                     and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)}
             ot_trial.set_user_attr("mode_id", mode.id)
             if mode.id not in taken:
                 return config
             ot_trial.set_user_attr(DUPLICATE_OF, taken[mode.id])
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             del self._ot_trials[trial_id]
+            if len(taken) >= self.modes.size:
+                break
         return Searcher.FINISHED
 
 

@@ -96,13 +96,21 @@ def _training_data(state: Checkpoint, why: str) -> Splits:
                           "(it records them), or give the data where it is now with `search --data-root`") from None
 
 
-def materialized_model(store: Store, evaluation: StoredEvaluation, loaded: tuple[Any, Checkpoint] | None = None,
-                       splits: Splits | None = None) -> tuple[torch.nn.Module, tuple[int, ...]]:
+def preprocessing_of(store: Store, evaluation: StoredEvaluation) -> dict:
+    """How the supernet of a stored mode is fed: as the store recorded it, else from its data."""
+    record = store.get_supernet(evaluation.supernet_hash)
+    if record.preprocessing is not None:
+        return record.preprocessing
+    _, state = _checkpoint_of(store, evaluation)
+    return _training_data(state, "the store has no preprocessing for this supernet (stored by an older "
+                                 "version)").preprocessing()
+
+
+def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The static network of a stored mode, with the BN statistics it was evaluated with (kept with
     the evaluation; evaluations stored before they were kept are recalibrated on the same training
-    images, `splits` if the caller has them). Needs only the checkpoint (`loaded`: the supernet and
-    checkpoint, if the caller has them)."""
-    supernet, state = loaded or _checkpoint_of(store, evaluation)
+    images). Needs only the checkpoint."""
+    supernet, state = _checkpoint_of(store, evaluation)
     try:
         mode = Mode.from_json(evaluation.mode_json)
         supernet.space.validate(mode)
@@ -121,7 +129,7 @@ def materialized_model(store: Store, evaluation: StoredEvaluation, loaded: tuple
                 return supernet.materialize(mode).eval(), supernet.input_shape
         except ValueError as error:
             raise ExportError(f"stored mode {evaluation.mode_id}: {error}") from None
-    splits = splits or _training_data(state, f"evaluation of mode {evaluation.mode_id} predates stored BN statistics")
+    splits = _training_data(state, f"evaluation of mode {evaluation.mode_id} predates stored BN statistics")
     with calibrated_bn(supernet, mode, calibration_batches(splits, settings)):
         return supernet.materialize(mode).eval(), supernet.input_shape
 
@@ -131,17 +139,12 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
     format = format_for(path, format)
     device = store.get_device(evaluation.device)
     try:
-        preprocessing, loaded, splits = store.get_supernet(evaluation.supernet_hash).preprocessing, None, None
-        if preprocessing is None:  # stored by an older version: from the checkpoint's data, read once
-            loaded = _checkpoint_of(store, evaluation)
-            splits = _training_data(loaded[1], "the store has no preprocessing for this supernet (stored by an "
-                                               "older version)")
-            preprocessing = splits.preprocessing()
+        preprocessing = preprocessing_of(store, evaluation)
         if format == "json":
             document = mode_document(evaluation, device, preprocessing)
             write_atomically(path, (json.dumps(document, indent=2) + "\n").encode())
             return path
-        model, input_shape = materialized_model(store, evaluation, loaded, splits)
+        model, input_shape = materialized_model(store, evaluation)
     except StorageError as error:
         raise ExportError(str(error)) from None
     if getattr(model, "data_dependent", False):

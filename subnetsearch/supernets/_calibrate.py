@@ -40,33 +40,16 @@ def _active_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 @contextmanager
-def _in_mode(supernet: nn.Module, mode: Mode) -> Iterator[list[nn.BatchNorm2d]]:
-    """Within the block, `supernet` is in `mode` and the block may change the running statistics of
-    the BN layers that mode uses (yielded); on exit they, the previous mode and the training flag
-    come back, so nothing leaks into other modes."""
+def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block, `supernet` is in `mode` with BN statistics re-estimated on `batches`
+    (cumulative average over all of them). On exit the stored statistics and the previous mode
+    come back, so calibration never leaks into other modes."""
     previous_mode, was_training = supernet.mode, supernet.training
     supernet.set_mode(mode)
     norms = _active_norms(supernet)
     saved = [(n.running_mean.clone(), n.running_var.clone(), n.num_batches_tracked.clone(), n.momentum)
              for n in norms]
     try:
-        yield norms
-    finally:
-        for norm, (mean, var, count, momentum) in zip(norms, saved, strict=True):
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(var)
-            norm.num_batches_tracked.copy_(count)
-            norm.momentum = momentum
-        supernet.set_mode(previous_mode)
-        supernet.train(was_training)
-
-
-@contextmanager
-def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tensor]) -> Iterator[None]:
-    """Within the block, `supernet` is in `mode` with BN statistics re-estimated on `batches`
-    (cumulative average over all of them). On exit the stored statistics and the previous mode
-    come back, so calibration never leaks into other modes."""
-    with _in_mode(supernet, mode) as norms:
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # cumulative moving average: every batch weighs the same
@@ -83,6 +66,14 @@ def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tenso
             raise ValueError("BN calibration needs at least one batch")
         supernet.eval()
         yield
+    finally:
+        for norm, (mean, var, count, momentum) in zip(norms, saved, strict=True):
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.num_batches_tracked.copy_(count)
+            norm.momentum = momentum
+        supernet.set_mode(previous_mode)
+        supernet.train(was_training)
 
 
 def bn_state(supernet: nn.Module) -> bytes:
@@ -98,13 +89,27 @@ def bn_state(supernet: nn.Module) -> bytes:
 def stored_bn(supernet: nn.Module, mode: Mode, state: bytes) -> Iterator[None]:
     """Within the block, `supernet` is in `mode` with the BN statistics `bn_state` took for that
     mode (no data needed); on exit the stored statistics and the previous mode come back."""
-    with _in_mode(supernet, mode) as norms:
+    previous_mode, was_training = supernet.mode, supernet.training
+    supernet.set_mode(mode)
+    norms = _active_norms(supernet)
+    try:
         tensors = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
         expected = [t.shape for n in norms for t in (n.running_mean, n.running_var)]
         if not isinstance(tensors, list) or [getattr(t, "shape", None) for t in tensors] != expected:
             raise ValueError("the stored BN statistics do not fit this mode of this supernet")
+    except Exception:
+        supernet.set_mode(previous_mode)
+        raise
+    saved = [(n.running_mean.clone(), n.running_var.clone()) for n in norms]
+    try:
         for index, norm in enumerate(norms):
             norm.running_mean.copy_(tensors[2 * index])
             norm.running_var.copy_(tensors[2 * index + 1])
         supernet.eval()
         yield
+    finally:
+        for norm, (mean, var) in zip(norms, saved, strict=True):
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+        supernet.set_mode(previous_mode)
+        supernet.train(was_training)

@@ -127,6 +127,7 @@ CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
     "group_choices": [1, 2, 4, 8, 16], "shuffle": True, "shuffle_rule": "balanced", "switch_classifier": False,
 }
 
+Supernet = BaseSupernet  # kept for callers of the earlier name
 # The kind each field takes (from the defaults; lists may arrive as tuples from Python callers).
 _FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULTS, WIDTH_RESNET_DEFAULTS,
                                                             DDI_RESNET_DEFAULTS) for key, value in defaults.items()
