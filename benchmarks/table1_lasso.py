@@ -34,15 +34,15 @@ from _common import RESULTS, write_result
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.search import EvaluationSettings, make_sampler
 from subnetsearch.search._lasso import GeneratedSubnet, lasso_search, pick_subnets, stored_subnets, subnet_front
-from subnetsearch.supernets import WIDTH_RESNET_DEFAULTS, build_supernet
+from subnetsearch.supernets import LASSO_RESNET_DEFAULTS, build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._width import WidthSupernet, uniform_match
+from subnetsearch.supernets._lasso import LassoSupernet, uniform_match
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._lasso import WidthRecipe, train_width
+from subnetsearch.trainers._lasso import LassoRecipe, train_lasso
 
 HOME = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench")) / "table1"
 SPEC = DataSpec("fashion-mnist", None, 5000, 0)
-ARCH = {**WIDTH_RESNET_DEFAULTS, "family": "width-cifar-resnet"}
+ARCH = {**LASSO_RESNET_DEFAULTS, "family": "lasso-cifar-resnet"}
 SETTINGS = EvaluationSettings(calibration_batches=5, calibration_batch_size=128, max_eval_batches=4)
 METHODS = ("clipped-lasso", "group-lasso", "uniform")
 
@@ -60,22 +60,22 @@ def cached(name: str, make):
     return value
 
 
-def base_network(splits, epochs: int) -> WidthSupernet:
+def base_network(splits, epochs: int) -> LassoSupernet:
     path = HOME / "base" / "supernet.pt"
     if not path.exists():
         log(f"training the full network, {epochs} epochs")
-        train_width(build_supernet(ARCH), splits, WidthRecipe(epochs=epochs), HOME / "base", SPEC.to_dict())
+        train_lasso(build_supernet(ARCH), splits, LassoRecipe(epochs=epochs), HOME / "base", SPEC.to_dict())
     return load_checkpoint(path).build()
 
 
-def search(full: WidthSupernet, splits, penalty: str, trials: int, finetune: int) -> list[GeneratedSubnet]:
+def search(full: LassoSupernet, splits, penalty: str, trials: int, finetune: int) -> list[GeneratedSubnet]:
     study = optuna.create_study(storage=f"sqlite:///{HOME / 'studies.db'}", study_name=f"lasso-{penalty}",
                                 sampler=make_sampler("tpe", 0), directions=["maximize", "minimize"],
                                 load_if_exists=True)
     done = len(stored_subnets(study))
     if done < trials:
         log(f"{penalty} search: {trials - done} more trials")
-        recipe = WidthRecipe(epochs=finetune, lr=0.02, penalty=penalty, lam=1.0)
+        recipe = LassoRecipe(epochs=finetune, lr=0.02, penalty=penalty, lam=1.0)
         lasso_search(full, splits, study, trials - done, penalty, recipe, SETTINGS, lambda_range=(0.01, 3.0),
                      on_trial=lambda s: log(f"  lambda {s.lam:.3g} a {s.a:.3g}: {s.macs / 1e6:.2f} MMACs, "
                                             f"pruned acc {s.accuracy:.4f}"))
@@ -87,7 +87,7 @@ def closest(subnets: list[GeneratedSubnet], macs: int, taken: list[GeneratedSubn
     return min(front or [s for s in subnets if s not in taken], key=lambda s: abs(s.macs - macs))
 
 
-def test_accuracy(supernet: WidthSupernet, splits, index: int) -> float:
+def test_accuracy(supernet: LassoSupernet, splits, index: int) -> float:
     supernet.state.select(index)
     return round(evaluate_accuracy(supernet, splits, splits.test), 5)
 
@@ -96,7 +96,7 @@ def individual(splits, method: str, rank: int, channels: list[int], epochs: int)
     def make() -> dict:
         log(f"{method} subnet{rank}: individual training, {epochs} epochs")
         supernet = build_supernet({**ARCH, "subnets": [{"name": f"subnet{rank}", "channels": channels}]})
-        train_width(supernet, splits, WidthRecipe(epochs=epochs, configs=(1,)), None, {})
+        train_lasso(supernet, splits, LassoRecipe(epochs=epochs, configs=(1,)), None, {})
         return {"test_acc": test_accuracy(supernet, splits, 1)}
     return cached(f"individual-{method}-subnet{rank}", make)
 
@@ -107,7 +107,7 @@ def fused(splits, method: str, configs: list[list[int]], epochs: int) -> dict:
         names = [f"subnet{len(configs) - i}" for i in range(len(configs))]  # largest first
         supernet = build_supernet({**ARCH, "method": method, "subnets": [
             {"name": n, "channels": c} for n, c in zip(names, configs, strict=True)]})
-        train_width(supernet, splits, WidthRecipe(epochs=epochs), None, {})
+        train_lasso(supernet, splits, LassoRecipe(epochs=epochs), None, {})
         return {"test_acc": {name: test_accuracy(supernet, splits, i) for i, name in enumerate(supernet.names)}}
     return cached(f"fused-{method}", make)
 
@@ -189,7 +189,7 @@ def main() -> None:
         "setup": {"network": "ResNet-20 with 1x1-conv shortcuts (Fig. 5b), Fashion-MNIST 28x28",
                   "base_epochs": args.base_epochs, "epochs_individual_and_fused": args.epochs,
                   "finetune_epochs_per_trial": args.finetune, "clipped_trials": args.trials,
-                  "group_trials": max(3, args.trials * 3 // 4), "recipe": asdict(WidthRecipe()),
+                  "group_trials": max(3, args.trials * 3 // 4), "recipe": asdict(LassoRecipe()),
                   "slots": full.slots, "plot": picture.name},
         "rows": rows, "claim_per_subnet": claims, "claim_holds_everywhere": holds,
         "clipped_trials": [s.to_dict() for s in clipped_all], "group_trials": [s.to_dict() for s in group_all]})

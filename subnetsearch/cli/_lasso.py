@@ -52,15 +52,15 @@ from subnetsearch.search import (
 )
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
-    WIDTH_RESNET_DEFAULTS,
+    LASSO_RESNET_DEFAULTS,
     ArchError,
     Checkpoint,
     CheckpointError,
-    WidthSupernet,
+    LassoSupernet,
     build_supernet,
     load_checkpoint,
 )
-from subnetsearch.trainers import NEAR_ZERO, WidthRecipe, train_width
+from subnetsearch.trainers import NEAR_ZERO, LassoRecipe, train_lasso
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
 
@@ -70,22 +70,22 @@ THRESHOLD_HELP = "Channels whose filter norm is below this x the largest of thei
 QUICK = EvaluationSettings(calibration_batches=5, calibration_batch_size=128)
 
 
-def _load_base(path: Path) -> tuple[WidthSupernet, Splits, Checkpoint]:
+def _load_base(path: Path) -> tuple[LassoSupernet, Splits, Checkpoint]:
     try:
         checkpoint = load_checkpoint(path)
         supernet = checkpoint.build()
         splits = load_data(DataSpec.from_dict(checkpoint.data))
     except (CheckpointError, DataError, ArchError) as error:
         fail(str(error))
-    if not isinstance(supernet, WidthSupernet) or len(supernet.configs) != 1:
+    if not isinstance(supernet, LassoSupernet) or len(supernet.configs) != 1:
         fail(f"{path} is not a full width network without subnets (family {checkpoint.arch.get('family')!r}, "
              f"{len(getattr(supernet, 'configs', [])) - 1} subnets); train one with `subnetsearch lasso base`")
     return supernet, splits, checkpoint
 
 
-def _recipe(**fields) -> WidthRecipe:
+def _recipe(**fields) -> LassoRecipe:
     try:
-        return WidthRecipe(**fields)
+        return LassoRecipe(**fields)
     except ValueError as error:
         fail(str(error))
 
@@ -142,14 +142,14 @@ def base_command(
         splits = load_data(spec)
         channels, size, _ = splits.input_shape
         torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
-        supernet = build_supernet({**WIDTH_RESNET_DEFAULTS, "family": "width-cifar-resnet", "depth": depth,
+        supernet = build_supernet({**LASSO_RESNET_DEFAULTS, "family": "lasso-cifar-resnet", "depth": depth,
                                    "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
                                    "num_classes": splits.num_classes})
     except (DataError, ArchError) as error:
         fail(str(error))
     recipe = _recipe(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
-    console.print(f"training the full width-cifar-resnet-{depth} on {splits.name} -> {out}")
-    result = train_width(supernet, splits, recipe, out, spec.to_dict(), progress=_progress("base"))
+    console.print(f"training the full lasso-cifar-resnet-{depth} on {splits.name} -> {out}")
+    result = train_lasso(supernet, splits, recipe, out, spec.to_dict(), progress=_progress("base"))
     console.print(f"done: val accuracy {result['history'][-1]['val_acc']['full']:.4f}; checkpoint {out / 'supernet.pt'}")
     console.print(f"next: subnetsearch lasso search --base {out / 'supernet.pt'}")
 
@@ -225,7 +225,7 @@ def search_command(
     url = storage_url(storage)
     checkpoint_hash = checkpoint.hash
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
-    study_name = name or (f"width-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
+    study_name = name or (f"lasso-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
                           f"lr={lr},threshold={threshold:g}")
     store = open_store(storage)
     settings = {"penalty": penalty, "epochs": epochs, "lr": lr, "threshold": threshold,
@@ -310,7 +310,7 @@ def fuse_command(
         fail(f"these subnets cannot share one supernet: {error}")
     recipe = _recipe(epochs=epochs, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
     console.print(f"fused training of {len(supernet.configs)} configurations ({', '.join(supernet.names)}) -> {out}")
-    result = train_width(supernet, splits, recipe, out, checkpoint.data, progress=_progress("fused"))
+    result = train_lasso(supernet, splits, recipe, out, checkpoint.data, progress=_progress("fused"))
     table = Table(title=f"fused {method} supernet")
     for column in ("subnet", "MACs (M)", "params", "val acc", "channels per slot"):
         table.add_column(column, justify="right")

@@ -26,15 +26,15 @@ from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
-from subnetsearch.supernets import WidthSupernet, build_supernet, calibrated_bn, scaled_channels, uniform_match
+from subnetsearch.supernets import LassoSupernet, build_supernet, calibrated_bn, scaled_channels, uniform_match
 from subnetsearch.trainers import (
     NEAR_ZERO,
-    WidthRecipe,
+    LassoRecipe,
     count_channels,
     evaluate_accuracy,
     init_from_full,
     sort_channels,
-    train_width,
+    train_lasso,
 )
 
 LAMBDA_RANGE = (0.01, 3.0)  # log-uniform: with one fine-tune epoch, lambda < ~0.1 prunes little
@@ -58,8 +58,8 @@ class GeneratedSubnet:
         return asdict(self)
 
 
-def pruned_accuracy(full: WidthSupernet, channels: Sequence[int], splits: Splits,
-                    settings: EvaluationSettings) -> tuple[float, WidthSupernet]:
+def pruned_accuracy(full: LassoSupernet, channels: Sequence[int], splits: Splits,
+                    settings: EvaluationSettings) -> tuple[float, LassoSupernet]:
     """Accuracy of the first `channels` of each slot of `full` (sorted by norm), BN recalibrated."""
     arch = {**full.arch, "subnets": [{"name": "pruned", "channels": list(channels)}]}
     if list(channels) == list(full.configs[0]):
@@ -72,14 +72,14 @@ def pruned_accuracy(full: WidthSupernet, channels: Sequence[int], splits: Splits
     return accuracy, pruned
 
 
-def generate_subnet(full: WidthSupernet, splits: Splits, penalty: str, lam: float, a: float, recipe: WidthRecipe,
+def generate_subnet(full: LassoSupernet, splits: Splits, penalty: str, lam: float, a: float, recipe: LassoRecipe,
                     settings: EvaluationSettings = EvaluationSettings(), threshold: float = NEAR_ZERO,
                     progress: Callable[[dict], None] | None = None) -> GeneratedSubnet:
     """Fine-tune a copy of the trained full network with the penalty and read off its subnet."""
     if len(full.configs) != 1:
         raise ValueError("subnet generation starts from a full network without subnets (`subnetsearch lasso base`)")
     network = copy.deepcopy(full)
-    train_width(network, splits, replace(recipe, penalty=penalty, lam=lam, a=a, configs=(0,)), None, {},
+    train_lasso(network, splits, replace(recipe, penalty=penalty, lam=lam, a=a, configs=(0,)), None, {},
                 progress=progress, eval_batches=1)
     count = count_channels(network, threshold)
     sort_channels(network)
@@ -102,8 +102,8 @@ def lasso_distributions(penalty: str, lambda_range: tuple[float, float] = LAMBDA
     return to_optuna(lasso_space(penalty, lambda_range))
 
 
-def lasso_search(full: WidthSupernet, splits: Splits, study: optuna.Study, trials: int, penalty: str,
-                 recipe: WidthRecipe, settings: EvaluationSettings, threshold: float = NEAR_ZERO,
+def lasso_search(full: LassoSupernet, splits: Splits, study: optuna.Study, trials: int, penalty: str,
+                 recipe: LassoRecipe, settings: EvaluationSettings, threshold: float = NEAR_ZERO,
                  lambda_range: tuple[float, float] = LAMBDA_RANGE,
                  on_trial: Callable[[GeneratedSubnet], None] | None = None) -> list[GeneratedSubnet]:
     """`trials` generation trials (lambda log-uniform, a uniform for the clipped penalty) sampled by
@@ -152,8 +152,8 @@ def pick_subnets(subnets: Sequence[GeneratedSubnet], count: int, full_macs: int)
     return sorted(chosen, key=lambda s: -s.macs)
 
 
-def fused_supernet(full: WidthSupernet, generated: Sequence[GeneratedSubnet], uniform: bool = False,
-                   scales: Sequence[float] = ()) -> tuple[WidthSupernet, str]:
+def fused_supernet(full: LassoSupernet, generated: Sequence[GeneratedSubnet], uniform: bool = False,
+                   scales: Sequence[float] = ()) -> tuple[LassoSupernet, str]:
     """The supernet fused training starts from (Algorithm 1 over subnets): the generated subnets'
     channel counts (or, with `uniform`, uniform widths matching each one's MACs: the slimmable
     baseline), plus Section V-A's subnets between the smallest one and the full network (every slot
@@ -172,7 +172,7 @@ def fused_supernet(full: WidthSupernet, generated: Sequence[GeneratedSubnet], un
     unique = sorted({tuple(c) for c in channels if tuple(c) != full_channels}, key=lambda c: -full.cost_of(c).macs)
     entries = [{"name": f"subnet{len(unique) - i}", "channels": list(c)} for i, c in enumerate(unique)]
     supernet = build_supernet({**full.arch, "method": method, "subnets": entries})
-    assert isinstance(supernet, WidthSupernet)
+    assert isinstance(supernet, LassoSupernet)
     sort_channels(full)  # the first c channels of every slot are its strongest: what the subnets keep
     init_from_full(supernet, full)
     return supernet, method

@@ -103,7 +103,7 @@ class SearchSession:
         return f"{self.checkpoint.arch['family']}-{self.checkpoint.hash[:8]}@{self.device.name}/{strategy}/{knobs}"
 
     def attributes(self, strategy: str) -> dict[str, object]:
-        return {"supernet_hash": self.checkpoint.hash, "supernet_family": self.checkpoint.arch["family"],
+        return {"supernet_hash": self.checkpoint.hash, "supernet_family": self.checkpoint.family,
                 "device": self.device.name, "strategy": strategy, "data": self.splits.name, "split": self.settings.split}
 
     def evaluate_batch(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:

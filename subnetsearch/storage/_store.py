@@ -317,7 +317,7 @@ class Store:
         with self.session(write=True) as session:
             row = session.scalar(select(SupernetRow).where(SupernetRow.content_hash == checkpoint.hash))
             if row is None:
-                row = SupernetRow(content_hash=checkpoint.hash, family=checkpoint.arch["family"], arch=checkpoint.arch,
+                row = SupernetRow(content_hash=checkpoint.hash, family=checkpoint.family, arch=checkpoint.arch,
                                   recipe=checkpoint.recipe, data=checkpoint.data, metrics=checkpoint.metrics,
                                   checkpoint_path=str(path), preprocessing=preprocessing)
                 session.add(row)

@@ -14,6 +14,7 @@ from subnetsearch.supernets._checkpoint import (
 from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
 from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
 from subnetsearch.supernets._ddi import GATINGS, RESOURCES, DDIResNet, DDISupernet, resource_loss, signed_alpha
+from subnetsearch.supernets._lasso import LassoSupernet, scaled_channels, uniform_match
 from subnetsearch.supernets._layers import (
     DEFAULT_GROUP_CHOICES,
     ChannelShuffle,
@@ -36,7 +37,8 @@ from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
     FAMILIES,
-    WIDTH_RESNET_DEFAULTS,
+    LASSO_RESNET_DEFAULTS,
+    LEGACY_FAMILIES,
     ArchError,
     build_supernet,
     register_family,
@@ -44,7 +46,6 @@ from subnetsearch.supernets._registry import (
 )
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
-from subnetsearch.supernets._width import WidthSupernet, scaled_channels, uniform_match
 
 __all__ = [
     "bn_state",
@@ -73,6 +74,7 @@ __all__ = [
     "CIFAR_RESNET_DEFAULTS",
     "DEFAULT_GROUP_CHOICES",
     "FAMILIES",
+    "LEGACY_FAMILIES",
     "ArchError",
     "BaseSupernet",
     "ChannelShuffle",
@@ -85,9 +87,9 @@ __all__ = [
     "LayerShape",
     "SwitchUnit",
     "SwitchableBatchNorm2d",
-    "WIDTH_RESNET_DEFAULTS",
+    "LASSO_RESNET_DEFAULTS",
     "WeNetSupernet",
-    "WidthSupernet",
+    "LassoSupernet",
     "allowed_groups",
     "block_diagonal",
     "build_supernet",

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import Mode
+from subnetsearch.supernets._lasso import SlimBatchNorm2d
 from subnetsearch.supernets._layers import SwitchableBatchNorm2d
-from subnetsearch.supernets._width import SlimBatchNorm2d
 
 
 def _norm_modules(model: nn.Module) -> list[nn.Module]:

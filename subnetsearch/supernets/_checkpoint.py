@@ -17,7 +17,7 @@ from subnetsearch.data import DataError, DataSpec
 from subnetsearch.files import write_atomically
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError
-from subnetsearch.supernets._registry import FAMILIES, ArchError, build_supernet
+from subnetsearch.supernets._registry import FAMILIES, LEGACY_FAMILIES, ArchError, build_supernet, family_builder
 
 FORMAT = "subnetsearch-checkpoint/1"
 
@@ -52,6 +52,12 @@ class Checkpoint:
     hash: str
     extra: dict = field(default_factory=dict)
     source: str = ""  # the file it was read from, for messages
+
+    @property
+    def family(self) -> str:
+        """The architecture's registered name (a legacy name read as the one it now has)."""
+        name = str(self.arch.get("family"))
+        return LEGACY_FAMILIES.get(name, name)
 
     def build(self) -> BaseSupernet:
         """The supernet with these weights (eval mode, full network); a CheckpointError if its
@@ -139,7 +145,7 @@ def _check_content(path: Path, meta: Mapping[str, Any], state: Any) -> None:
                                               for k, v in state.items()):
         raise CheckpointError(f"{path}: field 'state_dict' must map parameter names to tensors")
     family = meta["arch"].get("family")
-    if family not in FAMILIES:
+    if family_builder(family) is None:
         raise CheckpointError(f"{path}: unknown supernet family {family!r}; known: {sorted(FAMILIES)}")
     try:
         DataSpec.from_dict(meta["data"])

@@ -14,9 +14,9 @@ from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
 from subnetsearch.supernets._cost import layer_cost
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
+from subnetsearch.supernets._lasso import LassoSupernet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
-from subnetsearch.supernets._width import WidthSupernet
 
 
 class ArchError(ValueError):
@@ -91,11 +91,13 @@ def supernet_from_model(model: nn.Module, name: str, arch: Mapping[str, Any], in
     return supernet
 
 
-def _width_resnet(arch: Mapping[str, Any]) -> WidthSupernet:
-    fields = _take(arch, set(WIDTH_RESNET_DEFAULTS))
-    if len(fields.get("widths", WIDTH_RESNET_DEFAULTS["widths"])) != 3:
+def _lasso_resnet(arch: Mapping[str, Any]) -> LassoSupernet:
+    fields = _take(arch, set(LASSO_RESNET_DEFAULTS))
+    if len(fields.get("widths", LASSO_RESNET_DEFAULTS["widths"])) != 3:
         raise ArchError(f"widths must give 3 stage widths, got {fields['widths']}")
-    return WidthSupernet({"family": "width-cifar-resnet", **WIDTH_RESNET_DEFAULTS, **fields})
+    # the family string as given: a checkpoint written under the legacy name keeps its architecture
+    # (and so its content hash and its modes' ids) byte for byte
+    return LassoSupernet({"family": arch["family"], **LASSO_RESNET_DEFAULTS, **fields})
 
 
 def _ddi_resnet(arch: Mapping[str, Any]) -> DDISupernet:
@@ -117,7 +119,7 @@ DDI_RESNET_DEFAULTS: dict[str, Any] = {
 
 # Non-uniform subnets (clipped group-Lasso paper): `subnets` lists {"name", "channels" per slot} from
 # largest to smallest; `method` records how they were chosen (clipped-lasso, group-lasso, uniform).
-WIDTH_RESNET_DEFAULTS: dict[str, Any] = {
+LASSO_RESNET_DEFAULTS: dict[str, Any] = {
     "depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10, "input_size": 28, "subnets": [],
     "method": "full",
 }
@@ -127,15 +129,23 @@ CIFAR_RESNET_DEFAULTS: dict[str, Any] = {
     "group_choices": [1, 2, 4, 8, 16], "shuffle": True, "shuffle_rule": "balanced", "switch_classifier": False,
 }
 
-Supernet = BaseSupernet  # kept for callers of the earlier name
 # The kind each field takes (from the defaults; lists may arrive as tuples from Python callers).
-_FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULTS, WIDTH_RESNET_DEFAULTS,
+_FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULTS, LASSO_RESNET_DEFAULTS,
                                                             DDI_RESNET_DEFAULTS) for key, value in defaults.items()
                                 if value is not None and not isinstance(value, list)}
 _FIELD_KINDS["model"] = "resnet50"
 
 Builder = Callable[[Mapping[str, Any]], BaseSupernet]
 FAMILIES: dict[str, Builder] = {}
+# Names earlier versions wrote into checkpoints, and the family each now is.
+LEGACY_FAMILIES: dict[str, str] = {"width-cifar-resnet": "lasso-cifar-resnet"}
+
+
+def family_builder(name: object) -> Builder | None:
+    """The builder of a registered family or of a legacy name for one; None for an unknown name."""
+    if not isinstance(name, str):
+        return None
+    return FAMILIES.get(LEGACY_FAMILIES.get(name, name))
 
 
 def register_family(name: str, builder: Builder) -> None:
@@ -144,6 +154,9 @@ def register_family(name: str, builder: Builder) -> None:
     registered already is refused (two families must never read each other's checkpoints)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"a family name must be a non-empty string, got {name!r}")
+    if name in LEGACY_FAMILIES:
+        raise ValueError(f"supernet family {name!r} is registered already (a legacy name of "
+                         f"{LEGACY_FAMILIES[name]!r})")
     if name in FAMILIES:
         raise ValueError(f"supernet family {name!r} is registered already (by {FAMILIES[name].__module__})")
     FAMILIES[name] = builder
@@ -151,17 +164,18 @@ def register_family(name: str, builder: Builder) -> None:
 
 register_family("wenet-cifar-resnet", _cifar_resnet)
 register_family("wenet-torchvision", _torchvision)
-register_family("width-cifar-resnet", _width_resnet)
+register_family("lasso-cifar-resnet", _lasso_resnet)
 register_family("ddi-cifar-resnet", _ddi_resnet)
 
 
 def build_supernet(arch: Mapping[str, Any]) -> BaseSupernet:
     """Build an untrained supernet from its architecture config."""
     family = arch.get("family")
-    if family not in FAMILIES:
+    builder = family_builder(family)
+    if builder is None:
         raise ArchError(f"unknown supernet family {family!r}; known: {sorted(FAMILIES)}")
     try:
-        return FAMILIES[family](arch)
+        return builder(arch)
     except (TypeError, ValueError) as error:
         if isinstance(error, ArchError):
             raise

@@ -6,7 +6,7 @@
 - `count_channels` reads a penalty-trained network's architecture: per channel slot, the output
   channels whose group norm is above a near-zero threshold, following the data flow (a block's output
   channel is alive if its conv2 filter or its shortcut filter is), giving counts and Eq. (4) masks.
-- `train_width` is one loop for every training the family needs: the full network alone (optionally
+- `train_lasso` is one loop for every training the family needs: the full network alone (optionally
   with a penalty: subnet generation), Algorithm 1 (every configuration's forward/backward per batch,
   gradients accumulated, one step; private BN per configuration), or one configuration alone (the
   "individually trained" baseline).
@@ -28,7 +28,7 @@ from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.supernets import save_checkpoint
-from subnetsearch.supernets._width import KNOB, SlimBatchNorm2d, SlimConv2d, WidthSupernet, _conv_specs, _depth_of
+from subnetsearch.supernets._lasso import KNOB, LassoSupernet, SlimBatchNorm2d, SlimConv2d, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._wenet import _lr_at, _optimizer, check_counts, timeless
 
@@ -65,7 +65,7 @@ def clipped_group_lasso(weights: Sequence[torch.Tensor], lam: float, a: float) -
     return lam * total
 
 
-def penalized_weights(supernet: WidthSupernet) -> list[torch.Tensor]:
+def penalized_weights(supernet: LassoSupernet) -> list[torch.Tensor]:
     """The full weight of every conv (stem, both convs of each block, the 1x1 shortcuts)."""
     return [module.weight for module in supernet.network.modules() if isinstance(module, SlimConv2d)]
 
@@ -80,7 +80,7 @@ class ChannelCount:
     forced: list[str]
 
 
-def count_channels(supernet: WidthSupernet, threshold: float = NEAR_ZERO, floor: float = FLOOR) -> ChannelCount:
+def count_channels(supernet: LassoSupernet, threshold: float = NEAR_ZERO, floor: float = FLOOR) -> ChannelCount:
     """Count the non-sparse output channels of every slot of the full network (configuration 0): a
     channel survives when its norm is at least `threshold` x the slot's largest norm and `floor`."""
     convs = dict(supernet.network.named_modules())
@@ -102,7 +102,7 @@ def count_channels(supernet: WidthSupernet, threshold: float = NEAR_ZERO, floor:
     return ChannelCount(channels, masks, forced)
 
 
-def sort_channels(supernet: WidthSupernet) -> None:
+def sort_channels(supernet: LassoSupernet) -> None:
     """Reorder every slot's channels by decreasing filter norm (conv2 and shortcut together for a
     block output), moving the consumers' input channels and the BNs along: the network computes the
     same function, and the first c channels of a slot are its c most important ones, which is what
@@ -128,7 +128,7 @@ def sort_channels(supernet: WidthSupernet) -> None:
         supernet.network.fc.weight.copy_(supernet.network.fc.weight[:, order[-1]])
 
 
-def init_from_full(supernet: WidthSupernet, full: WidthSupernet) -> None:
+def init_from_full(supernet: LassoSupernet, full: LassoSupernet) -> None:
     """Start a supernet with subnets from a trained full network of the same widths: every conv and
     the classifier take its weights; each configuration's private BN takes the first c channels of
     the full network's BN."""
@@ -151,7 +151,7 @@ def init_from_full(supernet: WidthSupernet, full: WidthSupernet) -> None:
 
 
 @dataclass(frozen=True)
-class WidthRecipe:
+class LassoRecipe:
     """Training settings, saved with every checkpoint.
 
     `configs`: which configurations train (None: all, Algorithm 1; [k]: configuration k alone).
@@ -187,7 +187,7 @@ class WidthRecipe:
             object.__setattr__(self, "configs", tuple(self.configs))
 
 
-def penalty_value(supernet: WidthSupernet, recipe: WidthRecipe) -> torch.Tensor | None:
+def penalty_value(supernet: LassoSupernet, recipe: LassoRecipe) -> torch.Tensor | None:
     if recipe.penalty == "clipped":
         return clipped_group_lasso(penalized_weights(supernet), recipe.lam, recipe.a)
     if recipe.penalty == "group":
@@ -195,8 +195,8 @@ def penalty_value(supernet: WidthSupernet, recipe: WidthRecipe) -> torch.Tensor 
     return None
 
 
-def fused_step(supernet: WidthSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor, configs: Sequence[int], recipe: WidthRecipe) -> dict[str, float]:
+def fused_step(supernet: LassoSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor, configs: Sequence[int], recipe: LassoRecipe) -> dict[str, float]:
     """Algorithm 1, lines 2-6: each configuration's forward and backward (gradients accumulate, each
     through its own private BNs), then one optimizer step."""
     optimizer.zero_grad(set_to_none=True)
@@ -212,7 +212,7 @@ def fused_step(supernet: WidthSupernet, optimizer: torch.optim.Optimizer, images
     return {"loss_mean": sum(losses) / len(losses), "loss_first": losses[0]}
 
 
-def config_accuracies(supernet: WidthSupernet, splits: Splits, configs: Sequence[int],
+def config_accuracies(supernet: LassoSupernet, splits: Splits, configs: Sequence[int],
                       max_batches: int | None = None) -> dict[str, float]:
     """Validation accuracy of each configuration with its own BN statistics."""
     previous = supernet.state.index
@@ -227,7 +227,7 @@ def config_accuracies(supernet: WidthSupernet, splits: Splits, configs: Sequence
         supernet.state.select(previous)
 
 
-def train_width(supernet: WidthSupernet, splits: Splits, recipe: WidthRecipe, out_dir: str | Path | None,
+def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, out_dir: str | Path | None,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
                 eval_batches: int | None = None) -> dict:
     """Train `recipe.configs` of `supernet` (all by default) with Algorithm 1; with an out_dir, write

@@ -119,7 +119,7 @@ def train_step(supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, images
 
 def _optimizer(supernet: torch.nn.Module, recipe: WeNetRecipe) -> torch.optim.Optimizer:
     """Nesterov SGD with weight decay on weights only (not BN or biases); any recipe with lr,
-    momentum and weight_decay (the width family's too)."""
+    momentum and weight_decay (the lasso family's too)."""
     decay = [p for n, p in supernet.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in supernet.named_parameters() if p.dim() <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},

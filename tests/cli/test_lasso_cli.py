@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from subnetsearch.cli import app
 from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._width import scaled_channels, uniform_channels
+from subnetsearch.supernets._lasso import scaled_channels, uniform_channels
 
 runner = CliRunner()
 SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]

@@ -193,3 +193,39 @@ def test_latency_tables_round_trip_and_are_replaced(stored) -> None:
     assert store.get_latency_table("dev-b", h) is None
     with pytest.raises(StorageError, match="register supernet"):
         store.put_latency_table("nope", h, {}, "d", "measured")
+
+
+def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_back(store_url) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import JSON, column, insert, table
+
+    config = Config()
+    config.set_main_option("script_location", str(_ALEMBIC))
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        supernets = table("ss_supernets", column("content_hash"), column("family"), column("arch", JSON),
+                          column("recipe", JSON), column("data", JSON), column("metrics", JSON),
+                          column("checkpoint_path"), column("created_at"))
+        row = {"recipe": {}, "data": {}, "metrics": {}, "checkpoint_path": "x", "created_at": datetime.now(UTC)}
+        connection.execute(insert(supernets), [
+            {**row, "content_hash": "a" * 64, "family": "width-cifar-resnet", "arch": {"family": "width-cifar-resnet"}},
+            {**row, "content_hash": "b" * 64, "family": "lasso-cifar-resnet", "arch": {"family": "lasso-cifar-resnet"}},
+            {**row, "content_hash": "c" * 64, "family": "wenet-cifar-resnet", "arch": {"family": "wenet-cifar-resnet"}}])
+    engine.dispose()
+    store = Store(store_url)  # upgrades to head
+    assert {s.content_hash[0]: s.family for s in store.list_supernets()} == {
+        "a": "lasso-cifar-resnet", "b": "lasso-cifar-resnet", "c": "wenet-cifar-resnet"}
+    assert store.get_supernet("a" * 64).arch == {"family": "width-cifar-resnet"}  # the architecture is kept
+    store.dispose()
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+        families = dict(connection.execute(supernets.select().with_only_columns(
+            supernets.c.content_hash, supernets.c.family)).all())
+    engine.dispose()
+    assert {h[0]: f for h, f in families.items()} == {"a": "width-cifar-resnet", "b": "lasso-cifar-resnet",
+                                                      "c": "wenet-cifar-resnet"}

@@ -10,7 +10,7 @@ import torch
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.supernets import FAMILIES, BaseSupernet, build_supernet, register_family
 from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
-from subnetsearch.supernets._width import full_channels
+from subnetsearch.supernets._lasso import full_channels
 from tests.conftest import TINY_ARCH
 from tests.supernets.test_converter_zoo import hook_macs
 from tests.supernets.toy_family import TOY_ARCH  # registers the toy fourth family
@@ -20,7 +20,7 @@ TINY = {
     "wenet-cifar-resnet": TINY_ARCH,
     "wenet-torchvision": {"family": "wenet-torchvision", "model": "resnet18", "num_classes": 4, "input_size": 32,
                           "group_choices": [1, 2, 4]},
-    "width-cifar-resnet": {"family": "width-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
+    "lasso-cifar-resnet": {"family": "lasso-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
                            "num_classes": 4, "input_size": 12,
                            "subnets": [{"name": "three-quarters", "channels": [max(1, c * 3 // 4) for c in _FULL]},
                                        {"name": "half", "channels": [max(1, c // 2) for c in _FULL]}]},

@@ -8,18 +8,18 @@ import torch
 
 from subnetsearch.supernets import build_supernet
 from subnetsearch.trainers._lasso import (
-    WidthRecipe,
+    LassoRecipe,
     clipped_group_lasso,
     count_channels,
     fused_step,
     group_lasso,
     init_from_full,
     sort_channels,
-    train_width,
+    train_lasso,
 )
 from tests.conftest import randomize_batchnorm
 
-FULL = {"family": "width-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "input_size": 12, "num_classes": 4}
+FULL = {"family": "lasso-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "input_size": 12, "num_classes": 4}
 SUBNETS = [{"name": "mid", "channels": [6, 4, 6, 8, 12, 12, 12]}, {"name": "small", "channels": [2, 2, 3, 4, 5, 6, 7]}]
 
 
@@ -112,7 +112,7 @@ def test_fused_step_accumulates_one_gradient_per_subnet() -> None:
     init_from_full(supernet, full)
     supernet.train()
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.0)  # no step: the accumulated gradients stay
-    fused_step(supernet, optimizer, images, labels, [0, 1, 2], WidthRecipe())
+    fused_step(supernet, optimizer, images, labels, [0, 1, 2], LassoRecipe())
     for name, p in supernet.named_parameters():
         torch.testing.assert_close(p.grad if p.grad is not None else torch.zeros_like(p), expected[name],
                                    rtol=1e-5, atol=1e-6, msg=name)
@@ -122,13 +122,13 @@ def test_fused_step_accumulates_one_gradient_per_subnet() -> None:
 
 def test_penalty_training_sparsifies_channels_and_fused_training_trains_every_subnet(tiny_data) -> None:
     supernet = build_supernet(FULL)
-    strong = WidthRecipe(epochs=4, batch_size=32, lr=0.1, penalty="clipped", lam=2.0, a=1.0, augment=False)
-    train_width(supernet, tiny_data, strong, None, {})
+    strong = LassoRecipe(epochs=4, batch_size=32, lr=0.1, penalty="clipped", lam=2.0, a=1.0, augment=False)
+    train_lasso(supernet, tiny_data, strong, None, {})
     count = count_channels(supernet)
     assert sum(count.channels) < sum(supernet.configs[0])  # some channels were driven to zero
     fused = build_supernet({**FULL, "subnets": SUBNETS})
     init_from_full(fused, supernet)
-    result = train_width(fused, tiny_data, WidthRecipe(epochs=1, batch_size=32, augment=False), None, {})
+    result = train_lasso(fused, tiny_data, LassoRecipe(epochs=1, batch_size=32, augment=False), None, {})
     assert set(result["history"][-1]["val_acc"]) == {"full", "mid", "small"}
 
 
@@ -141,10 +141,10 @@ def test_penalty_training_sparsifies_channels_and_fused_training_trains_every_su
 ])
 def test_bad_recipes_are_refused(fields, message) -> None:
     with pytest.raises(ValueError, match=message):
-        WidthRecipe(**fields)
+        LassoRecipe(**fields)
 
 
 def test_training_configurations_that_do_not_exist_are_refused(tiny_data) -> None:
     supernet = build_supernet(FULL)
     with pytest.raises(ValueError, match=r"configurations \[3\] do not exist"):
-        train_width(supernet, tiny_data, WidthRecipe(configs=(3,)), None, {})
+        train_lasso(supernet, tiny_data, LassoRecipe(configs=(3,)), None, {})

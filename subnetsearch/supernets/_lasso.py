@@ -51,7 +51,7 @@ def uniform_channels(full: Sequence[int], ratio: float) -> list[int]:
     return [max(1, min(c, round(c * ratio))) for c in full]
 
 
-def uniform_match(supernet: WidthSupernet, macs: float) -> list[int]:
+def uniform_match(supernet: LassoSupernet, macs: float) -> list[int]:
     """The uniform-width (slimmable, S-NN) configuration of `supernet` whose MACs are closest to `macs`."""
     full = list(supernet.configs[0])
     candidates = {tuple(uniform_channels(full, ratio / 1000)) for ratio in range(1, 1001)}
@@ -210,7 +210,7 @@ def _depth_of(network: ShortcutResNet) -> int:
     return 6 * len(network.layer1) + 2
 
 
-class WidthSupernet(BaseSupernet):
+class LassoSupernet(BaseSupernet):
     """A trained network whose operating modes are its trained channel configurations.
 
     The supernet contract (`BaseSupernet`): `set_mode` validates first and changes nothing on error,
@@ -218,7 +218,7 @@ class WidthSupernet(BaseSupernet):
     weights, BN folded) and leaves the mode unchanged; `cost` is a pure function of the mode.
     """
 
-    family = "width"
+    family = "lasso"
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
         super().__init__()
