@@ -33,7 +33,7 @@ from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
 from subnetsearch.supernets._ddi import predict_under_budget
 from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
-from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
+from subnetsearch.trainers import DDIPhase, copy_backbone, timeless, train_phase
 
 HOME = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench")) / "ddi"
 GATINGS = ("mgl2s", "layer", "channel")
@@ -56,7 +56,7 @@ def trained(name: str, arch: dict, splits, phases: list[DDIPhase], start=None):
     if start is not None:
         copy_backbone(start.network, supernet.network)
     began = time.perf_counter()
-    history = [train_phase(supernet.network, splits, phase) for phase in phases]
+    history = [timeless(train_phase(supernet.network, splits, phase)) for phase in phases]
     TRAIN_SECONDS[name] = round(time.perf_counter() - began, 1)
     save_checkpoint(path, supernet, {}, {}, {"history": history, "train_seconds": TRAIN_SECONDS[name]})
     return supernet.eval()

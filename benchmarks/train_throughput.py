@@ -17,8 +17,7 @@ from _common import write_result
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.supernets import build_supernet
-from subnetsearch.trainers import WeNetRecipe, sample_patterns, train_step
-from subnetsearch.trainers._wenet import _optimizer
+from subnetsearch.trainers import WeNetRecipe, sample_patterns, sgd, train_step
 
 
 def main(repeats: int = 7, steps: int = 5) -> None:
@@ -27,7 +26,7 @@ def main(repeats: int = 7, steps: int = 5) -> None:
     splits = load_data(DataSpec())
     supernet = build_supernet({"family": "wenet-cifar-resnet"}).train()
     recipe = WeNetRecipe()
-    optimizer = _optimizer(supernet, recipe)
+    optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
     generator = torch.Generator().manual_seed(0)
     batches = list(splits.batches(splits.train, recipe.batch_size, shuffle=True, augment=True,
                                   generator=generator, max_batches=steps))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-import torch
 import typer
 
 from subnetsearch.cli._common import (
@@ -21,16 +20,13 @@ from subnetsearch.cli._common import (
     data_spec,
     fail,
     parse_range,
-    parse_widths,
     set_threads,
 )
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
-from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.cli._train import RESOURCE_HELP, load_backbone, train_ddi_family
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.search import (
-    SkipTargetRecipe,
     SkipTargetResult,
-    backbone_arch,
     make_sampler,
     open_study,
     recorded,
@@ -42,33 +38,11 @@ from subnetsearch.search import (
 )
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
-    DDI_RESNET_DEFAULTS,
     GATINGS,
-    ArchError,
-    Checkpoint,
-    CheckpointError,
-    DDISupernet,
-    build_supernet,
-    load_checkpoint,
-    save_checkpoint,
 )
-from subnetsearch.trainers import DDIPhase, copy_backbone, evaluate_accuracy, train_phase
+from subnetsearch.trainers import DDIRecipe
 
-RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
 ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")
-
-
-def _load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
-    """A plain DDI backbone (gating none), its data and its checkpoint, or a clear failure."""
-    try:
-        state = load_checkpoint(path)
-        plain = state.build()
-        splits = load_data(DataSpec.from_dict(state.data))
-    except (CheckpointError, DataError) as error:
-        fail(str(error))
-    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
-        fail(f"{path} is not a plain DDI backbone (gating none) written by `subnetsearch ddi train`")
-    return plain, splits, state
 
 
 @ddi_app.command("train")
@@ -94,68 +68,15 @@ def train_command(
     seed: int = typer.Option(0),
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
-    """Train a DDI network toward a skip target and write a searchable checkpoint."""
+    """Train a DDI network toward a skip target and write a searchable checkpoint (the same as
+    `subnetsearch train --family ddi`)."""
     set_threads(threads)
     check_output_folder(out)
-    if not 0 <= skip_target < 1:
-        fail(f"--skip-target must be in [0, 1), got {skip_target}")
-    if gating not in GATINGS:
-        fail(f"gating must be one of {GATINGS}, got {gating!r}")
-    try:
-        phase = {"lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed, "alpha": alpha,
-                 "resource": resource}
-        phases = [("gates", DDIPhase(epochs=gate_epochs, train="gates", target=0.0, **phase)),
-                  ("joint", DDIPhase(epochs=joint_epochs, target=skip_target, **phase))]
-        if exits:
-            phases.append(("exits", DDIPhase(epochs=exit_epochs, target=skip_target, exits=True, **phase)))
-        backbone_phase = DDIPhase(epochs=backbone_epochs, **phase) if base is None else None
-    except ValueError as error:
-        fail(str(error))
-    if base is not None:
-        plain, splits, state = _load_backbone(base)
-        spec = DataSpec.from_dict(state.data)
-        arch = backbone_arch(plain)
-    else:
-        spec = data_spec(data, data_root)
-        try:
-            splits = load_data(spec)
-            channels, size, _ = splits.input_shape
-            arch = {**DDI_RESNET_DEFAULTS, "family": "ddi-cifar-resnet", "depth": depth,
-                    "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
-                    "num_classes": splits.num_classes}
-            torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
-            plain = build_supernet({**arch, "gating": "none", "exits": False})
-        except (DataError, ArchError) as error:
-            fail(str(error))
-        console.print(f"backbone: plain ResNet-{depth}, {backbone_epochs} epochs on {splits.name}")
-        history = train_phase(plain.network, splits, backbone_phase)
-        out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(out / "backbone.pt", plain, {"phase": "backbone", "epochs": backbone_epochs}, spec.to_dict(),
-                        {"history": history})
-        console.print(f"  val accuracy {evaluate_accuracy(plain, splits, splits.val):.4f}; {out / 'backbone.pt'}")
-    try:
-        supernet = build_supernet({**arch, "gating": gating, "exits": exits, "skip_target": skip_target})
-    except ArchError as error:
-        fail(str(error))
-    copy_backbone(plain.network, supernet.network)
-    histories = {}
-    for name, settings in phases:
-        if name == "gates" and gating == "none":
-            continue
-        console.print(f"{name}: {settings.epochs} epoch(s), skip target {settings.target}")
-        histories[name] = train_phase(supernet.network, splits, settings)
-        last = histories[name][-1]
-        console.print(f"  skip ratio {last['skip_ratio']:.3f}, cost {last['relative_macs']:.3f} of the plain network")
-    supernet.set_mode(supernet.full_mode())
-    out.mkdir(parents=True, exist_ok=True)
-    accuracy = evaluate_accuracy(supernet, splits, splits.val)
-    recipe = {"skip_target": skip_target, "alpha": alpha, "resource": resource, "lr": lr,
-              "phases": {n: s.epochs for n, s in phases}}
-    save_checkpoint(out / "supernet.pt", supernet, recipe, spec.to_dict(), {"history": histories,
-                                                                            "val_acc_full_mode": accuracy})
-    console.print(f"done: val accuracy {accuracy:.4f} (threshold 0.5, no budget); checkpoint {out / 'supernet.pt'}")
-    console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'} --strategy optuna "
-                  "--objectives accuracy,macs")
+    common = {"depth": depth, "widths": widths, "epochs": backbone_epochs, "batch_size": 128, "lr": lr,
+              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
+    options = {"skip_target": skip_target, "gating": gating, "exits": exits, "base": base, "gate_epochs": gate_epochs,
+               "joint_epochs": joint_epochs, "exit_epochs": exit_epochs, "alpha": alpha, "resource": resource}
+    train_ddi_family(out, data_spec(data, data_root), common, options)
 
 
 @ddi_app.command("search")
@@ -191,13 +112,13 @@ def search_command(
     if not 0 <= low < high < 1:
         fail(f"--target-range must be two numbers 0 <= low < high < 1, got {target_range!r}")
     try:
-        recipe = SkipTargetRecipe(gating, gate_epochs, joint_epochs, alpha, lr, max_steps_per_epoch, seed, resource)
-        recipe.phases(low)
+        recipe = DDIRecipe(low, gating, False, gate_epochs=gate_epochs, joint_epochs=joint_epochs, alpha=alpha, lr=lr,
+                           max_steps_per_epoch=max_steps_per_epoch, seed=seed, resource=resource)
     except ValueError as error:
         fail(str(error))
     set_threads(threads)
     check_output_folder(out)
-    plain, splits, state = _load_backbone(base)
+    plain, splits, state = load_backbone(base)
     url = storage_url(storage)
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or (f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"

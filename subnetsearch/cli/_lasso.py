@@ -13,7 +13,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-import torch
 import typer
 from rich.table import Table
 
@@ -28,10 +27,10 @@ from subnetsearch.cli._common import (
     data_spec,
     fail,
     parse_range,
-    parse_widths,
     set_threads,
 )
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.cli._train import train_grouped_or_lasso
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.files import OutputPathError, write_atomically
@@ -52,12 +51,10 @@ from subnetsearch.search import (
 )
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
-    LASSO_RESNET_DEFAULTS,
     ArchError,
     Checkpoint,
     CheckpointError,
     LassoSupernet,
-    build_supernet,
     load_checkpoint,
 )
 from subnetsearch.trainers import NEAR_ZERO, LassoRecipe, train_lasso
@@ -134,24 +131,13 @@ def base_command(
     seed: int = typer.Option(0),
     threads: int = typer.Option(2, help="torch intra-op threads."),
 ) -> None:
-    """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from."""
+    """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from
+    (the same as `subnetsearch train --family lasso`)."""
     set_threads(threads)
     check_output_folder(out)
-    spec = data_spec(data, data_root, val_size, split_seed)
-    try:
-        splits = load_data(spec)
-        channels, size, _ = splits.input_shape
-        torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
-        supernet = build_supernet({**LASSO_RESNET_DEFAULTS, "family": "lasso-cifar-resnet", "depth": depth,
-                                   "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
-                                   "num_classes": splits.num_classes})
-    except (DataError, ArchError) as error:
-        fail(str(error))
-    recipe = _recipe(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_steps_per_epoch=max_steps_per_epoch)
-    console.print(f"training the full lasso-cifar-resnet-{depth} on {splits.name} -> {out}")
-    result = train_lasso(supernet, splits, recipe, out, spec.to_dict(), progress=_progress("base"))
-    console.print(f"done: val accuracy {result['history'][-1]['val_acc']['full']:.4f}; checkpoint {out / 'supernet.pt'}")
-    console.print(f"next: subnetsearch lasso search --base {out / 'supernet.pt'}")
+    common = {"depth": depth, "widths": widths, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
+    train_grouped_or_lasso("lasso", out, data_spec(data, data_root, val_size, split_seed), common, {})
 
 
 @lasso_app.command("generate")

@@ -1,22 +1,48 @@
-"""`subnetsearch train`: train a WeNet supernet (Algorithm 1) or one fixed sub-network."""
+"""`subnetsearch train --family F`: train a supernet of any family (WeNet's Algorithm 1 or one fixed
+sub-network; the lasso family's full network, what subnets are generated from; DDI's phases)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
-from subnetsearch.data import DataError, load_data
-from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, ArchError, CheckpointError, build_supernet
-from subnetsearch.trainers import WeNetRecipe, train_wenet
+from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.supernets import (
+    CIFAR_RESNET_DEFAULTS,
+    DDI_RESNET_DEFAULTS,
+    GATINGS,
+    LASSO_RESNET_DEFAULTS,
+    ArchError,
+    Checkpoint,
+    CheckpointError,
+    DDISupernet,
+    build_supernet,
+    load_checkpoint,
+)
+from subnetsearch.trainers import DDIPhase, DDIRecipe, LassoRecipe, WeNetRecipe, train_ddi, train_lasso, train_wenet
+
+TRAIN_FAMILIES = ("wenet", "lasso", "ddi")
+DEFAULT_OUT = {"wenet": Path("runs/supernet"), "lasso": Path("runs/lasso/base"), "ddi": Path("runs/ddi")}
+DEFAULT_EPOCHS = {"wenet": 10, "lasso": 5, "ddi": 3}
+RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
+# the options only one family reads (None on the command line: not given)
+FAMILY_OPTIONS = {
+    "wenet": ("groups", "shuffle", "shuffle_rule", "samples_per_step", "sampling", "distill", "fixed_mode"),
+    "ddi": ("skip_target", "gating", "exits", "base", "gate_epochs", "joint_epochs", "exit_epochs", "alpha", "resource"),
+}
 
 
 def train_command(
-    out: Path = typer.Option(Path("runs/supernet"), help="Folder for last.pt, supernet.pt and train_log.jsonl."),
+    family: str = typer.Option("wenet", help="wenet (group switching) | lasso (the full network non-uniform "
+                                             "subnets are generated from) | ddi (layer/channel skipping, exits)."),
+    out: Path | None = typer.Option(None, help="Folder for the checkpoints and train_log.jsonl (default: "
+                                               "runs/supernet, runs/lasso/base or runs/ddi)."),
     data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | imagefolder | synthetic"),
     data_root: str | None = typer.Option(None, help="Data folder (default for fashion-mnist: the Debian package's)."),
     val_size: int = typer.Option(5000, help="Validation images carved from the training set (imagefolder with a "
@@ -29,65 +55,190 @@ def train_command(
     hflip: bool = typer.Option(True, help="Random horizontal flips while training (--no-hflip for digits, text)."),
     depth: int = typer.Option(20, help="CIFAR ResNet depth (6n+2)."),
     widths: str = typer.Option("16,32,64", help="Stage widths."),
-    groups: str = typer.Option("1,2,4,8,16", help="Allowed group counts."),
-    shuffle: bool = typer.Option(True, help="Channel shuffle between the convolutions of a block."),
-    shuffle_rule: str = typer.Option("balanced", help="balanced | max (the paper's G = max groups)."),
-    epochs: int = typer.Option(10),
+    epochs: int | None = typer.Option(None, help="Epochs (ddi: of the plain backbone); default 10 (wenet), 5 "
+                                                 "(lasso), 3 (ddi)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(0.05),
-    samples_per_step: int = typer.Option(4, help="s of Algorithm 1: sub-networks per iteration."),
-    sampling: str = typer.Option("uniform-stats", help="uniform-stats | independent (the paper's)."),
-    distill: bool = typer.Option(True, help="In-place distillation from the full network."),
-    fixed_mode: str | None = typer.Option(None, help="Train only this mode (full | smallest | uniform:G | JSON)."),
     max_steps_per_epoch: int | None = typer.Option(None, help="Cap steps per epoch (quick runs)."),
     seed: int = typer.Option(0),
     threads: int = typer.Option(2, help="torch intra-op threads."),
+    groups: str | None = typer.Option(None, help="wenet: allowed group counts [1,2,4,8,16]."),
+    shuffle: bool | None = typer.Option(None, "--shuffle/--no-shuffle", help="wenet: channel shuffle between the "
+                                                                             "convolutions of a block [on]."),
+    shuffle_rule: str | None = typer.Option(None, help="wenet: balanced | max (the paper's G = max groups) "
+                                                       "[balanced]."),
+    samples_per_step: int | None = typer.Option(None, help="wenet: s of Algorithm 1, sub-networks per iteration [4]."),
+    sampling: str | None = typer.Option(None, help="wenet: uniform-stats | independent (the paper's) "
+                                                   "[uniform-stats]."),
+    distill: bool | None = typer.Option(None, "--distill/--no-distill", help="wenet: in-place distillation from "
+                                                                             "the full network [on]."),
+    fixed_mode: str | None = typer.Option(None, help="wenet: train only this mode (full | smallest | uniform:G | "
+                                                     "JSON)."),
+    skip_target: float | None = typer.Option(None, help="ddi: skip ratio the gates are trained toward [0.5]."),
+    gating: str | None = typer.Option(None, help="ddi: mgl2s (layer + channel) | layer (SkipNet-style) | channel | "
+                                                 "none [mgl2s]."),
+    exits: bool | None = typer.Option(None, "--exits/--no-exits", help="ddi: add early-exit classifiers (RADI) "
+                                                                       "and train them last [on]."),
+    base: Path | None = typer.Option(None, help="ddi: a trained plain backbone (backbone.pt of an earlier run): "
+                                                "skips the backbone phase."),
+    gate_epochs: int | None = typer.Option(None, help="ddi: IADI step 1, gates alone toward zero skipping [1]."),
+    joint_epochs: int | None = typer.Option(None, help="ddi: IADI step 2, gates and backbone toward the skip "
+                                                       "target [2]."),
+    exit_epochs: int | None = typer.Option(None, help="ddi: exits with the summed losses (Eq. 4) [1]."),
+    alpha: float | None = typer.Option(None, help="ddi: |alpha| of Eq. (5) on the cost relative to the plain "
+                                                  "network [0.5]."),
+    resource: str | None = typer.Option(None, help=f"ddi: {RESOURCE_HELP} [macs]"),
 ) -> None:
-    """Train the default-family supernet on real data and write a checkpoint."""
+    """Train a supernet of any family on real data and write a searchable checkpoint."""
+    if family not in TRAIN_FAMILIES:
+        fail(f"--family must be one of {', '.join(TRAIN_FAMILIES)}, got {family!r}")
+    given = {name: value for name, value in locals().items() if value is not None}
+    for owner, names in FAMILY_OPTIONS.items():
+        stray = [f"--{n.replace('_', '-')}" for n in names if n in given and owner != family]
+        if stray:
+            fail(f"{', '.join(stray)} {'is an option' if len(stray) == 1 else 'are options'} of --family {owner}, "
+                 f"not of --family {family}")
     set_threads(threads)
+    out = out or DEFAULT_OUT[family]
     check_output_folder(out)
+    epochs = DEFAULT_EPOCHS[family] if epochs is None else epochs
     spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip)
+    common = {"depth": depth, "widths": widths, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
+    if family == "ddi":
+        ddi = {k: given[k] for k in FAMILY_OPTIONS["ddi"] if k in given}
+        train_ddi_family(out, spec, common, ddi)
+    else:
+        wenet = {k: given[k] for k in FAMILY_OPTIONS["wenet"] if k in given}
+        train_grouped_or_lasso(family, out, spec, common, wenet)
+
+
+def _splits_and_arch(spec: DataSpec, family_arch: dict[str, Any], depth: int, widths: str) -> tuple[Splits, dict]:
     try:
         splits = load_data(spec)
-        channels, size, _ = splits.input_shape
-        arch = {**CIFAR_RESNET_DEFAULTS, "family": "wenet-cifar-resnet", "depth": depth,
-                "widths": parse_widths(widths), "in_channels": channels, "input_size": size,
-                "num_classes": splits.num_classes, "group_choices": parse_widths(groups), "shuffle": shuffle,
-                "shuffle_rule": shuffle_rule}
-        torch.manual_seed(seed)  # the initial weights too: the same command gives the same checkpoint
-        supernet = build_supernet(arch)
-    except (DataError, ArchError) as error:
+    except DataError as error:
         fail(str(error))
-    mode_json = parse_mode(supernet, fixed_mode).to_json() if fixed_mode else None
+    in_channels, size, _ = splits.input_shape
+    return splits, {**family_arch, "depth": depth, "widths": parse_widths(widths), "in_channels": in_channels,
+                    "input_size": size, "num_classes": splits.num_classes}
+
+
+def _bar(columns_text: str) -> Progress:
+    columns = (TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), TextColumn(columns_text),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=False)
+
+
+def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict, wenet: dict) -> None:
+    """WeNet (Algorithm 1, or one fixed mode) or the lasso family's full network, with a progress bar."""
+    defaults = CIFAR_RESNET_DEFAULTS if family == "wenet" else LASSO_RESNET_DEFAULTS
+    extra: dict[str, Any] = {}
+    if family == "wenet":
+        extra = {"group_choices": parse_widths(wenet.get("groups", "1,2,4,8,16")),
+                 "shuffle": wenet.get("shuffle", True), "shuffle_rule": wenet.get("shuffle_rule", "balanced")}
+    splits, arch = _splits_and_arch(spec, {**defaults, "family": f"{family}-cifar-resnet", **extra},
+                                    common["depth"], common["widths"])
     try:
-        recipe = WeNetRecipe(epochs=epochs, batch_size=batch_size, lr=lr, samples_per_step=samples_per_step,
-                             sampling=sampling, distill=distill, seed=seed, fixed_mode=mode_json,
-                             max_steps_per_epoch=max_steps_per_epoch)
+        torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
+        supernet = build_supernet(arch)
+    except ArchError as error:
+        fail(str(error))
+    settings = {k: common[k] for k in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "seed")}
+    try:
+        if family == "wenet":
+            fixed = wenet.get("fixed_mode")
+            recipe: WeNetRecipe | LassoRecipe = WeNetRecipe(
+                **settings, samples_per_step=wenet.get("samples_per_step", 4),
+                sampling=wenet.get("sampling", "uniform-stats"), distill=wenet.get("distill", True),
+                fixed_mode=parse_mode(supernet, fixed).to_json() if fixed else None)
+        else:
+            recipe = LassoRecipe(**settings)
     except ValueError as error:
         fail(str(error))
-    console.print(f"training {arch['family']} depth {depth} on {splits.name} "
+    console.print(f"training {arch['family']} depth {common['depth']} on {splits.name} "
                   f"({len(splits.train)} train / {len(splits.val)} val) -> {out}")
-    columns = (TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("train", total=None, epoch=0, epochs=epochs, loss=0.0, acc=0.0)
+    metric = "loss_full" if family == "wenet" else "loss"
+    with _bar("loss {task.fields[loss]:.3f}") as bar:
+        task = bar.add_task("train", total=None, epoch=0, epochs=recipe.epochs, loss=0.0)
 
         def report(state: dict) -> None:
             # one task over all epochs: a task that completes stops its elapsed-time clock
             bar.update(task, completed=(state["epoch"] - 1) * state["steps"] + state["step"],
-                       total=state["epochs"] * state["steps"], epoch=state["epoch"],
-                       loss=state["loss_full"], acc=state["acc_full"])
+                       total=state["epochs"] * state["steps"], epoch=state["epoch"], loss=state[metric])
 
         def epoch_done(record: dict) -> None:
-            bar.console.print(f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss_full']:.4f}, "
-                              f"train acc {record['train_acc_full']:.4f}, val acc {record['val_acc_active_mode']:.4f}, "
-                              f"{record['seconds']:.0f} s")
+            accuracy = record.get("val_acc_active_mode", record.get("val_acc", {}).get("full"))
+            bar.console.print(f"epoch {record['epoch']}/{recipe.epochs}: train loss {record[f'train_{metric}']:.4f}, "
+                              f"val acc {accuracy:.4f}, {record['seconds']:.0f} s")
 
         try:
-            result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report, on_epoch=epoch_done)
+            if isinstance(recipe, WeNetRecipe):
+                result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report,
+                                     on_epoch=epoch_done)
+            else:
+                result = train_lasso(supernet, splits, recipe, out, spec.to_dict(), progress=report,
+                                     on_epoch=epoch_done)
         except (ValueError, CheckpointError) as error:  # e.g. resuming a folder written with another recipe
             fail(str(error))
     last = result["history"][-1]
-    console.print(f"done: val accuracy (full mode, stored BN) {last['val_acc_active_mode']:.4f}; "
-                  f"checkpoint {out / 'supernet.pt'}; recipe {asdict(recipe)}")
+    accuracy = last.get("val_acc_active_mode", last.get("val_acc", {}).get("full"))
+    console.print(f"done: val accuracy (stored BN) {accuracy:.4f}; checkpoint {out / 'supernet.pt'}; "
+                  f"recipe {asdict(recipe)}")
+    if family == "lasso":
+        console.print(f"next: subnetsearch lasso search --base {out / 'supernet.pt'}")
+
+
+def load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
+    """A plain DDI backbone (gating none), its data and its checkpoint, or a clear failure."""
+    try:
+        state = load_checkpoint(path)
+        plain = state.build()
+        splits = load_data(DataSpec.from_dict(state.data))
+    except (CheckpointError, DataError) as error:
+        fail(str(error))
+    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
+        fail(f"{path} is not a plain DDI backbone (gating none) written by `subnetsearch train --family ddi`")
+    return plain, splits, state
+
+
+def train_ddi_family(out: Path, spec: DataSpec, common: dict, options: dict) -> None:
+    """DDI's phases (`trainers.train_ddi`), one line per phase."""
+    if not 0 <= options.get("skip_target", 0.5) < 1:
+        fail(f"--skip-target must be in [0, 1), got {options['skip_target']}")
+    if options.get("gating", "mgl2s") not in GATINGS:
+        fail(f"--gating must be one of {', '.join(GATINGS)}, got {options['gating']!r}")
+    base_path = options.pop("base", None)
+    try:
+        recipe = DDIRecipe(**options, backbone_epochs=common["epochs"], lr=common["lr"],
+                           batch_size=common["batch_size"], max_steps_per_epoch=common["max_steps_per_epoch"],
+                           seed=common["seed"])
+    except ValueError as error:
+        fail(str(error))
+    if base_path is not None:
+        plain, splits, state = load_backbone(base_path)
+        arch, data = None, state.data
+    else:
+        plain = None
+        splits, arch = _splits_and_arch(spec, {**DDI_RESNET_DEFAULTS, "family": "ddi-cifar-resnet"},
+                                        common["depth"], common["widths"])
+        data = spec.to_dict()
+
+    def show(name: str, phase: DDIPhase, history: list[dict] | None) -> None:
+        if history is None:
+            target = "" if name == "backbone" else f", skip target {phase.target}"
+            console.print(f"{name}: {phase.epochs} epoch(s) on {splits.name}{target}")
+        elif name != "backbone":
+            last = history[-1]
+            console.print(f"  skip ratio {last['train_skip_ratio']:.3f}, cost {last['train_relative_macs']:.3f} "
+                          "of the plain network")
+
+    try:
+        metrics = train_ddi(splits, recipe, out, data, arch=arch, base=plain, on_phase=show)
+    except (ArchError, ValueError) as error:
+        fail(str(error))
+    if base_path is None:
+        console.print(f"  backbone: {out / 'backbone.pt'}")
+    console.print(f"done: val accuracy {metrics['val_acc_full_mode']:.4f} (threshold 0.5, no budget); "
+                  f"checkpoint {out / 'supernet.pt'}")
+    console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'} --strategy optuna "
+                  "--objectives accuracy,macs")

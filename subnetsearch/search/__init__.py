@@ -2,9 +2,7 @@
 
 from subnetsearch.search._cache import CachedEvaluator, to_record
 from subnetsearch.search._ddi import (
-    SkipTargetRecipe,
     SkipTargetResult,
-    backbone_arch,
     skip_target_distributions,
     skip_target_search,
     skip_target_space,
@@ -52,9 +50,7 @@ from subnetsearch.search._optuna import (
 from subnetsearch.search._session import Interrupted, SearchSession, recorded, start_training_search
 
 __all__ = [
-    "SkipTargetRecipe",
     "SkipTargetResult",
-    "backbone_arch",
     "skip_target_distributions",
     "skip_target_space",
     "skip_target_search",

@@ -24,28 +24,8 @@ from subnetsearch.data import Splits
 from subnetsearch.files import write_atomically
 from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
-from subnetsearch.supernets import DDISupernet, build_supernet, checkpoint_bytes
-from subnetsearch.trainers import DDIPhase, copy_backbone, evaluate_accuracy, train_phase
-
-
-@dataclass(frozen=True)
-class SkipTargetRecipe:
-    """How a skip-target trial trains its gates."""
-
-    gating: str = "mgl2s"
-    gate_epochs: int = 1
-    joint_epochs: int = 1
-    alpha: float = 0.5
-    lr: float = 0.05
-    max_steps_per_epoch: int | None = None
-    seed: int = 0
-    resource: str = "macs"  # the cost of Eq. (5): macs | energy
-
-    def phases(self, target: float) -> list[DDIPhase]:
-        common = {"lr": self.lr, "max_steps_per_epoch": self.max_steps_per_epoch, "seed": self.seed,
-                  "alpha": self.alpha, "resource": self.resource}
-        return [DDIPhase(epochs=self.gate_epochs, train="gates", target=0.0, **common),
-                DDIPhase(epochs=self.joint_epochs, target=target, **common)]
+from subnetsearch.supernets import DDISupernet, checkpoint_bytes
+from subnetsearch.trainers import DDIRecipe, evaluate_accuracy, train_gated
 
 
 @dataclass(frozen=True)
@@ -63,11 +43,6 @@ class SkipTargetResult:
         return {k: v for k, v in asdict(self).items() if k not in ("skip_target", "accuracy")}
 
 
-def backbone_arch(plain: DDISupernet) -> dict:
-    """The backbone's architecture without what a gated network sets itself."""
-    return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
-
-
 def skip_target_space(low: float, high: float) -> SearchSpace:
     """The training-time knob of a skip-target search: the skip ratio the gates are trained toward."""
     return SearchSpace([Knob("skip_target", "float", (low, high), runtime=False)], context={"search": "ddi-skip"})
@@ -78,20 +53,16 @@ def skip_target_distributions(low: float, high: float) -> dict:
     return to_optuna(skip_target_space(low, high))
 
 
-def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe, target: float,
+def train_to_target(plain: DDISupernet, splits: Splits, recipe: DDIRecipe, target: float,
                     data: dict) -> tuple[SkipTargetResult, bytes]:
-    """Train a gated copy of `plain` toward `target`; the result (its `checkpoint` is the path relative
-    to the search's output folder, where the caller writes the returned checkpoint bytes)."""
-    supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": False,
-                               "skip_target": round(target, 4)})
-    copy_backbone(plain.network, supernet.network)
-    for phase in recipe.phases(target):
-        train_phase(supernet.network, splits, phase)
-    supernet.set_mode(supernet.full_mode())
+    """Train a gated copy of `plain` toward `target` through the recipe's phases (`train_gated`); the
+    result (its `checkpoint` is the path relative to the search's output folder, where the caller
+    writes the returned checkpoint bytes)."""
+    supernet, _ = train_gated(plain, splits, recipe, target)
     with supernet.recording_costs() as records:
         accuracy = evaluate_accuracy(supernet, splits, splits.val)
     profile = supernet.cost_profile(records)
-    content, digest = checkpoint_bytes(supernet, {"skip_target": target, **asdict(recipe)}, data,
+    content, digest = checkpoint_bytes(supernet, {**asdict(recipe), "skip_target": target}, data,
                                        {"val_acc": accuracy, "cost_profile": profile})
     result = SkipTargetResult(target, accuracy, profile["mean_macs"], profile["skip_ratio"], profile,
                               f"skip-{target:.3f}-{digest[:8]}/supernet.pt")
@@ -99,7 +70,7 @@ def train_to_target(plain: DDISupernet, splits: Splits, recipe: SkipTargetRecipe
 
 
 def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: optuna.Study, trials: int,
-                       low: float, high: float, recipe: SkipTargetRecipe, out: Path,
+                       low: float, high: float, recipe: DDIRecipe, out: Path,
                        on_trial: Callable[[SkipTargetResult], None] | None = None) -> list[SkipTargetResult]:
     """`trials` skip-target trials sampled by the study's sampler (accuracy up, mean MACs down), run
     here; each trial's checkpoint is written under `out` and its result kept on its Optuna trial."""

@@ -1,14 +1,24 @@
-"""Training loops: WeNet Algorithm 1 (and single-mode "twin" training through the same loop), the
-lasso family's fused training, and DDI's phases."""
+"""Training: one loop (`fit`: seeded batches, learning-rate schedule, progress, log, resumable
+checkpoints) and each family's step plugged into it: WeNet's Algorithm 1 (and single-mode "twin"
+training), the lasso family's penalized and fused training, and DDI's phases."""
 
-from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, train_phase
+from subnetsearch.trainers._ddi import DDIPhase, DDIRecipe, backbone_arch, copy_backbone, train_ddi, train_gated, train_phase
 from subnetsearch.trainers._evaluate import evaluate_accuracy, evaluate_split
 from subnetsearch.trainers._lasso import NEAR_ZERO, LassoRecipe, count_channels, init_from_full, sort_channels, train_lasso
+from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
 from subnetsearch.trainers._wenet import WeNetRecipe, sample_patterns, train_step, train_wenet
 
 __all__ = [
     "NEAR_ZERO",
     "DDIPhase",
+    "DDIRecipe",
+    "Schedule",
+    "backbone_arch",
+    "fit",
+    "sgd",
+    "timeless",
+    "train_ddi",
+    "train_gated",
     "WeNetRecipe",
     "LassoRecipe",
     "copy_backbone",

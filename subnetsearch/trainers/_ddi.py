@@ -14,17 +14,27 @@ Schedules are CPU-sized: cosine decay over each phase, SGD with momentum 0.9 and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.supernets import RESOURCES, DDIResNet, resource_loss, signed_alpha
-from subnetsearch.trainers._wenet import check_counts
+from subnetsearch.supernets import (
+    GATINGS,
+    RESOURCES,
+    DDIResNet,
+    DDISupernet,
+    build_supernet,
+    resource_loss,
+    save_checkpoint,
+    signed_alpha,
+)
+from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.trainers._loop import Schedule, fit, timeless
 
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")
 
@@ -61,9 +71,12 @@ class DDIPhase:
             raise ValueError(f"train must be all or gates, got {self.train!r}")
         if self.target is not None and not 0 <= self.target < 1:
             raise ValueError(f"the skip-ratio target must be in [0, 1), got {self.target}")
-        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.schedule()  # epochs, batch size, steps and learning rate checked there
+
+    def schedule(self) -> Schedule:
+        """Cosine decay over the phase, no warm-up (the gates start from a trained backbone)."""
+        return Schedule(self.epochs, self.batch_size, self.lr, self.seed, self.augment, self.max_steps_per_epoch,
+                        warmup=0.0)
 
 
 def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:
@@ -77,60 +90,50 @@ def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:
 
 def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
                 progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train one phase; returns per-epoch records (loss, mean skip ratio, mean relative cost)."""
+    """Train one phase through the one training loop; returns per-epoch records (train_loss,
+    train_skip_ratio, train_relative_macs: means over the epoch's batches)."""
     if phase.exits and not net.heads:
         raise ValueError("this network has no exits to train (build it with exits=True)")
     torch.manual_seed(phase.seed)
-    generator = torch.Generator().manual_seed(phase.seed)
     trainable = list(_parameters(net, phase))
     trainable_ids = {id(p) for p in trainable}
     frozen = [p for p in net.parameters() if id(p) not in trainable_ids]
-    for p in frozen:
-        p.requires_grad_(False)
     gate_ids = {id(p) for p in gate_parameters(net)}
     groups = [{"params": [p for p in trainable if id(p) in gate_ids], "scale": phase.gate_lr_scale},
               {"params": [p for p in trainable if id(p) not in gate_ids], "scale": 1.0}]
     optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=phase.lr, momentum=0.9, weight_decay=1e-4)
-    steps = math.ceil(len(splits.train) / phase.batch_size)
-    if phase.max_steps_per_epoch:
-        steps = min(steps, phase.max_steps_per_epoch)
-    total, full_macs, history = steps * phase.epochs, net.static_macs(), []
-    net.train()
-    if phase.train == "gates":  # frozen backbone: its BN statistics stay those it was trained with
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+    full_macs = net.static_macs()
+
+    def train_mode() -> None:
+        net.train()
+        if phase.train == "gates":  # frozen backbone: its BN statistics stay those it was trained with
+            for module in net.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        decisions = net.forward_with_decisions(images)
+        if phase.exits:
+            loss = torch.stack([F.cross_entropy(logits, labels) for logits in decisions.exits]).sum()
+        else:
+            loss = F.cross_entropy(decisions.exits[-1], labels)
+        ratio = float(decisions.skip_ratio.detach().mean())
+        cost = resource_loss(decisions, net, phase.resource)
+        if phase.target is not None:
+            loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        metrics = {"loss": float(loss.detach()), "skip_ratio": ratio,
+                   "relative_macs": float(decisions.macs.detach().mean()) / full_macs}
+        if phase.resource == "energy":
+            metrics["relative_energy"] = float(cost.detach())
+        return metrics
+
+    for p in frozen:
+        p.requires_grad_(False)
     try:
-        for epoch in range(phase.epochs):
-            sums = {"loss": 0.0, "skip_ratio": 0.0, "relative_macs": 0.0}
-            if phase.resource == "energy":
-                sums["relative_energy"] = 0.0
-            for step, (images, labels) in enumerate(splits.batches(
-                    splits.train, phase.batch_size, shuffle=True, augment=phase.augment, generator=generator,
-                    max_batches=steps)):
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * phase.lr * group["scale"] * (1 + math.cos(math.pi * (epoch * steps + step) / total))
-                decisions = net.forward_with_decisions(images)
-                if phase.exits:
-                    loss = sum(F.cross_entropy(logits, labels) for logits in decisions.exits)
-                else:
-                    loss = F.cross_entropy(decisions.exits[-1], labels)
-                ratio = float(decisions.skip_ratio.detach().mean())
-                cost = resource_loss(decisions, net, phase.resource)
-                if phase.target is not None:
-                    loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums["loss"] += float(loss.detach())
-                sums["skip_ratio"] += ratio
-                sums["relative_macs"] += float(decisions.macs.detach().mean()) / full_macs
-                if phase.resource == "energy":
-                    sums["relative_energy"] += float(cost.detach())
-                if progress:
-                    progress({"epoch": epoch + 1, "epochs": phase.epochs, "step": step + 1, "steps": steps,
-                              "skip_ratio": ratio})
-            history.append({"epoch": epoch + 1, **{k: round(v / steps, 5) for k, v in sums.items()}})
+        history = fit(net, splits, phase.schedule(), optimizer, step, dict, train_mode=train_mode, progress=progress)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -146,3 +149,113 @@ def copy_backbone(source: DDIResNet, target: DDIResNet) -> None:
     shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     own.update(shared)
     target.load_state_dict(own)
+
+
+@dataclass(frozen=True)
+class DDIRecipe:
+    """The paper's phases (section IV-A), each `*_epochs` long: the plain backbone, IADI step 1 (gates
+    alone toward zero skipping, backbone frozen; not for gating "none"), IADI step 2 (everything
+    toward `skip_target`), then, with `exits`, RADI (exit classifiers with the summed losses of
+    Eq. 4). `alpha` and `resource` set Eq. (5)'s resource-aware loss."""
+
+    skip_target: float = 0.5
+    gating: str = "mgl2s"
+    exits: bool = True
+    backbone_epochs: int = 3
+    gate_epochs: int = 1
+    joint_epochs: int = 2
+    exit_epochs: int = 1
+    alpha: float = 0.5
+    resource: str = "macs"
+    lr: float = 0.05
+    batch_size: int = 128
+    max_steps_per_epoch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.skip_target < 1:
+            raise ValueError(f"the skip target must be in [0, 1), got {self.skip_target}")
+        if self.gating not in GATINGS:
+            raise ValueError(f"gating must be one of {GATINGS}, got {self.gating!r}")
+        self.backbone_phase()
+        self.phases()  # every phase's settings checked there
+
+    def _phase(self, epochs: int, **settings: object) -> DDIPhase:
+        return DDIPhase(epochs=epochs, lr=self.lr, alpha=self.alpha, resource=self.resource,
+                        batch_size=self.batch_size, max_steps_per_epoch=self.max_steps_per_epoch, seed=self.seed,
+                        **settings)  # type: ignore[arg-type]
+
+    def backbone_phase(self) -> DDIPhase:
+        return self._phase(self.backbone_epochs)
+
+    def phases(self, target: float | None = None) -> list[tuple[str, DDIPhase]]:
+        """The gated network's phases, by name, toward `target` (default: the recipe's skip target)."""
+        target = self.skip_target if target is None else target
+        phases = [] if self.gating == "none" else [("gates", self._phase(self.gate_epochs, train="gates", target=0.0))]
+        phases.append(("joint", self._phase(self.joint_epochs, target=target)))
+        if self.exits:
+            phases.append(("exits", self._phase(self.exit_epochs, target=target, exits=True)))
+        return phases
+
+
+def backbone_arch(plain: DDISupernet) -> dict:
+    """The backbone's architecture without what a gated network sets itself."""
+    return {k: v for k, v in plain.arch.items() if k not in ("gating", "exits", "skip_target")}
+
+
+def train_gated(plain: DDISupernet, splits: Splits, recipe: DDIRecipe, target: float | None = None,
+                on_phase: Callable[[str, DDIPhase, list[dict] | None], None] | None = None,
+                ) -> tuple[DDISupernet, dict[str, list[dict]]]:
+    """A gated network (the recipe's gating and exits) started from the trained plain backbone
+    `plain` and trained through the recipe's phases toward `target`; with each phase's history.
+    `on_phase(name, phase, None)` is called before a phase and `on_phase(name, phase, history)` after."""
+    target = recipe.skip_target if target is None else target
+    supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": recipe.exits,
+                               "skip_target": round(target, 4)})
+    if not isinstance(supernet, DDISupernet):  # the backbone's family builds DDI networks only
+        raise TypeError(f"{plain.arch.get('family')!r} built a {type(supernet).__name__}, not a DDI network")
+    copy_backbone(plain.network, supernet.network)
+    histories = {}
+    for name, phase in recipe.phases(target):
+        if on_phase:
+            on_phase(name, phase, None)
+        histories[name] = train_phase(supernet.network, splits, phase)
+        if on_phase:
+            on_phase(name, phase, histories[name])
+    supernet.set_mode(supernet.full_mode())
+    return supernet, histories
+
+
+def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec: dict, arch: dict | None = None,
+              base: DDISupernet | None = None, on_phase: Callable[[str, DDIPhase, list[dict] | None], None] | None = None,
+              ) -> dict:
+    """The whole DDI training: the plain backbone of `arch` (written to `backbone.pt`; skipped when a
+    trained plain `base` is given), then the gated network's phases (`train_gated`), written to
+    `supernet.pt` in `out_dir`. Returns the final metrics."""
+    out_dir = Path(out_dir)
+    if base is None:
+        if arch is None:
+            raise ValueError("train_ddi needs the backbone's architecture or a trained plain backbone (base)")
+        torch.manual_seed(recipe.seed)  # the initial weights too: the same recipe gives the same checkpoint
+        plain = build_supernet({**arch, "gating": "none", "exits": False})
+        if not isinstance(plain, DDISupernet):
+            raise ValueError(f"architecture family {arch.get('family')!r} is not a DDI one")
+        phase = recipe.backbone_phase()
+        if on_phase:
+            on_phase("backbone", phase, None)
+        history = train_phase(plain.network, splits, phase)
+        if on_phase:
+            on_phase("backbone", phase, history)
+        plain.set_mode(plain.full_mode())
+        save_checkpoint(out_dir / "backbone.pt", plain, {"phase": "backbone", "epochs": recipe.backbone_epochs},
+                        data_spec, {"history": timeless(history),
+                                    "val_acc": round(evaluate_accuracy(plain, splits, splits.val), 5)})
+    else:
+        if base.arch.get("gating") != "none":
+            raise ValueError("the base must be a plain DDI backbone (gating none)")
+        plain = base
+    supernet, histories = train_gated(plain, splits, recipe, on_phase=on_phase)
+    accuracy = evaluate_accuracy(supernet, splits, splits.val)
+    metrics = {"history": {name: timeless(h) for name, h in histories.items()}, "val_acc_full_mode": accuracy}
+    save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, metrics)
+    return metrics

@@ -14,9 +14,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ from subnetsearch.data import Splits
 from subnetsearch.supernets import save_checkpoint
 from subnetsearch.supernets._lasso import KNOB, LassoSupernet, SlimBatchNorm2d, SlimConv2d, _conv_specs, _depth_of
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._wenet import _lr_at, _optimizer, check_counts, timeless
+from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
 
 Penalty = Literal["none", "clipped", "group"]
 
@@ -180,11 +177,13 @@ class LassoRecipe:
             raise ValueError(f"lambda must be > 0 for the {self.penalty} penalty, got {self.lam}")
         if self.penalty == "clipped" and not self.a > 0:
             raise ValueError(f"a must be > 0, got {self.a}")
-        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.schedule()  # epochs, batch size, steps and learning rate checked there
         if self.configs is not None:
             object.__setattr__(self, "configs", tuple(self.configs))
+
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.epochs, self.batch_size, self.lr, self.seed, self.augment, self.max_steps_per_epoch)
 
 
 def penalty_value(supernet: LassoSupernet, recipe: LassoRecipe) -> torch.Tensor | None:
@@ -209,7 +208,7 @@ def fused_step(supernet: LassoSupernet, optimizer: torch.optim.Optimizer, images
         loss.backward()
         losses.append(loss.item())
     optimizer.step()
-    return {"loss_mean": sum(losses) / len(losses), "loss_first": losses[0]}
+    return {"loss": sum(losses) / len(losses), "loss_first": losses[0]}
 
 
 def config_accuracies(supernet: LassoSupernet, splits: Splits, configs: Sequence[int],
@@ -229,10 +228,12 @@ def config_accuracies(supernet: LassoSupernet, splits: Splits, configs: Sequence
 
 def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, out_dir: str | Path | None,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
-                eval_batches: int | None = None) -> dict:
-    """Train `recipe.configs` of `supernet` (all by default) with Algorithm 1; with an out_dir, write
-    `train_log.jsonl` each epoch and `supernet.pt` at the end. Returns the final metrics (per-epoch
-    history with each configuration's validation accuracy)."""
+                eval_batches: int | None = None, resume: bool = True,
+                on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train `recipe.configs` of `supernet` (all by default) with Algorithm 1 through the one training
+    loop; with an out_dir, write `train_log.jsonl` and a resumable `last.pt` each epoch and
+    `supernet.pt` at the end. Returns the final metrics (per-epoch history with each configuration's
+    validation accuracy)."""
     configs = list(recipe.configs) if recipe.configs is not None else list(range(len(supernet.configs)))
     bad = [k for k in configs if not 0 <= k < len(supernet.configs)]
     if bad:
@@ -240,46 +241,22 @@ def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, ou
     if recipe.penalty != "none" and 0 not in configs:
         raise ValueError("a sparsity penalty acts on the full network: configs must include 0")
     torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    optimizer = _optimizer(supernet, recipe)
-    steps_per_epoch = math.ceil(len(splits.train) / recipe.batch_size)
-    if recipe.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)
-    total = steps_per_epoch * recipe.epochs
-    log = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log = (out_dir / "train_log.jsonl").open("a")
-    history = []
-    try:
-        for epoch in range(recipe.epochs):
-            supernet.train()
-            started, loss_sum, count = time.perf_counter(), 0.0, 0
-            for step, (images, labels) in enumerate(splits.batches(
-                    splits.train, recipe.batch_size, shuffle=True, augment=recipe.augment, generator=generator,
-                    max_batches=steps_per_epoch)):
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(recipe, epoch * steps_per_epoch + step, total)
-                metrics = fused_step(supernet, optimizer, images, labels, configs, recipe)
-                loss_sum, count = loss_sum + metrics["loss_mean"], count + 1
-                if progress:
-                    progress({"epoch": epoch + 1, "epochs": recipe.epochs, "step": step + 1,
-                              "steps": steps_per_epoch, "loss": loss_sum / count})
-            record = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(count, 1), 5),
-                      "val_acc": config_accuracies(supernet, splits, configs, eval_batches),
-                      "seconds": round(time.perf_counter() - started, 1)}
-            history.append(record)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-    finally:
-        if log is not None:
-            log.close()
+    optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
+    saved = {**asdict(recipe), "knob": KNOB}
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        return fused_step(supernet, optimizer, images, labels, configs, recipe)
+
+    def evaluate() -> dict:
+        return {"val_acc": config_accuracies(supernet, splits, configs, eval_batches)}
+
+    history = fit(supernet, splits, recipe.schedule(), optimizer, step, evaluate, out_dir=out_dir,
+                  checkpoint=supernet if out_dir is not None else None, recipe=saved, data_spec=data_spec,
+                  resume=resume, progress=progress, on_epoch=on_epoch)
     supernet.state.select(configs[0])
     supernet.eval()
     final = {"epochs": recipe.epochs, "history": history}
     if out_dir is not None:
-        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, {**asdict(recipe), "knob": KNOB}, data_spec,
+        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, saved, data_spec,
                         {**final, "history": timeless(history)})
     return final

@@ -3,9 +3,6 @@ network, the smallest sub-network and s-2 random sub-networks, then take one opt
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,8 +13,9 @@ import torch.nn.functional as F
 
 from subnetsearch.data import Splits
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import WeNetSupernet, load_checkpoint, load_weights, save_checkpoint
+from subnetsearch.supernets import WeNetSupernet, save_checkpoint
 from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
 
 Sampling = Literal["independent", "uniform-stats"]
 
@@ -61,17 +59,10 @@ class WeNetRecipe:
             raise ValueError(f"samples_per_step must be >= 1, got {self.samples_per_step}")
         if self.sampling not in ("independent", "uniform-stats"):
             raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {self.sampling!r}")
-        check_counts(self, "epochs", "batch_size", "max_steps_per_epoch")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        self.schedule()  # epochs, batch size, steps and learning rate checked there
 
-
-def check_counts(recipe: object, *names: str) -> None:
-    """Each named field of a recipe is >= 1 (None allowed: unset, e.g. no cap on steps)."""
-    for name in names:
-        value = getattr(recipe, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    def schedule(self) -> Schedule:
+        return Schedule(self.epochs, self.batch_size, self.lr, self.seed, self.augment, self.max_steps_per_epoch)
 
 
 def sample_patterns(supernet: WeNetSupernet, recipe: WeNetRecipe, generator: torch.Generator) -> list[tuple[Mode, bool]]:
@@ -117,89 +108,34 @@ def train_step(supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, images
     return {"loss_full": losses[0], "loss_mean": sum(losses) / len(losses), "acc_full": correct_full}
 
 
-def _optimizer(supernet: torch.nn.Module, recipe: WeNetRecipe) -> torch.optim.Optimizer:
-    """Nesterov SGD with weight decay on weights only (not BN or biases); any recipe with lr,
-    momentum and weight_decay (the lasso family's too)."""
-    decay = [p for n, p in supernet.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in supernet.named_parameters() if p.dim() <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
-
-
-def _lr_at(recipe: WeNetRecipe, step: int, total: int) -> float:
-    """Linear warm-up over the first 2% of steps, then cosine decay to zero (any recipe with lr)."""
-    warmup = max(1, total // 50)
-    if step < warmup:
-        return recipe.lr * (step + 1) / warmup
-    return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, out_dir: str | Path,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
                 resume: bool = True, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train with Algorithm 1; writes `last.pt` (resumable) each epoch, `supernet.pt` at the end,
-    and `train_log.jsonl` (one line of metrics per epoch) in `out_dir`. Returns the final metrics."""
+    """Train with Algorithm 1 through the one training loop; writes `last.pt` (resumable) each
+    epoch, `supernet.pt` at the end, and `train_log.jsonl` (one line of metrics per epoch) in
+    `out_dir`. Returns the final metrics."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
-    optimizer = _optimizer(supernet, recipe)
+    optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    steps_per_epoch = math.ceil(len(splits.train) / recipe.batch_size)
-    if recipe.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)
-    total_steps = steps_per_epoch * recipe.epochs
-    start_epoch, history = 0, []
-    last = out_dir / "last.pt"
-    if resume and last.exists():
-        state = load_checkpoint(last, supernet.arch)
-        if state.recipe != asdict(recipe):
-            raise ValueError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
-        load_weights(supernet, state.state_dict)
-        optimizer.load_state_dict(state.extra["optimizer"])
-        generator.set_state(state.extra["generator"])
-        start_epoch, history = state.metrics["epoch"], state.metrics["history"]
+    schedule = recipe.schedule()
+    active = supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        patterns = sample_patterns(supernet, recipe, generator)
+        return train_step(supernet, optimizer, images.to(memory_format=memory_format), labels, patterns, recipe.distill)
+
+    def evaluate() -> dict[str, float]:
+        supernet.set_mode(active)
+        return {"val_acc_active_mode": round(evaluate_accuracy(supernet, splits, splits.val), 5)}
+
     supernet.to(memory_format=memory_format)
-    log = (out_dir / "train_log.jsonl").open("a")
-    for epoch in range(start_epoch, recipe.epochs):
-        supernet.train()
-        started, sums, count = time.perf_counter(), {"loss_full": 0.0, "loss_mean": 0.0, "acc_full": 0.0}, 0
-        batches = splits.batches(splits.train, recipe.batch_size, shuffle=True, augment=recipe.augment,
-                                 generator=generator, max_batches=steps_per_epoch)
-        for step, (images, labels) in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(recipe, epoch * steps_per_epoch + step, total_steps)
-            patterns = sample_patterns(supernet, recipe, generator)
-            metrics = train_step(supernet, optimizer, images.to(memory_format=memory_format), labels,
-                                 patterns, recipe.distill)
-            count += 1
-            for key in sums:
-                sums[key] += metrics[key]
-            if progress:
-                progress({"epoch": epoch + 1, "epochs": recipe.epochs, "step": step + 1,
-                          "steps": steps_per_epoch, **{k: v / count for k, v in sums.items()}})
-        supernet.set_mode(supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode))
-        val = evaluate_accuracy(supernet, splits, splits.val)
-        record = {"epoch": epoch + 1, **{f"train_{k}": round(v / max(count, 1), 5) for k, v in sums.items()},
-                  "val_acc_active_mode": round(val, 5), "seconds": round(time.perf_counter() - started, 1)}
-        history.append(record)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if on_epoch:
-            on_epoch(record)
-        save_checkpoint(last, supernet, asdict(recipe), data_spec, {"epoch": epoch + 1, "history": timeless(history)},
-                        extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
-    log.close()
+    history = fit(supernet, splits, schedule, optimizer, step, evaluate, generator=generator, out_dir=out_dir,
+                  checkpoint=supernet, recipe=asdict(recipe), data_spec=data_spec, resume=resume, progress=progress,
+                  on_epoch=on_epoch)
     supernet.to(memory_format=torch.contiguous_format)
-    supernet.set_mode(supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode))
+    supernet.set_mode(active)
     final = {"epochs": recipe.epochs, "history": history}
     save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, {**final, "history": timeless(history)})
     return final
-
-
-def timeless(history: list[dict]) -> list[dict]:
-    """Epoch records without wall times, as checkpoints keep them: the same run gives the same
-    content hash (the times stay in train_log.jsonl)."""
-    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
-

@@ -32,7 +32,7 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
     other = load_checkpoint(tmp_path / "b" / "supernet.pt").arch
     assert other["gating"] == "layer" and not other["exits"] and other["depth"] == 14
     energy = load_checkpoint(tmp_path / "b" / "supernet.pt")
-    assert energy.recipe["resource"] == "energy" and "relative_energy" in energy.metrics["history"]["joint"][-1]
+    assert energy.recipe["resource"] == "energy" and "train_relative_energy" in energy.metrics["history"]["joint"][-1]
 
 
 def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:

@@ -1,18 +1,22 @@
 """A toy fourth family, kept to show what a new family needs: this one module (the contract's
 abstract members; every other member comes from `BaseSupernet`), one `register_family` call, and
-one line in tests/supernets/test_contract.py's TINY. Its modes are the hidden width of a two-layer
-MLP (slimmable: a mode uses the first `width` hidden units)."""
+one line in tests/supernets/test_contract.py's TINY, and its training step (`train_toy`: a step
+plugged into the one training loop, `subnetsearch.trainers.fit`). Its modes are the hidden width of
+a two-layer MLP (slimmable: a mode uses the first `width` hidden units)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from subnetsearch.data import Splits
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.supernets import BaseSupernet, Cost, LayerShape, network_cost, register_family
+from subnetsearch.trainers import Schedule, evaluate_accuracy, fit, sgd
 
 
 class ToyMLP(BaseSupernet):
@@ -65,3 +69,29 @@ class ToyMLP(BaseSupernet):
 
 TOY_ARCH = {"family": "toy-mlp", "in_channels": 1, "input_size": 12, "num_classes": 4, "widths": [32, 16, 8]}
 register_family("toy-mlp", ToyMLP)
+
+
+def train_toy(supernet: ToyMLP, splits: Splits, schedule: Schedule, out_dir: Path | None = None,
+              progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """The toy family's training: each step trains the widest and the narrowest mode (the sandwich
+    rule), through the one loop (schedule, log, resumable checkpoint come from `fit`)."""
+    optimizer = sgd(supernet, schedule.lr, 0.9, 0.0)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for mode in (supernet.full_mode(), supernet.smallest_mode()):
+            supernet.set_mode(mode)
+            loss = nn.functional.cross_entropy(supernet(images), labels)
+            loss.backward()
+            losses.append(loss.item())
+        optimizer.step()
+        return {"loss": sum(losses) / len(losses)}
+
+    def evaluate() -> dict[str, float]:
+        supernet.set_mode(supernet.full_mode())
+        return {"val_acc": evaluate_accuracy(supernet, splits, splits.val)}
+
+    return fit(supernet, splits, schedule, optimizer, step, evaluate, out_dir=out_dir, checkpoint=supernet,
+               recipe={"epochs": schedule.epochs, "lr": schedule.lr}, data_spec={"name": "synthetic"},
+               progress=progress)

@@ -29,10 +29,10 @@ def test_two_step_iadi_then_radi(tiny_data) -> None:
     after = gated.state_dict()
     assert all(torch.equal(after[name], value) for name, value in backbone.items())
     assert any(not torch.equal(a, b) for a, b in zip(gates_before, gate_parameters(gated), strict=True))
-    assert history[-1]["skip_ratio"] < 0.1
+    assert history[-1]["train_skip_ratio"] < 0.1
     # step 2: jointly toward a 50 % skip target: the skip ratio moves up from zero
     history = train_phase(gated, tiny_data, DDIPhase(epochs=4, batch_size=32, target=0.5, alpha=5.0, augment=False))
-    assert history[-1]["skip_ratio"] > 0.2
+    assert history[-1]["train_skip_ratio"] > 0.2
     # RADI: exits trained with the summed losses
     heads_before = [p.clone() for p in head_parameters(gated)]
     train_phase(gated, tiny_data, DDIPhase(epochs=1, batch_size=32, target=0.5, exits=True, augment=False))

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.trainers import WeNetRecipe, evaluate_accuracy, sample_patterns, train_step, train_wenet
-from subnetsearch.trainers._wenet import _optimizer, timeless
+from subnetsearch.trainers import WeNetRecipe, evaluate_accuracy, sample_patterns, sgd, timeless, train_step, train_wenet
 from tests.conftest import TINY_ARCH
 
 
@@ -100,6 +99,6 @@ def test_bad_recipes_are_refused(changes, message) -> None:
 
 
 def test_optimizer_does_not_decay_bn_and_bias(tiny_supernet) -> None:
-    groups = _optimizer(tiny_supernet, WeNetRecipe()).param_groups
+    groups = sgd(tiny_supernet, 0.05, 0.9, 5e-4).param_groups
     assert groups[0]["weight_decay"] > 0 and groups[1]["weight_decay"] == 0
     assert all(p.dim() <= 1 for p in groups[1]["params"])

@@ -1,0 +1,154 @@
+"""The one training loop every family's training plugs a step into.
+
+`fit` owns what is the same for every family: the seeded batch order, the learning-rate schedule
+(linear warm-up, then cosine decay to zero, per parameter group scaled by its "scale"), progress
+reports, the per-epoch log line (`train_log.jsonl`), a resumable checkpoint (`last.pt`: weights,
+optimizer, random state, history) every `checkpoint_every` epochs, and resuming from it. A family
+supplies a `step(images, labels) -> metrics` (one optimizer step of its algorithm: Algorithm 1 for
+WeNet and the lasso family's fused training, an IADI/RADI step for DDI) and an `evaluate()` that
+returns the end-of-epoch validation record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from subnetsearch.data import Splits
+from subnetsearch.supernets import BaseSupernet, load_checkpoint, load_weights, save_checkpoint
+
+Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast: epochs of `batch_size` batches (at most `max_steps_per_epoch` each),
+    the peak learning rate, the share of all steps spent warming up to it, the seed of the batch
+    order (and of anything else the step draws from the loop's generator)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    augment: bool = True
+    max_steps_per_epoch: int | None = None
+    warmup: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a share of the steps in [0, 1), got {self.warmup}")
+
+    def steps_per_epoch(self, examples: int) -> int:
+        steps = math.ceil(examples / self.batch_size)
+        return min(steps, self.max_steps_per_epoch) if self.max_steps_per_epoch else steps
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Linear warm-up over the first `warmup` share of the steps (at least one step when the
+        share is not zero), then cosine decay to zero."""
+        warmup = max(1, int(total * self.warmup + 1e-9)) if self.warmup > 0 else 0
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Nesterov SGD with weight decay on weights only (not BN or biases)."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
+
+
+def timeless(history: list[dict]) -> list[dict]:
+    """Epoch records without wall times, as checkpoints keep them: the same run gives the same
+    content hash (the times stay in train_log.jsonl)."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+
+def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.optim.Optimizer, step: Step,
+        evaluate: Callable[[], Mapping[str, Any]], *, generator: torch.Generator | None = None,
+        out_dir: str | Path | None = None, checkpoint: BaseSupernet | None = None, recipe: Mapping[str, Any] | None = None,
+        data_spec: Mapping[str, Any] | None = None, resume: bool = True, checkpoint_every: int = 1,
+        train_mode: Callable[[], None] | None = None, progress: Callable[[dict], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train `model` for `schedule.epochs` epochs of `step`; returns one record per epoch: the epoch,
+    `train_<metric>` (the step's metrics averaged over the epoch), what `evaluate()` returns, and the
+    seconds it took.
+
+    With an `out_dir`, every record is appended to `train_log.jsonl` there, and with a `checkpoint`
+    supernet (the one `model` trains, or holds) `last.pt` is written every `checkpoint_every` epochs
+    and at the end; with `resume`, a `last.pt` found there continues where it stopped (refused if
+    it was written with another `recipe`). `train_mode()` puts the model in training mode at the
+    start of each epoch (default `model.train()`; `evaluate` may leave it in eval mode)."""
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(schedule.seed)
+    steps = schedule.steps_per_epoch(len(splits.train))
+    total = steps * schedule.epochs
+    for group in optimizer.param_groups:
+        group.setdefault("scale", 1.0)
+    folder = Path(out_dir) if out_dir is not None else None
+    last = folder / "last.pt" if folder is not None and checkpoint is not None else None
+    start, history = 0, []
+    if last is not None and resume and last.exists():
+        state = load_checkpoint(last, checkpoint.arch)
+        if state.recipe != dict(recipe or {}):
+            raise ValueError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
+        load_weights(checkpoint, state.state_dict)
+        optimizer.load_state_dict(state.extra["optimizer"])
+        generator.set_state(state.extra["generator"])
+        start, history = state.metrics["epoch"], list(state.metrics["history"])
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save(epoch: int) -> None:
+        if last is not None:
+            save_checkpoint(last, checkpoint, dict(recipe or {}), dict(data_spec or {}),
+                            {"epoch": epoch, "history": timeless(history)},
+                            extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
+
+    log = (folder / "train_log.jsonl").open("a") if folder is not None else None
+    try:
+        for epoch in range(start, schedule.epochs):
+            (train_mode or model.train)()
+            started, sums, count = time.perf_counter(), {}, 0
+            batches = splits.batches(splits.train, schedule.batch_size, shuffle=True, augment=schedule.augment,
+                                     generator=generator, max_batches=steps)
+            for index, (images, labels) in enumerate(batches):
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.lr_at(epoch * steps + index, total) * group["scale"]
+                metrics = step(images, labels)
+                count += 1
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                if progress:
+                    progress({"epoch": epoch + 1, "epochs": schedule.epochs, "step": index + 1, "steps": steps,
+                              **{k: v / count for k, v in sums.items()}})
+            record = {"epoch": epoch + 1, **{f"train_{k}": round(v / max(count, 1), 5) for k, v in sums.items()},
+                      **evaluate(), "seconds": round(time.perf_counter() - started, 1)}
+            history.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if on_epoch:
+                on_epoch(record)
+            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == schedule.epochs:
+                save(epoch + 1)
+    finally:
+        if log is not None:
+            log.close()
+    return history
