@@ -37,10 +37,10 @@ from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.devices._lookup import LatencyTable, build_table
 from subnetsearch.pareto import hypervolume, nondominated
 from subnetsearch.search import Constraints, EvaluationSettings, finish_orphans, make_sampler, open_study, record_trial
-from subnetsearch.search._optuna import _tell, distinct_trials
+from subnetsearch.search._optuna import _tell
 from subnetsearch.search._session import SearchSession
 from subnetsearch.spaces import mode_from_params, to_optuna
-from subnetsearch.storage import Store
+from subnetsearch.storage import Store, distinct_trials
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
 
 HOME = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -113,18 +113,12 @@ def report_trial_errors(errors: list[str]) -> None:
         console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
 
 
-def after_tune_trials(errors: list[str], summary: dict, study_name: str, url: str, trials: int,
-                      stored: Callable[[Any], list], show: Callable[[Any], None]) -> Any:
-    """After a training-time search's Ray Tune trials: report the trials that failed for good
-    (also in the search's summary), reload the study the workers filled and show its new results."""
-    import optuna
-
+def after_tune_trials(errors: list[str], new_results: Sequence[Any], show: Callable[[Any], None]) -> None:
+    """After a training-time search's trials: report the trials that failed for good and show the
+    new results that Ray Tune trials wrote from other processes (local trials showed theirs)."""
     report_trial_errors(errors)
-    summary["failed_trials"] = len(errors)
-    study = optuna.load_study(study_name=study_name, storage=url)
-    for result in stored(study)[-trials:]:
+    for result in new_results:
         show(result)
-    return study
 
 
 def data_spec(name: str, root: str | None, val_size: int = 5000, split_seed: int = 0, **options: object) -> DataSpec:

@@ -24,16 +24,15 @@ from subnetsearch.cli._common import (
 )
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.cli._train import RESOURCE_HELP, load_backbone, train_ddi_family
-from subnetsearch.distributed import ADDRESS_HELP
+from subnetsearch.distributed import ADDRESS_HELP, tune_ddi
 from subnetsearch.search import (
     SkipTargetResult,
     make_sampler,
-    open_study,
-    recorded,
+    open_training_search,
+    run_training_trials,
     skip_target_distributions,
     skip_target_search,
     skip_target_space,
-    start_training_search,
     stored_results,
 )
 from subnetsearch.storage import StorageError, storage_url
@@ -127,10 +126,8 @@ def search_command(
     settings = {"gating": gating, "gate_epochs": gate_epochs, "joint_epochs": joint_epochs, "alpha": alpha, "lr": lr,
                 "resource": resource, "target_range": [low, high], "sampler": sampler, "seed": seed}
     try:
-        start_training_search(store, state, base, study_name, f"ddi-skip-target-{gating}",
-                              skip_target_space(low, high), settings)
-        study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
-                           {"supernet_hash": state.hash, "strategy": f"ddi-skip-target-{gating}", "search": study_name})
+        study = open_training_search(store, url, state, base, study_name, f"ddi-skip-target-{gating}",
+                                     skip_target_space(low, high), settings, make_sampler(sampler, seed))
     except StorageError as error:
         fail(str(error))
     except (ValueError, optuna.exceptions.OptunaError) as error:
@@ -143,16 +140,16 @@ def search_command(
                       f"{result.cost_profile['mean_macs'] / result.cost_profile['plain_macs']:.0%} of plain MACs, "
                       f"val accuracy {result.accuracy:.4f}")
 
-    with recorded(store, study_name) as summary:
+    def run() -> list[str]:
         if backend == "local":
             skip_target_search(plain, splits, state.data, study, trials, low, high, recipe, out, on_trial=show)
-        else:
-            from subnetsearch.distributed._tune import tune_ddi
+            return []
+        _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state,
+                             recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
+        return errors
 
-            _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high),
-                                 state, recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
-            study = after_tune_trials(errors, summary, study_name, url, trials, stored_results, show)
-        summary.update({"trials": len(stored_results(study)), "new_trials": trials})
+    study, errors = run_training_trials(store, url, study_name, trials, run, stored_results)
+    after_tune_trials(errors, stored_results(study)[-trials:] if backend == "ray" else [], show)
     results = stored_results(study)
     if not results:
         fail(f"no trial of study {study_name!r} completed", code=1)

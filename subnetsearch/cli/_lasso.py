@@ -32,7 +32,7 @@ from subnetsearch.cli._common import (
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.cli._train import train_grouped_or_lasso
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.distributed import ADDRESS_HELP
+from subnetsearch.distributed import ADDRESS_HELP, tune_lasso
 from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import (
     EvaluationSettings,
@@ -43,10 +43,9 @@ from subnetsearch.search import (
     lasso_search,
     lasso_space,
     make_sampler,
-    open_study,
+    open_training_search,
     pick_subnets,
-    recorded,
-    start_training_search,
+    run_training_trials,
     stored_subnets,
 )
 from subnetsearch.storage import StorageError, storage_url
@@ -211,16 +210,15 @@ def search_command(
     url = storage_url(storage)
     checkpoint_hash = checkpoint.hash
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
-    study_name = name or (f"lasso-cifar-resnet-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
+    # named after the family the checkpoint was written as (a legacy one keeps the name it resumes by)
+    study_name = name or (f"{checkpoint.arch['family']}-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
                           f"lr={lr},threshold={threshold:g}")
     store = open_store(storage)
     settings = {"penalty": penalty, "epochs": epochs, "lr": lr, "threshold": threshold,
                 "lambda_range": list(lambda_range), "sampler": sampler, "seed": seed}
     try:
-        start_training_search(store, checkpoint, base, study_name, f"lasso-{penalty}", lasso_space(penalty, lambda_range),
-                              settings)
-        study = open_study(url, study_name, ["accuracy", "macs"], make_sampler(sampler, seed),
-                           {"supernet_hash": checkpoint_hash, "strategy": f"lasso-{penalty}", "search": study_name})
+        study = open_training_search(store, url, checkpoint, base, study_name, f"lasso-{penalty}",
+                                     lasso_space(penalty, lambda_range), settings, make_sampler(sampler, seed))
     except StorageError as error:
         fail(str(error))
     except (ValueError, optuna.exceptions.OptunaError) as error:
@@ -233,16 +231,16 @@ def search_command(
         console.print(f"trial: lambda {subnet.lam:.4g}, a {subnet.a:.3g} -> {subnet.macs / full_macs:.0%} of full "
                       f"MACs, pruned accuracy {subnet.accuracy:.4f}")
 
-    with recorded(store, study_name) as summary:
+    def run() -> list[str]:
         if backend == "local":
             lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
-        else:
-            from subnetsearch.distributed._tune import tune_lasso
+            return []
+        _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
+                               checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
+        return errors
 
-            _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
-                                   checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
-            study = after_tune_trials(errors, summary, study_name, url, trials, stored_subnets, show)
-        summary.update({"trials": len(stored_subnets(study)), "new_trials": trials})
+    study, errors = run_training_trials(store, url, study_name, trials, run, stored_subnets)
+    after_tune_trials(errors, stored_subnets(study)[-trials:] if backend == "ray" else [], show)
     subnets = stored_subnets(study)
     chosen = pick_subnets(subnets, pick, full_macs)
     if not chosen:

@@ -11,8 +11,7 @@ import optuna
 
 from subnetsearch.pareto import COSTS as PARETO_COSTS
 from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
-from subnetsearch.search import distinct_trials
-from subnetsearch.storage import Store, StoredEvaluation
+from subnetsearch.storage import Store, StoredEvaluation, distinct_trials
 
 COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}
 

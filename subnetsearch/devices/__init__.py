@@ -1,7 +1,7 @@
 """Hardware targets: the latency measurement protocol on this host and its runtimes, and the
 analytical energy model."""
 
-from subnetsearch.devices._energy import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
+from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
 from subnetsearch.devices._latency import (
     RUNTIMES,
     Latency,

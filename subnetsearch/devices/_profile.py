@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from subnetsearch.devices._energy import EnergyCoefficients
+from subnetsearch.costs import EnergyCoefficients
 from subnetsearch.devices._latency import LatencyProtocol
 
 Location = Literal["host", "ray-node", "imported"]

@@ -2,6 +2,8 @@
 searches run as Ray Tune trials, latency measured only on the nodes of the device measured.
 Importing this package does not import Ray; the backend does when it connects."""
 
+from typing import Any
+
 from subnetsearch.distributed._backend import RayBackend
 from subnetsearch.distributed._cluster import (
     ADDRESS_HELP,
@@ -12,5 +14,22 @@ from subnetsearch.distributed._cluster import (
     shared_storage_url,
 )
 
+
+def tune_lasso(*args: Any, **kwargs: Any) -> Any:
+    """Clipped-Lasso generation trials as Ray Tune trials (`subnetsearch.distributed._tune.tune_lasso`);
+    Ray Tune is imported on the first call, not with this package."""
+    from subnetsearch.distributed._tune import tune_lasso as run
+
+    return run(*args, **kwargs)
+
+
+def tune_ddi(*args: Any, **kwargs: Any) -> Any:
+    """DDI skip-target trials as Ray Tune trials (`subnetsearch.distributed._tune.tune_ddi`); Ray Tune
+    is imported on the first call, not with this package."""
+    from subnetsearch.distributed._tune import tune_ddi as run
+
+    return run(*args, **kwargs)
+
+
 __all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "cluster_cpus", "connect", "missing_device_message",
-           "shared_storage_url"]
+           "shared_storage_url", "tune_ddi", "tune_lasso"]

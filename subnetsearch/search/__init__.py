@@ -38,7 +38,6 @@ from subnetsearch.search._optuna import (
     SAMPLERS,
     Constraints,
     check_objectives,
-    distinct_trials,
     finish_orphans,
     make_sampler,
     objective_values,
@@ -47,7 +46,15 @@ from subnetsearch.search._optuna import (
     record_trial,
     set_constraints,
 )
-from subnetsearch.search._session import Interrupted, SearchSession, recorded, start_training_search
+from subnetsearch.search._session import (
+    TRAINING_OBJECTIVES,
+    Interrupted,
+    SearchSession,
+    open_training_search,
+    recorded,
+    run_training_trials,
+    start_training_search,
+)
 
 __all__ = [
     "SkipTargetResult",
@@ -68,12 +75,16 @@ __all__ = [
     "pick_subnets",
     "stored_subnets",
     "DUPLICATE_OF",
-    "distinct_trials",
     "set_constraints",
     "Interrupted",
     "SearchSession",
     "recorded",
+    "open_training_search",
+    "run_training_trials",
     "start_training_search",
+    "open_training_search",
+    "run_training_trials",
+    "TRAINING_OBJECTIVES",
     "FORMATS",
     "ExportError",
     "export_mode",

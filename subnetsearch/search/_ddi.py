@@ -8,7 +8,7 @@ by the target and the content hash, and recorded on the Optuna trial with the co
 runtime knobs (gate threshold, exit budget) of any trial's network are then searched, stored and
 queried by `subnetsearch search` like any supernet.
 
-`skip_target_search` runs the trials here, one after another; `subnetsearch.distributed._tune.tune_ddi`
+`skip_target_search` runs the trials here, one after another; `subnetsearch.distributed.tune_ddi`
 runs the same trial function as Ray Tune trials.
 """
 

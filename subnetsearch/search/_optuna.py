@@ -140,19 +140,6 @@ def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation
     study.add_trial(trial)
 
 
-def distinct_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's complete trials in order, each mode once (its first trial): the order in which a
-    search evaluated its distinct modes."""
-    seen, trials = set(), []
-    for trial in sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                        key=lambda t: t.number):
-        mode_id = trial.user_attrs.get("mode_id")
-        if mode_id is not None and mode_id not in seen:
-            seen.add(mode_id)
-            trials.append(trial)
-    return trials
-
-
 def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, objectives: Sequence[str],
                    constraints: Constraints = Constraints()) -> int:
     """Complete the trials a killed process left RUNNING: evaluate their modes (served from the store

@@ -62,6 +62,33 @@ def start_training_search(store: Store, checkpoint: Checkpoint, checkpoint_path:
     return record
 
 
+TRAINING_OBJECTIVES = ("accuracy", "macs")
+
+
+def open_training_search(store: Store, url: str, checkpoint: Checkpoint, checkpoint_path: Path, name: str,
+                         strategy: str, space: SearchSpace, settings: dict,
+                         sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Start (or resume) a training-time search (`start_training_search`) and open its study of the
+    same name (accuracy up, MACs down)."""
+    start_training_search(store, checkpoint, checkpoint_path, name, strategy, space, settings)
+    return open_study(url, name, list(TRAINING_OBJECTIVES), sampler,
+                      {"supernet_hash": checkpoint.hash, "strategy": strategy, "search": name})
+
+
+def run_training_trials(store: Store, url: str, name: str, trials: int, run: Callable[[], list[str]],
+                        stored: Callable[[optuna.Study], Sequence[object]]) -> tuple[optuna.Study, list[str]]:
+    """Run a started training-time search's trials, wherever they run: `run()` runs `trials` trials
+    (here, or as Ray Tune trials that fill the study from other processes) and returns the errors of
+    trials that failed for good. Recorded (`recorded`): the summary says how many trials the study
+    holds and how many failed. Returns the study, read again after the run, and those errors."""
+    with recorded(store, name) as summary:
+        errors = run()
+        summary["failed_trials"] = len(errors)
+        study = optuna.load_study(study_name=name, storage=url)
+        summary.update({"trials": len(stored(study)), "new_trials": trials})
+    return study, errors
+
+
 @dataclass
 class SearchSession:
     """Holds the loaded supernet, its validation data and a cached evaluator for one device."""

@@ -15,8 +15,10 @@ from subnetsearch.storage._store import (
     settings_key,
     storage_url,
 )
+from subnetsearch.storage._studies import distinct_trials
 
 __all__ = [
+    "distinct_trials",
     "DEFAULT_URL",
     "URL_ENVIRONMENT",
     "BestMode",

@@ -1,6 +1,7 @@
 """The supernet contract (BaseSupernet, register_family), dynamic layers, the families and their builders,
 converters from torchvision models, BN calibration, checkpoints."""
 
+from subnetsearch.costs import Cost, LayerShape, layer_cost, network_cost
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._calibrate import bn_state, calibrated_bn, stored_bn
 from subnetsearch.supernets._checkpoint import (
@@ -12,9 +13,8 @@ from subnetsearch.supernets._checkpoint import (
     save_checkpoint,
 )
 from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
-from subnetsearch.supernets._cost import Cost, LayerShape, layer_cost, network_cost
 from subnetsearch.supernets._ddi import GATINGS, RESOURCES, DDIResNet, DDISupernet, resource_loss, signed_alpha
-from subnetsearch.supernets._lasso import LassoSupernet, scaled_channels, uniform_match
+from subnetsearch.supernets._lasso import LassoSupernet, SlimBatchNorm2d, SlimConv2d, scaled_channels, uniform_match
 from subnetsearch.supernets._layers import (
     DEFAULT_GROUP_CHOICES,
     ChannelShuffle,
@@ -90,6 +90,8 @@ __all__ = [
     "LASSO_RESNET_DEFAULTS",
     "WeNetSupernet",
     "LassoSupernet",
+    "SlimBatchNorm2d",
+    "SlimConv2d",
     "allowed_groups",
     "block_diagonal",
     "build_supernet",

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from subnetsearch.costs import Cost, LayerShape
 from subnetsearch.spaces import Mode, SearchSpace
-from subnetsearch.supernets._cost import Cost, LayerShape
 
 
 class BaseSupernet(nn.Module, abc.ABC):

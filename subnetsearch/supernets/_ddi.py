@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subnetsearch.costs import Cost, LayerShape, energy_pj, layer_accesses
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
-from subnetsearch.supernets._cost import Cost, LayerShape
 
 GATINGS = ("mgl2s", "layer", "channel", "none")
 HIDDEN = 10  # the layer gates' LSTM hidden size (paper IV-A)
@@ -73,8 +73,6 @@ def layer_energy_pj(in_channels: int, out_channels: int, kernel_area: int, input
                     kind: str = "conv") -> float:
     """Eq. (6) energy (pJ) of one conv / linear layer by the devices module's dataflow model and its
     default coefficients (the resource of Eq. (5) when training toward energy)."""
-    from subnetsearch.devices import energy_pj, layer_accesses  # devices imports supernets: not at the top
-
     shape = LayerShape("", kind, in_channels, out_channels, kernel_area, output_area, input_area, 1, None, False)
     return energy_pj(layer_accesses(shape, 1))
 

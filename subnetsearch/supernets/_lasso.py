@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
+from subnetsearch.costs import Cost, LayerShape, network_cost
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
-from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 
 KNOB = "width"  # the one knob: index of a configuration, 0 = the full network, last = the smallest
 
@@ -219,6 +219,7 @@ class LassoSupernet(BaseSupernet):
     """
 
     family = "lasso"
+    knob = KNOB
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
         super().__init__()
@@ -288,6 +289,11 @@ class LassoSupernet(BaseSupernet):
     def set_bn_tracking(self, enabled: bool) -> None:
         self.state.track_running_stats = enabled
 
+    def conv_specs(self) -> list[tuple[str, int | None, int, int, int]]:
+        """(module name, input slot or None for the image, output slot, kernel, stride) of every conv
+        of the network, in data-flow order: which slot each conv reads and writes."""
+        return _conv_specs(_depth_of(self.network))
+
     def channels(self, mode: Mode) -> tuple[int, ...]:
         self.space.validate(mode)
         return self.state.configs[mode.values[KNOB]]
@@ -321,7 +327,7 @@ class LassoSupernet(BaseSupernet):
         if len(widths) != len(self.slots):
             raise ValueError(f"expected {len(self.slots)} channel counts, got {len(widths)}")
         shapes = []
-        for name, src, dst, kernel, _ in _conv_specs(_depth_of(self.network)):
+        for name, src, dst, kernel, _ in self.conv_specs():
             c_in = self.in_channels if src is None else widths[src]
             shapes.append(LayerShape(name, "conv", c_in, widths[dst], kernel * kernel, *self._areas[name], 1, None,
                                      True))

@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
+from subnetsearch.costs import layer_cost
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
-from subnetsearch.supernets._cost import layer_cost
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
 from subnetsearch.supernets._lasso import LassoSupernet
 from subnetsearch.supernets._resnet import CifarResNet

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from subnetsearch.costs import Cost, LayerShape, network_cost
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionReport
-from subnetsearch.supernets._cost import Cost, LayerShape, network_cost
 from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
 from subnetsearch.supernets._materialize import DynamicLeafTracer, materialize_network
 

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
-from subnetsearch.supernets import save_checkpoint
-from subnetsearch.supernets._lasso import KNOB, LassoSupernet, SlimBatchNorm2d, SlimConv2d, _conv_specs, _depth_of
+from subnetsearch.supernets import LassoSupernet, SlimBatchNorm2d, SlimConv2d, save_checkpoint
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
 
@@ -82,7 +81,7 @@ def count_channels(supernet: LassoSupernet, threshold: float = NEAR_ZERO, floor:
     channel survives when its norm is at least `threshold` x the slot's largest norm and `floor`."""
     convs = dict(supernet.network.named_modules())
     producers: dict[int, list[str]] = {}
-    for name, _, dst, _, _ in _conv_specs(_depth_of(supernet.network)):
+    for name, _, dst, _, _ in supernet.conv_specs():
         producers.setdefault(dst, []).append(name)
     channels, masks, forced = [], [], []
     with torch.no_grad():
@@ -107,7 +106,7 @@ def sort_channels(supernet: LassoSupernet) -> None:
     if len(supernet.configs) != 1:
         raise ValueError("sort_channels works on the full network alone (before subnets share its weights)")
     modules = dict(supernet.network.named_modules())
-    specs = _conv_specs(_depth_of(supernet.network))
+    specs = supernet.conv_specs()
     with torch.no_grad():
         order = []
         for slot in range(len(supernet.slots)):
@@ -242,7 +241,7 @@ def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, ou
         raise ValueError("a sparsity penalty acts on the full network: configs must include 0")
     torch.manual_seed(recipe.seed)
     optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
-    saved = {**asdict(recipe), "knob": KNOB}
+    saved = {**asdict(recipe), "knob": LassoSupernet.knob}
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return fused_step(supernet, optimizer, images, labels, configs, recipe)

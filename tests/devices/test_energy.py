@@ -1,6 +1,6 @@
 import pytest
 
-from subnetsearch.devices._energy import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
+from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
 from subnetsearch.supernets import LayerShape
 
 

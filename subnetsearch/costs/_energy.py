@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-from subnetsearch.supernets import LayerShape, layer_cost
+from subnetsearch.costs._macs import LayerShape, layer_cost
 
 BYTES_PER_VALUE = 4  # float32
 
