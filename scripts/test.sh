@@ -11,4 +11,9 @@ if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; the
     for _ in $(seq 20); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.5; done
   fi
 fi
-exec .venv/bin/python -m pytest "$@"
+# The type check (pyproject's [tool.mypy]) and the tests both run; either failing fails the command.
+status=0
+echo "test: mypy"
+.venv/bin/python -m mypy || status=$?
+.venv/bin/python -m pytest "$@" || status=$?
+exit "$status"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import moocore
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Objective:
     name: str
-    sense: str  # maximize | minimize
+    sense: Literal["maximize", "minimize"]
     column: str  # the stored evaluation's field (and the store's column)
     label: str  # for tables and axes
     unit: str = ""

@@ -27,7 +27,13 @@ from subnetsearch.search import (
     evaluation_settings,
 )
 from subnetsearch.storage import storage_url
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, CheckpointError, build_supernet
+from subnetsearch.supernets import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_TRAIN_COMMAND,
+    CheckpointError,
+    WeNetSupernet,
+    build_supernet_of,
+)
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
 
@@ -71,7 +77,7 @@ def run_command(
         console.print(f"{checkpoint} not found: training the default supernet ({epochs} epochs), "
                       f"as `{DEFAULT_TRAIN_COMMAND}` does")
         torch.manual_seed(seed)  # the initial weights too, as `train --seed` does
-        train_wenet(build_supernet({"family": "wenet-cifar-resnet"}), load_data(DataSpec()),
+        train_wenet(build_supernet_of(WeNetSupernet, {"family": "wenet-cifar-resnet"}), load_data(DataSpec()),
                     WeNetRecipe(epochs=epochs, seed=seed), checkpoint.parent, DataSpec().to_dict())
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root)
@@ -119,10 +125,13 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     for name, mode in modes:
         result = session.evaluator.evaluate(mode)
         full_latency = full_latency or result.latency_ms
+        latency, spread = "-", "-"  # measured on this host for every mode, so present unless measuring failed
+        if result.latency_ms and full_latency and result.latency:
+            latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x)"
+            spread = f"{result.latency['iqr_ms']:.3f}"
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
-                      f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}",
-                      f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x)",
-                      f"{result.latency['iqr_ms']:.3f}", f"{result.energy_mj:.3f}" + (
+                      f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}", latency, spread,
+                      f"{result.energy_mj:.3f}" + (
                           "" if result.energy_measured_mj is None else f" / RAPL {result.energy_measured_mj:.3f}"),
                       mode.id)
     console.print(table)

@@ -22,7 +22,9 @@ from subnetsearch.supernets import (
     Checkpoint,
     CheckpointError,
     DDISupernet,
-    build_supernet,
+    LassoSupernet,
+    WeNetSupernet,
+    build_supernet_of,
     load_checkpoint,
 )
 from subnetsearch.trainers import DDIPhase, DDIRecipe, LassoRecipe, WeNetRecipe, train_ddi, train_lasso, train_wenet
@@ -140,7 +142,7 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                                     common["depth"], common["widths"])
     try:
         torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
-        supernet = build_supernet(arch)
+        supernet = build_supernet_of(WeNetSupernet if family == "wenet" else LassoSupernet, arch)
     except ArchError as error:
         fail(str(error))
     settings = {k: common[k] for k in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "seed")}
@@ -172,12 +174,14 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                               f"val acc {accuracy:.4f}, {record['seconds']:.0f} s")
 
         try:
-            if isinstance(recipe, WeNetRecipe):
+            if isinstance(recipe, WeNetRecipe) and isinstance(supernet, WeNetSupernet):
                 result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report,
                                      on_epoch=epoch_done)
-            else:
+            elif isinstance(recipe, LassoRecipe) and isinstance(supernet, LassoSupernet):
                 result = train_lasso(supernet, splits, recipe, out, spec.to_dict(), progress=report,
                                      on_epoch=epoch_done)
+            else:  # the recipe is made for the family built above
+                raise TypeError(f"no trainer for a {type(supernet).__name__} with a {type(recipe).__name__}")
         except (ValueError, CheckpointError) as error:  # e.g. resuming a folder written with another recipe
             fail(str(error))
     last = result["history"][-1]

@@ -26,6 +26,8 @@ class Point:
     @classmethod
     def of(cls, evaluation: StoredEvaluation, cost: str, device: str) -> Point:
         value = evaluation.objective(cost)
+        if value is None:
+            raise ValueError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
         latency = "-" if evaluation.latency_ms is None else f"{evaluation.latency_ms:.3f} ms"
         label = (f"mode {evaluation.mode_id}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
                  f"{evaluation.macs / 1e6:.2f} MMACs, {evaluation.energy_mj:.4f} mJ<br>"

@@ -106,7 +106,7 @@ class Latency:
     samples: int | None = None  # per-sample latency: one call ran these real samples one by one, divided
 
     def to_dict(self) -> dict:
-        extra = {} if self.measured else {"table": self.table}
+        extra: dict[str, object] = {} if self.measured else {"table": self.table}
         if self.node is not None:
             extra["node"] = self.node
         if self.samples is not None:
@@ -140,7 +140,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=17,
+            torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=17,  # type: ignore[arg-type]
                               input_names=["input"], output_names=["logits"])
     except Exception as error:  # the exporter raises many kinds
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""

@@ -21,6 +21,7 @@ from torch import fx, nn
 from subnetsearch.devices._latency import Latency, LatencyProtocol, measure_latencies
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import (
+    BaseSupernet,
     ChannelShuffle,
     DynamicLeafTracer,
     GroupSwitchConv2d,
@@ -114,9 +115,9 @@ def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
             if is_relu(nxt, modules) and not activation:
                 activation, cursor, nxt = True, nxt, single_user(nxt)
             elif is_module(nxt, (ChannelShuffle,)) and shuffle is None:
-                shuffle, cursor, nxt = modules[nxt.target], nxt, single_user(nxt)
-        if shuffle is not None and is_module(nxt, (nn.Conv2d, GroupSwitchConv2d)):
-            consumer = nxt.target
+                shuffle, cursor, nxt = modules[str(nxt.target)], nxt, single_user(nxt)  # type: ignore[union-attr]
+        if shuffle is not None and nxt is not None and is_module(nxt, (nn.Conv2d, GroupSwitchConv2d)):
+            consumer = str(nxt.target)
         kernel = conv.kernel_size if isinstance(conv.kernel_size, int) else conv.kernel_size[0]
         stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
         consumer_module = modules.get(consumer) if consumer else None
@@ -194,7 +195,10 @@ class LatencyTable:
 class LatencyPredictor:
     """Predicted latency of any mode of one supernet from a lookup table (no measurement)."""
 
-    def __init__(self, supernet: WeNetSupernet, table: LatencyTable) -> None:
+    def __init__(self, supernet: BaseSupernet, table: LatencyTable) -> None:
+        if not isinstance(supernet, WeNetSupernet):
+            raise ValueError(f"latency lookup tables cover group-switching (wenet) supernets, not a {supernet.family} "
+                             "one: measure its latency instead")
         self.table, self.sites = table, conv_sites(supernet)
         self.input_shape = (table.protocol.batch_size, *supernet.input_shape)
 

@@ -46,6 +46,13 @@ class RayBackend:
         self._session: SearchSession | None = None
         self._checkpoint_ref: Any = None
 
+    @property
+    def session(self) -> SearchSession:
+        """The session `prepare` attached (the backend serves one session)."""
+        if self._session is None:
+            raise RuntimeError("RayBackend.prepare(session) has not been called")
+        return self._session
+
     # ---- set-up --------------------------------------------------------------------------------
     def prepare(self, session: SearchSession) -> bool:
         """Connect (the local instance is this host's device node for a host device), check the
@@ -61,24 +68,23 @@ class RayBackend:
 
     def require_device(self) -> None:
         """Fail fast (before any trial starts) when latency is needed and no node can measure it."""
-        assert self._session is not None
-        if not has_device_node(self._session.device):
-            raise ClusterError(missing_device_message(self._session.device))
+        if not has_device_node(self.session.device):
+            raise ClusterError(missing_device_message(self.session.device))
 
     def worker_spec(self, threads: int | None = None):
         from subnetsearch.distributed._workers import WorkerSpec
 
-        session = self._session
+        session = self.session
         table = session.latency_table.to_dict() if session.latency_table is not None else None
         return WorkerSpec(self.storage_url, session.device.to_dict(), session.settings, session.evaluator.measure,
                           table, threads or self.threads)
 
     def _meter_handle(self) -> Any:
-        session = self._session
+        session = self.session
         if self._meter is None and session.evaluator.measure and session.latency_table is None:
             from subnetsearch.distributed._workers import DeviceMeter
 
-            self._meter = DeviceMeter.options(resources={session.device.ray_resource: 1}).remote(
+            self._meter = DeviceMeter.options(  # type: ignore[attr-defined]  # a Ray actor classresources={session.device.ray_resource: 1}).remote(
                 session.device.protocol)
         return self._meter
 
@@ -86,7 +92,7 @@ class RayBackend:
         import ray
 
         if self._checkpoint_ref is None:  # weights only: no optimizer state
-            self._checkpoint_ref = ray.put(replace(self._session.checkpoint, extra={}))
+            self._checkpoint_ref = ray.put(replace(self.session.checkpoint, extra={}))
         return self._checkpoint_ref
 
     def worker_count(self) -> int:
@@ -97,7 +103,7 @@ class RayBackend:
             from subnetsearch.distributed._workers import EvaluationWorker
 
             spec = self.worker_spec()
-            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote(spec)
+            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote(spec)  # type: ignore[attr-defined]
                              for _ in range(self.worker_count())]
         return self._workers
 
@@ -141,7 +147,7 @@ class RayBackend:
         from subnetsearch.distributed._tune import tune_search
 
         self.release_workers()
-        session = self._session
+        session = self.session
         slots = max(1, cluster_cpus() // self.threads)
         completed, errors = tune_search(
             study, self.storage_url, sampler, session.supernet.space, replace(session.checkpoint, extra={}),

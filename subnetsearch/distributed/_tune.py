@@ -82,19 +82,26 @@ class DistinctModeSearch(RecordingOptunaSearch):
         super().__init__(*args, **kwargs)
         self.modes = modes
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | None:
+        study = self._ot_study
+        if study is None:
+            raise RuntimeError("the Optuna study is not set up (set_search_properties was not called)")
+        # the modes the study has or is evaluating, read once per suggestion (every duplicate drawn
+        # below is told PRUNED, so it joins no mode)
+        taken = {t.user_attrs["mode_id"]: t.number for t in study.get_trials(deepcopy=False)
+                 if "mode_id" in t.user_attrs and DUPLICATE_OF not in t.user_attrs
+                 and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)}
         for _ in range(1000):
             config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
             ot_trial = self._ot_trials[trial_id]
             mode = mode_from_params(self.modes, config)
-            taken = {t.user_attrs["mode_id"]: t.number for t in self._ot_study.get_trials(deepcopy=False)
-                     if t.number != ot_trial.number and "mode_id" in t.user_attrs and DUPLICATE_OF not in t.user_attrs
-                     and t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)}
             ot_trial.set_user_attr("mode_id", mode.id)
             if mode.id not in taken:
                 return config
             ot_trial.set_user_attr(DUPLICATE_OF, taken[mode.id])
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             del self._ot_trials[trial_id]
             if len(taken) >= self.modes.size:
                 break
@@ -250,7 +257,7 @@ def tune_ddi(study: optuna.Study, storage_url: str, sampler: optuna.samplers.Bas
     try:
         return _run(trainable, searcher, trials, concurrency, threads, max_failures)
     finally:
-        ray.kill(sink)
+        ray.kill(sink)  # type: ignore[arg-type]  # an actor handle
 
 
 def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, space: SearchSpace,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import torch
+
 from subnetsearch.data import Splits
 from subnetsearch.devices import Device, LatencyPredictor
 from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
@@ -36,7 +38,7 @@ class CachedEvaluator:
             payload["latency_table"] = predictor.table.digest
         self.key = settings_key(payload)
         self._memory: dict[str, StoredEvaluation] = {}
-        self._calibration = None
+        self._calibration: list[torch.Tensor] | None = None
         self.hits = self.misses = 0
 
     def lookup(self, mode: Mode) -> StoredEvaluation | None:

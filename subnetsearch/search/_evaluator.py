@@ -186,8 +186,10 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     with compute_lock():
         (accuracy, loss), static, records, calibrated = _accuracy_and_static(supernet, mode, splits, settings, calibration,
                                                                   measure_here, record_costs=dynamic)
-        if dynamic:  # input-dependent cost: the evaluated samples' mean
+        if dynamic and records is not None:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
+            if profile is None:
+                raise ValueError(f"{type(supernet).__name__} has an input-dependent cost but no cost profile")
             macs = round(profile["mean_macs"])
             energy_mj *= profile["mean_macs"] / profile["plain_macs"]  # accesses scale with the work executed
         stored = None

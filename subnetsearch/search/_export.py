@@ -64,6 +64,8 @@ class RawPixels(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, preprocessing: dict) -> None:
         super().__init__()
         self.model = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         channels = len(preprocessing["mean"])
         self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, channels, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, channels, 1, 1))

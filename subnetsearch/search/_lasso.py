@@ -18,6 +18,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import optuna
 
@@ -26,10 +27,18 @@ from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
-from subnetsearch.supernets import LassoSupernet, build_supernet, calibrated_bn, scaled_channels, uniform_match
+from subnetsearch.supernets import (
+    LassoSupernet,
+    build_supernet,
+    build_supernet_of,
+    calibrated_bn,
+    scaled_channels,
+    uniform_match,
+)
 from subnetsearch.trainers import (
     NEAR_ZERO,
     LassoRecipe,
+    Penalty,
     count_channels,
     evaluate_accuracy,
     init_from_full,
@@ -64,7 +73,7 @@ def pruned_accuracy(full: LassoSupernet, channels: Sequence[int], splits: Splits
     arch = {**full.arch, "subnets": [{"name": "pruned", "channels": list(channels)}]}
     if list(channels) == list(full.configs[0]):
         arch["subnets"] = []
-    pruned = build_supernet(arch)
+    pruned = build_supernet_of(LassoSupernet, arch)
     init_from_full(pruned, full)
     mode = pruned.smallest_mode()
     with calibrated_bn(pruned, mode, calibration_batches(splits, settings)):
@@ -79,7 +88,7 @@ def generate_subnet(full: LassoSupernet, splits: Splits, penalty: str, lam: floa
     if len(full.configs) != 1:
         raise ValueError("subnet generation starts from a full network without subnets (`subnetsearch lasso base`)")
     network = copy.deepcopy(full)
-    train_lasso(network, splits, replace(recipe, penalty=penalty, lam=lam, a=a, configs=(0,)), None, {},
+    train_lasso(network, splits, replace(recipe, penalty=cast(Penalty, penalty), lam=lam, a=a, configs=(0,)), None, {},
                 progress=progress, eval_batches=1)
     count = count_channels(network, threshold)
     sort_channels(network)

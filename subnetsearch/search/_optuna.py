@@ -221,7 +221,8 @@ def optuna_search(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, t
     known = {t.user_attrs["mode_id"]: t.number for t in _finished(study)
              if t.state == optuna.trial.TrialState.COMPLETE and "mode_id" in t.user_attrs}
     number = len(study.get_trials(deepcopy=False))  # the next trial's number (trials are numbered in order)
-    results, attempts = [], 0
+    results: list[StoredEvaluation] = []
+    attempts = 0
     while len(results) < trials and len(known) < space.size and attempts < 20 * trials + 100:
         attempts += 1
         started = datetime.now()

@@ -259,5 +259,5 @@ class SearchSession:
             else:
                 results = []
             summary.update({"trials": len(study.get_trials(deepcopy=False)), "new_trials": len(results),
-                            "front": sorted({t.user_attrs.get("mode_id") for t in study.best_trials})})
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
         return results, study

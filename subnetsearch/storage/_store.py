@@ -379,7 +379,7 @@ class Store:
 
     def count_evaluations(self) -> int:
         with self.session() as session:
-            return int(session.scalar(select(func.count(EvaluationRow.id))))
+            return int(session.scalar(select(func.count(EvaluationRow.id))) or 0)
 
     def list_evaluations(self, device: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
         """Every stored evaluation on a device (optionally of one supernet), oldest first."""
@@ -501,7 +501,7 @@ class Store:
 
     @staticmethod
     def _search(session: Session, row: SearchRow) -> SearchRecord:
-        supernet_hash = session.scalar(select(SupernetRow.content_hash).where(SupernetRow.id == row.supernet_id))
+        supernet_hash = session.scalars(select(SupernetRow.content_hash).where(SupernetRow.id == row.supernet_id)).one()
         device = (None if row.device_id is None else
                   session.scalar(select(DeviceRow.name).where(DeviceRow.id == row.device_id)))
         return SearchRecord(row.name, row.strategy, supernet_hash, device, row.space, row.settings, row.status,
@@ -533,7 +533,7 @@ class Store:
         names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL] if objectives == ALL \
             else tuple(objectives.split(","))
         rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
-        mask = nondominated([[r.objective(n) for n in names] for r in rows], names)
+        mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)  # none is None here
         merged = [r for r, keep in zip(rows, mask, strict=True) if keep]
         return sorted(merged, key=lambda r: tuple(r.objective(n) for n in names[1:]) + (-r.accuracy, r.mode_id))
 

@@ -41,6 +41,7 @@ from subnetsearch.supernets._registry import (
     LEGACY_FAMILIES,
     ArchError,
     build_supernet,
+    build_supernet_of,
     register_family,
     supernet_from_model,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "allowed_groups",
     "block_diagonal",
     "build_supernet",
+    "build_supernet_of",
     "register_family",
     "convert_to_wenet",
     "convert_with_report",

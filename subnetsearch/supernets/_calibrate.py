@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import Mode
+from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._lasso import SlimBatchNorm2d
 from subnetsearch.supernets._layers import SwitchableBatchNorm2d
 
@@ -31,7 +32,7 @@ def _norm_modules(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, (SwitchableBatchNorm2d, SlimBatchNorm2d, nn.modules.batchnorm._BatchNorm))]
 
 
-def _active_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
+def _active_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BN layers a forward pass uses now: each S-BN's active private BN, and every plain BN."""
     switchable = [m for m in model.modules() if isinstance(m, (SwitchableBatchNorm2d, SlimBatchNorm2d))]
     private = {id(norm) for m in switchable for norm in m.norms}
@@ -39,17 +40,39 @@ def _active_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
     return [m.active for m in switchable] + plain
 
 
+def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A BN layer's running mean, variance and batch count (every BN a supernet has tracks them)."""
+    if norm.running_mean is None or norm.running_var is None or norm.num_batches_tracked is None:
+        raise ValueError(f"{norm} keeps no running statistics: nothing to calibrate")
+    return norm.running_mean, norm.running_var, norm.num_batches_tracked
+
+
 @contextmanager
-def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tensor]) -> Iterator[None]:
-    """Within the block, `supernet` is in `mode` with BN statistics re-estimated on `batches`
-    (cumulative average over all of them). On exit the stored statistics and the previous mode
-    come back, so calibration never leaks into other modes."""
+def _in_mode(supernet: BaseSupernet, mode: Mode) -> Iterator[list[nn.modules.batchnorm._BatchNorm]]:
+    """Within the block, `supernet` is in `mode` and the block may change the running statistics of
+    the BN layers that mode uses (yielded); on exit they, their momentum, the previous mode and the
+    training flag come back, so nothing leaks into other modes."""
     previous_mode, was_training = supernet.mode, supernet.training
     supernet.set_mode(mode)
     norms = _active_norms(supernet)
-    saved = [(n.running_mean.clone(), n.running_var.clone(), n.num_batches_tracked.clone(), n.momentum)
-             for n in norms]
+    saved = [(tuple(t.clone() for t in _statistics(n)), n.momentum) for n in norms]
     try:
+        yield norms
+    finally:
+        for norm, (statistics, momentum) in zip(norms, saved, strict=True):
+            for tensor, value in zip(_statistics(norm), statistics, strict=True):
+                tensor.copy_(value)
+            norm.momentum = momentum
+        supernet.set_mode(previous_mode)
+        supernet.train(was_training)
+
+
+@contextmanager
+def calibrated_bn(supernet: BaseSupernet, mode: Mode, batches: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block, `supernet` is in `mode` with BN statistics re-estimated on `batches`
+    (cumulative average over all of them). On exit the stored statistics and the previous mode
+    come back, so calibration never leaks into other modes."""
+    with _in_mode(supernet, mode) as norms:
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # cumulative moving average: every batch weighs the same
@@ -66,50 +89,29 @@ def calibrated_bn(supernet: nn.Module, mode: Mode, batches: Iterable[torch.Tenso
             raise ValueError("BN calibration needs at least one batch")
         supernet.eval()
         yield
-    finally:
-        for norm, (mean, var, count, momentum) in zip(norms, saved, strict=True):
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(var)
-            norm.num_batches_tracked.copy_(count)
-            norm.momentum = momentum
-        supernet.set_mode(previous_mode)
-        supernet.train(was_training)
 
 
-def bn_state(supernet: nn.Module) -> bytes:
+def bn_state(supernet: BaseSupernet) -> bytes:
     """The running statistics of the BN layers the current mode uses, in a fixed order (what
     `stored_bn` puts back): inside `calibrated_bn`, the calibrated statistics of that mode."""
-    tensors = [t.detach().cpu().clone() for n in _active_norms(supernet) for t in (n.running_mean, n.running_var)]
+    tensors = [t.detach().cpu().clone() for n in _active_norms(supernet) for t in _statistics(n)[:2]]
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     return buffer.getvalue()
 
 
 @contextmanager
-def stored_bn(supernet: nn.Module, mode: Mode, state: bytes) -> Iterator[None]:
+def stored_bn(supernet: BaseSupernet, mode: Mode, state: bytes) -> Iterator[None]:
     """Within the block, `supernet` is in `mode` with the BN statistics `bn_state` took for that
     mode (no data needed); on exit the stored statistics and the previous mode come back."""
-    previous_mode, was_training = supernet.mode, supernet.training
-    supernet.set_mode(mode)
-    norms = _active_norms(supernet)
-    try:
+    with _in_mode(supernet, mode) as norms:
         tensors = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
-        expected = [t.shape for n in norms for t in (n.running_mean, n.running_var)]
+        expected = [t.shape for n in norms for t in _statistics(n)[:2]]
         if not isinstance(tensors, list) or [getattr(t, "shape", None) for t in tensors] != expected:
             raise ValueError("the stored BN statistics do not fit this mode of this supernet")
-    except Exception:
-        supernet.set_mode(previous_mode)
-        raise
-    saved = [(n.running_mean.clone(), n.running_var.clone()) for n in norms]
-    try:
         for index, norm in enumerate(norms):
-            norm.running_mean.copy_(tensors[2 * index])
-            norm.running_var.copy_(tensors[2 * index + 1])
+            mean, var, _ = _statistics(norm)
+            mean.copy_(tensors[2 * index])
+            var.copy_(tensors[2 * index + 1])
         supernet.eval()
         yield
-    finally:
-        for norm, (mean, var) in zip(norms, saved, strict=True):
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(var)
-        supernet.set_mode(previous_mode)
-        supernet.train(was_training)

@@ -58,7 +58,7 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
-        return f"{type(modules[node.target]).__name__} {node.target}"
+        return f"{type(modules[str(node.target)]).__name__} {node.target}"
     if node.op == "output":
         return "the output"
     return getattr(node.target, "__name__", str(node.target))
@@ -67,10 +67,10 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
 def _next_conv_after(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
     """The name of the one convolution that node's output feeds (through one optional activation)."""
     users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[users[0].target], _ACTIVATIONS):
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[str(users[0].target)], _ACTIVATIONS):
         users = list(users[0].users)
-    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[users[0].target], nn.Conv2d):
-        return users[0].target
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules[str(users[0].target)], nn.Conv2d):
+        return str(users[0].target)
     return None
 
 
@@ -84,10 +84,10 @@ def _why_static(node: fx.Node, conv: nn.Conv2d, modules: dict[str, nn.Module], c
     if conv.kernel_size[0] != conv.kernel_size[1]:
         return f"non-square kernel: {tuple(conv.kernel_size)}"
     users = list(node.users)
-    if len(users) != 1 or users[0].op != "call_module" or not isinstance(modules[users[0].target], nn.BatchNorm2d):
+    if len(users) != 1 or users[0].op != "call_module" or not isinstance(modules[str(users[0].target)], nn.BatchNorm2d):
         feeds = ", ".join(_describe(user, modules) for user in users) or "nothing"
         return f"no private BN: its output feeds {feeds}, not a BatchNorm2d"
-    norm = modules[users[0].target]
+    norm = modules[str(users[0].target)]
     if not (norm.affine and norm.track_running_stats) or calls[users[0].target] > 1:
         return f"no private BN: {users[0].target} is not an affine BatchNorm2d with running statistics used once"
     return None
@@ -114,7 +114,8 @@ def _compensate(model: nn.Module, producer: GroupSwitchConv2d, norm: SwitchableB
             producer.bias.copy_(producer.bias[inverse])
         for private in norm.norms:
             for tensor in (private.weight, private.bias, private.running_mean, private.running_var):
-                tensor.copy_(tensor[inverse])
+                if isinstance(tensor, torch.Tensor):  # an affine BN with running statistics has all four
+                    tensor.copy_(tensor[inverse])
 
 
 def convert_with_report(model: nn.Module, group_choices: Sequence[int] = (1, 2, 4, 8, 16),
@@ -138,33 +139,33 @@ def convert_with_report(model: nn.Module, group_choices: Sequence[int] = (1, 2, 
     for node in graph.nodes:
         if node.op != "call_module":
             continue
-        module = modules[node.target]
+        module = modules[str(node.target)]
         if isinstance(module, nn.Linear):
-            static[node.target] = "linear: only convolutions are made switchable"
+            static[str(node.target)] = "linear: only convolutions are made switchable"
         elif isinstance(module, nn.Conv2d):
             reason = _why_static(node, module, modules, calls, group_choices)
             if reason is None:
                 pairs.append((node, next(iter(node.users))))
             else:
-                static[node.target] = reason
+                static[str(node.target)] = reason
     switchable = []
     for conv_node, norm_node in pairs:
-        conv = GroupSwitchConv2d.from_conv(modules[conv_node.target], group_choices)
-        _set(model, conv_node.target, conv)
-        norm = SwitchableBatchNorm2d.from_batchnorm(modules[norm_node.target], conv.group_choices)
+        conv = GroupSwitchConv2d.from_conv(modules[str(conv_node.target)], group_choices)
+        _set(model, str(conv_node.target), conv)
+        norm = SwitchableBatchNorm2d.from_batchnorm(modules[str(norm_node.target)], conv.group_choices)
         if len(conv.group_choices) == 1:  # converted (one private BN, as checkpoints expect), but no knob
-            static[conv_node.target] = (f"no group count: none of {tuple(group_choices)} above 1 divides its "
+            static[str(conv_node.target)] = (f"no group count: none of {tuple(group_choices)} above 1 divides its "
                                         f"{conv.in_channels} input and {conv.out_channels} output channels")
         else:
-            switchable.append(conv_node.target)
+            switchable.append(str(conv_node.target))
         consumer = _next_conv_after(norm_node, modules)
         if consumer is not None and len(conv.group_choices) > 1:
             channels = conv.out_channels
             shuffle_layer = ChannelShuffle(channels, shuffle_groups(channels, conv.group_choices, shuffle_rule), shuffle)
             _compensate(model, conv, norm, consumer, shuffle_layer.permutation())
-            _set(model, norm_node.target, nn.Sequential(norm, shuffle_layer))
+            _set(model, str(norm_node.target), nn.Sequential(norm, shuffle_layer))
         else:
-            _set(model, norm_node.target, norm)
+            _set(model, str(norm_node.target), norm)
     return ConversionReport(tuple(switchable), static)
 
 

@@ -24,6 +24,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,10 @@ def layer_energy_pj(in_channels: int, out_channels: int, kernel_area: int, input
 class GatedBlock(nn.Module):
     """A basic block with its gates. `size`: the block's input spatial size (for the cost)."""
 
+    layer_proj: nn.Conv2d  # with a layer gate
+    channel_conv: nn.Conv2d  # with a channel gate
+    channel_fc: nn.Linear
+
     def __init__(self, in_channels: int, out_channels: int, stride: int, size: int, gating: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -87,7 +92,7 @@ class GatedBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.skippable = stride == 1 and in_channels == out_channels
-        self.downsample = None if self.skippable else nn.Sequential(
+        self.downsample: nn.Sequential | None = None if self.skippable else nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
         self.layer_gated = self.skippable and gating in ("mgl2s", "layer")
         self.channel_gated = self.skippable and gating in ("mgl2s", "channel")
@@ -120,6 +125,12 @@ class GatedBlock(nn.Module):
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+    def downsample_conv(self) -> nn.Conv2d | None:
+        return None if self.downsample is None else cast(nn.Conv2d, self.downsample[0])
 
     def channel_probability(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(self.channel_conv(x), 1).flatten(1)
@@ -178,16 +189,28 @@ class DDIResNet(nn.Module):
                     heads[str(len(blocks) - 1)] = ExitHead(width, num_classes, size)
         self.blocks = nn.ModuleList(blocks)
         self.heads = nn.ModuleDict(heads)
-        self.lstm = nn.LSTMCell(HIDDEN, HIDDEN) if any(b.layer_gated for b in blocks) else None
-        self.layer_out = nn.Linear(HIDDEN, 1) if self.lstm is not None else None
+        self.lstm: nn.LSTMCell | None = nn.LSTMCell(HIDDEN, HIDDEN) if any(b.layer_gated for b in blocks) else None
+        self.layer_out: nn.Linear | None = nn.Linear(HIDDEN, 1) if self.lstm is not None else None
         if self.layer_out is not None:
             nn.init.constant_(self.layer_out.bias, 2.0)  # start near "execute every block"
         self.fc = nn.Linear(channels, num_classes)
         self.fc_macs = channels * num_classes
         self.fc_pj = layer_energy_pj(channels, num_classes, 1, 1, 1, "linear")
 
+    @property
+    def gated_blocks(self) -> list[GatedBlock]:
+        """The blocks, typed (a ModuleList yields plain modules)."""
+        return [cast(GatedBlock, block) for block in self.blocks]
+
+    def head(self, index: int) -> ExitHead | None:
+        """The exit after block `index`, if there is one."""
+        return cast(ExitHead, self.heads[str(index)]) if str(index) in self.heads else None
+
     # ---- gates ---------------------------------------------------------------------------------
-    def _layer_probability(self, block: GatedBlock, x: torch.Tensor, state):
+    def _layer_probability(self, block: GatedBlock, x: torch.Tensor,
+                           state: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if self.lstm is None or self.layer_out is None:
+            raise ValueError("this network has no layer gates")
         features = block.layer_proj(F.adaptive_avg_pool2d(x, 1)).flatten(1)
         hidden, cell = self.lstm(features, state)
         return torch.sigmoid(self.layer_out(hidden)).squeeze(1), (hidden, cell)
@@ -207,9 +230,9 @@ class DDIResNet(nn.Module):
         energy = x.new_full((batch,), float(self.stem_pj))
         state = None
         layer_rows, channel_rows, exits, exit_macs = [], [], [], []
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.gated_blocks):
             if not block.skippable:
-                x = F.relu(block.residual(x) + block.downsample(x))
+                x = F.relu(block.residual(x) + block.shortcut(x))
                 macs = macs + block.full_macs()
                 energy = energy + block.full_pj()
             else:
@@ -234,7 +257,7 @@ class DDIResNet(nn.Module):
                 x = m * out + (1 - m) * x
                 layer_rows.append(g_layer)
                 channel_rows.append(g_channel.mean(1))
-            head = self.heads[str(index)] if str(index) in self.heads else None
+            head = self.head(index)
             if head is not None:
                 exits.append(head(x))
                 exit_macs.append(macs + head.macs)
@@ -252,7 +275,7 @@ class DDIResNet(nn.Module):
 
     # ---- one sample with real skipping -----------------------------------------------------------
     @torch.no_grad()
-    def run_one(self, x: torch.Tensor, budget: float | None = None) -> tuple[torch.Tensor, int, int]:
+    def run_one(self, x: torch.Tensor, budget: float | None = None) -> tuple[torch.Tensor, float, int]:
         """One sample (batch 1, eval mode) computing only what the gates execute. With a budget (MACs)
         and exits: the answer of the last exit whose cumulative cost fits, inference halting as soon as
         no later exit can fit (a sample over budget at its first exit answers there). Returns the
@@ -260,15 +283,16 @@ class DDIResNet(nn.Module):
         if x.shape[0] != 1 or self.training:
             raise ValueError("run_one executes a single sample (batch 1) in eval mode")
         x = F.relu(self.stem_bn(self.stem(x)))
-        macs, state = self.stem_macs, None
-        answer: tuple[torch.Tensor, int, int] | None = None
+        macs: float = self.stem_macs
+        state = None
+        answer: tuple[torch.Tensor, float, int] | None = None
         exit_index = 0
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.gated_blocks):
             if budget is not None and answer is not None and macs > budget:
                 return answer  # every later exit costs more than the budget
             x, macs, state = self._run_block(block, x, macs, state)
-            if str(index) in self.heads:
-                head = self.heads[str(index)]
+            head = self.head(index)
+            if head is not None:
                 if budget is not None and (answer is None or macs + head.macs <= budget):
                     answer = (head(x), macs + head.macs, exit_index)
                 exit_index += 1
@@ -277,9 +301,9 @@ class DDIResNet(nn.Module):
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
         return logits, macs + self.fc_macs, exit_index
 
-    def _run_block(self, block: GatedBlock, x: torch.Tensor, macs: int, state):
+    def _run_block(self, block: GatedBlock, x: torch.Tensor, macs: float, state: Any) -> tuple[torch.Tensor, float, Any]:
         if not block.skippable:
-            return F.relu(block.residual(x) + block.downsample(x)), macs + block.full_macs(), state
+            return F.relu(block.residual(x) + block.shortcut(x)), macs + block.full_macs(), state
         if block.layer_gated:
             probability, state = self._layer_probability(block, x, state)
             macs += block.layer_gate_macs
@@ -293,6 +317,8 @@ class DDIResNet(nn.Module):
             return x, macs, state  # no output channel computed: neither convolution runs
         inner = F.relu(block.bn1(block.conv1(x)))
         bn = block.bn2
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("channel-gated blocks need BN running statistics")
         partial = F.conv2d(inner, block.conv2.weight[selected], None, 1, 1)
         partial = F.batch_norm(partial, bn.running_mean[selected], bn.running_var[selected],
                                bn.weight[selected], bn.bias[selected], False, 0.0, bn.eps)
@@ -303,11 +329,11 @@ class DDIResNet(nn.Module):
     # ---- costs -------------------------------------------------------------------------------------
     def static_macs(self) -> int:
         """MACs of the backbone with nothing skipped and no gate computed (the plain ResNet)."""
-        return self.stem_macs + sum(block.full_macs() for block in self.blocks) + self.fc_macs
+        return self.stem_macs + sum(block.full_macs() for block in self.gated_blocks) + self.fc_macs
 
     def static_energy_pj(self) -> float:
         """Eq. (6) energy of the plain ResNet (nothing skipped, no gate)."""
-        return self.stem_pj + sum(block.full_pj() for block in self.blocks) + self.fc_pj
+        return self.stem_pj + sum(block.full_pj() for block in self.gated_blocks) + self.fc_pj
 
     def minimal_exit_macs(self) -> int:
         """The cheapest any sample can reach the first exit: every skippable block skipped by its layer
@@ -316,14 +342,15 @@ class DDIResNet(nn.Module):
             raise ValueError("this network has no exits")
         first = min(int(key) for key in self.heads)
         macs = self.stem_macs
-        for block in self.blocks[:first + 1]:
+        for block in self.gated_blocks[:first + 1]:
             if not block.skippable:
                 macs += block.full_macs()
             elif block.layer_gated:
                 macs += block.layer_gate_macs
             else:
                 macs += block.channel_gate_macs + block.conv1_macs
-        return macs + self.heads[str(first)].macs
+        head = self.head(first)
+        return macs + (head.macs if head is not None else 0)
 
 
 def predict_under_budget(decisions: Decisions, budget: float,
@@ -507,7 +534,7 @@ class DDISupernet(BaseSupernet):
         """The most one sample can cost in this mode (every gate open; the budget if it is lower) and
         the parameters it can touch. The evaluator stores the measured mean instead."""
         self.space.validate(mode)
-        most = self.plain_macs + sum(b.layer_gate_macs + b.channel_gate_macs for b in self.network.blocks)
+        most = self.plain_macs + sum(b.layer_gate_macs + b.channel_gate_macs for b in self.network.gated_blocks)
         budget = float(mode.values.get("budget", 1.0))
         if budget < 1 and self.network.heads:
             most = min(most, int(budget * self.plain_macs))
@@ -517,14 +544,15 @@ class DDISupernet(BaseSupernet):
         """The plain backbone's convolutions and classifier (what the energy model counts; the
         evaluator scales it by the measured fraction of MACs executed)."""
         shapes = []
-        for index, block in enumerate(self.network.blocks):
+        for index, block in enumerate(self.network.gated_blocks):
             convs = [("conv1", block.conv1, block.in_area), ("conv2", block.conv2, block.out_area)]
-            if block.downsample is not None:
-                convs.append(("downsample", block.downsample[0], block.in_area))
+            down = block.downsample_conv()
+            if down is not None:
+                convs.append(("downsample", down, block.in_area))
             for name, conv, input_area in convs:
-                shapes.append(LayerShape(f"blocks.{index}.{name}", "conv", conv.in_channels, conv.out_channels,
-                                         conv.kernel_size[0] * conv.kernel_size[1], block.out_area, input_area, 1,
-                                         None, True))
+                kernel = conv.kernel_size[0] * conv.kernel_size[1]
+                shapes.append(LayerShape(f"blocks.{index}.{name}", "conv", conv.in_channels, conv.out_channels, kernel,
+                                         block.out_area, input_area, 1, None, True))
         stem = self.network.stem
         area = self.input_shape[1] * self.input_shape[2]
         shapes.insert(0, LayerShape("stem", "conv", stem.in_channels, stem.out_channels, 9, area, area, 1, None, True))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ def uniform_match(supernet: LassoSupernet, macs: float) -> list[int]:
     """The uniform-width (slimmable, S-NN) configuration of `supernet` whose MACs are closest to `macs`."""
     full = list(supernet.configs[0])
     candidates = {tuple(uniform_channels(full, ratio / 1000)) for ratio in range(1, 1001)}
-    return list(min(candidates, key=lambda c: abs(supernet.cost_of(c).macs - macs)))
+    return list(min(candidates, key=lambda c: abs(supernet.cost_of(list(c)).macs - macs)))
 
 
 def scaled_channels(low: Sequence[int], full: Sequence[int], ratio: float) -> list[int]:
@@ -92,7 +92,8 @@ class SlimConv2d(nn.Conv2d):
 
     def to_static(self, in_channels: int) -> nn.Conv2d:
         out_channels = self.state.widths[self.slot]
-        conv = nn.Conv2d(in_channels, out_channels, self.kernel_size, self.stride, self.padding, bias=False)
+        kernel, stride, padding = self.kernel_size[0], self.stride[0], cast(tuple[int, ...], self.padding)[0]
+        conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=False)
         with torch.no_grad():
             conv.weight.copy_(self.weight[:out_channels, :in_channels])
         return conv
@@ -108,7 +109,7 @@ class SlimBatchNorm2d(nn.Module):
 
     @property
     def active(self) -> nn.BatchNorm2d:
-        return self.norms[self.state.index]
+        return cast(nn.BatchNorm2d, self.norms[self.state.index])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.active
@@ -139,8 +140,8 @@ class ShortcutBlock(nn.Module):
 class ShortcutResNet(nn.Module):
     """Stem -> 3 stages of ShortcutBlocks -> global average pool -> classifier."""
 
-    def __init__(self, stem: nn.Module, stem_bn: nn.Module, blocks: Sequence[Sequence[ShortcutBlock]],
-                 fc: nn.Module) -> None:
+    def __init__(self, stem: SlimConv2d, stem_bn: nn.Module, blocks: Sequence[Sequence[ShortcutBlock]],
+                 fc: nn.Linear) -> None:
         super().__init__()
         self.stem, self.stem_bn = stem, stem_bn
         self.layer1, self.layer2, self.layer3 = (nn.Sequential(*stage) for stage in blocks)
@@ -192,14 +193,16 @@ def _static_copy(network: ShortcutResNet, in_channels: int) -> ShortcutResNet:
     for name, module in list(static.named_modules()):
         replacement: nn.Module | None = None
         if isinstance(module, SlimConv2d):
-            replacement = module.to_static(in_channels if sources[name] is None else widths[sources[name]])
+            source = sources[name]
+            replacement = module.to_static(in_channels if source is None else widths[source])
         elif isinstance(module, SlimBatchNorm2d):
             replacement = copy.deepcopy(module.active)
         elif isinstance(module, SlimLinear):
             replacement = nn.Linear(widths[-1], module.out_features)
             with torch.no_grad():
                 replacement.weight.copy_(module.weight[:, :widths[-1]])
-                replacement.bias.copy_(module.bias)
+                if module.bias is not None:
+                    replacement.bias.copy_(module.bias)
         if replacement is not None:
             parent, _, child = name.rpartition(".")
             setattr(static.get_submodule(parent) if parent else static, child, replacement)

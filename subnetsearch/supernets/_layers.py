@@ -7,6 +7,7 @@ mode switch is an integer assignment (DESIGN.md: "a mode switch is a pointer cha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -108,11 +109,15 @@ class GroupSwitchConv2d(_GroupSwitch):
         """Wrap a dense nn.Conv2d, keeping its weights (the full mode equals the original layer)."""
         if conv.groups != 1 or conv.kernel_size[0] != conv.kernel_size[1]:
             raise ValueError(f"only dense square convolutions can be made group-switchable, got {conv}")
+        if isinstance(conv.padding, str):  # "same" (stride 1, odd kernel) or "valid", as a number
+            padding = conv.dilation[0] * (conv.kernel_size[0] - 1) // 2 if conv.padding == "same" else 0
+        else:
+            padding = conv.padding[0]
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
-                    conv.padding[0], conv.dilation[0], conv.bias is not None, group_choices)
+                    padding, conv.dilation[0], conv.bias is not None, group_choices)
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
+            if conv.bias is not None and layer.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer
 
@@ -128,7 +133,7 @@ class GroupSwitchConv2d(_GroupSwitch):
                          self.dilation, self.groups, self.bias is not None)
         with torch.no_grad():
             conv.weight.copy_(self.active_weight())
-            if self.bias is not None:
+            if self.bias is not None and conv.bias is not None:
                 conv.bias.copy_(self.bias)
         return conv
 
@@ -170,7 +175,7 @@ class GroupSwitchLinear(_GroupSwitch):
         conv = nn.Conv2d(self.in_features, self.out_features, 1, groups=self.groups, bias=self.bias is not None)
         with torch.no_grad():
             conv.weight.copy_(block_diagonal(self.weight, self.groups).unsqueeze(-1).unsqueeze(-1))
-            if self.bias is not None:
+            if self.bias is not None and conv.bias is not None:
                 conv.bias.copy_(self.bias)
         return nn.Sequential(nn.Unflatten(1, (self.in_features, 1, 1)), conv, nn.Flatten(1))
 
@@ -216,7 +221,7 @@ class SwitchableBatchNorm2d(_Switched):
 
     @property
     def active(self) -> nn.BatchNorm2d:
-        return self.norms[self._index[self._active]]
+        return cast(nn.BatchNorm2d, self.norms[self._index[self._active]])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.active

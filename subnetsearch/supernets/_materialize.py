@@ -4,6 +4,7 @@ into the convolutions, channel shuffles folded into a neighbouring dense convolu
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import fx, nn
@@ -47,7 +48,9 @@ class DynamicLeafTracer(fx.Tracer):
         return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
 
 
-def single_user(node: fx.Node) -> fx.Node | None:
+def single_user(node: fx.Node | None) -> fx.Node | None:
+    if node is None:
+        return None
     users = list(node.users)
     return users[0] if len(users) == 1 else None
 
@@ -58,12 +61,12 @@ def is_relu(node: fx.Node | None, modules: dict[str, nn.Module]) -> bool:
         return False
     if node.op == "call_function":
         return node.target in (torch.relu, torch.nn.functional.relu)
-    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU, nn.ReLU6))
+    return node.op == "call_module" and isinstance(modules[str(node.target)], (nn.ReLU, nn.ReLU6))
 
 
 def _dense_conv(node: fx.Node | None, modules: dict[str, nn.Module]) -> nn.Conv2d | None:
     if node is not None and node.op == "call_module":
-        module = modules[node.target]
+        module = modules[str(node.target)]
         if isinstance(module, nn.Conv2d) and module.groups == 1:
             return module
     return None
@@ -80,9 +83,9 @@ def fold_shuffles(graph_module: fx.GraphModule) -> int:
     modules = dict(graph_module.named_modules())
     folded = 0
     for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], ChannelShuffle):
+        if node.op != "call_module" or not isinstance(modules[str(node.target)], ChannelShuffle):
             continue
-        permutation = modules[node.target].permutation()
+        permutation = modules[str(node.target)].permutation()
         consumer = _dense_conv(single_user(node), modules)
         source = node.args[0]
         producer_node = source.args[0] if is_relu(source, modules) and single_user(source) is node else source
@@ -113,5 +116,5 @@ def materialize_network(network: nn.Module) -> nn.Module:
     except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
         return static
     fused = fuse(traced, inplace=True, no_trace=True)
-    fold_shuffles(fused)
+    fold_shuffles(cast(fx.GraphModule, fused))  # no_trace: fuse returns the GraphModule it was given
     return fused.eval()

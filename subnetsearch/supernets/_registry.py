@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -166,6 +166,19 @@ register_family("wenet-cifar-resnet", _cifar_resnet)
 register_family("wenet-torchvision", _torchvision)
 register_family("lasso-cifar-resnet", _lasso_resnet)
 register_family("ddi-cifar-resnet", _ddi_resnet)
+
+
+S = TypeVar("S", bound=BaseSupernet)
+
+
+def build_supernet_of(kind: type[S], arch: Mapping[str, Any]) -> S:
+    """`build_supernet`, for a caller that needs one family's supernet: an ArchError names the family
+    the architecture builds instead."""
+    supernet = build_supernet(arch)
+    if not isinstance(supernet, kind):
+        raise ArchError(f"architecture family {arch.get('family')!r} builds a {type(supernet).__name__}, "
+                        f"not a {kind.__name__}")
+    return supernet
 
 
 def build_supernet(arch: Mapping[str, Any]) -> BaseSupernet:

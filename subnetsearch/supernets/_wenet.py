@@ -67,7 +67,7 @@ class WeNetSupernet(BaseSupernet):
         super().__init__()
         self.network = network
         self.arch = dict(arch)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
         self.units = {unit.name: unit for unit in find_switch_units(network)}
         knobs = [Knob(name, "ordered", unit.layer.group_choices)
                  for name, unit in self.units.items() if len(unit.layer.group_choices) > 1]
@@ -77,7 +77,7 @@ class WeNetSupernet(BaseSupernet):
                             f"besides 1: a count must divide a layer's input and output channels {channels}")
         self.space = SearchSpace(knobs, context=self.arch)
         # One shared state for all switchable layers and their S-BNs: set_mode swaps one tuple.
-        self._switch = SwitchState(unit.layer.groups for unit in self.units.values())
+        self._switch = SwitchState([unit.layer.groups for unit in self.units.values()])
         for slot, unit in enumerate(self.units.values()):
             unit.layer.bind(self._switch, slot)
             for norm in unit.norms:

@@ -4,12 +4,21 @@ training), the lasso family's penalized and fused training, and DDI's phases."""
 
 from subnetsearch.trainers._ddi import DDIPhase, DDIRecipe, backbone_arch, copy_backbone, train_ddi, train_gated, train_phase
 from subnetsearch.trainers._evaluate import evaluate_accuracy, evaluate_split
-from subnetsearch.trainers._lasso import NEAR_ZERO, LassoRecipe, count_channels, init_from_full, sort_channels, train_lasso
+from subnetsearch.trainers._lasso import (
+    NEAR_ZERO,
+    LassoRecipe,
+    Penalty,
+    count_channels,
+    init_from_full,
+    sort_channels,
+    train_lasso,
+)
 from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
 from subnetsearch.trainers._wenet import WeNetRecipe, sample_patterns, train_step, train_wenet
 
 __all__ = [
     "NEAR_ZERO",
+    "Penalty",
     "DDIPhase",
     "DDIRecipe",
     "Schedule",

@@ -47,7 +47,7 @@ def group_norms(weight: torch.Tensor) -> torch.Tensor:
 
 def group_lasso(weights: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
     """Eq. (1)'s penalty: lambda * sum_l sum_i ||W_l,i||_2."""
-    return lam * sum(group_norms(weight).sum() for weight in weights)
+    return lam * torch.stack([group_norms(weight).sum() for weight in weights]).sum()
 
 
 def clipped_group_lasso(weights: Sequence[torch.Tensor], lam: float, a: float) -> torch.Tensor:
@@ -118,10 +118,18 @@ def sort_channels(supernet: LassoSupernet) -> None:
             weight.copy_(moved if src is None else moved[:, order[src]])
         for module in supernet.network.modules():
             if isinstance(module, SlimBatchNorm2d):
-                norm = module.norms[0]
-                for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
+                for tensor in _bn_tensors(module.norms[0]):
                     tensor.copy_(tensor[order[module.slot]])
-        supernet.network.fc.weight.copy_(supernet.network.fc.weight[:, order[-1]])
+        fc = supernet.network.fc
+        fc.weight.copy_(fc.weight[:, order[-1]])
+
+
+def _bn_tensors(norm: nn.Module) -> list[torch.Tensor]:
+    """An affine BN's weight, bias, running mean and running variance (every private BN has all four)."""
+    tensors = [getattr(norm, key) for key in ("weight", "bias", "running_mean", "running_var")]
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ValueError(f"{norm} is not an affine BN with running statistics")
+    return tensors
 
 
 def init_from_full(supernet: LassoSupernet, full: LassoSupernet) -> None:
@@ -136,9 +144,11 @@ def init_from_full(supernet: LassoSupernet, full: LassoSupernet) -> None:
                 if twin is None or twin.weight.shape != module.weight.shape:
                     raise ValueError(f"the full network does not fit: {name} differs")
                 module.weight.copy_(twin.weight)
-                if getattr(module, "bias", None) is not None:
+                if module.bias is not None and twin.bias is not None:
                     module.bias.copy_(twin.bias)
             elif isinstance(module, SlimBatchNorm2d):
+                if not isinstance(twin, SlimBatchNorm2d):
+                    raise ValueError(f"the full network does not fit: {name} differs")
                 reference = twin.norms[0]
                 for norm in module.norms:
                     width = norm.num_features
@@ -202,8 +212,9 @@ def fused_step(supernet: LassoSupernet, optimizer: torch.optim.Optimizer, images
     for index in configs:
         supernet.state.select(index)
         loss = F.cross_entropy(supernet(images), labels)
-        if index == 0 and recipe.penalty != "none":
-            loss = loss + penalty_value(supernet, recipe)
+        penalty = penalty_value(supernet, recipe) if index == 0 else None
+        if penalty is not None:
+            loss = loss + penalty
         loss.backward()
         losses.append(loss.item())
     optimizer.step()

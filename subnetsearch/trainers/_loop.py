@@ -104,7 +104,7 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
     folder = Path(out_dir) if out_dir is not None else None
     last = folder / "last.pt" if folder is not None and checkpoint is not None else None
     start, history = 0, []
-    if last is not None and resume and last.exists():
+    if last is not None and checkpoint is not None and resume and last.exists():
         state = load_checkpoint(last, checkpoint.arch)
         if state.recipe != dict(recipe or {}):
             raise ValueError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
@@ -116,7 +116,7 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
         folder.mkdir(parents=True, exist_ok=True)
 
     def save(epoch: int) -> None:
-        if last is not None:
+        if last is not None and checkpoint is not None:
             save_checkpoint(last, checkpoint, dict(recipe or {}), dict(data_spec or {}),
                             {"epoch": epoch, "history": timeless(history)},
                             extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
@@ -125,7 +125,8 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
     try:
         for epoch in range(start, schedule.epochs):
             (train_mode or model.train)()
-            started, sums, count = time.perf_counter(), {}, 0
+            started, count = time.perf_counter(), 0
+            sums: dict[str, float] = {}
             batches = splits.batches(splits.train, schedule.batch_size, shuffle=True, augment=schedule.augment,
                                      generator=generator, max_batches=steps)
             for index, (images, labels) in enumerate(batches):
