@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from subnetsearch.data import DataError, DataSpec
+from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.supernets import BaseSupernet
@@ -82,6 +83,13 @@ EVAL_BATCHES_OPTION = typer.Option(None, "--eval-batches", help="Score each mode
 
 TRIALS_BACKEND_HELP = ("local (trials one after another here) | ray (trials as Ray Tune trials, one per `--threads` "
                        "CPUs of the cluster).")
+STORAGE_HELP = "Storage URL (default: $SUBNETSEARCH_STORAGE or sqlite:///subnetsearch.db)."
+# The options every training-time search (lasso search, ddi search) ends with.
+STORAGE_OPTION = typer.Option(None, "--storage", help=STORAGE_HELP)
+TRIALS_BACKEND_OPTION = typer.Option("local", "--backend", help=TRIALS_BACKEND_HELP)
+ADDRESS_OPTION = typer.Option(None, "--address", help=ADDRESS_HELP)
+SEED_OPTION = typer.Option(0, "--seed")
+TRIAL_THREADS_OPTION = typer.Option(2, "--threads", help="torch intra-op threads (per trial).")
 
 
 def parse_range(text: str) -> tuple[float, float] | None:

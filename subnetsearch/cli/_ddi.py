@@ -11,7 +11,11 @@ import optuna
 import typer
 
 from subnetsearch.cli._common import (
-    TRIALS_BACKEND_HELP,
+    ADDRESS_OPTION,
+    SEED_OPTION,
+    STORAGE_OPTION,
+    TRIAL_THREADS_OPTION,
+    TRIALS_BACKEND_OPTION,
     after_tune_trials,
     attach_ray,
     check_backend,
@@ -22,9 +26,9 @@ from subnetsearch.cli._common import (
     parse_range,
     set_threads,
 )
-from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.cli._devices import open_store
 from subnetsearch.cli._train import RESOURCE_HELP, load_backbone, train_ddi_family
-from subnetsearch.distributed import ADDRESS_HELP, tune_ddi
+from subnetsearch.distributed import tune_ddi
 from subnetsearch.search import (
     SkipTargetResult,
     make_sampler,
@@ -95,11 +99,11 @@ def search_command(
                                                           "machine, also for trials on other Ray nodes)."),
     name: str | None = typer.Option(None, help="Study name (default from the backbone and settings); rerunning "
                                                "with the same name adds trials."),
-    storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    backend: str = typer.Option("local", help=TRIALS_BACKEND_HELP),
-    address: str | None = typer.Option(None, help=ADDRESS_HELP),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
+    storage: str | None = STORAGE_OPTION,
+    backend: str = TRIALS_BACKEND_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    seed: int = SEED_OPTION,
+    threads: int = TRIAL_THREADS_OPTION,
 ) -> None:
     """Search the skip target (a training-time knob) with Optuna: validation accuracy vs mean MACs."""
     check_backend(backend, address)

@@ -9,7 +9,7 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import console, fail, parse_mode
+from subnetsearch.cli._common import STORAGE_HELP, console, fail, parse_mode
 from subnetsearch.devices import (
     LOCATIONS,
     Device,
@@ -27,7 +27,6 @@ from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError, WeNetSupernet, load_checkpoint
 
 devices_app = typer.Typer(no_args_is_help=True, help="Hardware targets: add, list, remove, measure.")
-STORAGE_HELP = "Storage URL (default: $SUBNETSEARCH_STORAGE or sqlite:///subnetsearch.db)."
 
 
 def open_store(storage: str | None) -> Store:

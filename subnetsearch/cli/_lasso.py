@@ -17,7 +17,11 @@ import typer
 from rich.table import Table
 
 from subnetsearch.cli._common import (
-    TRIALS_BACKEND_HELP,
+    ADDRESS_OPTION,
+    SEED_OPTION,
+    STORAGE_OPTION,
+    TRIAL_THREADS_OPTION,
+    TRIALS_BACKEND_OPTION,
     after_tune_trials,
     attach_ray,
     check_backend,
@@ -29,10 +33,10 @@ from subnetsearch.cli._common import (
     parse_range,
     set_threads,
 )
-from subnetsearch.cli._devices import STORAGE_HELP, open_store
+from subnetsearch.cli._devices import open_store
 from subnetsearch.cli._train import train_grouped_or_lasso
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.distributed import ADDRESS_HELP, tune_lasso
+from subnetsearch.distributed import tune_lasso
 from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import (
     EvaluationSettings,
@@ -186,11 +190,11 @@ def search_command(
     out: Path = typer.Option(Path("runs/lasso/subnets.json"), help="Where the chosen subnets are written."),
     name: str | None = typer.Option(None, help="Study name (default from the base and the settings); rerunning "
                                                "with the same name adds trials to it."),
-    storage: str | None = typer.Option(None, help=STORAGE_HELP),
-    backend: str = typer.Option("local", help=TRIALS_BACKEND_HELP),
-    address: str | None = typer.Option(None, help=ADDRESS_HELP),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(2, help="torch intra-op threads (per trial)."),
+    storage: str | None = STORAGE_OPTION,
+    backend: str = TRIALS_BACKEND_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    seed: int = SEED_OPTION,
+    threads: int = TRIAL_THREADS_OPTION,
 ) -> None:
     """Search (lambda, a) with Optuna (accuracy of the pruned subnet vs its MACs); pick subnets."""
     check_backend(backend, address)

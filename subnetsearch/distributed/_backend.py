@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from subnetsearch.distributed._cluster import (
     ClusterError,
@@ -84,8 +84,8 @@ class RayBackend:
         if self._meter is None and session.evaluator.measure and session.latency_table is None:
             from subnetsearch.distributed._workers import DeviceMeter
 
-            self._meter = DeviceMeter.options(  # type: ignore[attr-defined]  # a Ray actor classresources={session.device.ray_resource: 1}).remote(
-                session.device.protocol)
+            meter = cast(Any, DeviceMeter)  # a Ray actor class: .options and .remote come from @ray.remote
+            self._meter = meter.options(resources={session.device.ray_resource: 1}).remote(session.device.protocol)
         return self._meter
 
     def _checkpoint(self) -> Any:
@@ -103,8 +103,8 @@ class RayBackend:
             from subnetsearch.distributed._workers import EvaluationWorker
 
             spec = self.worker_spec()
-            self._workers = [EvaluationWorker.options(num_cpus=self.threads).remote(spec)  # type: ignore[attr-defined]
-                             for _ in range(self.worker_count())]
+            worker = cast(Any, EvaluationWorker)  # a Ray actor class
+            self._workers = [worker.options(num_cpus=self.threads).remote(spec) for _ in range(self.worker_count())]
         return self._workers
 
     def release_workers(self) -> None:

@@ -4,10 +4,10 @@ import time
 import pytest
 import torch
 
-from subnetsearch.devices import LatencyProtocol, measure_latency, measurement_lock, prepare_runtime
+from subnetsearch.devices import RUNTIMES, LatencyProtocol, measure_latency, measurement_lock, prepare_runtime
 
 
-@pytest.mark.parametrize("runtime", ["eager", "optimized", "onnxruntime"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_latency_is_measured_with_its_protocol(tiny_supernet, runtime: str) -> None:
     static = tiny_supernet.materialize(tiny_supernet.uniform_mode(2))
     protocol = LatencyProtocol(runtime=runtime, threads=1, warmup=2, repeats=3, min_run_time=0.02)
@@ -18,7 +18,7 @@ def test_latency_is_measured_with_its_protocol(tiny_supernet, runtime: str) -> N
     assert record["input_shape"] == [1, 1, 12, 12]
 
 
-@pytest.mark.parametrize("runtime", ["optimized", "onnxruntime"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_runtimes_compute_the_same_outputs(tiny_supernet, runtime: str) -> None:
     static = tiny_supernet.materialize(tiny_supernet.uniform_mode(4))
     x = torch.randn(2, 1, 12, 12)

@@ -3,6 +3,7 @@ import pytest
 
 from subnetsearch.devices import Device
 from subnetsearch.search import (
+    SAMPLERS,
     CachedEvaluator,
     Constraints,
     EvaluationSettings,
@@ -31,7 +32,7 @@ def test_space_translates_to_optuna_and_back(tiny_supernet) -> None:
     assert mode_from_params(tiny_supernet.space, dict(mode.values)) == mode
 
 
-@pytest.mark.parametrize("sampler", ["random", "nsga2", "tpe"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_multi_objective_search_records_named_metrics_and_constraints(tmp_path, tiny_supernet, evaluator,
                                                                       sampler: str) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
@@ -128,7 +129,7 @@ def session_factory(tmp_path, tiny_supernet):
     return lambda: SearchSession(store, url, store.get_device("board"), checkpoint, QUICK)
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "nsga3", "gp"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_a_resumed_seeded_search_continues_the_samplers_sequence(session_factory, sampler: str) -> None:
     """`--trials 3` then `--trials 6` under one name evaluates 3 new distinct modes, the same 6 as an
     uninterrupted `--trials 6` with the same seed, in the same order."""
