@@ -16,19 +16,23 @@ from subnetsearch.devices import DeviceError
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
+from subnetsearch.supernets import Realization
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
 
 
 def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     table = Table(title=title)
-    for column in ("mode id", "val acc", "latency ms", "MMACs", "energy mJ", "supernet", "BN"):
-        table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN") else "right")
+    for column in ("mode id", "val acc", "latency ms", "MMACs", "energy mJ", "supernet", "BN", "grouped layers as"):
+        table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN", "grouped layers as")
+                         else "right")
     for e in rows:
         latency = "-" if e.latency_ms is None else f"{e.latency_ms:.3f}"
         bn = "calibrated" if e.settings.get("calibration_batches", 0) else "stored"
+        dense = Realization.from_dict((e.latency or {}).get("realization")).dense
+        kernels = "-" if e.latency is None else (f"{len(dense)} dense" if dense else "grouped")
         table.add_row(e.mode_id, f"{e.accuracy:.4f}", latency, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
-                      e.supernet_hash[:12], bn)
+                      e.supernet_hash[:12], bn, kernels)
     return table
 
 

@@ -31,6 +31,7 @@ from subnetsearch.supernets import (
     DEFAULT_CHECKPOINT,
     DEFAULT_TRAIN_COMMAND,
     CheckpointError,
+    Realization,
     WeNetSupernet,
     build_supernet_of,
 )
@@ -119,7 +120,7 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
     layout = supernet.mode_layout()
     for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms", "IQR ms", "energy mJ (model)", "id"):
+                   "latency ms (vs full, grouped layers as)", "IQR ms", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")
     full_latency = None
     for name, mode in modes:
@@ -127,7 +128,9 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
         full_latency = full_latency or result.latency_ms
         latency, spread = "-", "-"  # measured on this host for every mode, so present unless measuring failed
         if result.latency_ms and full_latency and result.latency:
-            latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x)"
+            realized = Realization.from_dict(result.latency.get("realization"))
+            kernels = realized.describe(len(supernet.grouped_layers(mode))) if supernet.grouped_layers(mode) else "-"
+            latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x, {kernels})"
             spread = f"{result.latency['iqr_ms']:.3f}"
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
                       f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}", latency, spread,

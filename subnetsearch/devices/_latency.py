@@ -104,9 +104,15 @@ class Latency:
     table: str | None = None  # the digest of that table
     node: str | None = None  # the Ray node that measured it (distributed searches)
     samples: int | None = None  # per-sample latency: one call ran these real samples one by one, divided
+    realization: dict | None = None  # which grouped layers ran as dense equivalents (Realization.to_dict)
+    alternatives_ms: dict[str, float] | None = None  # the other realizations measured for this mode
 
     def to_dict(self) -> dict:
         extra: dict[str, object] = {} if self.measured else {"table": self.table}
+        if self.realization is not None:
+            extra["realization"] = self.realization
+        if self.alternatives_ms is not None:
+            extra["alternatives_ms"] = self.alternatives_ms
         if self.node is not None:
             extra["node"] = self.node
         if self.samples is not None:

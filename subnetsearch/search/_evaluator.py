@@ -3,7 +3,7 @@ measured latency, modelled energy. Every figure says how it was obtained."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -23,7 +23,7 @@ from subnetsearch.devices import (
     rapl_domains,
 )
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import BaseSupernet, bn_state, calibrated_bn
+from subnetsearch.supernets import PLAIN, BaseSupernet, Realization, bn_state, calibrated_bn
 from subnetsearch.trainers import evaluate_split
 
 
@@ -126,16 +126,25 @@ def mode_accuracy(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: 
 
 def mode_accuracy_and_loss(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                            calibration: list[torch.Tensor] | None = None) -> tuple[float, float]:
-    return _accuracy_and_static(supernet, mode, splits, settings, calibration, materialize=False)[0]
+    return _accuracy_and_static(supernet, mode, splits, settings, calibration, ())[0]
+
+
+def realization_candidates(supernet: BaseSupernet, mode: Mode) -> list[Realization]:
+    """The realizations of `mode` whose latency is measured (the fastest is kept): its grouped
+    layers as grouped kernels, and, if it has any, all of them as dense equivalents (which runtimes
+    whose grouped kernels are slow run as fast as the full network)."""
+    grouped = supernet.grouped_layers(mode)
+    return [PLAIN, Realization(grouped)] if grouped else [PLAIN]
 
 
 def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
-                         calibration: list[torch.Tensor] | None, materialize: bool, record_costs: bool = False,
-                         ) -> tuple[tuple[float, float], torch.nn.Module | None, list | None, bytes | None]:
-    """Accuracy and loss on the settings' split, and (if asked) the materialized mode, both under the
-    same BN statistics: recalibrated once for this mode, or the stored ones. With `record_costs` (an
-    input-dependent supernet) the per-sample costs of the evaluated split's forward passes, and only
-    those (not the calibration batches, which are training images)."""
+                         calibration: list[torch.Tensor] | None, realizations: Sequence[Realization],
+                         record_costs: bool = False,
+                         ) -> tuple[tuple[float, float], list[torch.nn.Module], list | None, bytes | None]:
+    """Accuracy and loss on the settings' split, and the static network of each of `realizations`,
+    all under the same BN statistics: recalibrated once for this mode, or the stored ones. With
+    `record_costs` (an input-dependent supernet) the per-sample costs of the evaluated split's
+    forward passes, and only those (not the calibration batches, which are training images)."""
     split = splits.val if settings.split == "val" else splits.test
 
     def scored() -> tuple[tuple[float, float], list | None]:
@@ -150,13 +159,13 @@ def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, set
         supernet.set_mode(mode)
         try:
             scores, records = scored()
-            return scores, supernet.materialize(mode) if materialize else None, records, None
+            return scores, [supernet.realize(mode, r) for r in realizations], records, None
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
         scores, records = scored()
-        return scores, supernet.materialize(mode) if materialize else None, records, bn_state(supernet)
+        return scores, [supernet.realize(mode, r) for r in realizations], records, bn_state(supernet)
 
 
 def mode_energy_mj(supernet: BaseSupernet, mode: Mode, device: Device) -> float:
@@ -183,9 +192,10 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     if dynamic and measure_here:
         # latency per sample over real validation images, each run alone (the gates see real data)
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
+    realizations = realization_candidates(supernet, mode) if measure_here else []
     with compute_lock():
-        (accuracy, loss), static, records, calibrated = _accuracy_and_static(supernet, mode, splits, settings, calibration,
-                                                                  measure_here, record_costs=dynamic)
+        (accuracy, loss), statics, records, calibrated = _accuracy_and_static(
+            supernet, mode, splits, settings, calibration, realizations, record_costs=dynamic)
         if dynamic and records is not None:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
             if profile is None:
@@ -197,15 +207,23 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
             stored = mode_accuracy(supernet, mode, splits, EvaluationSettings(settings.split, 0,
                                                                                max_eval_batches=settings.max_eval_batches))
     measured_energy = None
+    latency: Latency | None = None
     if predictor is not None:
         latency = predictor(mode)
-    elif static is not None:
-        if meter is None:
-            latency, measured_energy = measure_on_host(static, supernet.input_shape, device.protocol, mode.id,
-                                                       examples=examples)
-        else:
-            latency, measured_energy = meter(static, supernet.input_shape, mode.id, examples)
-    else:
-        latency = None
+    elif statics:
+        grouped = len(supernet.grouped_layers(mode))
+        measured = []
+        for realization, static in zip(realizations, statics, strict=True):
+            label = f"{mode.id} ({realization.describe(grouped)})"
+            if meter is None:
+                measured.append(measure_on_host(static, supernet.input_shape, device.protocol, label, examples=examples))
+            else:
+                measured.append(meter(static, supernet.input_shape, label, examples))
+        best = min(range(len(measured)), key=lambda i: measured[i][0].ms)
+        others = {realizations[i].describe(grouped): round(measured[i][0].ms, 6) for i in range(len(measured))
+                  if i != best}
+        latency = replace(measured[best][0], realization=realizations[best].to_dict(),
+                          alternatives_ms=others or None)
+        measured_energy = measured[best][1]
     return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,
                    measured_energy, profile, calibrated)

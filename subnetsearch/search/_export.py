@@ -17,7 +17,7 @@ from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.storage import StorageError, Store, StoredEvaluation
-from subnetsearch.supernets import Checkpoint, CheckpointError, calibrated_bn, load_checkpoint, stored_bn
+from subnetsearch.supernets import Checkpoint, CheckpointError, Realization, calibrated_bn, load_checkpoint, stored_bn
 
 FORMATS = ("onnx", "torchscript", "json")
 
@@ -111,7 +111,8 @@ def preprocessing_of(store: Store, evaluation: StoredEvaluation) -> dict:
 def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torch.nn.Module, tuple[int, ...]]:
     """The static network of a stored mode, with the BN statistics it was evaluated with (kept with
     the evaluation; evaluations stored before they were kept are recalibrated on the same training
-    images). Needs only the checkpoint."""
+    images), realized as it was measured (its grouped layers as grouped kernels or as dense
+    equivalents: the recorded `realization` of its latency). Needs only the checkpoint."""
     supernet, state = _checkpoint_of(store, evaluation)
     try:
         mode = Mode.from_json(evaluation.mode_json)
@@ -119,21 +120,22 @@ def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torc
     except (ModeError, ValueError, KeyError) as error:
         raise ExportError(f"stored mode {evaluation.mode_id} does not fit supernet {state.hash[:12]}: "
                           f"{error}") from None
+    realization = Realization.from_dict((evaluation.latency or {}).get("realization"))
     known = {f.name for f in fields(EvaluationSettings)}
     settings = EvaluationSettings(**{k: v for k, v in evaluation.settings.items() if k in known})
     if not settings.calibration_batches:
         supernet.set_mode(mode)
-        return supernet.materialize(mode).eval(), supernet.input_shape
+        return supernet.realize(mode, realization).eval(), supernet.input_shape
     calibrated = store.get_bn_state(evaluation)
     if calibrated is not None:
         try:
             with stored_bn(supernet, mode, calibrated):
-                return supernet.materialize(mode).eval(), supernet.input_shape
+                return supernet.realize(mode, realization).eval(), supernet.input_shape
         except ValueError as error:
             raise ExportError(f"stored mode {evaluation.mode_id}: {error}") from None
     splits = _training_data(state, f"evaluation of mode {evaluation.mode_id} predates stored BN statistics")
     with calibrated_bn(supernet, mode, calibration_batches(splits, settings)):
-        return supernet.materialize(mode).eval(), supernet.input_shape
+        return supernet.realize(mode, realization).eval(), supernet.input_shape
 
 
 def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None = None) -> Path:

@@ -2,7 +2,7 @@
 converters from torchvision models, BN calibration, checkpoints."""
 
 from subnetsearch.costs import Cost, LayerShape, layer_cost, network_cost
-from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._base import PLAIN, BaseSupernet, Realization
 from subnetsearch.supernets._calibrate import bn_state, calibrated_bn, stored_bn
 from subnetsearch.supernets._checkpoint import (
     Checkpoint,
@@ -49,6 +49,8 @@ from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
 
 __all__ = [
+    "PLAIN",
+    "Realization",
     "bn_state",
     "calibrated_bn",
     "stored_bn",

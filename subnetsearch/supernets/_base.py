@@ -12,6 +12,9 @@ time without reloading weights. The guarantees:
   whose cost depends on the input (`dynamic_cost = True`) returns the most one sample can cost, and
   reports what evaluated samples really cost through `recording_costs` and `cost_profile`.
 - `layers_for(mode)` gives the layer shapes and group counts the energy model counts accesses of.
+- `realize(mode, realization)` is `materialize` with some grouped layers computed by their dense
+  equivalents (zeros off the blocks): the same function, another kernel. `grouped_layers(mode)` says
+  which layers a realization may change (none for a family without grouped layers).
 
 Families implement the abstract members; the rest has defaults built on the `SearchSpace`
 (full / smallest / random / named modes, no-op hooks) that a family overrides where its modes mean
@@ -24,6 +27,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +35,35 @@ from torch import nn
 
 from subnetsearch.costs import Cost, LayerShape
 from subnetsearch.spaces import Mode, SearchSpace
+
+
+@dataclass(frozen=True)
+class Realization:
+    """How a mode's grouped layers are computed: those in `dense` by dense equivalents (weight zero
+    off the blocks, so a channel shuffle next to one folds away), the rest by grouped kernels.
+    Which is faster depends on the device's runtime and the layer's shape; every latency figure
+    records the realization it was measured with, and export applies it."""
+
+    dense: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dense", tuple(sorted(set(self.dense))))
+
+    def to_dict(self) -> dict:
+        return {"dense": list(self.dense)}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any] | None) -> Realization:
+        return cls(tuple(payload.get("dense", ()))) if payload else cls()
+
+    def describe(self, grouped: int) -> str:
+        """Short text for tables: `grouped`, `dense`, or how many of the `grouped` layers are dense."""
+        if not self.dense:
+            return "grouped"
+        return "dense" if len(self.dense) >= grouped else f"{len(self.dense)}/{grouped} dense"
+
+
+PLAIN = Realization()
 
 
 class BaseSupernet(nn.Module, abc.ABC):
@@ -107,6 +140,19 @@ class BaseSupernet(nn.Module, abc.ABC):
     def mode_layout(self) -> str:
         """What `describe` shows, as a column title."""
         return "knobs"
+
+    # ---- realizations: a family with grouped layers overrides both ------------------------------
+    def grouped_layers(self, mode: Mode) -> tuple[str, ...]:
+        """The layers that `mode` computes with more than one group (what a realization may compute
+        densely instead)."""
+        return ()
+
+    def realize(self, mode: Mode, realization: Realization = PLAIN) -> nn.Module:
+        """`materialize(mode)` with the layers of `realization.dense` computed by dense equivalents."""
+        if realization.dense:
+            raise ValueError(f"a {self.family} supernet has no grouped layers to compute densely "
+                             f"({realization.dense[0]!r})")
+        return self.materialize(mode)
 
     # ---- hooks: no-ops unless a family needs them --------------------------------------------
     def set_bn_tracking(self, enabled: bool) -> None:

@@ -4,6 +4,7 @@ into the convolutions, channel shuffles folded into a neighbouring dense convolu
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from typing import cast
 
 import torch
@@ -18,9 +19,9 @@ from subnetsearch.supernets._layers import (
 )
 
 
-def _static_module(module: nn.Module) -> nn.Module | None:
+def _static_module(module: nn.Module, dense: bool = False) -> nn.Module | None:
     if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear)):
-        return module.to_static()
+        return module.to_static(dense)
     if isinstance(module, SwitchableBatchNorm2d):
         return copy.deepcopy(module.active)
     if isinstance(module, ChannelShuffle) and (not module.enabled or module.max_groups == 1):
@@ -28,11 +29,16 @@ def _static_module(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def to_static(network: nn.Module) -> nn.Module:
-    """A copy of `network` (already switched to the wanted mode) with every dynamic layer replaced."""
+def to_static(network: nn.Module, dense: Collection[str] = ()) -> nn.Module:
+    """A copy of `network` (already switched to the wanted mode) with every dynamic layer replaced;
+    the grouped layers named in `dense` by their dense equivalents."""
     static = copy.deepcopy(network)
+    unknown = sorted(set(dense) - {name for name, m in static.named_modules()
+                                   if isinstance(m, (GroupSwitchConv2d, GroupSwitchLinear))})
+    if unknown:
+        raise ValueError(f"no switchable layer {unknown[0]!r} to realize as a dense one")
     for name, module in list(static.named_modules()):
-        replacement = _static_module(module)
+        replacement = _static_module(module, name in dense)
         if replacement is not None and name:
             parent_name, _, child = name.rpartition(".")
             setattr(static.get_submodule(parent_name) if parent_name else static, child, replacement)
@@ -108,9 +114,10 @@ def fold_shuffles(graph_module: fx.GraphModule) -> int:
     return folded
 
 
-def materialize_network(network: nn.Module) -> nn.Module:
-    """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode."""
-    static = to_static(network)
+def materialize_network(network: nn.Module, dense: Collection[str] = ()) -> nn.Module:
+    """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode
+    (the grouped layers named in `dense` realized as dense ones: a shuffle next to one folds away)."""
+    static = to_static(network, dense)
     try:
         traced = fx.GraphModule(static, DynamicLeafTracer().trace(static))
     except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact

@@ -10,7 +10,7 @@ from torch import nn
 
 from subnetsearch.costs import Cost, LayerShape, network_cost
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
-from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._base import PLAIN, BaseSupernet, Realization
 from subnetsearch.supernets._convert import ConversionReport
 from subnetsearch.supernets._layers import GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, SwitchState
 from subnetsearch.supernets._materialize import DynamicLeafTracer, materialize_network
@@ -145,10 +145,20 @@ class WeNetSupernet(BaseSupernet):
 
     # ---- static networks and cost ------------------------------------------------------------
     def materialize(self, mode: Mode) -> nn.Module:
+        return self.realize(mode, PLAIN)
+
+    def grouped_layers(self, mode: Mode) -> tuple[str, ...]:
+        self.space.validate(mode)
+        return tuple(name for name in self.units if int(mode.values.get(name, 1)) > 1)
+
+    def realize(self, mode: Mode, realization: Realization = PLAIN) -> nn.Module:
+        unknown = sorted(set(realization.dense) - set(self.units))
+        if unknown:
+            raise ValueError(f"no switchable layer {unknown[0]!r} in this supernet to compute densely")
         previous = self.mode
         self.set_mode(mode)
         try:
-            return materialize_network(self.network)
+            return materialize_network(self.network, realization.dense)
         finally:
             self.set_mode(previous)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from subnetsearch.spaces import Mode, ModeError
-from subnetsearch.supernets import FAMILIES, BaseSupernet, build_supernet, register_family
+from subnetsearch.supernets import FAMILIES, BaseSupernet, Realization, build_supernet, register_family
 from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
 from subnetsearch.supernets._lasso import full_channels
 from tests.conftest import TINY_ARCH
@@ -95,6 +95,38 @@ def test_materialize_computes_the_mode_and_keeps_the_active_one(supernet) -> Non
             expected = supernet(x)
             torch.testing.assert_close(static.eval()(x), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
         supernet.set_mode(supernet.full_mode())
+
+
+def test_every_realization_computes_the_mode_and_keeps_the_active_one(supernet) -> None:
+    """Grouped layers computed by dense equivalents (any subset, the shuffles next to them folded)
+    give the plain materialization's outputs; a family without grouped layers has none to change."""
+    x = torch.randn(4, *supernet.input_shape, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(4)
+    supernet.set_mode(supernet.full_mode())
+    for mode in _modes(supernet):
+        grouped = supernet.grouped_layers(mode)
+        if not grouped:
+            with pytest.raises(ValueError):
+                supernet.realize(mode, Realization(("no-such-layer",)))
+            continue
+        keep = torch.rand(len(grouped), generator=generator) < 0.5
+        for realization in (Realization(grouped), Realization(tuple(n for n, k in zip(grouped, keep, strict=True)
+                                                                      if k))):
+            with torch.no_grad():
+                expected = supernet.materialize(mode)(x)
+                realized = supernet.realize(mode, realization)
+                torch.testing.assert_close(realized(x), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+            assert supernet.mode == supernet.full_mode()
+        def grouped_convs(model: torch.nn.Module) -> list[torch.nn.Conv2d]:  # depthwise ones are not switchable
+            return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
+
+        def shuffles(model: torch.nn.Module) -> int:
+            return sum(type(m).__name__ == "ChannelShuffle" for m in model.modules())
+
+        dense = supernet.realize(mode, Realization(grouped))
+        assert grouped_convs(supernet.materialize(mode)) and not grouped_convs(dense)
+        assert shuffles(dense) == 0  # every shuffle sits next to a dense conv now, so it folds away
+    assert any(supernet.grouped_layers(m) for m in _modes(supernet)) == (supernet.family == "wenet")
 
 
 def test_cost_is_pure_and_matches_what_runs(supernet) -> None:
