@@ -17,15 +17,25 @@ def check_output_path(path: Path) -> None:
     """Refuse, before any work, a path the file cannot be written to; the message names it."""
     if path.is_dir():
         raise OutputPathError(f"output {path} is a directory; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"output {path}: {parent} is not a directory")
+    _probe(path.parent, f"output {path}")
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse, before any work, a folder files cannot be written in (a file, under a file,
+    read-only); it need not exist yet."""
+    _probe(folder, f"output folder {folder}")
+
+
+def _probe(folder: Path, label: str) -> None:
+    """The nearest existing folder at or above `folder` must be a folder one can create files in."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputPathError(f"{label}: {folder} is not a directory")
     try:  # a real probe: permissions, read-only mounts and pseudo file systems (/proc) all show here
-        handle, probe = tempfile.mkstemp(dir=parent, prefix=".subnetsearch-probe.")
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".subnetsearch-probe.")
     except OSError as error:
-        raise OutputPathError(f"output {path}: cannot write in {parent}: {error.strerror or error}") from None
+        raise OutputPathError(f"{label}: cannot write in {folder}: {error.strerror or error}") from None
     os.close(handle)
     os.unlink(probe)
 

@@ -12,6 +12,7 @@ import torch
 import typer
 from rich.console import Console
 
+from subnetsearch import files
 from subnetsearch.data import DataError, DataSpec
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.files import OutputPathError, check_output_path
@@ -44,9 +45,9 @@ def check_output_folder(folder: Path) -> None:
     """A folder a command will write its files in: refused before any work if it is a file, under a
     file, or not writable (a real probe)."""
     try:
-        check_output_path(folder / ".subnetsearch-output")
+        files.check_output_folder(folder)
     except OutputPathError as error:
-        fail(str(error).replace(f"output {folder / '.subnetsearch-output'}", f"output folder {folder}"))
+        fail(str(error))
 
 
 def check_output_file(path: Path) -> None:

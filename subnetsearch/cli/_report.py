@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from subnetsearch.cli._common import console, fail
+from subnetsearch.cli._common import check_output_file, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.dashboards import build_report, serve_dashboard
 from subnetsearch.devices import DeviceError
-from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.search import ExportError, Interrupted
+from subnetsearch.files import OutputPathError
+from subnetsearch.search import Interrupted
 from subnetsearch.storage import StorageError, storage_url
 
 
@@ -24,16 +24,13 @@ def report_command(
 ) -> None:
     """Write a self-contained HTML report: fronts per device and cost, strategies overlaid, DSE
     trajectories, hypervolume against evaluations, per-layer view, cross-device comparison."""
-    try:
-        check_output_path(out)
-    except (ExportError, OutputPathError) as error:
-        fail(str(error))
+    check_output_file(out)
     store = open_store(storage)
     try:
         for name in device or []:
             store.get_device(name)
         path, sections = build_report(store, storage_url(storage), out, device, supernet)
-    except (DeviceError, StorageError, ExportError, OutputPathError, OSError) as error:
+    except (DeviceError, StorageError, OutputPathError, OSError) as error:
         fail(str(error))
     if not sections:
         fail("nothing stored yet: run `subnetsearch run` or `subnetsearch search` first", code=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,6 +25,7 @@ from subnetsearch.supernets import (
     ChannelShuffle,
     DynamicLeafTracer,
     GroupSwitchConv2d,
+    Realization,
     SwitchableBatchNorm2d,
     WeNetSupernet,
     is_relu,
@@ -130,14 +131,16 @@ def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
     return sites
 
 
-def layer_configs(sites: Iterable[_ConvSite], mode: Mode) -> list[LayerConfig]:
-    """The configurations a mode's materialized network runs, one per convolution."""
+def layer_configs(sites: Iterable[_ConvSite], mode: Mode, dense: Collection[str] = ()) -> list[LayerConfig]:
+    """The configurations a mode's materialized network runs, one per convolution, with the layers in
+    `dense` realized as dense equivalents (one group; a shuffle next to one is folded away)."""
     configs = []
     for site in sites:
-        groups = mode.values[site.knob] if site.knob else site.fixed_groups
+        groups = 1 if site.knob in dense else (mode.values[site.knob] if site.knob else site.fixed_groups)
         shuffle_groups = 0
         if site.shuffle is not None and site.shuffle.enabled and site.shuffle.max_groups > 1:
-            consumer_groups = mode.values[site.consumer_knob] if site.consumer_knob else site.consumer_fixed_groups
+            consumer_groups = (1 if site.consumer_knob in dense else mode.values[site.consumer_knob]
+                               if site.consumer_knob else site.consumer_fixed_groups)
             if groups > 1 and consumer_groups > 1:  # otherwise materialize folds it into a dense conv
                 shuffle_groups = site.shuffle.max_groups
         configs.append(LayerConfig(site.in_channels, site.out_channels, site.kernel, site.stride, site.input_size,
@@ -202,9 +205,36 @@ class LatencyPredictor:
         self.table, self.sites = table, conv_sites(supernet)
         self.input_shape = (table.protocol.batch_size, *supernet.input_shape)
 
+    def realization(self, mode: Mode) -> tuple[Realization, float, float]:
+        """The per-layer realization the table predicts fastest for `mode` (each grouped layer as a
+        grouped kernel or as its dense equivalent; local search, since a shuffle between two layers
+        couples them), its predicted latency, and the all-grouped prediction."""
+
+        def predicted(dense: frozenset[str]) -> float:
+            configs = layer_configs(self.sites, mode, dense)
+            if any(c.key() not in self.table.entries for c in configs):
+                return float("inf")  # a table built for other modes: no figure for this realization
+            return self.table.predict(configs)
+
+        grouped = self.table.predict(layer_configs(self.sites, mode))
+        candidates = [site.knob for site in self.sites if site.knob and int(mode.values[site.knob]) > 1]
+        dense: frozenset[str] = frozenset()
+        best = grouped
+        improved = True
+        while improved:
+            improved = False
+            for name in candidates:
+                trial = dense ^ {name}
+                value = predicted(trial)
+                if value < best - 1e-12:
+                    dense, best, improved = trial, value, True
+        return Realization(tuple(dense)), best, grouped
+
     def __call__(self, mode: Mode) -> Latency:
-        ms = self.table.predict(layer_configs(self.sites, mode))
-        return Latency(ms, 0.0, (), self.table.protocol, self.input_shape, measured=False, table=self.table.digest)
+        realization, ms, grouped = self.realization(mode)
+        return Latency(ms, 0.0, (), self.table.protocol, self.input_shape, measured=False, table=self.table.digest,
+                       realization=realization.to_dict(),
+                       alternatives_ms={"grouped": round(grouped, 6)} if realization.dense else None)
 
 
 def build_table(supernet: WeNetSupernet, modes: Iterable[Mode] | None, protocol: LatencyProtocol,

@@ -4,7 +4,7 @@ together, so that every strategy records every evaluation the same way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -196,9 +196,6 @@ class SearchSession:
                            {**self.attributes(strategy), "search": name})
         return record, study
 
-    def _recorded(self, name: str) -> AbstractContextManager[dict]:
-        return recorded(self.store, name)
-
     def dse(self, delta: float, cost: str, objectives: Sequence[str], max_iterations: int | None = None,
             on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:
         """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
@@ -212,18 +209,18 @@ class SearchSession:
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
         record, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
         space = self.supernet.space
-        recorded = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
+        in_study = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
 
         def evaluate_and_record(modes: Sequence[Mode]) -> list[StoredEvaluation]:
             timed = self.timed_batch(modes)
             for mode, (result, started, finished) in zip(modes, timed, strict=True):
-                if mode.id not in recorded:
+                if mode.id not in in_study:
                     record_trial(study, space, mode, result, objectives, Constraints(min_accuracy=delta),
                                  {"strategy": strategy}, started, finished)
-                    recorded.add(mode.id)
+                    in_study.add(mode.id)
             return [result for result, _, _ in timed]
 
-        with self._recorded(record.name) as summary:
+        with recorded(self.store, record.name) as summary:
             result = greedy_dse(space, self.supernet.full_mode(), evaluate_and_record, delta, cost, max_iterations,
                                 on_step)
             summary.update({"evaluations": result.evaluations, "trajectory": [s.mode.id for s in result.trajectory],
@@ -244,7 +241,7 @@ class SearchSession:
         settings = {"seed": seed, "objectives": ",".join(objectives), **{k: v for k, v in asdict(constraints).items()
                                                                           if v is not None}}
         record, study = self._start(name, strategy, settings, objectives, make_sampler(sampler, seed))
-        with self._recorded(record.name) as summary:
+        with recorded(self.store, record.name) as summary:
             finish_orphans(study, self.supernet.space, self.evaluate, objectives, constraints)
             done = len({t.user_attrs.get("mode_id") for t in
                         study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})

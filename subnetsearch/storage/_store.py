@@ -242,13 +242,11 @@ class Store:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except DBAPIError as error:  # unreachable, not a database, read-only, ...
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-            if self._sqlite_file is not None and not os.access(self._sqlite_file.parent, os.W_OK | os.X_OK) or (
-                    self._sqlite_file is not None and self._sqlite_file.exists()
-                    and not os.access(self._sqlite_file, os.W_OK)) or "readonly" in reason.replace("-", "").lower():
+            reason = self._reason(error)
+            if self._read_only(reason):
                 reason += ("; the store or its folder is read-only, and SQLite writes beside the file even to read it "
                            "(its -wal and -shm files): copy it somewhere writable")
-            raise StorageError(f"cannot open storage {self.url}: {_redact(reason, self._password)}") from None
+            raise StorageError(f"cannot open storage {self.url}: {reason}") from None
         except CommandError as error:  # a revision this version does not know
             raise StorageError(f"storage {self.url} has a schema this version of subnetsearch does not know "
                                f"({error}): it was migrated by a newer version; upgrade subnetsearch") from None
@@ -261,8 +259,20 @@ class Store:
             with (self._write_sessions if write else self._sessions)() as session, session.begin():
                 yield session
         except OperationalError as error:  # read-only, disk full, connection lost, ...: say so, no traceback
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-            raise StorageError(f"storage {self.url}: {_redact(reason, self._password)}") from None
+            raise StorageError(f"storage {self.url}: {self._reason(error)}") from None
+
+    def _reason(self, error: DBAPIError) -> str:
+        """The first line of the database's own message, the password masked."""
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        return _redact(reason, self._password)
+
+    def _read_only(self, reason: str) -> bool:
+        """Whether a failure to open comes from a read-only store (SQLite: its file or its folder)."""
+        if "readonly" in reason.replace("-", "").lower():
+            return True
+        file = self._sqlite_file
+        return file is not None and (not os.access(file.parent, os.W_OK | os.X_OK)
+                                     or (file.exists() and not os.access(file, os.W_OK)))
 
     def dispose(self) -> None:
         self.engine.dispose()
