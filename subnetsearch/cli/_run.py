@@ -129,7 +129,8 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
         latency, spread = "-", "-"  # measured on this host for every mode, so present unless measuring failed
         if result.latency_ms and full_latency and result.latency:
             realized = Realization.from_dict(result.latency.get("realization"))
-            kernels = realized.describe(len(supernet.grouped_layers(mode))) if supernet.grouped_layers(mode) else "-"
+            grouped = supernet.grouped_layers(mode)
+            kernels = realized.describe(len(grouped)) if grouped else "-"
             latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x, {kernels})"
             spread = f"{result.latency['iqr_ms']:.3f}"
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",

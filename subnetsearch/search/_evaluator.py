@@ -129,12 +129,11 @@ def mode_accuracy_and_loss(supernet: BaseSupernet, mode: Mode, splits: Splits, s
     return _accuracy_and_static(supernet, mode, splits, settings, calibration, ())[0]
 
 
-def realization_candidates(supernet: BaseSupernet, mode: Mode) -> list[Realization]:
-    """The realizations of `mode` whose latency is measured (the fastest is kept): its grouped
+def realization_candidates(grouped: Sequence[str]) -> list[Realization]:
+    """The realizations of a mode whose latency is measured (the fastest is kept): its `grouped`
     layers as grouped kernels, and, if it has any, all of them as dense equivalents (which runtimes
     whose grouped kernels are slow run as fast as the full network)."""
-    grouped = supernet.grouped_layers(mode)
-    return [PLAIN, Realization(grouped)] if grouped else [PLAIN]
+    return [PLAIN, Realization(tuple(grouped))] if grouped else [PLAIN]
 
 
 def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
@@ -192,7 +191,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     if dynamic and measure_here:
         # latency per sample over real validation images, each run alone (the gates see real data)
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
-    realizations = realization_candidates(supernet, mode) if measure_here else []
+    grouped = supernet.grouped_layers(mode)
+    realizations = realization_candidates(grouped) if measure_here else []
     with compute_lock():
         (accuracy, loss), statics, records, calibrated = _accuracy_and_static(
             supernet, mode, splits, settings, calibration, realizations, record_costs=dynamic)
@@ -211,16 +211,15 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     if predictor is not None:
         latency = predictor(mode)
     elif statics:
-        grouped = len(supernet.grouped_layers(mode))
         measured = []
         for realization, static in zip(realizations, statics, strict=True):
-            label = f"{mode.id} ({realization.describe(grouped)})"
+            label = f"{mode.id} ({realization.describe(len(grouped))})"
             if meter is None:
                 measured.append(measure_on_host(static, supernet.input_shape, device.protocol, label, examples=examples))
             else:
                 measured.append(meter(static, supernet.input_shape, label, examples))
         best = min(range(len(measured)), key=lambda i: measured[i][0].ms)
-        others = {realizations[i].describe(grouped): round(measured[i][0].ms, 6) for i in range(len(measured))
+        others = {realizations[i].describe(len(grouped)): round(measured[i][0].ms, 6) for i in range(len(measured))
                   if i != best}
         latency = replace(measured[best][0], realization=realizations[best].to_dict(),
                           alternatives_ms=others or None)

@@ -1,12 +1,14 @@
 """Fronts, searches and the best-mode query, on SQLite and PostgreSQL."""
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect
 
 from subnetsearch.devices import Device, DeviceError
 from subnetsearch.pareto import nondominated
@@ -129,15 +131,24 @@ def test_searches_round_trip_resume_and_refuse_a_reused_name(stored) -> None:
     assert [s.content_hash for s in store.list_supernets()] == [h]
 
 
-def test_a_database_made_by_the_first_migration_upgrades_in_place(store_url, tmp_path, tiny_supernet) -> None:
+@contextmanager
+def _migrated(store_url: str, revision: str, downgrade: bool = False) -> Iterator[Connection]:
+    """A connection to the database after upgrading (or downgrading) it to `revision`, in one transaction."""
     config = Config()
     config.set_main_option("script_location", str(_ALEMBIC))
     engine = create_engine(store_url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
-    assert "ss_fronts" not in inspect(engine).get_table_names()
-    engine.dispose()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if downgrade else command.upgrade)(config, revision)
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def test_a_database_made_by_the_first_migration_upgrades_in_place(store_url, tmp_path, tiny_supernet) -> None:
+    with _migrated(store_url, "0001") as connection:
+        assert "ss_fronts" not in inspect(connection).get_table_names()
     # fill the old schema through the old tables only (what a store of revision 0001 could write)
     from datetime import UTC, datetime
 
@@ -200,12 +211,7 @@ def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_bac
 
     from sqlalchemy import JSON, column, insert, table
 
-    config = Config()
-    config.set_main_option("script_location", str(_ALEMBIC))
-    engine = create_engine(store_url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0007")
+    with _migrated(store_url, "0007") as connection:
         supernets = table("ss_supernets", column("content_hash"), column("family"), column("arch", JSON),
                           column("recipe", JSON), column("data", JSON), column("metrics", JSON),
                           column("checkpoint_path"), column("created_at"))
@@ -214,18 +220,13 @@ def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_bac
             {**row, "content_hash": "a" * 64, "family": "width-cifar-resnet", "arch": {"family": "width-cifar-resnet"}},
             {**row, "content_hash": "b" * 64, "family": "lasso-cifar-resnet", "arch": {"family": "lasso-cifar-resnet"}},
             {**row, "content_hash": "c" * 64, "family": "wenet-cifar-resnet", "arch": {"family": "wenet-cifar-resnet"}}])
-    engine.dispose()
     store = Store(store_url)  # upgrades to head
     assert {s.content_hash[0]: s.family for s in store.list_supernets()} == {
         "a": "lasso-cifar-resnet", "b": "lasso-cifar-resnet", "c": "wenet-cifar-resnet"}
     assert store.get_supernet("a" * 64).arch == {"family": "width-cifar-resnet"}  # the architecture is kept
     store.dispose()
-    engine = create_engine(store_url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0007")
+    with _migrated(store_url, "0007", downgrade=True) as connection:
         families = dict(connection.execute(supernets.select().with_only_columns(
             supernets.c.content_hash, supernets.c.family)).all())
-    engine.dispose()
     assert {h[0]: f for h, f in families.items()} == {"a": "width-cifar-resnet", "b": "lasso-cifar-resnet",
                                                       "c": "wenet-cifar-resnet"}
