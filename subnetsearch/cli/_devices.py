@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,19 +13,24 @@ from rich.table import Table
 from subnetsearch.cli._common import STORAGE_HELP, console, fail, parse_mode
 from subnetsearch.devices import (
     LOCATIONS,
+    RUNTIMES,
     Device,
     DeviceError,
     LatencyProtocol,
     LatencyTable,
     all_layer_configs,
+    available_runtimes,
     build_table,
+    compare_runtimes,
     conv_sites,
     default_host_device,
+    get_runtime,
     host_description,
+    host_roofline,
     measure_latencies,
 )
 from subnetsearch.storage import StorageError, Store
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError, WeNetSupernet, load_checkpoint
+from subnetsearch.supernets import DEFAULT_CHECKPOINT, PLAIN, CheckpointError, Realization, WeNetSupernet, load_checkpoint
 
 devices_app = typer.Typer(no_args_is_help=True, help="Hardware targets: add, list, remove, measure.")
 
@@ -44,34 +50,97 @@ def device_or_default(store: Store, name: str) -> Device:
         if name != "this-host":
             fail(str(error))
     try:
-        return store.add_device(default_host_device())
+        return store.add_device(dataclasses.replace(default_host_device(), roofline=host_roofline(2)))
     except StorageError:  # recorded by another process at the same moment
         return store.get_device(name)
+
+
+AUTO_MODES = "full,uniform:2,uniform:4,uniform:8,smallest"
 
 
 @devices_app.command("add")
 def add_command(
     name: str = typer.Argument(..., help="Device name: a-z, 0-9, '.', '_', '-'."),
     location: str = typer.Option("host", help=f"One of {', '.join(LOCATIONS)}."),
-    runtime: str = typer.Option("onnxruntime", help="eager | optimized | onnxruntime"),
+    runtime: str = typer.Option("onnxruntime", help=f"{' | '.join(RUNTIMES)} | auto (measure every runtime "
+                                                    "installed here on --checkpoint's modes, keep the fastest)."),
     threads: int = typer.Option(2),
     batch_size: int = typer.Option(1),
     channels_last: bool = typer.Option(False, help="NHWC layout (PyTorch runtimes)."),
     repeats: int = typer.Option(5, help="Timing repeats; the minimum of their medians is reported."),
     description: str | None = typer.Option(None, help="Free text (default for host devices: this CPU)."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="With --runtime auto: the supernet whose modes decide."),
+    modes: str = typer.Option(AUTO_MODES, help="With --runtime auto: the modes measured on each runtime."),
+    roofline: bool = typer.Option(True, help="Measure the host's peak MAC rate and bandwidths (host devices, ~2 s): "
+                                             "latencies are then shown against their roofline bound."),
     replace: bool = typer.Option(False, help="Replace an existing device of that name."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Record a hardware target."""
+    store = open_store(storage)
     try:
-        protocol = LatencyProtocol(runtime=runtime, batch_size=batch_size, threads=threads, repeats=repeats,  # type: ignore[arg-type]
-                                   channels_last=channels_last)
+        if not replace:  # refused before anything is measured
+            store.get_device(name)
+            fail(f"device {name!r} exists already (replace it explicitly with --replace)")
+    except DeviceError:
+        pass
+    try:
+        protocol = LatencyProtocol(runtime="eager" if runtime == "auto" else runtime, batch_size=batch_size,
+                                   threads=threads, repeats=repeats, channels_last=channels_last)
         text = description if description is not None else (host_description() if location == "host" else "")
         device = Device(name, location, protocol, description=text)  # type: ignore[arg-type]
-        open_store(storage).add_device(device, replace=replace)
-    except (ValueError, StorageError) as error:
+    except ValueError as error:
         fail(str(error))
-    console.print(f"device {name} recorded: {location}, {runtime}, batch {batch_size}, {threads} threads")
+    if location == "host":
+        if runtime == "auto":
+            protocol = _fastest_runtime(checkpoint, modes, protocol)
+        elif (missing := get_runtime(runtime).missing()) is not None:
+            fail(f"{missing} (or record the device with --location ray-node for a node that has it)")
+        device = dataclasses.replace(device, protocol=protocol,
+                                     roofline=host_roofline(threads) if roofline else None)
+    elif runtime == "auto":
+        fail("--runtime auto measures the runtimes of this host: use it with --location host")
+    try:
+        store.add_device(device, replace=replace)
+    except StorageError as error:
+        fail(str(error))
+    p = device.protocol
+    console.print(f"device {name} recorded: {location}, {p.runtime}, batch {p.batch_size}, {p.threads} threads")
+    if device.roofline is not None:
+        console.print(f"roofline: {device.roofline.how}")
+
+
+def _fastest_runtime(checkpoint: Path, modes: str, protocol: LatencyProtocol) -> LatencyProtocol:
+    """`--runtime auto`: every installed runtime measures the same modes; the fastest is kept."""
+    try:
+        supernet = load_checkpoint(checkpoint).build()
+    except CheckpointError as error:
+        fail(str(error))
+    names = [text for text in modes.split(",") if text]
+    unknown = [text for text in names if supernet.mode_named(text) is None]
+    if unknown or not names:
+        fail(f"--modes must name modes of the supernet (full, smallest, uniform:G, ...); unknown: {unknown or modes!r}")
+    runtimes = available_runtimes()
+    with console.status(f"measuring {len(names)} modes on each of {', '.join(runtimes)} (one process each)"):
+        trials = compare_runtimes(checkpoint, names, protocol, runtimes)
+    table = Table(title=f"runtimes on this host: batch {protocol.batch_size}, {protocol.threads} threads, "
+                        f"the faster realization of each mode (ms)")
+    table.add_column("runtime")
+    for text in names:
+        table.add_column(text, justify="right")
+    table.add_column("geometric mean", justify="right")
+    for trial in trials:
+        if trial.error:
+            table.add_row(trial.runtime, *["-"] * len(names), f"failed: {trial.error}")
+        else:
+            table.add_row(trial.runtime, *[f"{trial.latencies_ms[t]:.3f} ({trial.kernels[t]})" for t in names],
+                          f"{trial.score_ms:.3f}")
+    console.print(table)
+    best = min(trials, key=lambda trial: trial.score_ms)
+    if best.error:
+        fail("no runtime could measure the modes on this host (see the table)")
+    console.print(f"fastest: {best.runtime}")
+    return dataclasses.replace(protocol, runtime=best.runtime)
 
 
 @devices_app.command("list")
@@ -106,7 +175,8 @@ def measure_command(
                               help="Comma-separated: full | smallest | uniform:G | a mode JSON file."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Measure the latency of materialized modes on a device of this host (one interleaved run)."""
+    """Measure the latency of materialized modes on a device of this host (one interleaved run), each
+    with its grouped layers as grouped kernels and as dense equivalents, against the roofline bound."""
     try:
         device = open_store(storage).get_device(name)
         state = load_checkpoint(checkpoint)
@@ -115,22 +185,41 @@ def measure_command(
         fail(str(error))
     if device.location != "host":
         fail(f"device {name} is a {device.location} device: it cannot be measured on this host")
+    if (missing := get_runtime(device.protocol.runtime).missing()) is not None:
+        fail(missing)
     chosen = [(text, parse_mode(supernet, text)) for text in modes.split(",") if text]
-    models = {text: supernet.materialize(mode) for text, mode in chosen}
+    models = {}
+    for text, mode in chosen:
+        models[f"{text}|grouped"] = supernet.realize(mode, PLAIN)
+        if grouped := supernet.grouped_layers(mode):
+            models[f"{text}|dense"] = supernet.realize(mode, Realization(tuple(grouped)))
     try:
         latencies = measure_latencies(models, supernet.input_shape, device.protocol)
-    except Exception as error:  # an ONNX export or runtime failure, reported with what failed
+    except Exception as error:  # an export or runtime failure, reported with what failed
         fail(f"measuring on {name} ({device.protocol.runtime}) failed: {type(error).__name__}: {error}")
     p = device.protocol
     table = Table(title=f"{name}: {p.runtime}, batch {p.batch_size}, {p.threads} threads, min of {p.repeats} medians")
-    for column in ("mode", "MMACs", "latency ms", "IQR ms", "speedup vs first"):
+    columns = ["mode", "MMACs", "grouped ms", "dense ms", "kept ms", "IQR ms", "speedup vs first"]
+    if device.roofline is not None:
+        columns += ["bound ms", "of bound"]
+    for column in columns:
         table.add_column(column, justify="right")
-    first = latencies[chosen[0][0]].ms
+    kept = {text: min((latencies[k] for k in (f"{text}|grouped", f"{text}|dense") if k in latencies), key=lambda x: x.ms)
+            for text, _ in chosen}
+    first = kept[chosen[0][0]].ms
     for text, mode in chosen:
-        latency = latencies[text]
-        table.add_row(text, f"{supernet.cost(mode).macs / 1e6:.2f}", f"{latency.ms:.3f}", f"{latency.iqr_ms:.3f}",
-                      f"{first / latency.ms:.2f}x")
+        latency = kept[text]
+        dense = latencies.get(f"{text}|dense")
+        row = [text, f"{supernet.cost(mode).macs / 1e6:.2f}", f"{latencies[f'{text}|grouped'].ms:.3f}",
+               "-" if dense is None else f"{dense.ms:.3f}", f"{latency.ms:.3f}", f"{latency.iqr_ms:.3f}",
+               f"{first / latency.ms:.2f}x"]
+        if device.roofline is not None:
+            bound = device.roofline.bound_ms(*supernet.layers_for(mode), batch=p.batch_size)
+            row += [f"{bound:.3f}", f"{bound / latency.ms:.0%}"]
+        table.add_row(*row)
     console.print(table)
+    if device.roofline is not None:
+        console.print(f"bound: the roofline ({device.roofline.how}); 'of bound' = bound / kept latency")
 
 
 @devices_app.command("table")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from subnetsearch.cli._common import JSON_HELP, console, fail, plain, print_json
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
-from subnetsearch.devices import DeviceError
+from subnetsearch.devices import DeviceError, export_formats, get_runtime
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
@@ -23,7 +23,8 @@ OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
 
 def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     table = Table(title=title)
-    for column in ("mode id", "val acc", "latency ms", "MMACs", "energy mJ", "supernet", "BN", "grouped layers as"):
+    for column in ("mode id", "val acc", "latency ms", "of bound", "MMACs", "energy mJ", "supernet", "BN",
+                   "grouped layers as"):
         table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN", "grouped layers as")
                          else "right")
     for e in rows:
@@ -31,7 +32,9 @@ def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
         bn = "calibrated" if e.settings.get("calibration_batches", 0) else "stored"
         dense = Realization.from_dict((e.latency or {}).get("realization")).dense
         kernels = "-" if e.latency is None else (f"{len(dense)} dense" if dense else "grouped")
-        table.add_row(e.mode_id, f"{e.accuracy:.4f}", latency, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
+        bound = (e.latency or {}).get("bound_ms")
+        of_bound = f"{bound / e.latency_ms:.0%}" if bound and e.latency_ms else "-"
+        table.add_row(e.mode_id, f"{e.accuracy:.4f}", latency, of_bound, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
                       e.supernet_hash[:12], bn, kernels)
     return table
 
@@ -105,8 +108,8 @@ def best_command(
     objective: str = typer.Option("accuracy", help="What to optimize among the modes within budget: "
                                                    "accuracy | latency | macs | energy."),
     supernet: str | None = typer.Option(None, help="Only this supernet (content hash or a prefix)."),
-    export: Path | None = typer.Option(None, "--export", "-o", help="Also write the chosen mode here "
-                                                                    "(.onnx, .pt TorchScript, .json)."),
+    export: Path | None = typer.Option(None, "--export", "-o", help="Also write the chosen mode here (.onnx, "
+                                       ".pt TorchScript, .xml OpenVINO, .pte ExecuTorch, .json)."),
     format: str | None = typer.Option(None, help=f"Export format: {', '.join(FORMATS)} (default: from the suffix)."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " {best, closest}; best is null if nothing fits."),
@@ -142,14 +145,26 @@ def best_command(
     if export is not None:
         _export(store, best, export, format, quiet=as_json)
     elif not as_json:
-        suffix = "json" if best.cost_profile else "onnx"  # input-dependent modes do not trace to a graph
-        console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} -o {best.mode_id}.{suffix}")
+        console.print(f"export it with: subnetsearch export {best.mode_id} --device {device} "
+                      f"-o {best.mode_id}{_suffix_for(store, best)}")
+
+
+def _suffix_for(store: Store, evaluation: StoredEvaluation) -> str:
+    """The file a deployment of this mode wants: its device runtime's format (ONNX where the runtime
+    has none of its own); JSON for input-dependent modes, which do not trace to a graph."""
+    if evaluation.cost_profile:
+        return ".json"
+    runtime = get_runtime(store.get_device(evaluation.device).protocol.runtime)
+    return runtime.suffixes[0] if runtime.suffixes and runtime.missing() is None else ".onnx"
 
 
 def _check_output(path: Path, format: str | None) -> None:
     """The output path and format, checked before the store is opened or anything is computed."""
     try:
-        format_for(path, format)
+        chosen = format_for(path, format)
+        runtime = export_formats().get(chosen)
+        if runtime is not None and runtime.missing():
+            raise ExportError(f"{chosen} export: {runtime.missing()}")
         check_output_path(path)
     except (ExportError, OutputPathError) as error:
         fail(str(error))
@@ -167,12 +182,13 @@ def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str 
 def export_command(
     mode_id: str = typer.Argument(..., help="A stored mode's id (or a unique prefix)."),
     device: str = typer.Option("this-host", help="The device it was evaluated on."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .onnx, .pt (TorchScript) or .json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .onnx, .pt (TorchScript), .xml (OpenVINO IR), "
+                                                          ".pte (ExecuTorch) or .json."),
     format: str | None = typer.Option(None, help=f"{', '.join(FORMATS)} (default: from the suffix)."),
     supernet: str | None = typer.Option(None, help="The supernet (content hash or prefix) if several have this mode."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript)."""
+    """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript, OpenVINO, ExecuTorch)."""
     _check_output(out, format)
     store = open_store(storage)
     try:

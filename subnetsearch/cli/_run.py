@@ -120,25 +120,30 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
                         f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
     layout = supernet.mode_layout()
     for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms (vs full, grouped layers as)", "IQR ms", "energy mJ (model)", "id"):
+                   "latency ms (vs full, grouped layers as)", "IQR ms", "of bound", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")
     full_latency = None
     for name, mode in modes:
         result = session.evaluator.evaluate(mode)
         full_latency = full_latency or result.latency_ms
-        latency, spread = "-", "-"  # measured on this host for every mode, so present unless measuring failed
+        latency, spread, bound = "-", "-", "-"  # measured here for every mode, so present unless measuring failed
         if result.latency_ms and full_latency and result.latency:
             realized = Realization.from_dict(result.latency.get("realization"))
             grouped = supernet.grouped_layers(mode)
             kernels = realized.describe(len(grouped)) if grouped else "-"
             latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x, {kernels})"
             spread = f"{result.latency['iqr_ms']:.3f}"
+            if result.latency.get("bound_ms"):  # the roofline time: how much of the machine this mode uses
+                bound = f"{result.latency['bound_ms'] / result.latency_ms:.0%}"
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
-                      f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}", latency, spread,
+                      f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}", latency, spread, bound,
                       f"{result.energy_mj:.3f}" + (
                           "" if result.energy_measured_mj is None else f" / RAPL {result.energy_measured_mj:.3f}"),
                       mode.id)
     console.print(table)
+    if device.roofline is not None:
+        console.print(f"of bound: the mode's roofline time / its latency ({device.roofline.how}); the rest is "
+                      "per-operator overhead and kernels below peak")
 
 
 def _searches(session: SearchSession, dse_iterations: int, delta: float, trials: int, seed: int) -> None:

@@ -2,13 +2,11 @@
 analytical energy model."""
 
 from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
+from subnetsearch.devices._compare import RuntimeTrial, compare_runtimes
 from subnetsearch.devices._latency import (
-    RUNTIMES,
     Latency,
     LatencyProtocol,
-    OnnxRuntimeModel,
     compute_lock,
-    export_onnx,
     measure_latencies,
     measure_latency,
     measurement_lock,
@@ -17,6 +15,17 @@ from subnetsearch.devices._latency import (
 from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.devices._profile import LOCATIONS, Device, DeviceError, default_host_device, host_description
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
+from subnetsearch.devices._roofline import Roofline, cache_sizes, host_roofline, measure_roofline
+from subnetsearch.devices.runtimes import (
+    RUNTIMES,
+    Runtime,
+    RuntimeUnavailable,
+    available_runtimes,
+    export_formats,
+    get_runtime,
+    register_runtime,
+)
+from subnetsearch.devices.runtimes._onnxruntime import OnnxRuntimeModel, export_onnx
 
 __all__ = [
     "compute_lock",
@@ -29,6 +38,18 @@ __all__ = [
     "rapl_domains",
     "LOCATIONS",
     "RUNTIMES",
+    "Roofline",
+    "measure_roofline",
+    "host_roofline",
+    "cache_sizes",
+    "RuntimeTrial",
+    "compare_runtimes",
+    "Runtime",
+    "RuntimeUnavailable",
+    "available_runtimes",
+    "export_formats",
+    "get_runtime",
+    "register_runtime",
     "Device",
     "DeviceError",
     "default_host_device",

@@ -13,28 +13,25 @@ from __future__ import annotations
 
 import copy
 import fcntl
-import io
 import logging
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
+
+from subnetsearch.devices.runtimes import Runnable, get_runtime
 
 # torch.utils.benchmark imports cpp_extension, which warns on every start that this CPU-only host
 # has no CUDA runtime; that says nothing about the measurement.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
-Runtime = Literal["eager", "optimized", "onnxruntime"]
-RUNTIMES: tuple[str, ...] = ("eager", "optimized", "onnxruntime")
 _PROCESS_LOCK = threading.Lock()
 LOCK_PATH = Path(os.environ.get("SUBNETSEARCH_LATENCY_LOCK", Path(tempfile.gettempdir()) / "subnetsearch-latency.lock"))
 
@@ -75,7 +72,7 @@ def compute_lock() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class LatencyProtocol:
-    runtime: Runtime = "optimized"
+    runtime: str = "optimized"  # a name in subnetsearch.devices.runtimes
     batch_size: int = 1
     threads: int = 2
     warmup: int = 10
@@ -84,8 +81,7 @@ class LatencyProtocol:
     channels_last: bool = False  # NHWC activations and weights (oneDNN's fast path for grouped convs)
 
     def __post_init__(self) -> None:
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        get_runtime(self.runtime)  # an unknown name is refused, naming the known ones
         for name in ("batch_size", "threads", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -106,6 +102,7 @@ class Latency:
     samples: int | None = None  # per-sample latency: one call ran these real samples one by one, divided
     realization: dict | None = None  # which grouped layers ran as dense equivalents (Realization.to_dict)
     alternatives_ms: dict[str, float] | None = None  # the other realizations measured for this mode
+    bound_ms: float | None = None  # the device's roofline time for this mode (devices._roofline)
 
     def to_dict(self) -> dict:
         extra: dict[str, object] = {} if self.measured else {"table": self.table}
@@ -113,6 +110,8 @@ class Latency:
             extra["realization"] = self.realization
         if self.alternatives_ms is not None:
             extra["alternatives_ms"] = self.alternatives_ms
+        if self.bound_ms is not None:
+            extra["bound_ms"] = self.bound_ms
         if self.node is not None:
             extra["node"] = self.node
         if self.samples is not None:
@@ -121,65 +120,25 @@ class Latency:
                 "input_shape": list(self.input_shape), "measured": self.measured, **extra, **asdict(self.protocol)}
 
 
-class OnnxRuntimeModel:
-    """A materialized mode exported to ONNX and run by ONNX Runtime's CPU provider."""
-
-    def __init__(self, model: nn.Module, example: torch.Tensor, threads: int) -> None:
-        import onnxruntime
-
-        self.onnx_bytes = export_onnx(model, example)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
-
-
-def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
-    """ONNX bytes of a static model. The TorchScript-based exporter takes ~1 s where the dynamo one
-    takes ~8 s for ResNet-50; both give the same graph here, so the fast one is used."""
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=17,  # type: ignore[arg-type]
-                              input_names=["input"], output_names=["logits"])
-    except Exception as error:  # the exporter raises many kinds
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise RuntimeError(f"ONNX export of the materialized mode failed ({type(error).__name__}): {first_line}") from error
-    return buffer.getvalue()
-
-
 def example_input(shape: tuple[int, ...], protocol: LatencyProtocol) -> torch.Tensor:
     example = torch.randn(shape)
-    if protocol.channels_last and protocol.runtime != "onnxruntime" and example.dim() == 4:
+    if protocol.channels_last and get_runtime(protocol.runtime).torch_layout and example.dim() == 4:
         example = example.contiguous(memory_format=torch.channels_last)
     return example
 
 
-def prepare_runtime(model: nn.Module, example: torch.Tensor, runtime: Runtime, threads: int = 2,
-                    channels_last: bool = False):
-    """`eager`: the module as is. `optimized`: TorchScript trace, `torch.jit.freeze` and
-    `optimize_for_inference` (BN folding, oneDNN weight prepacking). `onnxruntime`: ONNX export run
-    by ONNX Runtime with all graph optimizations. `channels_last` converts a copy of the model (the
-    example must be converted by the caller: see `example_input`)."""
+def prepare_runtime(model: nn.Module, example: torch.Tensor, runtime: str, threads: int = 2,
+                    channels_last: bool = False) -> Runnable:
+    """The model as `runtime` runs it (see `subnetsearch.devices.runtimes`), for inputs shaped like
+    `example`. `channels_last` converts a copy of the model for the PyTorch runtimes (the example
+    must be converted by the caller: see `example_input`). A runtime whose extra is missing raises
+    `RuntimeUnavailable` naming the `pip install` to run."""
+    chosen = get_runtime(runtime)
+    chosen.require()
     model = model.eval()
-    if channels_last and runtime != "onnxruntime":
+    if channels_last and chosen.torch_layout:
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    if runtime == "eager":
-        return model
-    if runtime == "onnxruntime":
-        return OnnxRuntimeModel(model, example, threads)
-    # TorchScript is deprecated in favour of torch.compile, but it is still the runtime that folds
-    # BN and prepacks oneDNN weights without a compile step per mode; the warnings are expected.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        traced = torch.jit.trace(model, example)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    return chosen.prepare(model, example, threads)
 
 
 def measure_latencies(models: Mapping[str, nn.Module], input_shape: tuple[int, ...],

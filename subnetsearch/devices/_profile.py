@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from subnetsearch.costs import EnergyCoefficients
 from subnetsearch.devices._latency import LatencyProtocol
+from subnetsearch.devices._roofline import Roofline
 
 Location = Literal["host", "ray-node", "imported"]
 LOCATIONS: tuple[str, ...] = ("host", "ray-node", "imported")
@@ -35,6 +36,7 @@ class Device:
     protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
     energy: EnergyCoefficients = field(default_factory=EnergyCoefficients)
     description: str = ""
+    roofline: Roofline | None = None  # measured peak MAC rate and bandwidth (host devices; None: unknown)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -49,14 +51,16 @@ class Device:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "location": self.location, "protocol": asdict(self.protocol),
-                "energy": self.energy.to_dict(), "description": self.description}
+                "energy": self.energy.to_dict(), "description": self.description,
+                "roofline": None if self.roofline is None else self.roofline.to_dict()}
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Device:
         try:
             return cls(payload["name"], payload.get("location", "host"), LatencyProtocol(**payload.get("protocol", {})),
-                       EnergyCoefficients(**payload.get("energy", {})), payload.get("description", ""))
-        except (KeyError, TypeError) as error:
+                       EnergyCoefficients(**payload.get("energy", {})), payload.get("description", ""),
+                       Roofline.from_dict(payload.get("roofline")))
+        except (KeyError, TypeError, ValueError) as error:
             raise DeviceError(f"not a device profile ({error}): {payload!r}") from error
 
 

@@ -32,7 +32,10 @@ class CachedEvaluator:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
         self.predictor, self.meter = predictor, meter
-        payload = {"settings": asdict(settings), "device": device.to_dict(), "measure": measure,
+        # The roofline is a property of the device that no measurement depends on (it is left out so
+        # that measuring it again, or a store from before it was kept, reuses the evaluations).
+        profile = {key: value for key, value in device.to_dict().items() if key != "roofline"}
+        payload = {"settings": asdict(settings), "device": profile, "measure": measure,
                    "data": splits.name, "split_seed": splits.split_seed}
         if predictor is not None:  # predicted latencies are kept apart from measured ones
             payload["latency_table"] = predictor.table.digest

@@ -224,5 +224,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         latency = replace(measured[best][0], realization=realizations[best].to_dict(),
                           alternatives_ms=others or None)
         measured_energy = measured[best][1]
+    if latency is not None and device.roofline is not None and not dynamic:
+        latency = replace(latency, bound_ms=device.roofline.bound_ms(*supernet.layers_for(mode),
+                                                                     batch=device.protocol.batch_size))
     return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,
                    measured_energy, profile, calibrated)

@@ -1,9 +1,9 @@
 """Export a stored mode, ready to run on its device: the mode's JSON with its measured metrics, or the
-materialized static network (with the BN statistics it was evaluated with) as ONNX or TorchScript."""
+materialized static network (with the BN statistics it was evaluated with) in a runtime's format:
+ONNX, TorchScript, OpenVINO IR (.xml + .bin) or an ExecuTorch program (.pte)."""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -12,21 +12,26 @@ from typing import Any
 import torch
 
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.devices import Device, export_onnx
+from subnetsearch.devices import Device, RuntimeUnavailable, export_formats
 from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
 from subnetsearch.storage import StorageError, Store, StoredEvaluation
 from subnetsearch.supernets import Checkpoint, CheckpointError, Realization, calibrated_bn, load_checkpoint, stored_bn
 
-FORMATS = ("onnx", "torchscript", "json")
+
+def _formats() -> dict[str, tuple[str, ...]]:
+    """Export format -> its file suffixes: every runtime's own format (subnetsearch.devices.runtimes),
+    and the mode's JSON."""
+    return {**{name: runtime.suffixes for name, runtime in export_formats().items()}, "json": (".json",)}
+
+
+FORMATS = tuple(_formats())
+SUFFIXES = {suffix: name for name, suffixes in _formats().items() for suffix in suffixes}
 
 
 class ExportError(RuntimeError):
     """A stored mode cannot be exported (checkpoint moved or changed, mode invalid, bad format)."""
-
-
-SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".json": "json"}
 
 
 def format_for(path: Path, format: str | None) -> str:
@@ -34,7 +39,8 @@ def format_for(path: Path, format: str | None) -> str:
     implied = SUFFIXES.get(path.suffix.lower())
     if format is None:
         if implied is None:
-            raise ExportError(f"cannot tell the format from {path.name!r}: use .onnx, .pt or .json, or --format")
+            raise ExportError(f"cannot tell the format from {path.name!r}: use one of "
+                              f"{', '.join(sorted(SUFFIXES))}, or --format")
         format = implied
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {FORMATS}")
@@ -139,7 +145,7 @@ def materialized_model(store: Store, evaluation: StoredEvaluation) -> tuple[torc
 
 
 def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None = None) -> Path:
-    """Write a stored mode to `path` as JSON, ONNX or TorchScript (format from the suffix if None)."""
+    """Write a stored mode to `path` as JSON or a runtime's format (format from the suffix if None)."""
     format = format_for(path, format)
     device = store.get_device(evaluation.device)
     try:
@@ -162,18 +168,20 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
     metadata = {"subnetsearch.preprocessing": json.dumps(preprocessing), "subnetsearch.mode_id": evaluation.mode_id,
                 "subnetsearch.supernet_hash": evaluation.supernet_hash,
                 "subnetsearch.input": "raw pixels 0..255, float32 NCHW; the graph normalizes them"}
-    if format == "onnx":
-        import onnx
-
-        graph = onnx.load_from_string(export_onnx(model, example))
-        onnx.helper.set_model_props(graph, metadata)
-        payload = graph.SerializeToString()
-    else:
-        with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, example))
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer, _extra_files={f"{key}.json" if key.endswith("preprocessing") else key: value
-                                                     for key, value in metadata.items()})
-        payload = buffer.getvalue()
-    write_atomically(path, payload)
+    runtime = export_formats()[format]
+    try:
+        runtime.require()
+        files = runtime.save(model, example, metadata)
+    except RuntimeUnavailable as error:
+        raise ExportError(f"{format} export: {error}") from None
+    except RuntimeError as error:
+        raise ExportError(f"{format} export of mode {evaluation.mode_id} failed: {error}") from None
+    assert files is not None, f"runtime {runtime.name} names format {format} but writes no files"
+    main = runtime.suffixes[0]
+    # Companion files first (OpenVINO's .bin beside its .xml), each atomically: the main file appears
+    # last, so a reader that finds it finds everything it refers to.
+    for suffix, payload in files.items():
+        if suffix != main:
+            write_atomically(path.with_suffix(suffix), payload)
+    write_atomically(path, files[main])
     return path

@@ -39,6 +39,7 @@ class DeviceRow(Base):
     protocol: Mapped[dict[str, Any]]
     energy: Mapped[dict[str, Any]]
     description: Mapped[str] = mapped_column(Text, default="")
+    roofline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

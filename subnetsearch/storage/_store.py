@@ -293,7 +293,7 @@ class Store:
                     row = DeviceRow(name=device.name)
                     session.add(row)
                 row.location, row.protocol, row.energy = payload["location"], payload["protocol"], payload["energy"]
-                row.description = payload["description"]
+                row.description, row.roofline = payload["description"], payload["roofline"]
         except IntegrityError:  # inserted concurrently by another process
             if not replace:
                 raise exists from None
@@ -586,7 +586,7 @@ def _supernet(row: SupernetRow) -> SupernetRecord:
 
 def _device(row: DeviceRow) -> Device:
     return Device.from_dict({"name": row.name, "location": row.location, "protocol": row.protocol,
-                             "energy": row.energy, "description": row.description})
+                             "energy": row.energy, "description": row.description, "roofline": row.roofline})
 
 
 def _violation(column: Any, kind: str, limit: float) -> Any:

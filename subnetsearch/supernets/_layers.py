@@ -266,9 +266,9 @@ class ChannelShuffle(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled or self.max_groups == 1:
             return x
-        if torch.onnx.is_in_onnx_export():  # ONNX has no channel_shuffle: export the reshape form
-            n, c, h, w = x.shape
-            return x.view(n, self.max_groups, c // self.max_groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        if torch.onnx.is_in_onnx_export():  # ONNX has no channel_shuffle: export the reshape form, its
+            # shapes free of the batch size (a traced x.shape[0] would fix the graph's batch)
+            return x.unflatten(1, (self.max_groups, -1)).transpose(1, 2).flatten(1, 2)
         # Native op: the same permutation, and it keeps channels_last layouts (15x faster here).
         return torch.channel_shuffle(x, self.max_groups)
 

@@ -67,3 +67,53 @@ def test_the_fastest_realization_is_kept_recorded_and_exported(tmp_path, tiny_su
                   if a.name == "group"]
         assert (max(groups, default=1) > 1) == (not forced.dense), groups
     store.dispose()
+
+
+def test_a_device_with_a_roofline_gets_the_bound_beside_each_latency(tiny_supernet, tiny_data) -> None:
+    from subnetsearch.devices import Roofline
+
+    roofline = Roofline(5e9, ((None, 5e9),), 1)
+    device = Device("test-host", protocol=LatencyProtocol(runtime="eager", threads=1, warmup=1, repeats=1,
+                                                          min_run_time=0.01, batch_size=2), roofline=roofline)
+    mode = tiny_supernet.uniform_mode(2)
+    metrics = evaluate_mode(tiny_supernet, mode, tiny_data, device, QUICK)
+    assert metrics.latency.bound_ms == pytest.approx(roofline.bound_ms(*tiny_supernet.layers_for(mode), batch=2))
+    assert metrics.latency.to_dict()["bound_ms"] == metrics.latency.bound_ms
+    plain = evaluate_mode(tiny_supernet, mode, tiny_data, Device("other", protocol=device.protocol), QUICK)
+    assert plain.latency.bound_ms is None and "bound_ms" not in plain.latency.to_dict()
+
+
+@pytest.mark.parametrize("format", ["onnx", "torchscript", "openvino", "executorch"])
+def test_every_export_format_runs_the_stored_mode_on_raw_pixels(tmp_path, tiny_supernet, tiny_data, format) -> None:
+    """`export -o mode.<suffix>` of a stored mode, run by its runtime from the file, computes what the
+    materialized mode computes on normalized pixels."""
+    import torch
+
+    from subnetsearch.devices import export_formats
+    from subnetsearch.search import CachedEvaluator, export_mode, materialized_model
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets import load_checkpoint, save_checkpoint
+
+    runtime = export_formats()[format]
+    if runtime.missing():
+        pytest.skip(runtime.missing())
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    device = store.add_device(Device("host", protocol=LatencyProtocol(runtime="eager", threads=1, warmup=1, repeats=1,
+                                                                      min_run_time=0.01)))
+    state = load_checkpoint(checkpoint)
+    store.register_supernet(state, checkpoint, tiny_data.preprocessing())
+    stored = CachedEvaluator(tiny_supernet, state.hash, tiny_data, device, store, QUICK).evaluate(
+        tiny_supernet.uniform_mode(2))
+    path = export_mode(store, stored, tmp_path / f"mode{runtime.suffixes[0]}")
+    assert sorted(p.name for p in tmp_path.glob("mode.*")) == sorted(f"mode{s}" for s in (*runtime.suffixes[:1],
+                                                                                          *runtime.companions))
+    pixels = torch.rand(1, *tiny_supernet.input_shape) * 255
+    model, _ = materialized_model(store, stored)
+    prep = tiny_data.preprocessing()
+    mean, std = torch.tensor(prep["mean"]).view(1, -1, 1, 1), torch.tensor(prep["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = model((pixels / prep["pixel_scale"] - mean) / std)
+        torch.testing.assert_close(runtime.load(path)(pixels), expected, rtol=1e-4, atol=1e-4)
+    store.dispose()

@@ -230,3 +230,29 @@ def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_bac
             supernets.c.content_hash, supernets.c.family)).all())
     assert {h[0]: f for h, f in families.items()} == {"a": "width-cifar-resnet", "b": "lasso-cifar-resnet",
                                                       "c": "wenet-cifar-resnet"}
+
+
+def test_devices_stored_before_rooflines_were_kept_upgrade_and_back(store_url) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import JSON, column, insert, table
+
+    from subnetsearch.devices import Roofline
+
+    with _migrated(store_url, "0008") as connection:
+        devices = table("ss_devices", column("name"), column("location"), column("protocol", JSON),
+                        column("energy", JSON), column("description"), column("created_at"))
+        connection.execute(insert(devices), [{"name": "old-dev", "location": "host",
+                                              "protocol": Device("x").to_dict()["protocol"],
+                                              "energy": Device("x").to_dict()["energy"], "description": "",
+                                              "created_at": datetime.now(UTC)}])
+    store = Store(store_url)  # upgrades to head: the old device has no roofline, a new one keeps its own
+    assert store.get_device("old-dev").roofline is None
+    roofline = Roofline(1e11, ((2**21, 1e11), (None, 3e10)), 2, "measured")
+    store.add_device(Device("new-dev", roofline=roofline))
+    assert store.get_device("new-dev").roofline == roofline
+    store.dispose()
+    with _migrated(store_url, "0008", downgrade=True) as connection:
+        assert "roofline" not in {c["name"] for c in inspect(connection).get_columns("ss_devices")}
+        assert sorted(connection.execute(devices.select().with_only_columns(devices.c.name)).scalars()) == [
+            "new-dev", "old-dev"]
