@@ -14,9 +14,12 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   echo "setup: installing the Fashion-MNIST data package (dataset-fashion-mnist)"
   apt_install dataset-fashion-mnist
 fi
+extras=dev
 for tool in "$@"; do
   case "$tool" in
     chromium) command -v chromium >/dev/null || { echo "setup: installing chromium"; apt_install chromium chromium-driver; } ;;
+    runtimes) extras="dev,openvino,executorch" ;;  # the optional deployment runtimes (the tests cover them all)
+    *) echo "setup: unknown argument $tool (known: chromium, runtimes)" >&2; exit 2 ;;
   esac
 done
 
@@ -28,9 +31,12 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 stamp=.venv/.subnetsearch-installed
-want="$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing subnetsearch and its dependencies into .venv (first time: a few minutes)"
-  .venv/bin/pip install -q -e ".[dev]"
-  echo "$want" > "$stamp"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+have_hash="" have_extras=""
+[ -f "$stamp" ] && read -r have_hash have_extras < "$stamp"
+# Reinstall when pyproject.toml changed, or when the runtimes are asked for and were not installed with it.
+if [ "$have_hash" != "$hash" ] || { [ "$extras" != dev ] && [ "$have_extras" != "$extras" ]; }; then
+  echo "setup: installing subnetsearch[$extras] and its dependencies into .venv (first time: a few minutes)"
+  .venv/bin/pip install -q -e ".[$extras]"
+  echo "$hash $extras" > "$stamp"
 fi

@@ -2,7 +2,8 @@
 # Quick start, command 2: set everything up (incl. headless Chromium), then run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh chromium  # Debian chromium + chromedriver for the browser tests
+bash scripts/setup.sh chromium runtimes  # Debian chromium + chromedriver for the browser tests; the optional
+# runtimes (OpenVINO, ExecuTorch), whose tests are skipped where they are not installed
 # Storage tests run against a real PostgreSQL on 127.0.0.1:5432; start the local cluster if it is down.
 if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then

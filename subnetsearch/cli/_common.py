@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from subnetsearch import files
 from subnetsearch.data import DataError, DataSpec
@@ -37,7 +38,7 @@ def print_json(payload: object) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}")
+    errors.print(f"[bold red]error:[/] {escape(message)}")  # the message's own brackets are text (an extra's name)
     raise typer.Exit(code)
 
 

@@ -71,6 +71,8 @@ def add_command(
     description: str | None = typer.Option(None, help="Free text (default for host devices: this CPU)."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="With --runtime auto: the supernet whose modes decide."),
     modes: str = typer.Option(AUTO_MODES, help="With --runtime auto: the modes measured on each runtime."),
+    candidates: str | None = typer.Option(None, "--runtimes", help="With --runtime auto: the runtimes to try "
+                                                                   "(comma-separated; default: every one installed)."),
     roofline: bool = typer.Option(True, help="Measure the host's peak MAC rate and bandwidths (host devices, ~2 s): "
                                              "latencies are then shown against their roofline bound."),
     replace: bool = typer.Option(False, help="Replace an existing device of that name."),
@@ -93,13 +95,14 @@ def add_command(
         fail(str(error))
     if location == "host":
         if runtime == "auto":
-            protocol = _fastest_runtime(checkpoint, modes, protocol)
+            protocol = _fastest_runtime(checkpoint, modes, protocol, candidates)
         elif (missing := get_runtime(runtime).missing()) is not None:
             fail(f"{missing} (or record the device with --location ray-node for a node that has it)")
         device = dataclasses.replace(device, protocol=protocol,
                                      roofline=host_roofline(threads) if roofline else None)
     elif runtime == "auto":
-        fail("--runtime auto measures the runtimes of this host: use it with --location host")
+        fail("--runtime auto measures the runtimes of this host: use it with --location host, or name the "
+             "device's runtime")
     try:
         store.add_device(device, replace=replace)
     except StorageError as error:
@@ -110,17 +113,34 @@ def add_command(
         console.print(f"roofline: {device.roofline.how}")
 
 
-def _fastest_runtime(checkpoint: Path, modes: str, protocol: LatencyProtocol) -> LatencyProtocol:
-    """`--runtime auto`: every installed runtime measures the same modes; the fastest is kept."""
+def _fastest_runtime(checkpoint: Path, modes: str, protocol: LatencyProtocol, candidates: str | None) -> LatencyProtocol:
+    """`--runtime auto`: every installed runtime (or each of `candidates`) measures the same modes;
+    the fastest is kept."""
+    runtimes = available_runtimes()
+    if candidates is not None:
+        asked = [name for name in candidates.split(",") if name]
+        for name in asked:
+            try:
+                missing = get_runtime(name).missing()
+            except ValueError as error:
+                fail(f"--runtimes: {error}")
+            if missing:
+                fail(f"--runtimes: {missing}")
+        runtimes = tuple(asked)
     try:
         supernet = load_checkpoint(checkpoint).build()
     except CheckpointError as error:
         fail(str(error))
     names = [text for text in modes.split(",") if text]
-    unknown = [text for text in names if supernet.mode_named(text) is None]
+    unknown = []
+    for text in names:
+        try:
+            if supernet.mode_named(text) is None:
+                unknown.append(text)
+        except ValueError as error:  # a name of the right kind with a bad value (ModeError)
+            unknown.append(f"{text}: {error}")
     if unknown or not names:
         fail(f"--modes must name modes of the supernet (full, smallest, uniform:G, ...); unknown: {unknown or modes!r}")
-    runtimes = available_runtimes()
     with console.status(f"measuring {len(names)} modes on each of {', '.join(runtimes)} (one process each)"):
         trials = compare_runtimes(checkpoint, names, protocol, runtimes)
     table = Table(title=f"runtimes on this host: batch {protocol.batch_size}, {protocol.threads} threads, "

@@ -82,6 +82,10 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
                                    "--modes", "full,smallest", "--storage", storage])
     assert measured.exit_code == 0, measured.output
     assert "smallest" in measured.output and "onnxruntime" in measured.output
+    for column in ("grouped ms", "dense ms", "kept ms", "bound ms", "of bound"):  # both kernels, the roofline
+        assert column in measured.output, measured.output
+    assert "GMAC/s" in runner.invoke(app, ["devices", "add", "again", "--runtime", "eager", "--threads", "1",
+                                           "--storage", storage]).output  # the roofline is measured and said
     assert runner.invoke(app, ["devices", "remove", "host-eager", "--storage", storage]).exit_code == 0
     assert "host-eager" not in runner.invoke(app, ["devices", "list", "--storage", storage]).output
 
@@ -90,12 +94,45 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
     (["devices", "add", "Bad Name"], "is not allowed"),
     (["devices", "add", "x", "--runtime", "tpu"], "runtime"),
     (["devices", "add", "x", "--location", "moon"], "location"),
+    (["devices", "add", "x", "--runtime", "auto", "--location", "ray-node"], "use it with --location host"),
+    (["devices", "add", "x", "--runtime", "auto", "--runtimes", "eager,tpu"], "runtime must be one of"),
+    (["devices", "add", "x", "--runtime", "auto", "--modes", "full,uniform:3"], "unknown: ['uniform:3: no layer allows 3"),
     (["devices", "measure", "ghost"], "unknown device 'ghost'"),
     (["devices", "remove", "ghost"], "unknown device 'ghost'"),
 ])
 def test_devices_bad_inputs(args, message, storage) -> None:
     result = runner.invoke(app, [*args, "--storage", storage])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_devices_add_auto_measures_each_runtime_and_keeps_the_fastest(tiny_checkpoint, storage) -> None:
+    from subnetsearch.storage import Store
+
+    result = runner.invoke(app, ["devices", "add", "auto-host", "--runtime", "auto", "--runtimes", "eager,onnxruntime",
+                                 "--checkpoint", str(tiny_checkpoint), "--modes", "full,smallest", "--threads", "1",
+                                 "--repeats", "1", "--storage", storage])
+    assert result.exit_code == 0, result.output
+    assert "eager" in result.output and "onnxruntime" in result.output and "geometric mean" in result.output
+    fastest = result.output.split("fastest: ")[1].split()[0]
+    store = Store(storage)
+    assert store.get_device("auto-host").protocol.runtime == fastest in ("eager", "onnxruntime")
+    store.dispose()
+
+
+def test_a_runtime_whose_extra_is_missing_is_refused_naming_the_install(monkeypatch, tiny_checkpoint, storage) -> None:
+    from subnetsearch.devices import get_runtime
+    from subnetsearch.storage import Store
+
+    monkeypatch.setattr(type(get_runtime("openvino")), "modules", ("subnetsearch_absent_module",))
+    added = runner.invoke(app, ["devices", "add", "intel", "--runtime", "openvino", "--storage", storage])
+    assert added.exit_code == 2 and "pip install 'subnetsearch[openvino]'" in added.output, added.output
+    assert "intel" not in [d.name for d in Store(storage).list_devices()]  # nothing recorded
+    remote = runner.invoke(app, ["devices", "add", "intel", "--runtime", "openvino", "--location", "ray-node",
+                                 "--storage", storage])  # measured on a node that has it: recorded
+    assert remote.exit_code == 0, remote.output
+    exported = runner.invoke(app, ["export", "abc", "--device", "intel", "-o", str(tiny_checkpoint.parent / "m.xml"),
+                                   "--storage", storage])
+    assert exported.exit_code == 2 and "pip install 'subnetsearch[openvino]'" in exported.output, exported.output
 
 
 def test_devices_elsewhere_are_not_measured_here(tiny_checkpoint, storage) -> None:
