@@ -287,7 +287,7 @@ def table_command(
                  "(`subnetsearch devices table` there, --export-file) and import it here with --import-file")
         generator = torch.Generator().manual_seed(0)
         with console.status(f"measuring every layer configuration on {name} ({device.protocol.runtime})"):
-            table = build_table(supernet, None, device.protocol, [supernet.random_mode(generator) for _ in range(5)])
+            table = build_table(supernet, None, device.protocol, [supernet.random_mode(generator) for _ in range(8)])
         source = "measured"
     store.put_latency_table(name, state.hash, table.to_dict(), table.digest, source)
     console.print(f"{source} latency table of {name} for supernet {state.hash[:12]}: {len(table.entries)} layer "

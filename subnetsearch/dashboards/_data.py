@@ -29,6 +29,9 @@ class Point:
         if value is None:
             raise ValueError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
         latency = "-" if evaluation.latency_ms is None else f"{evaluation.latency_ms:.3f} ms"
+        bound = (evaluation.latency or {}).get("bound_ms")
+        if bound and evaluation.latency_ms:  # how much of the device's roofline this mode reaches
+            latency += f" ({bound / evaluation.latency_ms:.0%} of its roofline bound {bound:.3f} ms)"
         label = (f"mode {evaluation.mode_id}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
                  f"{evaluation.macs / 1e6:.2f} MMACs, {evaluation.energy_mj:.4f} mJ<br>"
                  f"subnetsearch export {evaluation.mode_id} --device {device} -o {evaluation.mode_id}.onnx")

@@ -168,20 +168,27 @@ def all_layer_configs(sites: Iterable[_ConvSite], supernet: WeNetSupernet) -> li
 
 @dataclass
 class LatencyTable:
-    """Measured latency (ms) per layer configuration on one device, plus the fixed overhead."""
+    """Measured latency (ms) per layer configuration on one device, and how the sum of a mode's
+    entries maps to its end-to-end latency: `scale` x sum + `overhead_ms`, fitted on measured modes
+    (a runtime fuses and overlaps what the per-layer measurements time alone: each entry carries its
+    own call overhead, and the whole network pays one)."""
 
     protocol: LatencyProtocol
     entries: dict[str, float]
     overhead_ms: float = 0.0
+    scale: float = 1.0
 
     def predict(self, configs: Iterable[LayerConfig]) -> float:
         missing = [c for c in configs if c.key() not in self.entries]
         if missing:
             raise KeyError(f"{len(missing)} layer configuration(s) not in the table, e.g. {missing[0]}")
-        return sum(self.entries[c.key()] for c in configs) + self.overhead_ms
+        return self.scale * sum(self.entries[c.key()] for c in configs) + self.overhead_ms
 
     def to_dict(self) -> dict:
-        return {"protocol": asdict(self.protocol), "entries": self.entries, "overhead_ms": self.overhead_ms}
+        payload = {"protocol": asdict(self.protocol), "entries": self.entries, "overhead_ms": self.overhead_ms}
+        if self.scale != 1.0:  # tables from before the scale was fitted keep their digest
+            payload["scale"] = self.scale
+        return payload
 
     @property
     def digest(self) -> str:
@@ -192,7 +199,8 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, payload: Mapping) -> LatencyTable:
-        return cls(LatencyProtocol(**payload["protocol"]), dict(payload["entries"]), float(payload["overhead_ms"]))
+        return cls(LatencyProtocol(**payload["protocol"]), dict(payload["entries"]), float(payload["overhead_ms"]),
+                   float(payload.get("scale", 1.0)))
 
 
 class LatencyPredictor:
@@ -240,8 +248,10 @@ class LatencyPredictor:
 def build_table(supernet: WeNetSupernet, modes: Iterable[Mode] | None, protocol: LatencyProtocol,
                 calibration_modes: Iterable[Mode]) -> LatencyTable:
     """Measure every configuration the given modes need (each once; `modes=None`: every configuration
-    of the supernet), then the overhead as the median gap between measured end-to-end latency and the
-    summed entries on `calibration_modes`."""
+    of the supernet), then calibrate on `calibration_modes`, measured end to end as they run (each
+    grouped layer as the table's plan realizes it): with two or more modes whose sums differ, a
+    least-squares line (scale, overhead) from summed entries to measured latency; else the median gap
+    as the overhead."""
     sites = conv_sites(supernet)
     calibration = list(calibration_modes)
     wanted: dict[str, LayerConfig] = {}
@@ -258,8 +268,21 @@ def build_table(supernet: WeNetSupernet, modes: Iterable[Mode] | None, protocol:
     for input_shape, group in by_input.items():
         entries.update({key: latency.ms for key, latency in measure_latencies(group, input_shape, protocol).items()})
     table = LatencyTable(protocol, entries)
-    measured = measure_latencies({mode.id: supernet.materialize(mode) for mode in calibration}, supernet.input_shape,
-                                 protocol)
-    table.overhead_ms = statistics.median(measured[mode.id].ms - table.predict(layer_configs(sites, mode))
-                                          for mode in calibration)
+    if not calibration:
+        return table
+    planner = LatencyPredictor(supernet, table)
+    plans = {mode.id: planner.realization(mode)[0] for mode in calibration}
+    measured = measure_latencies({mode.id: supernet.realize(mode, plans[mode.id]) for mode in calibration},
+                                 supernet.input_shape, protocol)
+    sums = [table.predict(layer_configs(sites, mode, plans[mode.id].dense)) for mode in calibration]
+    times = [measured[mode.id].ms for mode in calibration]
+    spread = max(sums) - min(sums)
+    if len(calibration) >= 2 and spread > 1e-3 * max(sums):
+        mean_sum, mean_time = statistics.fmean(sums), statistics.fmean(times)
+        slope = (sum((s - mean_sum) * (t - mean_time) for s, t in zip(sums, times, strict=True))
+                 / sum((s - mean_sum) ** 2 for s in sums))
+        if slope > 0:  # a line that rises with the work done (else: the additive overhead alone)
+            table.scale, table.overhead_ms = slope, mean_time - slope * mean_sum
+            return table
+    table.overhead_ms = statistics.median(t - s for s, t in zip(sums, times, strict=True))
     return table

@@ -76,8 +76,9 @@ class RayBackend:
 
         session = self.session
         table = session.latency_table.to_dict() if session.latency_table is not None else None
+        plan = session.plan_table.to_dict() if session.plan_table is not None else None
         return WorkerSpec(self.storage_url, session.device.to_dict(), session.settings, session.evaluator.measure,
-                          table, threads or self.threads)
+                          table, threads or self.threads, plan)
 
     def _meter_handle(self) -> Any:
         session = self.session

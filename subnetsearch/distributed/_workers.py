@@ -42,6 +42,7 @@ class WorkerSpec:
     measure: bool
     latency_table: dict | None
     threads: int = 1
+    plan_table: dict | None = None  # measured latency: the device's table, whose per-layer plan is also timed
 
 
 class RemoteMeter:
@@ -62,8 +63,10 @@ def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None)
     splits = load_data(DataSpec.from_dict(checkpoint.data))
     table = LatencyTable.from_dict(spec.latency_table) if spec.latency_table else None
     predictor = LatencyPredictor(supernet, table) if table else None
+    plan = LatencyTable.from_dict(spec.plan_table) if spec.plan_table else None
     return CachedEvaluator(supernet, checkpoint.hash, splits, Device.from_dict(spec.device), Store(spec.storage_url),
                            spec.settings, measure=spec.measure, predictor=predictor,
+                           planner=LatencyPredictor(supernet, plan) if plan else None,
                            meter=RemoteMeter(meter) if meter is not None and spec.measure else None)
 
 

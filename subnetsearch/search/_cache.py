@@ -28,10 +28,11 @@ class CachedEvaluator:
 
     def __init__(self, supernet: BaseSupernet, supernet_hash: str, splits: Splits, device: Device,
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
-                 measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> None:
+                 measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None,
+                 planner: LatencyPredictor | None = None) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
-        self.predictor, self.meter = predictor, meter
+        self.predictor, self.meter, self.planner = predictor, meter, planner
         # The roofline is a property of the device that no measurement depends on (it is left out so
         # that measuring it again, or a store from before it was kept, reuses the evaluations).
         profile = {key: value for key, value in device.to_dict().items() if key != "roofline"}
@@ -77,7 +78,7 @@ class CachedEvaluator:
             self._calibration = calibration_batches(self.splits, self.settings)
         metrics = evaluate_mode(self.supernet, mode, self.splits, self.device, self.settings,
                                 calibration=self._calibration, measure=self.measure, predictor=self.predictor,
-                                meter=self.meter)
+                                meter=self.meter, planner=self.planner)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
             self.store.put_evaluation(record, metrics.bn_state)

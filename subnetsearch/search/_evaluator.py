@@ -129,11 +129,18 @@ def mode_accuracy_and_loss(supernet: BaseSupernet, mode: Mode, splits: Splits, s
     return _accuracy_and_static(supernet, mode, splits, settings, calibration, ())[0]
 
 
-def realization_candidates(grouped: Sequence[str]) -> list[Realization]:
+def realization_candidates(grouped: Sequence[str], planned: Realization | None = None) -> list[Realization]:
     """The realizations of a mode whose latency is measured (the fastest is kept): its `grouped`
     layers as grouped kernels, and, if it has any, all of them as dense equivalents (which runtimes
-    whose grouped kernels are slow run as fast as the full network)."""
-    return [PLAIN, Realization(tuple(grouped))] if grouped else [PLAIN]
+    whose grouped kernels are slow run as fast as the full network), and the per-layer plan the
+    device's lookup table predicts fastest (`planned`, if it is neither of those): the table chooses
+    per layer, the end-to-end measurement decides where the table is wrong."""
+    if not grouped:
+        return [PLAIN]
+    candidates = [PLAIN, Realization(tuple(grouped))]
+    if planned is not None and planned not in candidates:
+        candidates.append(planned)
+    return candidates
 
 
 def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
@@ -177,11 +184,14 @@ def mode_energy_mj(supernet: BaseSupernet, mode: Mode, device: Device) -> float:
 def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: Device,
                   settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
                   calibration: list[torch.Tensor] | None = None, measure: bool = True,
-                  predictor: LatencyPredictor | None = None, meter: Meter | None = None) -> Metrics:
+                  predictor: LatencyPredictor | None = None, meter: Meter | None = None,
+                  planner: LatencyPredictor | None = None) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
     the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
     (if `measure`) measured on the materialized mode with its calibrated BN folded in, by `meter`
-    (e.g. on the device's Ray node) or, for a device on this host, here. The accuracy part holds the
+    (e.g. on the device's Ray node) or, for a device on this host, here; each of its realizations
+    (`realization_candidates`: with `planner`, the device's table, also the per-layer plan it predicts
+    fastest) is timed and the fastest kept. The accuracy part holds the
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
@@ -192,7 +202,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         # latency per sample over real validation images, each run alone (the gates see real data)
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     grouped = supernet.grouped_layers(mode)
-    realizations = realization_candidates(grouped) if measure_here else []
+    planned = planner.realization(mode)[0] if planner is not None and grouped and measure_here else None
+    realizations = realization_candidates(grouped, planned) if measure_here else []
     with compute_lock():
         (accuracy, loss), statics, records, calibrated = _accuracy_and_static(
             supernet, mode, splits, settings, calibration, realizations, record_costs=dynamic)

@@ -28,7 +28,7 @@ from subnetsearch.search._optuna import (
 )
 from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation
-from subnetsearch.supernets import Checkpoint, load_checkpoint
+from subnetsearch.supernets import Checkpoint, WeNetSupernet, load_checkpoint
 
 
 class Interrupted(Exception):
@@ -119,9 +119,23 @@ class SearchSession:
                                  f"{self.device.name}` (on the device) or import one with --import-file")
             self.latency_table = LatencyTable.from_dict(stored[0])
         predictor = LatencyPredictor(self.supernet, self.latency_table) if self.latency_table else None
+        self.plan_table = None if predictor is not None else self._plan_table()
+        planner = LatencyPredictor(self.supernet, self.plan_table) if self.plan_table else None
         measure = self.backend.prepare(self) if self.backend is not None else self.device.location == "host"
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
-                                         self.settings, measure=measure, predictor=predictor)
+                                         self.settings, measure=measure, predictor=predictor, planner=planner)
+
+    def _plan_table(self) -> LatencyTable | None:
+        """For measured latency: the device's lookup table for this supernet, if it has one, measured
+        with the device's protocol: its per-layer plan is timed beside the all-grouped and all-dense
+        realizations (the measurement decides)."""
+        stored = self.store.get_latency_table(self.device.name, self.checkpoint.hash)
+        if stored is None or not isinstance(self.supernet, WeNetSupernet):
+            return None
+        table = LatencyTable.from_dict(stored[0])
+        same = ("runtime", "batch_size", "threads", "channels_last")  # what the kernels run as (not the repeats)
+        matches = all(getattr(table.protocol, key) == getattr(self.device.protocol, key) for key in same)
+        return table if matches else None
 
     def search_name(self, strategy: str, settings: dict) -> str:
         """The default name of a search (and of its Optuna study): supernet, device, strategy and the

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from subnetsearch.dashboards import device_report, write_report
-from subnetsearch.devices import Device, LatencyProtocol
+from subnetsearch.devices import Device, LatencyProtocol, Roofline
 from subnetsearch.search import Constraints, EvaluationSettings
 from subnetsearch.search._session import SearchSession
 from subnetsearch.storage import Store
@@ -29,7 +29,8 @@ def searched(tmp_path_factory, tiny_arch):
     url = f"sqlite:///{folder / 'store.db'}"
     store = Store(url)
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1, warmup=1,
-                                                              min_run_time=0.01)))
+                                                              min_run_time=0.01),
+                            roofline=Roofline(5e9, ((None, 5e9),), 1)))
     session = SearchSession(store, url, store.get_device("quick"), checkpoint,
                             EvaluationSettings(calibration_batches=1, calibration_batch_size=32, max_eval_batches=2))
     dse, _ = session.dse(0.0, "latency", ["accuracy", "latency"], max_iterations=1)
@@ -52,6 +53,7 @@ def test_plot_data_follows_the_store(searched) -> None:
     assert len(report.layer_modes) == len(front) and len(report.layers) == len(session.supernet.space)
     hover = report.fronts["latency"].points[0].label
     assert "subnetsearch export" in hover and report.fronts["latency"].points[0].mode_id in hover
+    assert "of its roofline bound" in hover  # the device has a roofline: each latency says how close it is
 
 
 def test_the_full_network_is_marked_only_where_it_was_evaluated(searched) -> None:

@@ -117,3 +117,45 @@ def test_every_export_format_runs_the_stored_mode_on_raw_pixels(tmp_path, tiny_s
         expected = model((pixels / prep["pixel_scale"] - mean) / std)
         torch.testing.assert_close(runtime.load(path)(pixels), expected, rtol=1e-4, atol=1e-4)
     store.dispose()
+
+
+def _planning_table(supernet, protocol):
+    """A table in which dense kernels win on the 12x12 layers and grouped ones everywhere else: its
+    per-layer plan is neither all grouped nor all dense."""
+    from subnetsearch.devices import LatencyTable, all_layer_configs, conv_sites
+
+    entries = {c.key(): (0.1 if tuple(c.input_size) == (12, 12) else 5.0) if c.groups == 1 else 1.0
+               for c in all_layer_configs(conv_sites(supernet), supernet)}
+    return LatencyTable(protocol, entries)
+
+
+def test_the_tables_per_layer_plan_is_timed_beside_all_grouped_and_all_dense(tmp_path, tiny_supernet, tiny_data) -> None:
+    from subnetsearch.devices import LatencyPredictor
+    from subnetsearch.search import SearchSession
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets import Realization, load_checkpoint, save_checkpoint
+
+    protocol = LatencyProtocol(runtime="eager", threads=1, warmup=1, repeats=1, min_run_time=0.01)
+    table = _planning_table(tiny_supernet, protocol)
+    planner = LatencyPredictor(tiny_supernet, table)
+    mode = tiny_supernet.uniform_mode(2)
+    planned, _, _ = planner.realization(mode)
+    grouped = tiny_supernet.grouped_layers(mode)
+    assert planned not in (Realization(), Realization(grouped)) and planned.dense
+    metrics = evaluate_mode(tiny_supernet, mode, tiny_data, Device("h", protocol=protocol), QUICK, planner=planner)
+    timed = {*metrics.latency.alternatives_ms, Realization.from_dict(metrics.latency.realization).describe(len(grouped))}
+    assert timed == {"grouped", "dense", planned.describe(len(grouped))}
+    assert metrics.latency.ms <= min(metrics.latency.alternatives_ms.values())
+    # a search session plans with the device's stored table (measured with the device's protocol)
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    device = store.add_device(Device("h", protocol=protocol))
+    store.register_supernet(load_checkpoint(checkpoint), checkpoint)
+    assert SearchSession(store, url, device, checkpoint, QUICK).evaluator.planner is None  # no table yet
+    store.put_latency_table("h", load_checkpoint(checkpoint).hash, table.to_dict(), table.digest, "measured")
+    session = SearchSession(store, url, device, checkpoint, QUICK)
+    assert session.evaluator.planner is not None and session.evaluator.predictor is None
+    assert session.evaluator.planner.realization(mode)[0] == planned
+    store.dispose()
