@@ -20,6 +20,7 @@ from subnetsearch.devices import (
     LatencyTable,
     all_layer_configs,
     available_runtimes,
+    both_realizations,
     build_table,
     compare_runtimes,
     conv_sites,
@@ -30,7 +31,7 @@ from subnetsearch.devices import (
     measure_latencies,
 )
 from subnetsearch.storage import StorageError, Store
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, PLAIN, CheckpointError, Realization, WeNetSupernet, load_checkpoint
+from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError, WeNetSupernet, load_checkpoint
 
 devices_app = typer.Typer(no_args_is_help=True, help="Hardware targets: add, list, remove, measure.")
 
@@ -208,13 +209,8 @@ def measure_command(
     if (missing := get_runtime(device.protocol.runtime).missing()) is not None:
         fail(missing)
     chosen = [(text, parse_mode(supernet, text)) for text in modes.split(",") if text]
-    models = {}
-    for text, mode in chosen:
-        models[f"{text}|grouped"] = supernet.realize(mode, PLAIN)
-        if grouped := supernet.grouped_layers(mode):
-            models[f"{text}|dense"] = supernet.realize(mode, Realization(tuple(grouped)))
     try:
-        latencies = measure_latencies(models, supernet.input_shape, device.protocol)
+        latencies = measure_latencies(both_realizations(supernet, dict(chosen)), supernet.input_shape, device.protocol)
     except Exception as error:  # an export or runtime failure, reported with what failed
         fail(f"measuring on {name} ({device.protocol.runtime}) failed: {type(error).__name__}: {error}")
     p = device.protocol

@@ -2,7 +2,7 @@
 analytical energy model."""
 
 from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
-from subnetsearch.devices._compare import RuntimeTrial, compare_runtimes
+from subnetsearch.devices._compare import RuntimeTrial, both_realizations, compare_runtimes
 from subnetsearch.devices._latency import (
     Latency,
     LatencyProtocol,
@@ -44,6 +44,7 @@ __all__ = [
     "cache_sizes",
     "RuntimeTrial",
     "compare_runtimes",
+    "both_realizations",
     "Runtime",
     "RuntimeUnavailable",
     "available_runtimes",

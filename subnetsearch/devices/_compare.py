@@ -12,12 +12,16 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from torch import nn
+
 from subnetsearch.devices._latency import LatencyProtocol, measure_latencies
 from subnetsearch.devices.runtimes import available_runtimes
+from subnetsearch.spaces import Mode
+from subnetsearch.supernets import PLAIN, BaseSupernet, Realization, load_checkpoint
 
 
 @dataclass
@@ -35,21 +39,27 @@ class RuntimeTrial:
         return math.exp(sum(math.log(ms) for ms in self.latencies_ms.values()) / len(self.latencies_ms))
 
 
-def _measure_modes(checkpoint: str, modes: Sequence[str], protocol: dict) -> dict[str, float]:
-    """In the child process: every mode's grouped and (where it has grouped layers) dense realization."""
-    from subnetsearch.supernets import PLAIN, Realization, load_checkpoint
-
-    supernet = load_checkpoint(Path(checkpoint)).build()
+def both_realizations(supernet: BaseSupernet, modes: Mapping[str, Mode]) -> dict[str, nn.Module]:
+    """`<name>|grouped` for every mode, and `<name>|dense` (its grouped layers as dense equivalents)
+    for every mode that has grouped layers: what one interleaved measurement times."""
     models = {}
-    for name in modes:
+    for name, mode in modes.items():
+        models[f"{name}|grouped"] = supernet.realize(mode, PLAIN)
+        if grouped := supernet.grouped_layers(mode):
+            models[f"{name}|dense"] = supernet.realize(mode, Realization(tuple(grouped)))
+    return models
+
+
+def _measure_modes(checkpoint: str, names: Sequence[str], protocol: dict) -> dict[str, float]:
+    """In the child process: every mode's grouped and (where it has grouped layers) dense realization."""
+    supernet = load_checkpoint(Path(checkpoint)).build()
+    modes = {}
+    for name in names:
         mode = supernet.mode_named(name)
         if mode is None:
             raise ValueError(f"the supernet names no mode {name!r}")
-        models[f"{name}|grouped"] = supernet.realize(mode, PLAIN)
-        grouped = supernet.grouped_layers(mode)
-        if grouped:
-            models[f"{name}|dense"] = supernet.realize(mode, Realization(tuple(grouped)))
-    measured = measure_latencies(models, supernet.input_shape, LatencyProtocol(**protocol))
+        modes[name] = mode
+    measured = measure_latencies(both_realizations(supernet, modes), supernet.input_shape, LatencyProtocol(**protocol))
     return {label: latency.ms for label, latency in measured.items()}
 
 

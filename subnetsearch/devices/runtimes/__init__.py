@@ -30,7 +30,8 @@ class Runtime(ABC):
     """How a device runs a static network. `prepare` turns a materialized mode into a callable on
     inputs shaped like `example` (batch included: runtimes that compile for static shapes compile for
     it); `save` gives the deployable files of the runtime's format (suffix -> bytes), or None where
-    the runtime has no file format of its own."""
+    the runtime has no file format of its own. Their callers (`prepare_runtime`, `export_mode`) check
+    `require()` first; `load` checks it itself."""
 
     name: ClassVar[str]
     summary: ClassVar[str]

@@ -54,11 +54,9 @@ class ExecuTorch(Runtime):
     suffixes = (".pte",)
 
     def prepare(self, model: nn.Module, example: torch.Tensor, threads: int) -> Runnable:
-        self.require()
         return ExecuTorchModel(program_bytes(model, example), threads)
 
     def save(self, model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> dict[str, bytes]:
-        self.require()
         return {".pte": program_bytes(model, example)}
 
     def load(self, path: Path, threads: int = 1) -> Runnable:

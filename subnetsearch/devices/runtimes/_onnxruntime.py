@@ -61,7 +61,6 @@ class OnnxRuntime(Runtime):
     suffixes = (".onnx",)
 
     def prepare(self, model: nn.Module, example: torch.Tensor, threads: int) -> Runnable:
-        self.require()
         return OnnxRuntimeModel(model, example, threads)
 
     def save(self, model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> dict[str, bytes]:

@@ -50,11 +50,9 @@ class OpenVino(Runtime):
     companions = (".bin",)
 
     def prepare(self, model: nn.Module, example: torch.Tensor, threads: int) -> Runnable:
-        self.require()
         return OpenVinoModel(export_onnx(model, example), threads, tuple(example.shape))
 
     def save(self, model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> dict[str, bytes]:
-        self.require()
         import openvino
 
         network = openvino.Core().read_model(export_onnx(model, example))
