@@ -10,7 +10,8 @@ two, as the evaluator keeps it.
 
 Per runtime and batch, all realizations are timed in one interleaved run (min of `--repeats`
 medians) in a process of its own (runtimes sharing a process crashed here), one after another.
-The roofline (peak MAC rate, bandwidth per memory level) is measured once at the start.
+The roofline's bandwidths and torch's matmul peak are measured once at the start; each runtime's
+child also measures its dense-convolution peak, and the peak is the best of all of them.
 
 Reported per group count: speedup over full (with and without choice), MAC ratio, roofline-bound
 ratio (bound of full / bound of the mode), realized / bound (speedup / bound ratio) and the share
@@ -23,6 +24,7 @@ the best runtime.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -32,8 +34,17 @@ from pathlib import Path
 import torch
 from _common import write_result
 
-from subnetsearch.devices import LatencyProtocol, Roofline, available_runtimes, measure_latencies, measure_roofline
-from subnetsearch.supernets import PLAIN, Realization, build_supernet
+from subnetsearch.devices import (
+    LatencyProtocol,
+    Roofline,
+    available_runtimes,
+    both_realizations,
+    measure_latencies,
+    measure_roofline,
+)
+from subnetsearch.devices._latency import measurement_lock
+from subnetsearch.devices._roofline import _conv_peak
+from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._pretrained import default_checkpoint
 
 GROUPS = (1, 2, 4, 8, 16)
@@ -47,20 +58,19 @@ def build(model: str, input_size: int):
 
 
 def child(args) -> None:
-    """Time every realization of every uniform mode on one runtime at one batch size; JSON out."""
+    """Time every realization of every uniform mode on one runtime at one batch size, and that
+    runtime's dense-convolution peak; JSON out."""
     torch.manual_seed(0)
     supernet, _ = build(args.model, args.input_size)
-    statics = {}
-    for g in GROUPS:
-        mode = supernet.uniform_mode(g)
-        statics[f"g{g}|grouped"] = supernet.realize(mode, PLAIN)
-        if grouped := supernet.grouped_layers(mode):
-            statics[f"g{g}|dense"] = supernet.realize(mode, Realization(tuple(grouped)))
+    statics = both_realizations(supernet, {f"g{g}": supernet.uniform_mode(g) for g in GROUPS})
     runtime, _, layout = args.child.partition("+")
     protocol = LatencyProtocol(runtime=runtime, batch_size=args.batch, threads=2, warmup=3, repeats=args.repeats,
                                min_run_time=args.min_run_time, channels_last=layout == "channels_last")
     latencies = measure_latencies(statics, supernet.input_shape, protocol)
-    Path(args.out).write_text(json.dumps({name: latency.to_dict() for name, latency in latencies.items()}))
+    with measurement_lock():
+        peak = _conv_peak(runtime, 2, repeats=3, min_time=0.1)
+    Path(args.out).write_text(json.dumps({"latencies": {name: latency.to_dict() for name, latency in latencies.items()},
+                                          "conv_peak": peak}))
 
 
 def main() -> None:
@@ -81,12 +91,11 @@ def main() -> None:
         child(args)
         return
     supernet, description = build(args.model, args.input_size)
-    roofline = measure_roofline(2)
-    print(f"roofline: {roofline.how}")
+    roofline = measure_roofline(2)  # torch's matmul and the bandwidths; each runtime's conv peak comes from its child
     macs = {g: supernet.cost(supernet.uniform_mode(g)).macs for g in GROUPS}
     results: dict[str, dict] = {}
+    measured: dict[str, dict] = {}
     for batch in (int(b) for b in args.batches.split(",")):
-        bounds = {g: roofline.bound_ms(*supernet.layers_for(supernet.uniform_mode(g)), batch=batch) for g in GROUPS}
         for runtime in args.runtimes.split(","):
             key = f"{runtime}@{batch}"
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -103,14 +112,27 @@ def main() -> None:
                     results[key] = {"error": f"exit code {done.returncode}: {done.stderr.strip()[-400:]}"}
                     print(f"{key}: failed ({done.returncode})")
                     continue
-                latencies = json.loads(Path(out.name).read_text())
-            results[key] = summarize(latencies, macs, bounds, roofline)
-            results[key]["runtime"], results[key]["batch"] = runtime, batch
-            for row in results[key]["modes"]:
-                print(f"{key:18s} g={row['groups']:2d} grouped {row['speedup_grouped']:5.2f}x kept "
-                      f"{row['speedup_kept']:5.2f}x ({row['kept']}) MACs {row['mac_ratio']:5.2f}x bound "
-                      f"{row['bound_ratio']:5.2f}x realized/bound {row['realized_over_bound']:.2f} "
-                      f"of roofline {row['of_roofline']:.0%}")
+                measured[key] = json.loads(Path(out.name).read_text())
+                print(f"{key}: measured")
+    kernels = {"torch matmul": roofline.peak_macs_per_s, **{f"{key} conv": m["conv_peak"] for key, m in measured.items()}}
+    peak = max(kernels.values())
+    roofline = dataclasses.replace(roofline, peak_macs_per_s=peak, how=(
+        f"peak {peak / 1e9:.0f} GMAC/s, the best of "
+        + ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in kernels.items())
+        + "; bandwidths " + ", ".join(f"{'memory' if c is None else f'{c // 1024} KB'} {b / 1e9:.0f} GB/s"
+                                     for c, b in roofline.levels)))
+    print(f"roofline: {roofline.how}")
+    for key, m in measured.items():
+        runtime, _, batch_text = key.partition("@")
+        batch = int(batch_text)
+        bounds = {g: roofline.bound_ms(*supernet.layers_for(supernet.uniform_mode(g)), batch=batch) for g in GROUPS}
+        results[key] = summarize(m["latencies"], macs, bounds, roofline)
+        results[key]["runtime"], results[key]["batch"] = runtime, batch
+        for row in results[key]["modes"]:
+            print(f"{key:18s} g={row['groups']:2d} grouped {row['speedup_grouped']:5.2f}x kept "
+                  f"{row['speedup_kept']:5.2f}x ({row['kept']}) MACs {row['mac_ratio']:5.2f}x bound "
+                  f"{row['bound_ratio']:5.2f}x realized/bound {row['realized_over_bound']:.2f} "
+                  f"of roofline {row['of_roofline']:.0%}")
     finished = {k: r for k, r in results.items() if "modes" in r}
     payload: dict = {"model": description, "input": list(supernet.input_shape), "threads": 2,
                      "roofline": roofline.to_dict(), "runtimes": results}

@@ -51,7 +51,9 @@ def device_or_default(store: Store, name: str) -> Device:
         if name != "this-host":
             fail(str(error))
     try:
-        return store.add_device(dataclasses.replace(default_host_device(), roofline=host_roofline(2)))
+        device = default_host_device()
+        return store.add_device(dataclasses.replace(device, roofline=host_roofline(device.protocol.threads,
+                                                                                   device.protocol.runtime)))
     except StorageError:  # recorded by another process at the same moment
         return store.get_device(name)
 
@@ -74,8 +76,9 @@ def add_command(
     modes: str = typer.Option(AUTO_MODES, help="With --runtime auto: the modes measured on each runtime."),
     candidates: str | None = typer.Option(None, "--runtimes", help="With --runtime auto: the runtimes to try "
                                                                    "(comma-separated; default: every one installed)."),
-    roofline: bool = typer.Option(True, help="Measure the host's peak MAC rate and bandwidths (host devices, ~2 s): "
-                                             "latencies are then shown against their roofline bound."),
+    roofline: bool = typer.Option(True, help="Measure the host's peak MAC rate (matmul and the runtime's "
+                                             "convolutions) and bandwidths (host devices, ~4 s): latencies are "
+                                             "then shown against their roofline bound."),
     replace: bool = typer.Option(False, help="Replace an existing device of that name."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
@@ -100,7 +103,7 @@ def add_command(
         elif (missing := get_runtime(runtime).missing()) is not None:
             fail(f"{missing} (or record the device with --location ray-node for a node that has it)")
         device = dataclasses.replace(device, protocol=protocol,
-                                     roofline=host_roofline(threads) if roofline else None)
+                                     roofline=host_roofline(threads, protocol.runtime) if roofline else None)
     elif runtime == "auto":
         fail("--runtime auto measures the runtimes of this host: use it with --location host, or name the "
              "device's runtime")
@@ -223,6 +226,7 @@ def measure_command(
     kept = {text: min((latencies[k] for k in (f"{text}|grouped", f"{text}|dense") if k in latencies), key=lambda x: x.ms)
             for text, _ in chosen}
     first = kept[chosen[0][0]].ms
+    above = []
     for text, mode in chosen:
         latency = kept[text]
         dense = latencies.get(f"{text}|dense")
@@ -232,10 +236,16 @@ def measure_command(
         if device.roofline is not None:
             bound = device.roofline.bound_ms(*supernet.layers_for(mode), batch=p.batch_size)
             row += [f"{bound:.3f}", f"{bound / latency.ms:.0%}"]
+            if bound > latency.ms:
+                above.append(text)
         table.add_row(*row)
     console.print(table)
     if device.roofline is not None:
         console.print(f"bound: the roofline ({device.roofline.how}); 'of bound' = bound / kept latency")
+    if above:
+        console.print(f"above the bound: {', '.join(above)} ran faster than the roofline allows, so {p.runtime} "
+                      f"beat every kernel its peak was measured with; re-measure it (`devices add {name} --replace`) "
+                      "on a quiet host")
 
 
 @devices_app.command("table")

@@ -4,7 +4,9 @@ fits in, summed over layers.
 
 Peak and bandwidths are measured once per device by `measure_roofline`, a calibrated
 microbenchmark under the host's measurement lock: the peak is the best of large fp32 matrix
-products (the densest kernel the host's BLAS has: what a convolution lowers to at best); each
+products (the densest kernel the host's BLAS has) and of dense convolutions of several shapes run by
+the device's own runtime (its convolution kernels can beat torch's BLAS: MLAS and XNNPACK did on a
+host here, and a peak below what the runtime reaches would make the bound no bound); each
 bandwidth a copy of a buffer that fills a quarter of one memory level (the caches sysfs lists, then
 main memory with a buffer far larger than them). A layer's traffic is the energy model's count
 (weights once per batch, every input and output value once per input:
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from subnetsearch.costs import BYTES_PER_VALUE, LayerShape, layer_accesses, layer_cost
 
@@ -112,9 +115,35 @@ def _best_seconds(run, repeats: int, min_time: float) -> float:
     return best
 
 
-def measure_roofline(threads: int, repeats: int = 3, min_time: float = 0.1, memory_mb: int = 256) -> Roofline:
-    """Peak fp32 MAC rate (best of 512^3 and 1024^3 matrix products) and the copy bandwidth (read +
-    write) of each cache level and of main memory (a `memory_mb` MB buffer), with `threads` threads."""
+PEAK_CONVS = ((64, 56, 3), (256, 14, 3), (512, 7, 3), (32, 28, 3))
+"""(channels in = out, height = width, kernel) of the dense convolutions (+ ReLU, batch 1) the peak is
+measured with on the device's runtime: ResNet-like layers from wide to small (each was the best of some runtime here)."""
+
+
+def _conv_peak(runtime: str, threads: int, repeats: int, min_time: float) -> float:
+    """The best MAC rate of the `PEAK_CONVS` run by `runtime` (raises RuntimeUnavailable)."""
+    from subnetsearch.devices.runtimes import get_runtime
+
+    chosen = get_runtime(runtime)
+    chosen.require()
+    best = 0.0
+    torch.manual_seed(0)
+    for channels, size, kernel in PEAK_CONVS:
+        conv = nn.Sequential(nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False), nn.ReLU()).eval()
+        x = torch.randn(1, channels, size, size)
+        with torch.no_grad():
+            run = chosen.prepare(conv, x, threads)
+            run(x)
+            seconds = _best_seconds(functools.partial(run, x), repeats, min_time)
+        best = max(best, channels * channels * kernel * kernel * size * size / seconds)
+    return best
+
+
+def measure_roofline(threads: int, runtime: str | None = None, repeats: int = 3, min_time: float = 0.1,
+                     memory_mb: int = 256) -> Roofline:
+    """Peak fp32 MAC rate (best of 512^3 and 1024^3 matrix products and, with `runtime`, of that
+    runtime's dense convolutions `PEAK_CONVS`) and the copy bandwidth (read + write) of each cache
+    level and of main memory (a `memory_mb` MB buffer), with `threads` threads."""
     from subnetsearch.devices._latency import measurement_lock
 
     previous = torch.get_num_threads()
@@ -122,11 +151,13 @@ def measure_roofline(threads: int, repeats: int = 3, min_time: float = 0.1, memo
     with measurement_lock():
         torch.set_num_threads(threads)
         try:
-            peak = 0.0
+            matmul = 0.0
             for size in (512, 1024):
                 a, b, out = torch.randn(size, size), torch.randn(size, size), torch.empty(size, size)
                 torch.mm(a, b, out=out)
-                peak = max(peak, size**3 / _best_seconds(functools.partial(torch.mm, a, b, out=out), repeats, min_time))
+                matmul = max(matmul, size**3 / _best_seconds(functools.partial(torch.mm, a, b, out=out), repeats,
+                                                             min_time))
+            conv = 0.0 if runtime is None else _conv_peak(runtime, threads, repeats, min_time)
             for size, cpus in cache_sizes():
                 capacity = size * threads if cpus == 1 else size  # one private cache per thread
                 levels.append((capacity, _copy_bandwidth(capacity // 4, repeats, min_time)))
@@ -138,15 +169,17 @@ def measure_roofline(threads: int, repeats: int = 3, min_time: float = 0.1, memo
         # small copy that reads slower is call overhead, not bandwidth)
         levels[index] = (levels[index][0], max(levels[index][1], levels[index + 1][1]))
     named = ", ".join(f"{'memory' if c is None else f'{c // 1024} KB'} {b / 1e9:.0f} GB/s" for c, b in levels)
-    return Roofline(peak, tuple(levels), threads,
-                    f"fp32 matmul peak {peak / 1e9:.0f} GMAC/s; copy bandwidth {named}; {threads} threads, "
-                    f"best of {repeats}")
+    kernels = f"fp32 matmul {matmul / 1e9:.0f}" + ("" if runtime is None else f", {runtime} conv {conv / 1e9:.0f}")
+    return Roofline(max(matmul, conv), tuple(levels), threads,
+                    f"peak {max(matmul, conv) / 1e9:.0f} GMAC/s (best of {kernels}); copy bandwidth {named}; "
+                    f"{threads} threads, best of {repeats}")
 
 
 @functools.lru_cache(maxsize=8)
-def host_roofline(threads: int) -> Roofline:
-    """This host's roofline at `threads` threads, measured once per process."""
-    return measure_roofline(threads)
+def host_roofline(threads: int, runtime: str | None = None) -> Roofline:
+    """This host's roofline at `threads` threads (peak including `runtime`'s convolutions), measured
+    once per process."""
+    return measure_roofline(threads, runtime)
 
 
 def _copy_bandwidth(nbytes: int, repeats: int, min_time: float) -> float:

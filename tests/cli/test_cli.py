@@ -1,3 +1,4 @@
+import dataclasses
 import shlex
 import subprocess
 import sys
@@ -6,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
+from subnetsearch.devices import Roofline
+from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import save_checkpoint
 
 runner = CliRunner()
@@ -84,8 +87,15 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
     assert "smallest" in measured.output and "onnxruntime" in measured.output
     for column in ("grouped ms", "dense ms", "kept ms", "bound ms", "of bound"):  # both kernels, the roofline
         assert column in measured.output, measured.output
-    assert "GMAC/s" in runner.invoke(app, ["devices", "add", "again", "--runtime", "eager", "--threads", "1",
-                                           "--storage", storage]).output  # the roofline is measured and said
+    assert "eager conv" in runner.invoke(app, ["devices", "add", "again", "--runtime", "eager", "--threads", "1",
+                                               "--storage", storage]).output  # its runtime's convs are in the peak
+    assert "above the bound" not in measured.output
+    store = Store(storage)  # a peak far below what the runtime reaches: the table says the bound is no bound
+    host = store.get_device("host-onnxruntime")
+    store.add_device(dataclasses.replace(host, roofline=Roofline(1e6, ((None, 1e15),), 1)), replace=True)
+    flagged = runner.invoke(app, ["devices", "measure", "host-onnxruntime", "--checkpoint", str(tiny_checkpoint),
+                                  "--modes", "full", "--storage", storage])
+    assert flagged.exit_code == 0 and "above the bound: full ran faster than the roofline allows" in flagged.output
     assert runner.invoke(app, ["devices", "remove", "host-eager", "--storage", storage]).exit_code == 0
     assert "host-eager" not in runner.invoke(app, ["devices", "list", "--storage", storage]).output
 

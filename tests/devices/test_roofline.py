@@ -1,6 +1,8 @@
 import pytest
 
 from subnetsearch.devices import Device, LatencyProtocol, Roofline, measure_roofline
+from subnetsearch.devices._roofline import _conv_peak
+from subnetsearch.devices.runtimes import RuntimeUnavailable, available_runtimes, get_runtime
 
 ROOFLINE = Roofline(50e9, ((2**20, 100e9), (None, 20e9)), 1)
 
@@ -12,6 +14,20 @@ def test_the_roofline_is_measured_per_memory_level() -> None:
     assert bandwidths == sorted(bandwidths, reverse=True)  # a smaller level is never slower
     assert Roofline.from_dict(measured.to_dict()) == measured
     assert "GMAC/s" in measured.how and "GB/s" in measured.how
+
+
+@pytest.mark.parametrize("runtime", available_runtimes())
+def test_the_peak_includes_the_runtimes_own_convolutions(runtime) -> None:
+    conv = _conv_peak(runtime, 1, repeats=1, min_time=0.01)
+    measured = measure_roofline(1, runtime, repeats=1, min_time=0.01, memory_mb=16)
+    assert conv > 1e8 and f"{runtime} conv" in measured.how
+    assert measured.peak_macs_per_s >= 0.5 * conv  # the best of matmul and convs (timed again: noise allowed)
+
+
+def test_a_runtime_that_is_not_installed_is_refused_for_the_peak(monkeypatch) -> None:
+    monkeypatch.setattr(get_runtime("openvino"), "modules", ("no_such_module_here",))
+    with pytest.raises(RuntimeUnavailable, match="subnetsearch\\[openvino\\]"):
+        measure_roofline(1, "openvino", repeats=1, min_time=0.01, memory_mb=16)
 
 
 def test_the_bound_falls_with_groups_and_grows_with_the_batch(tiny_supernet) -> None:
