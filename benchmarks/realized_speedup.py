@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._pretrained import default_checkpoint
 
 GROUPS = (1, 2, 4, 8, 16)
+PARTIAL = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench")) / "realized"
+# one file per runtime and batch: an interrupted run resumes with what it measured
 
 
 def build(model: str, input_size: int):
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds per runtime and batch.")
+    parser.add_argument("--fresh", action="store_true", help="Re-measure every runtime and batch (default: reuse "
+                        "what an earlier, interrupted run of the same model measured, kept under ~/.cache).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -98,6 +103,11 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         for runtime in args.runtimes.split(","):
             key = f"{runtime}@{batch}"
+            kept = PARTIAL / f"{args.model}-{args.input_size}-r{args.repeats}-t{args.min_run_time}-{key}.json"
+            if kept.exists() and not args.fresh:
+                measured[key] = json.loads(kept.read_text())
+                print(f"{key}: measured by an earlier run ({kept})")
+                continue
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
                 command = [sys.executable, __file__, "--child", runtime, "--batch", str(batch), "--out", out.name,
                            "--model", args.model, "--input-size", str(args.input_size), "--repeats", str(args.repeats),
@@ -113,7 +123,9 @@ def main() -> None:
                     print(f"{key}: failed ({done.returncode})")
                     continue
                 measured[key] = json.loads(Path(out.name).read_text())
-                print(f"{key}: measured")
+                PARTIAL.mkdir(parents=True, exist_ok=True)
+                kept.write_text(json.dumps(measured[key]))
+                print(f"{key}: measured", flush=True)
     kernels = {"torch matmul": roofline.peak_macs_per_s, **{f"{key} conv": m["conv_peak"] for key, m in measured.items()}}
     peak = max(kernels.values())
     roofline = dataclasses.replace(roofline, peak_macs_per_s=peak, how=(

@@ -15,22 +15,26 @@ from subnetsearch.data import DataError
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
 from subnetsearch.search import (
     COSTS,
+    PREDICTOR_INITS,
     SAMPLERS,
     Constraints,
     DSEStep,
     Interrupted,
+    PredictorSettings,
     SearchSession,
     check_dse_inputs,
     check_objectives,
     evaluation_settings,
     make_sampler,
+    predictor_rounds,
 )
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError
 
 
 def search_command(
-    strategy: str = typer.Option("dse", help="dse (Algorithm 2) | optuna"),
+    strategy: str = typer.Option("dse", help="dse (Algorithm 2) | optuna | predictor (a learned accuracy model "
+                                             "and NSGA-II on predictions pick each batch of real evaluations)"),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="Supernet checkpoint."),
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     delta: float = typer.Option(0.90, help="DSE: accuracy threshold (validation)."),
@@ -40,9 +44,14 @@ def search_command(
                                                  "see `subnetsearch devices table`)."),
     objectives: str = typer.Option("accuracy,latency", help="Study objectives: accuracy, latency, macs, energy."),
     sampler: str = typer.Option("tpe", help=f"Optuna sampler: {', '.join(SAMPLERS)}."),
-    trials: int = typer.Option(30, help="Optuna: number of trials."),
-    min_accuracy: float | None = typer.Option(None, help="Optuna constraint: accuracy >= this."),
-    max_latency_ms: float | None = typer.Option(None, help="Optuna constraint: latency <= this."),
+    trials: int = typer.Option(30, help="Optuna: number of trials; predictor: distinct modes evaluated in all."),
+    init: str = typer.Option("random", help=f"Predictor: initial design, {' | '.join(PREDICTOR_INITS)} (random modes "
+                                            "with full and smallest, or Algorithm 2's first evaluations)."),
+    init_size: int | None = typer.Option(None, help="Predictor: evaluations of the initial design (default "
+                                                    "min(20, trials))."),
+    batch: int = typer.Option(10, help="Predictor: real evaluations per round (fanned out with --backend ray)."),
+    min_accuracy: float | None = typer.Option(None, help="Optuna / predictor constraint: accuracy >= this."),
+    max_latency_ms: float | None = typer.Option(None, help="Optuna / predictor constraint: latency <= this."),
     seed: int = typer.Option(0),
     name: str | None = typer.Option(None, help="Search name (default: from supernet, device, strategy and settings). "
                                                "Rerunning with the same name resumes the search."),
@@ -57,8 +66,8 @@ def search_command(
 ) -> None:
     """Search the operating modes of a supernet on a device."""
     # every option is checked before the store is opened (nothing is written for a bad command)
-    if strategy not in ("dse", "optuna"):
-        fail(f"unknown strategy {strategy!r}; use dse or optuna")
+    if strategy not in ("dse", "optuna", "predictor"):
+        fail(f"unknown strategy {strategy!r}; use dse, optuna or predictor")
     try:
         names = check_objectives([o.strip() for o in objectives.split(",") if o.strip()])
         if strategy == "dse":
@@ -66,7 +75,13 @@ def search_command(
             if max_iterations is not None and max_iterations < 1:
                 raise ValueError(f"--max-iterations must be >= 1, got {max_iterations}")
         else:
-            make_sampler(sampler, seed)
+            if strategy == "optuna":
+                make_sampler(sampler, seed)
+            else:
+                PredictorSettings(budget=max(trials, 1), init=init, batch=batch, seed=seed,
+                                  init_size=min(20, max(trials, 1)) if init_size is None else init_size)
+                if max_latency_ms is not None and "latency" not in names:
+                    raise ValueError("--max-latency-ms needs latency among --objectives (the predictor predicts it)")
             constraints = Constraints(min_accuracy, max_latency_ms)
             if trials < 1:
                 raise ValueError(f"--trials must be >= 1, got {trials}")
@@ -108,7 +123,17 @@ def search_command(
             console.print(f"chosen mode {chosen.mode.id}: accuracy {chosen.accuracy:.4f}, {cost} {chosen.cost:.4g}; "
                           f"{session.supernet.mode_layout()} {session.supernet.describe(chosen.mode)}")
         else:
-            results, study = session.optuna(sampler, trials, names, constraints, seed, name=name)
+            if strategy == "optuna":
+                results, study = session.optuna(sampler, trials, names, constraints, seed, name=name)
+            else:
+                results, study = session.predictor(trials, names, constraints, seed, init, init_size, batch, name=name)
+                rounds = predictor_rounds(study, names)
+                for entry in rounds:
+                    taus = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}"
+                                     for k, v in entry.get("kendall_tau", {}).items())
+                    console.print(f"round {entry['round']}: fitted on {entry.get('trained_on', '?')}, evaluated "
+                                  f"{entry.get('evaluated', 0)}; held-out Kendall tau {taus or '-'}; planning "
+                                  f"{entry.get('fit_s', 0) + entry.get('evolve_s', 0) + entry.get('select_s', 0):.1f} s")
             front = study.best_trials  # feasible trials only, when there are constraints
             table = Table(title=f"Pareto front ({', '.join(names)}) of {len(study.trials)} trials "
                                 f"({len(results)} new)")

@@ -1,4 +1,5 @@
-"""Evaluation of modes (cached in the store), the search strategies (greedy DSE, Optuna), and export."""
+"""Evaluation of modes (cached in the store), the search strategies (greedy DSE, Optuna, predictor-guided),
+and export."""
 
 from subnetsearch.search._cache import CachedEvaluator, to_record
 from subnetsearch.search._ddi import (
@@ -46,17 +47,26 @@ from subnetsearch.search._optuna import (
     record_trial,
     set_constraints,
 )
+from subnetsearch.search._predictor import INITS as PREDICTOR_INITS
+from subnetsearch.search._predictor import PredictorSettings, fit_model, kendall_tau, plan_round
 from subnetsearch.search._session import (
     TRAINING_OBJECTIVES,
     Interrupted,
     SearchSession,
     open_training_search,
+    predictor_rounds,
     recorded,
     run_training_trials,
     start_training_search,
 )
 
 __all__ = [
+    "PREDICTOR_INITS",
+    "PredictorSettings",
+    "fit_model",
+    "kendall_tau",
+    "plan_round",
+    "predictor_rounds",
     "SkipTargetResult",
     "skip_target_distributions",
     "skip_target_space",

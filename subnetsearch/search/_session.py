@@ -10,13 +10,14 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+from optuna import Study
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device, LatencyPredictor, LatencyTable
 from subnetsearch.search._backend import Backend
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
-from subnetsearch.search._evaluator import EvaluationSettings
+from subnetsearch.search._evaluator import EvaluationSettings, mode_energy_mj
 from subnetsearch.search._optuna import (
     Constraints,
     check_objectives,
@@ -26,8 +27,16 @@ from subnetsearch.search._optuna import (
     optuna_search,
     record_trial,
 )
+from subnetsearch.search._predictor import (
+    Exact,
+    Limits,
+    PredictorSettings,
+    initial_design,
+    kendall_tau,
+    predictor_rounds_loop,
+)
 from subnetsearch.spaces import Mode, SearchSpace
-from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation
+from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation, distinct_trials
 from subnetsearch.supernets import Checkpoint, WeNetSupernet, load_checkpoint
 
 
@@ -119,6 +128,7 @@ class SearchSession:
                                  f"{self.device.name}` (on the device) or import one with --import-file")
             self.latency_table = LatencyTable.from_dict(stored[0])
         predictor = LatencyPredictor(self.supernet, self.latency_table) if self.latency_table else None
+        self.latency_predictor = predictor
         self.plan_table = None if predictor is not None else self._plan_table()
         planner = LatencyPredictor(self.supernet, self.plan_table) if self.plan_table else None
         measure = self.backend.prepare(self) if self.backend is not None else self.device.location == "host"
@@ -272,3 +282,121 @@ class SearchSession:
             summary.update({"trials": len(study.get_trials(deepcopy=False)), "new_trials": len(results),
                             "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
         return results, study
+
+    def exact_costs(self, objectives: Sequence[str]) -> dict[str, Exact]:
+        """The objectives the predictor strategy need not learn: MACs and modelled energy of a static
+        mode (what the evaluator stores), latency where this search predicts it from a lookup table."""
+        exact: dict[str, Exact] = {}
+        if not self.supernet.dynamic_cost:  # an input-dependent cost is measured per sample: learned
+            if "macs" in objectives:
+                exact["macs"] = lambda mode: float(self.supernet.cost(mode).macs)
+            if "energy" in objectives:
+                exact["energy"] = lambda mode: mode_energy_mj(self.supernet, mode, self.device)
+        if "latency" in objectives and self.latency_predictor is not None:
+            predictor = self.latency_predictor
+            exact["latency"] = lambda mode: predictor(mode).ms
+        return exact
+
+    def predictor(self, trials: int, objectives: Sequence[str], constraints: Constraints = Constraints(),
+                  seed: int = 0, init: str = "random", init_size: int | None = None, batch: int = 10,
+                  name: str | None = None) -> tuple[list[StoredEvaluation], Study]:
+        """Predictor-guided search (`search._predictor`) until the study holds `trials` distinct
+        modes: an initial design (`init`: random modes with full and smallest, or Algorithm 2's
+        first evaluations), then rounds that fit the model on every earlier round, evolve on its
+        predictions and evaluate a batch of `batch` for real (fanned out by the backend). Every
+        trial carries its round; a resumed search re-plans the unfinished round from the rounds
+        before it, so it evaluates what an uninterrupted one would."""
+        if trials < 1:
+            raise ValueError(f"trials must be >= 1, got {trials}")
+        objectives = check_objectives(objectives)
+        settings = PredictorSettings(budget=trials, init=init, init_size=min(20, trials) if init_size is None else
+                                     init_size, batch=batch, seed=seed)
+        self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
+        if constraints.max_latency_ms is not None and "latency" not in objectives:
+            raise ValueError("a latency budget needs latency among the objectives (the predictor must predict it)")
+        strategy = "predictor"
+        named = {"seed": seed, "objectives": ",".join(objectives), "init": init, "init_size": settings.init_size,
+                 "batch": batch, **{k: v for k, v in asdict(constraints).items() if v is not None}}
+        record, study = self._start(name, strategy, named, objectives, make_sampler("random", seed))
+        space, exact = self.supernet.space, self.exact_costs(objectives)
+        limits = Limits(constraints.min_accuracy, constraints.max_latency_ms)
+        fresh: list[StoredEvaluation] = []
+        in_study = {t.user_attrs["mode_id"] for t in distinct_trials(study)}
+
+        def run(modes: Sequence[Mode], round_number: int, predicted: Sequence[dict] | None = None,
+                info: dict | None = None) -> None:
+            todo = [(i, mode) for i, mode in enumerate(modes) if mode.id not in in_study]
+            timed = self.timed_batch([mode for _, mode in todo])
+            for (i, mode), (result, started, finished) in zip(todo, timed, strict=True):
+                attrs: dict[str, object] = {"strategy": strategy, "round": round_number}
+                if predicted is not None:
+                    attrs["predicted"] = predicted[i]
+                if info is not None and not any(m.id in in_study for m in modes):
+                    attrs["predictor_round"] = info  # on the round's first trial
+                record_trial(study, space, mode, result, objectives, constraints, attrs, started, finished)
+                in_study.add(mode.id)
+                fresh.append(result)
+
+        with recorded(self.store, record.name) as summary:
+            if settings.init == "random":
+                run(initial_design(space, settings.init_size, seed), 0)
+            else:
+                self._dse_design(settings.init_size, objectives, constraints, run)
+            predictor_rounds_loop(space, objectives, settings, exact, limits, lambda: self._rounds(study, objectives), run)
+            summary.update({"trials": len(distinct_trials(study)), "new_trials": len(fresh),
+                            "rounds": predictor_rounds(study, objectives),
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
+        return fresh, study
+
+    @staticmethod
+    def _rounds(study: Study, objectives: Sequence[str]) -> list[tuple[int, Mode, dict[str, float]]]:
+        return [(int(t.user_attrs.get("round", 0)), Mode.from_json(t.user_attrs["mode_json"]),
+                 dict(zip(objectives, t.values, strict=True))) for t in distinct_trials(study)]
+
+    def _dse_design(self, size: int, objectives: Sequence[str], constraints: Constraints,
+                    run: Callable[[Sequence[Mode], int], None]) -> None:
+        """Round 0 from Algorithm 2's walk from the full network (cost: the first cost objective),
+        whole iterations until `size` evaluations (stored evaluations make a re-walk free)."""
+        cost = next(o for o in objectives if o != "accuracy")
+        evaluated: dict[str, Mode] = {}
+
+        class Enough(Exception):
+            pass
+
+        def evaluate(modes: Sequence[Mode]) -> list[StoredEvaluation]:
+            if len(evaluated) >= size:
+                raise Enough
+            run(modes, 0)
+            evaluated.update({mode.id: mode for mode in modes})
+            return [self.evaluator.evaluate(mode) for mode in modes]  # from the store now
+
+        try:
+            greedy_dse(self.supernet.space, self.supernet.full_mode(), evaluate, constraints.min_accuracy or 0.0, cost)
+        except Enough:
+            pass
+
+
+def predictor_rounds(study: optuna.Study, objectives: Sequence[str]) -> list[dict]:
+    """Per round of a predictor search: what it fitted and how long planning took (from the round's
+    first trial), and the held-out Kendall tau of each learned objective (its predictions for the
+    batch, made before the batch was evaluated, against the real values)."""
+    rounds: dict[int, dict] = {}
+    pairs: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for trial in distinct_trials(study):
+        number = int(trial.user_attrs.get("round", 0))
+        if number == 0:
+            continue
+        if "predictor_round" in trial.user_attrs:
+            rounds[number] = dict(trial.user_attrs["predictor_round"])
+        rounds.setdefault(number, {"round": number})
+        predicted = trial.user_attrs.get("predicted") or {}
+        for name, value in zip(objectives, trial.values, strict=True):
+            if name in predicted:
+                pairs.setdefault(number, {}).setdefault(name, []).append((float(predicted[name]), float(value)))
+    for number, entry in rounds.items():
+        learned = entry.get("models", {})
+        entry["evaluated"] = len(next(iter(pairs.get(number, {}).values()), []))
+        entry["kendall_tau"] = {name: (None if tau is None else round(tau, 4)) for name, values in
+                                pairs.get(number, {}).items() if name in learned
+                                for tau in [kendall_tau([a for a, _ in values], [b for _, b in values])]}
+    return [rounds[number] for number in sorted(rounds)]

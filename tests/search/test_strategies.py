@@ -11,18 +11,21 @@ import pytest
 
 from subnetsearch.devices import Device
 from subnetsearch.pareto import nondominated
-from subnetsearch.search import SAMPLERS, Constraints, EvaluationSettings, SearchSession
+from subnetsearch.search import PREDICTOR_INITS, SAMPLERS, Constraints, EvaluationSettings, SearchSession
 from subnetsearch.storage import Store
 from subnetsearch.supernets import save_checkpoint
 
 QUICK = EvaluationSettings(calibration_batches=1, calibration_batch_size=16, max_eval_batches=1)
 OBJECTIVES = ["accuracy", "macs"]
-STRATEGIES = ["dse", *(f"optuna:{sampler}" for sampler in SAMPLERS)]
+STRATEGIES = ["dse", *(f"optuna:{sampler}" for sampler in SAMPLERS), *(f"predictor:{init}" for init in PREDICTOR_INITS)]
 
 
 def _run(session: SearchSession, strategy: str, name: str) -> optuna.Study:
     if strategy == "dse":
         _, study = session.dse(0.0, "macs", OBJECTIVES, max_iterations=2, name=name)
+    elif strategy.startswith("predictor:"):
+        _, study = session.predictor(8, OBJECTIVES, seed=3, init=strategy.split(":")[1], init_size=4, batch=2,
+                                     name=name)
     else:
         _, study = session.optuna(strategy.split(":")[1], 5, OBJECTIVES, Constraints(), seed=3, name=name)
     return study
