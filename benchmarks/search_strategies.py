@@ -1,10 +1,12 @@
-"""Issue 4 benchmark: hypervolume against the number of real evaluations, per search strategy.
+"""Issues 4 and 19: hypervolume against the number of real evaluations, per search strategy.
 
 Shipped Fashion-MNIST supernet; strategies: greedy DSE (Algorithm 2, cost = latency and cost = MACs),
-random, TPE (Optuna 5 default), NSGA-II, and TPE seeded with the DSE's first evaluations (added as
-completed trials). Optuna strategies search accuracy, latency and MACs jointly; hypervolume is
-reported for (accuracy, latency) and (accuracy, MACs) with a fixed reference point (accuracy 0.80,
-1.1x the full network's cost); the reference front is the union of every run's front at the largest
+random, TPE (Optuna 5 default), NSGA-II, TPE seeded with the DSE's first evaluations (added as
+completed trials), and the predictor strategy (`SearchSession.predictor`: 20 initial evaluations,
+rounds of 10; its per-round held-out Kendall tau and planning time are reported). Optuna strategies
+and the predictor search accuracy, latency and MACs jointly; hypervolume is reported for (accuracy,
+latency) and (accuracy, MACs) with a fixed reference point (accuracy 0.80, 1.1x the full network's
+cost); the reference front is the union of every run's front at the largest
 budget. An "evaluation" is a distinct mode a run asked for (a repeat is free: the evaluator's cache).
 
 Cost of one evaluation on these 2 cores is the limit: accuracy is BN-recalibrated on 2 x 128
@@ -47,6 +49,7 @@ HOME = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "
 SETTINGS = EvaluationSettings(calibration_batches=2, calibration_batch_size=128, max_eval_batches=4)
 OBJECTIVES = ["accuracy", "latency", "macs"]
 SEEDED_FROM_DSE = 40
+PREDICTOR_INIT, PREDICTOR_BATCH = 20, 10
 PAIRS = {"latency": ("accuracy", "latency"), "macs": ("accuracy", "macs")}
 
 
@@ -63,7 +66,7 @@ def latency_table(supernet) -> LatencyTable:
 
 def runs(seeds: int) -> list[tuple[str, int]]:
     return [("dse-latency", 0), ("dse-macs", 0)] + [(s, seed) for seed in range(seeds)
-                                                    for s in ("random", "tpe", "nsga2", "dse+tpe")]
+                                                    for s in ("random", "tpe", "nsga2", "dse+tpe", "predictor")]
 
 
 def optuna_run(session: SearchSession, strategy: str, seed: int, budget: int, timing: dict) -> optuna.Study:
@@ -133,6 +136,9 @@ def run_all(args: argparse.Namespace) -> None:
         if strategy.startswith("dse-"):
             cost = strategy.split("-", 1)[1]
             session.dse(args.delta, cost, OBJECTIVES, args.dse_iterations, name=f"bench/{strategy}/seed0")
+        elif strategy == "predictor":
+            session.predictor(args.budget, OBJECTIVES, seed=seed, init_size=PREDICTOR_INIT, batch=PREDICTOR_BATCH,
+                              name=f"bench/{strategy}/seed{seed}")
         else:
             if strategy == "dse+tpe":
                 while not _finished(store, "bench/dse-latency/seed0"):
@@ -200,14 +206,15 @@ def report(args: argparse.Namespace) -> None:
             entry["runs"].append({"seed": seed, "evaluations": len(curve), "final_fraction": round(curve[-1], 4),
                                   "to_0.95": evaluations_to_reach(curve, 0.95),
                                   "to_0.98": evaluations_to_reach(curve, 0.98),
-                                  "at_150": round(curve[min(149, len(curve) - 1)], 4)})
+                                  **{f"at_{n}": round(curve[min(n - 1, len(curve) - 1)], 4) for n in (50, 100, 150)}})
             label = "dse" if strategy.startswith("dse-") else strategy
             curves_for_plot.setdefault(cost, {}).setdefault(label, []).append(curve)
         for entry in per_strategy.values():
             reached = [r["to_0.98"] for r in entry["runs"]]
             entry["median_evaluations_to_0.95"] = _median_or_none([r["to_0.95"] for r in entry["runs"]])
             entry["median_evaluations_to_0.98"] = _median_or_none(reached)
-            entry["median_fraction_at_150"] = round(statistics.median(r["at_150"] for r in entry["runs"]), 4)
+            for n in (50, 100, 150):
+                entry[f"median_fraction_at_{n}"] = round(statistics.median(r[f"at_{n}"] for r in entry["runs"]), 4)
             entry["seeds_reaching_0.98_within_150"] = sum(1 for r in reached if r is not None and r <= 150)
         if cost == "latency":
             members = [p for points in studies.values() for p in points[:args.budget]]
@@ -226,6 +233,7 @@ def report(args: argparse.Namespace) -> None:
     best = {pair: max(((name, e["median_fraction_at_150"]) for name, e in r["strategies"].items()), key=lambda x: x[1])
             for pair, r in results.items()}
     results["accuracy_vs_latency"]["front_remeasured_end_to_end"] = remeasured
+    results["predictor_rounds"] = predictor_rounds(Store(url), args.seeds)
     write_result("search_strategies", {
         "supernet": str(DEFAULT_CHECKPOINT.name), "evaluation_settings": asdict(SETTINGS),
         "latency": "lookup-table prediction, eager runtime, 1 thread, this host", "budget": args.budget,
@@ -236,7 +244,33 @@ def report(args: argparse.Namespace) -> None:
         "best_strategy_at_150": {pair: {"strategy": name, "median_fraction": value}
                                  for pair, (name, value) in best.items()},
         "met": {pair: value >= 0.98 for pair, (_, value) in best.items()},
+        "predictor_targets": {pair: {"at_50": r["strategies"].get("predictor", {}).get("median_fraction_at_50"),
+                                     "at_150": r["strategies"].get("predictor", {}).get("median_fraction_at_150"),
+                                     "met_0.95_at_50": (r["strategies"].get("predictor", {}).get("median_fraction_at_50")
+                                                        or 0) >= 0.95,
+                                     "met_0.98_at_150": (r["strategies"].get("predictor", {})
+                                                         .get("median_fraction_at_150") or 0) >= 0.98}
+                              for pair, r in results.items() if pair.startswith("accuracy_vs_")},
     })
+
+
+def predictor_rounds(store: Store, seeds: int) -> dict:
+    """Per round of the predictor runs: median over seeds of the held-out Kendall tau of predicted vs
+    real accuracy (the round's batch, predicted before it was evaluated) and of the seconds spent
+    outside real evaluations (fit, evolution, selection)."""
+    by_round: dict[int, dict[str, list[float]]] = {}
+    for seed in range(seeds):
+        record = store.get_search(f"bench/predictor/seed{seed}")
+        for entry in (record.summary.get("rounds", []) if record else []):
+            row = by_round.setdefault(int(entry["round"]), {"tau": [], "planning_s": [], "trained_on": []})
+            if (tau := entry.get("kendall_tau", {}).get("accuracy")) is not None:
+                row["tau"].append(tau)
+            row["planning_s"].append(entry.get("fit_s", 0) + entry.get("evolve_s", 0) + entry.get("select_s", 0))
+            row["trained_on"].append(entry.get("trained_on", 0))
+    return {str(r): {"trained_on": int(statistics.median(v["trained_on"])),
+                     "median_kendall_tau_accuracy": round(statistics.median(v["tau"]), 3) if v["tau"] else None,
+                     "median_planning_s": round(statistics.median(v["planning_s"]), 2), "seeds": len(v["planning_s"])}
+            for r, v in sorted(by_round.items())}
 
 
 def _median_or_none(values: list[int | None]) -> float | None:

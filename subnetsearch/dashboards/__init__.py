@@ -16,6 +16,7 @@ from subnetsearch.dashboards._render import (
     front_figure,
     hypervolume_figure,
     layers_figure,
+    predictor_figure,
     write_report,
 )
 from subnetsearch.dashboards._serve import dashboard_app, serve_dashboard
@@ -34,6 +35,7 @@ __all__ = [
     "front_figure",
     "full_mode_of",
     "hypervolume_figure",
+    "predictor_figure",
     "layers_figure",
     "serve_dashboard",
     "write_report",

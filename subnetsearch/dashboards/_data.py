@@ -65,6 +65,8 @@ class DeviceReport:
     dse: dict[str, list[Series]] = field(default_factory=dict)  # cost -> each DSE search's trajectory
     hypervolume: list[Curve] = field(default_factory=list)  # per search: fraction of all evaluations' HV
     hypervolume_reference: dict[str, float] = field(default_factory=dict)
+    predictor_fit: list[Curve] = field(default_factory=list)  # per predictor search: held-out Kendall tau per round
+    predictor_rounds: dict[str, list[dict]] = field(default_factory=dict)  # per predictor search: its summary's rounds
     layers: tuple[str, ...] = ()  # knob names, in network order
     layer_modes: list[tuple[str, tuple[float, ...]]] = field(default_factory=list)  # front modes' knob values
 
@@ -135,6 +137,13 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
         fractions = tuple(hypervolume([[p.accuracy, p.cost] for p in points[:n]], ["accuracy", cost], reference)
                           / total if total else 0.0 for n in range(1, len(points) + 1))
         report.hypervolume.append(Curve(search.name, tuple(range(1, len(points) + 1)), fractions))
+    for search in searches:  # how well each predictor search's accuracy model ranked its next batch
+        if search.strategy != "predictor" or not search.summary.get("rounds"):
+            continue
+        report.predictor_rounds[search.name] = list(search.summary["rounds"])
+        ranked = [r for r in search.summary["rounds"] if (r.get("kendall_tau") or {}).get("accuracy") is not None]
+        report.predictor_fit.append(Curve(search.name, tuple(int(r["round"]) for r in ranked),  # no tau: a tie
+                                          tuple(float(r["kendall_tau"]["accuracy"]) for r in ranked)))
     front_modes = store.get_front(device, f"accuracy,{cost}", supernet_hash)  # the first cost's front, as drawn
     if front_modes:
         values = [json.loads(e.mode_json)["values"] for e in front_modes]

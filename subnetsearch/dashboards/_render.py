@@ -77,6 +77,26 @@ def hypervolume_figure(report: DeviceReport) -> go.Figure:
     return figure
 
 
+def predictor_figure(report: DeviceReport) -> go.Figure:
+    """Per predictor search: the Kendall tau of its accuracy model's predictions for each round's
+    batch (made before the batch was evaluated) against the accuracy measured."""
+    figure = go.Figure()
+    for curve in report.predictor_fit:
+        rounds = {int(r["round"]): r for r in report.predictor_rounds.get(curve.name, [])}
+        text = [f"fitted on {rounds[x].get('trained_on', '?')} evaluations, "
+                f"{rounds[x].get('models', {}).get('accuracy', {}).get('features', '?')} features, planning "
+                f"{rounds[x].get('fit_s', 0) + rounds[x].get('evolve_s', 0) + rounds[x].get('select_s', 0):.1f} s"
+                if x in rounds else "" for x in curve.x]
+        figure.add_trace(go.Scatter(x=list(curve.x), y=list(curve.y), mode="lines+markers", name=_short(curve.name),
+                                    text=text, hovertemplate=f"{html.escape(curve.name)}<br>round %{{x}}: tau "
+                                                             "%{y:.3f}<br>%{text}<extra></extra>"))
+    figure.update_layout(title=f"{report.device}: predictor searches: held-out Kendall tau of predicted vs measured "
+                               "accuracy per round",
+                         xaxis={"title": "round", "dtick": 1}, yaxis={"title": "Kendall tau", "range": [-1, 1]},
+                         height=400, title_font={"size": 13}, legend={"orientation": "h", "y": -0.25, "font": {"size": 10}})
+    return figure
+
+
 def layers_figure(report: DeviceReport) -> go.Figure:
     """Per-layer knob values of the front's modes (the papers' Fig. 6/7 view)."""
     figure = go.Figure(go.Heatmap(z=[list(values) for _, values in report.layer_modes], x=list(report.layers),
@@ -100,7 +120,7 @@ def cross_device_figure(series: Sequence[Series], cost: str) -> go.Figure:
 def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[Series], str] | None,
                  title: str, storage: str) -> Path:
     """One HTML file: plotly.js inlined in the first figure, every figure a div with a stable id
-    (`front-<device>-<cost>`, `hypervolume-<device>`, `layers-<device>`, `cross-device`)."""
+    (`front-<device>-<cost>`, `hypervolume-<device>`, `predictor-<device>`, `layers-<device>`, `cross-device`)."""
     parts: list[str] = []
     include = True
 
@@ -119,6 +139,8 @@ def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[
             add(front_figure(report, cost), f"front-{report.device}-{cost}")
         if report.hypervolume:
             add(hypervolume_figure(report), f"hypervolume-{report.device}")
+        if report.predictor_fit:
+            add(predictor_figure(report), f"predictor-{report.device}")
         if report.layer_modes:
             add(layers_figure(report), f"layers-{report.device}")
     if cross is not None:

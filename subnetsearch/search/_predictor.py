@@ -73,10 +73,12 @@ def _finite(knob: Knob) -> bool:
 class Features:
     """A mode as a row of numbers: one indicator per (finite knob, value); a float knob as its value
     scaled to [0, 1] (log-scaled if the knob is) and its square; with `pairs`, one indicator per value
-    pair of neighbouring finite knobs (knobs are in network order)."""
+    pair of neighbouring finite knobs (knobs are in network order); per `costs` (exact costs of a
+    mode, e.g. its MACs), the log of the cost and its square: accuracy falls smoothly with the log of
+    the work left, which a few evaluations cannot teach per layer."""
 
-    def __init__(self, space: SearchSpace, pairs: bool = False) -> None:
-        self.space, self.pairs = space, pairs
+    def __init__(self, space: SearchSpace, pairs: bool = False, costs: Sequence[Exact] = ()) -> None:
+        self.space, self.pairs, self.costs = space, pairs, tuple(costs)
         self.knobs = space.knobs
         self.width = 0
         self._offsets: list[int] = []
@@ -89,6 +91,8 @@ class Features:
             for a, b in zip(finite, finite[1:], strict=False):
                 self._pairs.append((self.width, a, b, len(self.knobs[b].values)))
                 self.width += len(self.knobs[a].values) * len(self.knobs[b].values)
+        self._cost_offset = self.width
+        self.width += 2 * len(self.costs)
         self._index = [{v: i for i, v in enumerate(knob.values)} if _finite(knob) else {} for knob in self.knobs]
 
     def _scaled(self, knob: Knob, value: float) -> float:
@@ -110,6 +114,9 @@ class Features:
                     rows[r, self._offsets[k]], rows[r, self._offsets[k] + 1] = x, x * x
             for offset, a, b, width in self._pairs:
                 rows[r, offset + indices[a] * width + indices[b]] = 1.0
+            for c, cost in enumerate(self.costs):
+                x = math.log(max(float(cost(mode)), 1e-30))
+                rows[r, self._cost_offset + 2 * c], rows[r, self._cost_offset + 2 * c + 1] = x, x * x
         return rows
 
 
@@ -153,13 +160,20 @@ def fit_ridge(features: Features, modes: Sequence[Mode], y: Sequence[float], alp
     return Ridge(features, alpha, coef, offset, mean, rmse)
 
 
-def fit_model(space: SearchSpace, modes: Sequence[Mode], y: Sequence[float]) -> Ridge:
-    """The additive model, or additive + neighbour pairs where that has the lower leave-one-out error."""
-    additive = fit_ridge(Features(space), modes, y)
-    if len([k for k in space.knobs if _finite(k)]) < 2:
-        return additive
-    paired = fit_ridge(Features(space, pairs=True), modes, y)
-    return paired if paired.loo_rmse < additive.loo_rmse else additive
+def fit_model(space: SearchSpace, modes: Sequence[Mode], y: Sequence[float], costs: Sequence[Exact] = ()) -> Ridge:
+    """Of the additive model and additive + neighbour pairs, each with and without the log-cost
+    features of `costs`, the one with the lowest leave-one-out error."""
+    candidates = [Features(space)]
+    if len([k for k in space.knobs if _finite(k)]) >= 2:
+        candidates.append(Features(space, pairs=True))
+    if costs:
+        candidates += [Features(space, f.pairs, costs) for f in list(candidates)]
+    fits = [fit_ridge(features, modes, y) for features in candidates]
+    return min(fits, key=lambda fit: fit.loo_rmse)
+
+
+def describe(features: Features) -> str:
+    return "+".join(["additive", *(["pairs"] if features.pairs else []), *(["log-costs"] if features.costs else [])])
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -248,7 +262,8 @@ def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[
     started = time.perf_counter()
     known = {mode.id for mode, _ in history}
     modes = [mode for mode, _ in history]
-    models = {name: fit_model(space, modes, [values[name] for _, values in history])
+    costs = [exact[name] for name in sorted(exact)]  # exact costs are features of the learned objectives
+    models = {name: fit_model(space, modes, [values[name] for _, values in history], costs)
               for name in objectives if name not in exact}
     fitted = time.perf_counter()
 
@@ -280,7 +295,7 @@ def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[
     chosen = select_batch(objectives, [values for _, values in history], candidates, size)
     plan = Plan([candidates[i][0] for i in chosen], [candidates[i][1] for i in chosen])
     plan.info = {"round": round_number, "trained_on": len(history),
-                 "models": {name: {"features": "additive+pairs" if model.features.pairs else "additive",
+                 "models": {name: {"features": describe(model.features),
                                    "alpha": model.alpha, "loo_rmse": model.loo_rmse} for name, model in models.items()},
                  "predicted_modes": len(predicted), "candidates": len(candidates),
                  "fit_s": round(fitted - started, 4), "evolve_s": round(evolved - fitted, 4),

@@ -355,19 +355,22 @@ class SearchSession:
 
     def _dse_design(self, size: int, objectives: Sequence[str], constraints: Constraints,
                     run: Callable[[Sequence[Mode], int], None]) -> None:
-        """Round 0 from Algorithm 2's walk from the full network (cost: the first cost objective),
-        whole iterations until `size` evaluations (stored evaluations make a re-walk free)."""
+        """Round 0 from Algorithm 2's walk from the full network (cost: the first cost objective):
+        its evaluations in order until `size` (the iteration that reaches it is cut there; stored
+        evaluations make a re-walk free)."""
         cost = next(o for o in objectives if o != "accuracy")
-        evaluated: dict[str, Mode] = {}
+        evaluated = 0
 
         class Enough(Exception):
             pass
 
         def evaluate(modes: Sequence[Mode]) -> list[StoredEvaluation]:
-            if len(evaluated) >= size:
+            nonlocal evaluated
+            room = size - evaluated
+            run(modes[:room], 0)
+            evaluated += min(room, len(modes))
+            if evaluated >= size:
                 raise Enough
-            run(modes, 0)
-            evaluated.update({mode.id: mode for mode in modes})
             return [self.evaluator.evaluate(mode) for mode in modes]  # from the store now
 
         try:

@@ -223,14 +223,20 @@ def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
                               "--objectives", "accuracy,energy", *common])
     assert tpe.exit_code == 0, tpe.output
     assert "Pareto front" in tpe.output
+    predictor = runner.invoke(app, ["search", "--strategy", "predictor", "--trials", "6", "--init-size", "3",
+                                    "--batch", "3", "--objectives", "accuracy,macs", *common])
+    assert predictor.exit_code == 0, predictor.output
+    assert "round 1: fitted on 3, evaluated 3; held-out Kendall tau accuracy" in predictor.output
+    assert "Pareto front" in predictor.output
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     assert any("@quick/dse-macs/delta=0.0," in name for name in studies)
     assert any("@quick/optuna-random/" in name for name in studies)
+    assert any("@quick/predictor/" in name for name in studies)
     listing = runner.invoke(app, ["searches", "--storage", storage])
     assert listing.exit_code == 0 and "dse-macs" in listing.output and "optuna-random" in listing.output
     from subnetsearch.storage import Store
 
-    assert [s.status for s in Store(storage).list_searches()] == ["finished", "finished"]
+    assert [s.status for s in Store(storage).list_searches()] == ["finished"] * 3
     front = runner.invoke(app, ["front", "--device", "quick", "--objectives", "accuracy,macs", "--storage", storage])
     assert front.exit_code == 0 and "Pareto front (accuracy,macs) on quick" in front.output, front.output
 

@@ -17,7 +17,8 @@ from subnetsearch.supernets._checkpoint import save_checkpoint
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, tiny_arch):
-    """A store with a DSE (1 iteration) and a random Optuna search (5 trials) of the tiny supernet."""
+    """A store with a DSE (1 iteration), a random Optuna search (5 trials) and a predictor search (2
+    rounds) of the tiny supernet."""
     import torch
 
     from subnetsearch.supernets import build_supernet
@@ -35,6 +36,7 @@ def searched(tmp_path_factory, tiny_arch):
                             EvaluationSettings(calibration_batches=1, calibration_batch_size=32, max_eval_batches=2))
     dse, _ = session.dse(0.0, "latency", ["accuracy", "latency"], max_iterations=1)
     session.optuna("random", 5, ["accuracy", "latency"], Constraints(), seed=1)
+    session.predictor(8, ["accuracy", "latency"], seed=2, init_size=4, batch=2)
     return store, url, session, dse, folder
 
 
@@ -45,9 +47,12 @@ def test_plot_data_follows_the_store(searched) -> None:
     front = store.get_front("quick", "accuracy,latency", session.checkpoint.hash)
     assert [p.mode_id for p in report.fronts["latency"].points] == [e.mode_id for e in front]
     assert report.full["macs"].mode_id == session.supernet.full_mode().id
-    assert {s.name for s in report.strategy_fronts["latency"]} == {"dse-latency", "optuna-random"}
+    assert {s.name for s in report.strategy_fronts["latency"]} == {"dse-latency", "optuna-random", "predictor"}
     assert [p.mode_id for p in report.dse["latency"][0].points] == [s.mode.id for s in dse.trajectory]
-    assert len(report.hypervolume) == 2
+    assert len(report.hypervolume) == 3
+    [fit] = report.predictor_fit  # the predictor's held-out rank correlation, per round (none where all tie)
+    assert set(fit.x) <= {1, 2} and all(-1 <= tau <= 1 for tau in fit.y)
+    assert [(r["round"], r["trained_on"]) for r in report.predictor_rounds[fit.name]] == [(1, 4), (2, 6)]
     for curve in report.hypervolume:  # hypervolume never falls as evaluations are added
         assert all(b >= a - 1e-12 for a, b in zip(curve.y, curve.y[1:], strict=False)) and 0 < curve.y[-1] <= 1 + 1e-9
     assert len(report.layer_modes) == len(front) and len(report.layers) == len(session.supernet.space)
@@ -82,7 +87,8 @@ def test_report_is_one_self_contained_file(searched) -> None:
     assert not re.search(r"<script[^>]+src=", text)  # plotly.js inlined
     assert not re.search(r"<link[^>]+href=", text)
     assert "Plotly.newPlot" in text and len(text) > 1_000_000
-    for div in ("front-quick-latency", "front-quick-macs", "front-quick-energy", "hypervolume-quick", "layers-quick"):
+    for div in ("front-quick-latency", "front-quick-macs", "front-quick-energy", "hypervolume-quick", "predictor-quick",
+                "layers-quick"):
         assert f'id="{div}"' in text
 
 

@@ -162,3 +162,27 @@ def test_an_interrupted_ray_search_resumes_from_the_stored_state(ray_cluster, cl
     assert len(stored) == len({e.mode_id for e in stored}) <= 5  # nothing stored twice
     assert second.evaluator.misses <= 2  # the first run's three evaluations came from the store
     assert second.store.get_search("resumed").status == "finished"
+
+
+def test_a_predictor_round_fans_out_over_the_evaluation_actors(ray_cluster, cluster_store) -> None:
+    _, edge_node = ray_cluster
+    url, checkpoint = cluster_store
+    session = _session(url, checkpoint)
+    calls = []
+    fan_out = session.backend.evaluate_batch
+
+    def counted(modes):
+        calls.append(len(modes))
+        return fan_out(modes)
+
+    session.backend.evaluate_batch = counted  # the real backend, counted
+    try:
+        fresh, study = session.predictor(7, ["accuracy", "latency"], init_size=4, batch=3, seed=1)
+    finally:
+        session.backend.close()
+    assert calls == [4, 3]  # the initial design, then one round's batch, each as one batch on the actors
+    stored = session.store.list_evaluations("edge")
+    assert len(stored) == len(fresh) == 7 == len(study.trials)
+    assert {evaluation.latency["node"] for evaluation in stored} == {edge_node}  # measured on the device's node
+    [round_one] = session.store.get_search(study.study_name).summary["rounds"]
+    assert round_one["trained_on"] == 4 and round_one["evaluated"] == 3

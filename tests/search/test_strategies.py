@@ -50,6 +50,8 @@ def test_every_strategy_records_stores_and_resumes(tmp_path, tiny_supernet, stra
     modes = [t.user_attrs["mode_id"] for t in complete]
     stored = {e.mode_id: e for e in store.list_evaluations("board")}
     assert modes and len(modes) == len(set(modes)) and set(modes) == set(stored)
+    if strategy.startswith("predictor:"):
+        assert len(modes) == 8  # its budget of distinct modes, exactly (the DSE design cut at its size)
     assert first.evaluator.misses == len(stored)  # each mode evaluated once
     for trial in complete:
         assert trial.values == [stored[trial.user_attrs["mode_id"]].accuracy,
