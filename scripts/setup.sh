@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: the Fashion-MNIST data package, a virtual environment, the package and its
-# dependencies (torch 2.14.1 / torchvision 0.29.1 come from the machine's local package cache).
+# dependencies (torch 2.14.1 / torchvision 0.29.1, pinned by scripts/constraints.txt, come from the
+# machine's local package cache; pyproject.toml itself asks only for version ranges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +32,13 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 stamp=.venv/.subnetsearch-installed
-hash="$(sha256sum pyproject.toml | cut -c1-16)"
+hash="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
 have_hash="" have_extras=""
 [ -f "$stamp" ] && read -r have_hash have_extras < "$stamp"
-# Reinstall when pyproject.toml changed, or when the runtimes are asked for and were not installed with it.
+# Reinstall when pyproject.toml or the constraints changed, or when the runtimes are asked for and
+# were not installed with it.
 if [ "$have_hash" != "$hash" ] || { [ "$extras" != dev ] && [ "$have_extras" != "$extras" ]; }; then
   echo "setup: installing subnetsearch[$extras] and its dependencies into .venv (first time: a few minutes)"
-  .venv/bin/pip install -q -e ".[$extras]"
+  .venv/bin/pip install -q -c scripts/constraints.txt -e ".[$extras]"
   echo "$hash $extras" > "$stamp"
 fi
