@@ -120,10 +120,10 @@ def run_all(args: argparse.Namespace) -> None:
     timing = {"ask_s": [], "tell_s": [], "fresh_evaluation_s": [], "cached_evaluation_s": [], "store_put_s": []}
     put = store.put_evaluation
 
-    def timed_put(evaluation):  # our store's share of a fresh evaluation (insert + front maintenance)
+    def timed_put(*args, **kwargs):  # our store's share of a fresh evaluation (insert + front maintenance)
         t0 = time.perf_counter()
         try:
-            return put(evaluation)
+            return put(*args, **kwargs)
         finally:
             timing["store_put_s"].append(time.perf_counter() - t0)
 
