@@ -10,6 +10,7 @@ no knob changes, measured as the median gap between end-to-end latency and the s
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Collection, Iterable, Mapping
@@ -47,7 +48,7 @@ class LayerConfig:
     shuffle_groups: int  # 0: no shuffle after this layer in the materialized network
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return _config_key(self)
 
     def module(self) -> nn.Module:
         layers: list[nn.Module] = [nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.stride,
@@ -201,6 +202,13 @@ class LatencyTable:
     def from_dict(cls, payload: Mapping) -> LatencyTable:
         return cls(LatencyProtocol(**payload["protocol"]), dict(payload["entries"]), float(payload["overhead_ms"]),
                    float(payload.get("scale", 1.0)))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _config_key(config: LayerConfig) -> str:
+    """A configuration's table key (cached: a predictor's local search asks for the same few
+    configurations many times per mode, and the predictor strategy for thousands of modes)."""
+    return json.dumps(asdict(config), sort_keys=True, separators=(",", ":"))
 
 
 class LatencyPredictor:

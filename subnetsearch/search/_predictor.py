@@ -260,6 +260,7 @@ def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[
     """The next `size` modes to evaluate for real, from the evaluations so far (`history`: mode and
     its real objective values). Pure: the same history, seed and round give the same plan."""
     started = time.perf_counter()
+    exact = {name: _memoized(cost) for name, cost in exact.items()}  # each mode's exact costs computed once
     known = {mode.id for mode, _ in history}
     modes = [mode for mode, _ in history]
     costs = [exact[name] for name in sorted(exact)]  # exact costs are features of the learned objectives
@@ -301,6 +302,17 @@ def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[
                  "fit_s": round(fitted - started, 4), "evolve_s": round(evolved - fitted, 4),
                  "select_s": round(time.perf_counter() - evolved, 4)}
     return plan
+
+
+def _memoized(cost: Exact) -> Exact:
+    values: dict[str, float] = {}
+
+    def cached(mode: Mode) -> float:
+        if mode.id not in values:
+            values[mode.id] = float(cost(mode))
+        return values[mode.id]
+
+    return cached
 
 
 def select_batch(objectives: Sequence[str], real: Sequence[Mapping[str, float]],
