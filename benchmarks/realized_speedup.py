@@ -44,7 +44,7 @@ from subnetsearch.devices import (
     measure_roofline,
 )
 from subnetsearch.devices._latency import measurement_lock
-from subnetsearch.devices._roofline import _conv_peak
+from subnetsearch.devices._roofline import _conv_peak, levels_text
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._pretrained import default_checkpoint
 
@@ -131,8 +131,7 @@ def main() -> None:
     roofline = dataclasses.replace(roofline, peak_macs_per_s=peak, how=(
         f"peak {peak / 1e9:.0f} GMAC/s, the best of "
         + ", ".join(f"{name} {rate / 1e9:.0f}" for name, rate in kernels.items())
-        + "; bandwidths " + ", ".join(f"{'memory' if c is None else f'{c // 1024} KB'} {b / 1e9:.0f} GB/s"
-                                     for c, b in roofline.levels)))
+        + "; bandwidths " + levels_text(roofline.levels)))
     print(f"roofline: {roofline.how}")
     for key, m in measured.items():
         runtime, _, batch_text = key.partition("@")

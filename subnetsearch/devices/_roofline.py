@@ -168,11 +168,16 @@ def measure_roofline(threads: int, runtime: str | None = None, repeats: int = 3,
     for index in range(len(levels) - 2, -1, -1):  # a smaller level is never slower than a larger one (a
         # small copy that reads slower is call overhead, not bandwidth)
         levels[index] = (levels[index][0], max(levels[index][1], levels[index + 1][1]))
-    named = ", ".join(f"{'memory' if c is None else f'{c // 1024} KB'} {b / 1e9:.0f} GB/s" for c, b in levels)
+    named = levels_text(levels)
     kernels = f"fp32 matmul {matmul / 1e9:.0f}" + ("" if runtime is None else f", {runtime} conv {conv / 1e9:.0f}")
     return Roofline(max(matmul, conv), tuple(levels), threads,
                     f"peak {max(matmul, conv) / 1e9:.0f} GMAC/s (best of {kernels}); copy bandwidth {named}; "
                     f"{threads} threads, best of {repeats}")
+
+
+def levels_text(levels: Iterable[tuple[int | None, float]]) -> str:
+    """Memory levels as `devices add` and the benchmarks print them: "4096 KB 90 GB/s, memory 15 GB/s"."""
+    return ", ".join(f"{'memory' if c is None else f'{c // 1024} KB'} {b / 1e9:.0f} GB/s" for c, b in levels)
 
 
 @functools.lru_cache(maxsize=8)
