@@ -42,7 +42,7 @@ from subnetsearch.search import Constraints, EvaluationSettings, finish_orphans,
 from subnetsearch.search._optuna import _tell
 from subnetsearch.search._session import SearchSession
 from subnetsearch.spaces import mode_from_params, to_optuna
-from subnetsearch.storage import Store, distinct_trials
+from subnetsearch.storage import StorageError, Store, distinct_trials
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
 
 HOME = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench"))
@@ -112,7 +112,10 @@ def run_all(args: argparse.Namespace) -> None:
     store = Store(url)
     device = Device("bench-eager-1t", protocol=LatencyProtocol(runtime="eager", threads=1))
     if device.name not in {d.name for d in store.list_devices()}:
-        store.add_device(device)
+        try:
+            store.add_device(device)
+        except StorageError:  # a worker started beside this one added it first
+            pass
     torch.set_num_threads(1)
     probe = SearchSession(store, url, device, DEFAULT_CHECKPOINT, SETTINGS)
     table = latency_table(probe.supernet)
@@ -312,10 +315,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--no-report", action="store_true", help="Only run (e.g. workers run side by side; then "
+                                                                 "--report-only once all have finished).")
     args = parser.parse_args()
     if not args.report_only:
         run_all(args)
-    if args.worker == 0:
+    if args.worker == 0 and not args.no_report:
         report(args)
 
 

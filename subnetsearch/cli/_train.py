@@ -13,21 +13,38 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayTrainSettings, train_wenet_ray
 from subnetsearch.supernets import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
     GATINGS,
     LASSO_RESNET_DEFAULTS,
+    MODEL_HELP,
     ArchError,
     Checkpoint,
     CheckpointError,
+    ConversionError,
     DDISupernet,
     LassoSupernet,
+    ModelError,
     WeNetSupernet,
+    build_model_supernet,
     build_supernet_of,
     load_checkpoint,
+    model_arch,
 )
-from subnetsearch.trainers import DDIPhase, DDIRecipe, LassoRecipe, WeNetRecipe, train_ddi, train_lasso, train_wenet
+from subnetsearch.supernets._models import file_digest
+from subnetsearch.trainers import (
+    Accelerator,
+    AcceleratorError,
+    DDIPhase,
+    DDIRecipe,
+    LassoRecipe,
+    WeNetRecipe,
+    train_ddi,
+    train_lasso,
+    train_wenet,
+)
 
 TRAIN_FAMILIES = ("wenet", "lasso", "ddi")
 DEFAULT_OUT = {"wenet": Path("runs/supernet"), "lasso": Path("runs/lasso/base"), "ddi": Path("runs/ddi")}
@@ -35,7 +52,9 @@ DEFAULT_EPOCHS = {"wenet": 10, "lasso": 5, "ddi": 3}
 RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
 # the options only one family reads (None on the command line: not given)
 FAMILY_OPTIONS = {
-    "wenet": ("groups", "shuffle", "shuffle_rule", "samples_per_step", "sampling", "distill", "fixed_mode"),
+    "wenet": ("groups", "shuffle", "shuffle_rule", "samples_per_step", "sampling", "distill", "fixed_mode", "model",
+              "weights", "accelerator", "precision", "channels_last", "backend", "address", "workers",
+              "gpus_per_worker", "max_failures", "sync_bn"),
     "ddi": ("skip_target", "gating", "exits", "base", "gate_epochs", "joint_epochs", "exit_epochs", "alpha", "resource"),
 }
 
@@ -55,8 +74,8 @@ def train_command(
     channels: int | None = typer.Option(None, help="imagefolder: 1 (grayscale) or 3 (RGB); default: what the "
                                                    "images are."),
     hflip: bool = typer.Option(True, help="Random horizontal flips while training (--no-hflip for digits, text)."),
-    depth: int = typer.Option(20, help="CIFAR ResNet depth (6n+2)."),
-    widths: str = typer.Option("16,32,64", help="Stage widths."),
+    depth: int | None = typer.Option(None, help="CIFAR ResNet depth (6n+2) [20]."),
+    widths: str | None = typer.Option(None, help="Stage widths [16,32,64]."),
     epochs: int | None = typer.Option(None, help="Epochs (ddi: of the plain backbone); default 10 (wenet), 5 "
                                                  "(lasso), 3 (ddi)."),
     batch_size: int = typer.Option(128),
@@ -90,6 +109,27 @@ def train_command(
     alpha: float | None = typer.Option(None, help="ddi: |alpha| of Eq. (5) on the cost relative to the plain "
                                                   "network [0.5]."),
     resource: str | None = typer.Option(None, help=f"ddi: {RESOURCE_HELP} [macs]"),
+    model: str | None = typer.Option(None, help=f"wenet: your model instead of the CIFAR ResNet: {MODEL_HELP}."),
+    weights: Path | None = typer.Option(None, help="wenet, with --model: start from this local state-dict file "
+                                                   "(nothing is downloaded; a classifier for another number of "
+                                                   "classes starts fresh). Default: random initialization."),
+    accelerator: str | None = typer.Option(None, help="wenet: auto (a CUDA GPU when there is one) | cpu | cuda | "
+                                                      "cuda:N [auto]."),
+    precision: str | None = typer.Option(None, help="wenet: fp32 | bf16 | fp16 (autocast; fp16 with a gradient "
+                                                    "scaler) [fp32]."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last",
+                                              help="wenet: channels-last memory format (faster on GPUs) [off]."),
+    backend: str | None = typer.Option(None, help="wenet: local (this process) | ray (Ray Train, data parallel "
+                                                  "over --workers) [local]."),
+    address: str | None = typer.Option(None, help=f"wenet --backend ray: {ADDRESS_HELP}"),
+    workers: int | None = typer.Option(None, help="wenet --backend ray: data-parallel workers; --batch-size is "
+                                                  "per worker [2]."),
+    gpus_per_worker: float | None = typer.Option(None, help="wenet --backend ray: GPUs per worker (nccl); 0 = "
+                                                            "CPUs (gloo) [0]."),
+    max_failures: int | None = typer.Option(None, help="wenet --backend ray: restarts from the last epoch's "
+                                                       "checkpoint after a worker dies [2]."),
+    sync_bn: bool | None = typer.Option(None, "--sync-bn/--no-sync-bn", help="wenet --backend ray: batch-norm "
+                                        "statistics over all workers' batches (the one-process batch) [off]."),
 ) -> None:
     """Train a supernet of any family on real data and write a searchable checkpoint."""
     if family not in TRAIN_FAMILIES:
@@ -100,13 +140,24 @@ def train_command(
         if stray:
             fail(f"{', '.join(stray)} {'is an option' if len(stray) == 1 else 'are options'} of --family {owner}, "
                  f"not of --family {family}")
+    if model is not None and (depth is not None or widths is not None):
+        fail("--depth and --widths describe the built-in CIFAR ResNet; --model brings its own architecture")
+    if weights is not None and model is None:
+        fail("--weights needs --model (the built-in CIFAR ResNet starts from random weights)")
+    if given.get("backend", "local") not in ("local", "ray"):
+        fail(f"--backend must be local or ray, got {backend!r}")
+    ray_only = [f"--{n.replace('_', '-')}" for n in ("address", "workers", "gpus_per_worker", "max_failures", "sync_bn")
+                if n in given]
+    if ray_only and given.get("backend", "local") != "ray":
+        fail(f"{', '.join(ray_only)} {'applies' if len(ray_only) == 1 else 'apply'} to --backend ray")
     set_threads(threads)
     out = out or DEFAULT_OUT[family]
     check_output_folder(out)
     epochs = DEFAULT_EPOCHS[family] if epochs is None else epochs
     spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip)
-    common = {"depth": depth, "widths": widths, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
+    common = {"depth": 20 if depth is None else depth, "widths": widths or "16,32,64", "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed,
+              "threads": threads}
     if family == "ddi":
         ddi = {k: given[k] for k in FAMILY_OPTIONS["ddi"] if k in given}
         train_ddi_family(out, spec, common, ddi)
@@ -131,8 +182,31 @@ def _bar(columns_text: str) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
+def _model_supernet(wenet: dict, splits: Splits) -> tuple[WeNetSupernet, dict, str | None]:
+    """`--model` (and `--weights`): the converted supernet, its arch and where its weights came from."""
+    channels, height, width = splits.input_shape
+    if height != width:
+        fail(f"--model needs square images; {splits.name} has {height}x{width} (give --image-size)")
+    notes: list[str] = []
+    weights = wenet.get("weights")
+    try:
+        arch = model_arch(wenet["model"], num_classes=splits.num_classes, input_size=height, in_channels=channels,
+                          group_choices=parse_widths(wenet.get("groups", "1,2,4,8,16")),
+                          shuffle=wenet.get("shuffle", True), shuffle_rule=wenet.get("shuffle_rule", "max"))
+        supernet = build_model_supernet(arch, weights, notes)
+    except (ModelError, ArchError, ConversionError) as error:
+        fail(str(error))
+    for note in notes:
+        console.print(f"note: {note}")
+    report = supernet.conversion.summary() if supernet.conversion else ""
+    console.print(f"{wenet['model']}: {report}")
+    init = f"{weights.name} sha256:{file_digest(weights)[:16]}" if weights is not None else None
+    return supernet, arch, init
+
+
 def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict, wenet: dict) -> None:
-    """WeNet (Algorithm 1, or one fixed mode) or the lasso family's full network, with a progress bar."""
+    """WeNet (Algorithm 1, or one fixed mode; built-in ResNet or --model; local or Ray Train) or the
+    lasso family's full network, with a progress bar."""
     defaults = CIFAR_RESNET_DEFAULTS if family == "wenet" else LASSO_RESNET_DEFAULTS
     extra: dict[str, Any] = {}
     if family == "wenet":
@@ -141,10 +215,19 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
     splits, arch = _splits_and_arch(spec, {**defaults, "family": f"{family}-cifar-resnet", **extra},
                                     common["depth"], common["widths"])
     try:
-        torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
-        supernet = build_supernet_of(WeNetSupernet if family == "wenet" else LassoSupernet, arch)
-    except ArchError as error:
+        accelerator = Accelerator.resolve(wenet.get("accelerator", "auto"), wenet.get("precision", "fp32"),
+                                          wenet.get("channels_last", False))
+    except AcceleratorError as error:
         fail(str(error))
+    torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
+    init = None
+    if "model" in wenet:
+        supernet, arch, init = _model_supernet(wenet, splits)
+    else:
+        try:
+            supernet = build_supernet_of(WeNetSupernet if family == "wenet" else LassoSupernet, arch)  # type: ignore[assignment]
+        except ArchError as error:
+            fail(str(error))
     settings = {k: common[k] for k in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "seed")}
     try:
         if family == "wenet":
@@ -152,13 +235,21 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
             recipe: WeNetRecipe | LassoRecipe = WeNetRecipe(
                 **settings, samples_per_step=wenet.get("samples_per_step", 4),
                 sampling=wenet.get("sampling", "uniform-stats"), distill=wenet.get("distill", True),
-                fixed_mode=parse_mode(supernet, fixed).to_json() if fixed else None)
+                fixed_mode=parse_mode(supernet, fixed).to_json() if fixed else None,
+                precision=accelerator.precision, channels_last=accelerator.channels_last,
+                sync_bn=wenet.get("sync_bn", False), init=init)
         else:
             recipe = LassoRecipe(**settings)
     except ValueError as error:
         fail(str(error))
-    console.print(f"training {arch['family']} depth {common['depth']} on {splits.name} "
-                  f"({len(splits.train)} train / {len(splits.val)} val) -> {out}")
+    if wenet.get("backend") == "ray":
+        assert isinstance(recipe, WeNetRecipe)
+        _train_on_ray(supernet, arch, spec, recipe, out, wenet, common, init is not None)
+        return
+    what = arch.get("model") or arch.get("factory") or f"depth {common['depth']}"
+    console.print(f"training {arch['family']} {what} "
+                  f"on {splits.name} ({len(splits.train)} train / {len(splits.val)} val) on "
+                  f"{accelerator.describe()} -> {out}")
     metric = "loss_full" if family == "wenet" else "loss"
     with _bar("loss {task.fields[loss]:.3f}") as bar:
         task = bar.add_task("train", total=None, epoch=0, epochs=recipe.epochs, loss=0.0)
@@ -169,14 +260,12 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                        total=state["epochs"] * state["steps"], epoch=state["epoch"], loss=state[metric])
 
         def epoch_done(record: dict) -> None:
-            accuracy = record.get("val_acc_active_mode", record.get("val_acc", {}).get("full"))
-            bar.console.print(f"epoch {record['epoch']}/{recipe.epochs}: train loss {record[f'train_{metric}']:.4f}, "
-                              f"val acc {accuracy:.4f}, {record['seconds']:.0f} s")
+            bar.console.print(_epoch_line(record, recipe.epochs, metric))
 
         try:
             if isinstance(recipe, WeNetRecipe) and isinstance(supernet, WeNetSupernet):
                 result = train_wenet(supernet, splits, recipe, out, spec.to_dict(), progress=report,
-                                     on_epoch=epoch_done)
+                                     on_epoch=epoch_done, accelerator=accelerator)
             elif isinstance(recipe, LassoRecipe) and isinstance(supernet, LassoSupernet):
                 result = train_lasso(supernet, splits, recipe, out, spec.to_dict(), progress=report,
                                      on_epoch=epoch_done)
@@ -184,12 +273,43 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                 raise TypeError(f"no trainer for a {type(supernet).__name__} with a {type(recipe).__name__}")
         except (ValueError, CheckpointError) as error:  # e.g. resuming a folder written with another recipe
             fail(str(error))
+    _done(result, recipe, out, family)
+
+
+def _epoch_line(record: dict, epochs: int, metric: str) -> str:
+    accuracy = record.get("val_acc_active_mode", record.get("val_acc", {}).get("full"))
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record[f'train_{metric}']:.4f}, val acc {accuracy:.4f}, "
+            f"{record['seconds']:.0f} s")
+
+
+def _done(result: dict, recipe: WeNetRecipe | LassoRecipe, out: Path, family: str) -> None:
     last = result["history"][-1]
     accuracy = last.get("val_acc_active_mode", last.get("val_acc", {}).get("full"))
     console.print(f"done: val accuracy (stored BN) {accuracy:.4f}; checkpoint {out / 'supernet.pt'}; "
                   f"recipe {asdict(recipe)}")
     if family == "lasso":
         console.print(f"next: subnetsearch lasso search --base {out / 'supernet.pt'}")
+    else:
+        console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'}")
+
+
+def _train_on_ray(supernet: WeNetSupernet, arch: dict, spec: DataSpec, recipe: WeNetRecipe, out: Path, wenet: dict,
+                  common: dict, pretrained: bool) -> None:
+    """`--backend ray`: Ray Train workers run the same training data parallel."""
+    if wenet.get("accelerator") not in (None, "auto", "cpu") and not wenet.get("gpus_per_worker"):
+        fail("--backend ray places workers by --gpus-per-worker; --accelerator does not apply to it")
+    try:
+        settings = RayTrainSettings(workers=wenet.get("workers", 2), gpus_per_worker=wenet.get("gpus_per_worker", 0.0),
+                                    threads=common["threads"], max_failures=wenet.get("max_failures", 2),
+                                    cpus_per_worker=float(common["threads"]))
+        result = train_wenet_ray(supernet.arch, spec.to_dict(), recipe, out, settings, wenet.get("address"),
+                                 initial=supernet.state_dict() if pretrained else None, on_status=console.print)
+    except (ValueError, ClusterError) as error:
+        fail(str(error))
+    for record in result["history"]:
+        console.print(_epoch_line(record, recipe.epochs, "loss_full"))
+    console.print(f"Ray Train: {result['seconds']:.0f} s")
+    _done(result, recipe, out, "wenet")
 
 
 def load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:

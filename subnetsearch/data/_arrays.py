@@ -78,20 +78,32 @@ class Splits:
         augment: bool = False,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+        augment_generator: torch.Generator | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (normalized float images, labels). Augmentation: random crop (pad 2), and a random
-        horizontal flip unless the data set turned it off."""
+        horizontal flip unless the data set turned it off.
+
+        Data-parallel ranks: with `shard=(rank, world)` every rank draws the same order from its
+        `generator` (seeded alike), cuts global batches of `batch_size * world` and keeps every
+        world-th image of each from its rank on: the ranks' batches together are the one-process
+        batch. Augmentation then draws from `augment_generator` (per rank), so `generator` stays the
+        same on every rank and what else draws from it (the sub-networks a step samples) agrees."""
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise DataError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
         n = len(split)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for count, start in enumerate(range(0, n, batch_size)):
+        step = batch_size * world
+        for count, start in enumerate(range(0, n, step)):
             if max_batches is not None and count >= max_batches:
                 return
-            index = order[start : start + batch_size]
+            index = order[start : start + step][rank::world]
             images = split.images[index]
             if augment:
-                images = random_crop_flip(images, padding=2, generator=generator, flip=self.hflip)
+                images = random_crop_flip(images, padding=2, generator=augment_generator or generator, flip=self.hflip)
             yield self.normalize(images), split.labels[index]
 
 

@@ -1,5 +1,6 @@
 """Distributed searches on a Ray cluster: DSE candidates fanned out to evaluation actors, Optuna
-searches run as Ray Tune trials, latency measured only on the nodes of the device measured.
+searches run as Ray Tune trials, latency measured only on the nodes of the device measured, and
+supernets trained data parallel on Ray Train (`train_wenet_ray`).
 Importing this package does not import Ray; the backend does when it connects."""
 
 from typing import Any
@@ -13,6 +14,7 @@ from subnetsearch.distributed._cluster import (
     missing_device_message,
     shared_storage_url,
 )
+from subnetsearch.distributed._train import RayTrainSettings, train_wenet_ray
 
 
 def tune_lasso(*args: Any, **kwargs: Any) -> Any:
@@ -31,5 +33,5 @@ def tune_ddi(*args: Any, **kwargs: Any) -> Any:
     return run(*args, **kwargs)
 
 
-__all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "cluster_cpus", "connect", "missing_device_message",
-           "shared_storage_url", "tune_ddi", "tune_lasso"]
+__all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "RayTrainSettings", "cluster_cpus", "connect",
+           "missing_device_message", "shared_storage_url", "train_wenet_ray", "tune_ddi", "tune_lasso"]

@@ -32,6 +32,7 @@ from subnetsearch.supernets._materialize import (
     single_user,
     to_static,
 )
+from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch, read_state_dict
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
@@ -82,6 +83,11 @@ __all__ = [
     "BaseSupernet",
     "ChannelShuffle",
     "ConversionError",
+    "MODEL_HELP",
+    "ModelError",
+    "build_model_supernet",
+    "model_arch",
+    "read_state_dict",
     "ConversionReport",
     "CifarResNet",
     "Cost",

@@ -243,6 +243,9 @@ class SwitchableBatchNorm2d(_Switched):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.active
         if self.training and not self.update_running_stats:
+            synced = getattr(norm, "forward_without_stats", None)  # data parallel with synchronized BN
+            if synced is not None:
+                return synced(x)
             return F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
         return norm(x)
 

@@ -15,6 +15,7 @@ from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
 from subnetsearch.supernets._lasso import LassoSupernet
+from subnetsearch.supernets._models import build_model_supernet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
 
@@ -47,19 +48,21 @@ def _cifar_resnet(arch: Mapping[str, Any]) -> WeNetSupernet:
     return WeNetSupernet(network, config, (fields.get("in_channels", 1), input_size, input_size))
 
 
-def _torchvision(arch: Mapping[str, Any]) -> WeNetSupernet:
-    fields = _take(arch, {"model", "num_classes", "input_size", "group_choices", "shuffle", "shuffle_rule"})
-    import torchvision
+_MODEL_FIELDS = {"num_classes", "input_size", "in_channels", "group_choices", "shuffle", "shuffle_rule"}
 
-    name = fields.get("model", "resnet50")
-    builder = getattr(torchvision.models, name, None)
-    if builder is None or not callable(builder):
-        raise ArchError(f"torchvision has no model {name!r}")
-    model: nn.Module = builder(weights=None, num_classes=fields.get("num_classes", 1000))
-    size = fields.get("input_size", 224)
-    return supernet_from_model(model, name, {"family": "wenet-torchvision", **fields}, (3, size, size),
-                          fields.get("group_choices", (1, 2, 4, 8, 16)), fields.get("shuffle", True),
-                          fields.get("shuffle_rule", "max"))
+
+def _torchvision(arch: Mapping[str, Any]) -> WeNetSupernet:
+    """A torchvision classifier by name (`model`), converted; random weights (a checkpoint's fill it)."""
+    fields = _take(arch, {"model", *_MODEL_FIELDS})
+    return build_model_supernet({"family": "wenet-torchvision", **fields})
+
+
+def _module_factory(arch: Mapping[str, Any]) -> WeNetSupernet:
+    """A user's model from its `factory` ("module:callable"), converted."""
+    fields = _take(arch, {"factory", *_MODEL_FIELDS})
+    if "factory" not in fields:
+        raise ArchError("family 'wenet-module' needs a 'factory' (module:callable)")
+    return build_model_supernet({"family": "wenet-module", **fields})
 
 
 # Below these shares of switchable MACs a converted supernet barely trades: warned, then refused.
@@ -134,6 +137,7 @@ _FIELD_KINDS: dict[str, Any] = {key: value for defaults in (CIFAR_RESNET_DEFAULT
                                                             DDI_RESNET_DEFAULTS) for key, value in defaults.items()
                                 if value is not None and not isinstance(value, list)}
 _FIELD_KINDS["model"] = "resnet50"
+_FIELD_KINDS["factory"] = "module:callable"
 
 Builder = Callable[[Mapping[str, Any]], BaseSupernet]
 FAMILIES: dict[str, Builder] = {}
@@ -164,6 +168,7 @@ def register_family(name: str, builder: Builder) -> None:
 
 register_family("wenet-cifar-resnet", _cifar_resnet)
 register_family("wenet-torchvision", _torchvision)
+register_family("wenet-module", _module_factory)
 register_family("lasso-cifar-resnet", _lasso_resnet)
 register_family("ddi-cifar-resnet", _ddi_resnet)
 

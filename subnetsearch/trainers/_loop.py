@@ -24,6 +24,7 @@ from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.supernets import BaseSupernet, load_checkpoint, load_weights, save_checkpoint
+from subnetsearch.trainers._accelerate import CPU, Accelerator
 
 Step = Callable[[torch.Tensor, torch.Tensor], Mapping[str, float]]
 
@@ -52,8 +53,9 @@ class Schedule:
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be a share of the steps in [0, 1), got {self.warmup}")
 
-    def steps_per_epoch(self, examples: int) -> int:
-        steps = math.ceil(examples / self.batch_size)
+    def steps_per_epoch(self, examples: int, world: int = 1) -> int:
+        """Steps of one epoch; `world` data-parallel ranks take `batch_size` images each per step."""
+        steps = math.ceil(examples / (self.batch_size * world))
         return min(steps, self.max_steps_per_epoch) if self.max_steps_per_epoch else steps
 
     def lr_at(self, step: int, total: int) -> float:
@@ -84,7 +86,9 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
         out_dir: str | Path | None = None, checkpoint: BaseSupernet | None = None, recipe: Mapping[str, Any] | None = None,
         data_spec: Mapping[str, Any] | None = None, resume: bool = True, checkpoint_every: int = 1,
         train_mode: Callable[[], None] | None = None, progress: Callable[[dict], None] | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        on_epoch: Callable[[dict], None] | None = None, accelerator: Accelerator = CPU,
+        shard: tuple[int, int] = (0, 1), augment_seed: int | None = None,
+        on_saved: Callable[[Path, dict], None] | None = None, write: bool = True) -> list[dict]:
     """Train `model` for `schedule.epochs` epochs of `step`; returns one record per epoch: the epoch,
     `train_<metric>` (the step's metrics averaged over the epoch), what `evaluate()` returns, and the
     seconds it took.
@@ -93,11 +97,18 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
     supernet (the one `model` trains, or holds) `last.pt` is written every `checkpoint_every` epochs
     and at the end; with `resume`, a `last.pt` found there continues where it stopped (refused if
     it was written with another `recipe`). `train_mode()` puts the model in training mode at the
-    start of each epoch (default `model.train()`; `evaluate` may leave it in eval mode)."""
+    start of each epoch (default `model.train()`; `evaluate` may leave it in eval mode).
+
+    Every batch reaches `step` on the `accelerator`'s device. Data parallel: with `shard=(rank,
+    world)` each rank steps on its share of every global batch (`Splits.batches`; the step reduces
+    the gradients), augments from a generator of its own (seeded by `augment_seed` and the epoch, so
+    a resumed run augments as the first did), and only the rank with `write`
+    writes the log and `last.pt`; `on_saved(path, record)` is called on every rank once an epoch's
+    checkpoint is written (Ray Train reports it there)."""
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     generator = generator if generator is not None else torch.Generator().manual_seed(schedule.seed)
-    steps = schedule.steps_per_epoch(len(splits.train))
+    steps = schedule.steps_per_epoch(len(splits.train), shard[1])
     total = steps * schedule.epochs
     for group in optimizer.param_groups:
         group.setdefault("scale", 1.0)
@@ -116,23 +127,25 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
         folder.mkdir(parents=True, exist_ok=True)
 
     def save(epoch: int) -> None:
-        if last is not None and checkpoint is not None:
+        if last is not None and checkpoint is not None and write:
             save_checkpoint(last, checkpoint, dict(recipe or {}), dict(data_spec or {}),
                             {"epoch": epoch, "history": timeless(history)},
                             extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
 
-    log = (folder / "train_log.jsonl").open("a") if folder is not None else None
+    log = (folder / "train_log.jsonl").open("a") if folder is not None and write else None
     try:
         for epoch in range(start, schedule.epochs):
             (train_mode or model.train)()
             started, count = time.perf_counter(), 0
             sums: dict[str, float] = {}
             batches = splits.batches(splits.train, schedule.batch_size, shuffle=True, augment=schedule.augment,
-                                     generator=generator, max_batches=steps)
+                                     generator=generator, max_batches=steps, shard=shard,
+                                     augment_generator=None if augment_seed is None else
+                                     torch.Generator().manual_seed(augment_seed * 1_000_003 + epoch))
             for index, (images, labels) in enumerate(batches):
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr_at(epoch * steps + index, total) * group["scale"]
-                metrics = step(images, labels)
+                metrics = step(*accelerator.batch(images, labels))
                 count += 1
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
@@ -149,6 +162,8 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
                 on_epoch(record)
             if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == schedule.epochs:
                 save(epoch + 1)
+                if on_saved is not None and last is not None:
+                    on_saved(last, record)
     finally:
         if log is not None:
             log.close()

@@ -10,12 +10,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet, save_checkpoint
+from subnetsearch.trainers._accelerate import CPU, PRECISIONS, Accelerator
 from subnetsearch.trainers._evaluate import evaluate_accuracy
 from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
+from subnetsearch.trainers._parallel import DataParallel, sync_batchnorm
 
 Sampling = Literal["independent", "uniform-stats"]
 
@@ -50,6 +53,9 @@ class WeNetRecipe:
     distill: bool = True
     augment: bool = True
     channels_last: bool = False  # measured slower for these narrow layers on this CPU
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (fp16 with a gradient scaler)
+    sync_bn: bool = False  # data parallel: batch statistics over all ranks' batches (the one-process batch)
+    init: str | None = None  # the weights file training started from (name and sha256), None: random
     seed: int = 0
     fixed_mode: str | None = None  # canonical JSON of a mode: train only that sub-network (a "twin")
     max_steps_per_epoch: int | None = None  # for quick runs and tests
@@ -59,6 +65,8 @@ class WeNetRecipe:
             raise ValueError(f"samples_per_step must be >= 1, got {self.samples_per_step}")
         if self.sampling not in ("independent", "uniform-stats"):
             raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {self.sampling!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule()  # epochs, batch size, steps and learning rate checked there
 
     def schedule(self) -> Schedule:
@@ -67,13 +75,18 @@ class WeNetRecipe:
 
 def sample_patterns(supernet: WeNetSupernet, recipe: WeNetRecipe, generator: torch.Generator) -> list[tuple[Mode, bool]]:
     """The sub-networks of one iteration, each with whether it may update BN running statistics."""
-    if recipe.fixed_mode is not None:
-        return [(Mode.from_json(recipe.fixed_mode), True)]
+    return _patterns(supernet, recipe.samples_per_step, recipe.sampling, recipe.fixed_mode, generator)
+
+
+def _patterns(supernet: WeNetSupernet, samples_per_step: int, sampling: str, fixed_mode: str | None,
+              generator: torch.Generator) -> list[tuple[Mode, bool]]:
+    if fixed_mode is not None:
+        return [(Mode.from_json(fixed_mode), True)]
     patterns = [(supernet.full_mode(), True)]
-    if recipe.samples_per_step >= 2:
+    if samples_per_step >= 2:
         patterns.append((supernet.smallest_mode(), True))
-    uniform_first = recipe.sampling == "uniform-stats"
-    for index in range(recipe.samples_per_step - 2):
+    uniform_first = sampling == "uniform-stats"
+    for index in range(samples_per_step - 2):
         if uniform_first and index == 0:
             choices = sorted({g for knob in supernet.space.knobs for g in knob.values})[1:-1] or [1]
             g = choices[int(torch.randint(len(choices), (1,), generator=generator))]
@@ -83,59 +96,141 @@ def sample_patterns(supernet: WeNetSupernet, recipe: WeNetRecipe, generator: tor
     return patterns
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GradientReduce = Callable[[nn.Module], None]
+
+
+class WeNetStep:
+    """One iteration of Algorithm 1 on one batch, for any training loop: your own, `fit`'s, or a Ray
+    Train worker's.
+
+    Per call: sample the iteration's sub-networks (the full network, the smallest, then
+    `samples_per_step - 2` random ones; the first random one uniform under "uniform-stats"), and for
+    each set the mode, run the batch, and accumulate the gradient of `loss(logits, labels)` (the full
+    network, and every sub-network without `distill`) or of the KL divergence to the full network's
+    detached soft predictions (in-place distillation); switchable BN gives each group count its own
+    statistics. Then one optimizer step. Returns the full network's loss and accuracy and the mean
+    loss over the sub-networks.
+
+    Sampling draws from `generator` (its own, seeded by `seed`, unless one is given): data-parallel
+    ranks seeded alike sample the same sub-networks at every step, which `reduce_gradients` (called
+    on the model once all gradients are in, before the optimizer step) relies on. Mixed precision
+    comes from the `accelerator` (autocast; a gradient scaler for fp16)."""
+
+    def __init__(self, supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, *, samples_per_step: int = 4,
+                 sampling: Sampling = "uniform-stats", distill: bool = True, loss: Loss = F.cross_entropy,
+                 seed: int = 0, generator: torch.Generator | None = None, accelerator: Accelerator = CPU,
+                 fixed_mode: Mode | str | None = None, reduce_gradients: GradientReduce | None = None) -> None:
+        if samples_per_step < 1:
+            raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}")
+        if sampling not in ("independent", "uniform-stats"):
+            raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {sampling!r}")
+        if not isinstance(supernet, WeNetSupernet):
+            raise TypeError(f"WeNetStep trains a WeNetSupernet, got {type(supernet).__name__}")
+        self.supernet, self.optimizer, self.loss = supernet, optimizer, loss
+        self.samples_per_step, self.sampling, self.distill = samples_per_step, sampling, distill
+        self.fixed_mode = fixed_mode.to_json() if isinstance(fixed_mode, Mode) else fixed_mode
+        if self.fixed_mode is not None:
+            supernet.space.validate(Mode.from_json(self.fixed_mode))
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self.accelerator, self.reduce_gradients = accelerator, reduce_gradients
+        self.scaler = accelerator.scaler()
+
+    def patterns(self) -> list[tuple[Mode, bool]]:
+        """The next iteration's sub-networks, each with whether it may update BN running statistics."""
+        return _patterns(self.supernet, self.samples_per_step, self.sampling, self.fixed_mode, self.generator)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One step on a batch from anywhere (moved to the accelerator's device first)."""
+        return self.run_batch(*self.accelerator.batch(images, labels))
+
+    def run_batch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One step on a batch that is on the device already (what `fit` gives)."""
+        return self.run(images, labels, self.patterns())
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor, patterns: list[tuple[Mode, bool]]) -> dict[str, float]:
+        """Algorithm 1, lines 5-19, on these sub-networks: accumulate every pattern's gradient, step once."""
+        supernet, scaler = self.supernet, self.scaler
+        self.optimizer.zero_grad(set_to_none=True)
+        soft_targets = None
+        losses = []
+        correct_full = 0.0
+        try:
+            for index, (mode, track_stats) in enumerate(patterns):
+                supernet.set_mode(mode)
+                supernet.set_bn_tracking(track_stats)
+                with self.accelerator.autocast():
+                    logits = supernet(images)
+                    if index > 0 and self.distill and soft_targets is not None:
+                        loss = F.kl_div(F.log_softmax(logits.float(), 1), soft_targets, reduction="batchmean")
+                    else:
+                        loss = self.loss(logits.float(), labels)
+                if index == 0:
+                    soft_targets = F.softmax(logits.detach().float(), 1)
+                    correct_full = (logits.argmax(1) == labels).float().mean().item()
+                scaler.scale(loss).backward()
+                losses.append(loss.item())
+        finally:
+            supernet.set_bn_tracking(True)
+        if self.reduce_gradients is not None:
+            self.reduce_gradients(supernet)
+        scaler.step(self.optimizer)
+        scaler.update()
+        return {"loss_full": losses[0], "loss_mean": sum(losses) / len(losses), "acc_full": correct_full}
+
+
 def train_step(supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                labels: torch.Tensor, patterns: list[tuple[Mode, bool]], distill: bool) -> dict[str, float]:
-    """One iteration of Algorithm 1 (lines 5-19): accumulate every pattern's gradient, step once."""
-    optimizer.zero_grad(set_to_none=True)
-    soft_targets = None
-    losses = []
-    correct_full = 0.0
-    for index, (mode, track_stats) in enumerate(patterns):
-        supernet.set_mode(mode)
-        supernet.set_bn_tracking(track_stats)
-        logits = supernet(images)
-        if index > 0 and distill and soft_targets is not None:
-            loss = F.kl_div(F.log_softmax(logits, 1), soft_targets, reduction="batchmean")
-        else:
-            loss = F.cross_entropy(logits, labels)
-        if index == 0:
-            soft_targets = F.softmax(logits.detach(), 1)
-            correct_full = (logits.argmax(1) == labels).float().mean().item()
-        loss.backward()
-        losses.append(loss.item())
-    supernet.set_bn_tracking(True)
-    optimizer.step()
-    return {"loss_full": losses[0], "loss_mean": sum(losses) / len(losses), "acc_full": correct_full}
+    """One iteration of Algorithm 1 (lines 5-19) on given sub-networks, in fp32 on the batch's device."""
+    return WeNetStep(supernet, optimizer, distill=distill).run(images, labels, patterns)
 
 
 def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, out_dir: str | Path,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
-                resume: bool = True, on_epoch: Callable[[dict], None] | None = None) -> dict:
+                resume: bool = True, on_epoch: Callable[[dict], None] | None = None,
+                accelerator: Accelerator | None = None, parallel: DataParallel | None = None) -> dict:
     """Train with Algorithm 1 through the one training loop; writes `last.pt` (resumable) each
     epoch, `supernet.pt` at the end, and `train_log.jsonl` (one line of metrics per epoch) in
-    `out_dir`. Returns the final metrics."""
+    `out_dir`. Returns the final metrics.
+
+    On the `accelerator`'s device (default: the CPU, in the recipe's precision and layout), as one
+    rank of `parallel` data-parallel training if given (every rank samples the same sub-networks;
+    rank 0 writes). The supernet comes back on the CPU either way."""
     out_dir = Path(out_dir)
+    accelerator = accelerator or Accelerator(precision=recipe.precision, channels_last=recipe.channels_last)
+    if (accelerator.precision, accelerator.channels_last) != (recipe.precision, recipe.channels_last):
+        raise ValueError(f"the accelerator ({accelerator.describe()}) disagrees with the recipe's precision "
+                         f"{recipe.precision} / channels_last {recipe.channels_last}")
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
+    accelerator.prepare(supernet)
+    if parallel is not None and recipe.sync_bn:
+        sync_batchnorm(supernet, True)
     optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     schedule = recipe.schedule()
     active = supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode)
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        patterns = sample_patterns(supernet, recipe, generator)
-        return train_step(supernet, optimizer, images.to(memory_format=memory_format), labels, patterns, recipe.distill)
+    step = WeNetStep(supernet, optimizer, samples_per_step=recipe.samples_per_step, sampling=recipe.sampling,
+                     distill=recipe.distill, generator=generator, accelerator=accelerator,
+                     fixed_mode=recipe.fixed_mode, reduce_gradients=parallel.reduce_gradients if parallel else None)
 
     def evaluate() -> dict[str, float]:
         supernet.set_mode(active)
         return {"val_acc_active_mode": round(evaluate_accuracy(supernet, splits, splits.val), 5)}
 
-    supernet.to(memory_format=memory_format)
-    history = fit(supernet, splits, schedule, optimizer, step, evaluate, generator=generator, out_dir=out_dir,
-                  checkpoint=supernet, recipe=asdict(recipe), data_spec=data_spec, resume=resume, progress=progress,
-                  on_epoch=on_epoch)
-    supernet.to(memory_format=torch.contiguous_format)
+    writes = parallel is None or parallel.rank == 0
+    try:
+        history = fit(supernet, splits, schedule, optimizer, step.run_batch, evaluate, generator=generator,
+                      out_dir=out_dir, checkpoint=supernet, recipe=asdict(recipe), data_spec=data_spec, resume=resume,
+                      progress=progress, on_epoch=on_epoch, accelerator=accelerator,
+                      shard=parallel.shard if parallel else (0, 1),
+                      augment_seed=(recipe.seed + 1) * 7919 + parallel.rank if parallel else None,
+                      on_saved=parallel.on_saved if parallel else None, write=writes)
+    finally:
+        sync_batchnorm(supernet, False)
+        supernet.to("cpu").to(memory_format=torch.contiguous_format)
     supernet.set_mode(active)
     final = {"epochs": recipe.epochs, "history": history}
-    save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, {**final, "history": timeless(history)})
+    if writes:
+        save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec,
+                        {**final, "history": timeless(history)})
     return final
