@@ -20,7 +20,7 @@ from _common import write_result
 
 from subnetsearch.data import DataSpec, load_data, synthetic
 from subnetsearch.search import EvaluationSettings
-from subnetsearch.search._evaluator import calibrated_accuracy
+from subnetsearch.search._evaluator import mode_accuracy
 from subnetsearch.supernets import build_model_supernet, build_supernet, load_checkpoint, model_arch
 from subnetsearch.trainers import Accelerator, WeNetRecipe, WeNetStep, cuda_status, sgd, train_wenet
 
@@ -73,9 +73,9 @@ def main() -> int:
         for name in ("full", "smallest"):
             cpu_net = state.build()
             mode = cpu_net.named_modes()[name]
-            on_cpu = calibrated_accuracy(cpu_net, mode, fmnist, settings)
+            on_cpu = mode_accuracy(cpu_net, mode, fmnist, settings)
             gpu_net = state.build().to("cuda")
-            on_gpu = calibrated_accuracy(gpu_net, mode, fmnist, settings)
+            on_gpu = mode_accuracy(gpu_net, mode, fmnist, settings)
             agreement[name] = {"cpu": on_cpu, "gpu": on_gpu}
         results["gpu_checkpoint_on_cpu"] = agreement
     write_result("gpu_check", results)

@@ -81,9 +81,11 @@ def calibrated_bn(supernet: BaseSupernet, mode: Mode, batches: Iterable[torch.Te
         for module in _norm_modules(supernet):
             module.train()
         seen = 0
+        first = next(iter(supernet.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
         with torch.no_grad():
             for images in batches:
-                supernet(images)
+                supernet(images.to(device, non_blocking=True))  # on the accelerator the supernet is on
                 seen += 1
         if seen == 0:
             raise ValueError("BN calibration needs at least one batch")
