@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayTrainSettings, train_wenet_ray
+from subnetsearch.files import file_digest
 from subnetsearch.supernets import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
@@ -33,7 +34,6 @@ from subnetsearch.supernets import (
     load_checkpoint,
     model_arch,
 )
-from subnetsearch.supernets._models import file_digest
 from subnetsearch.trainers import (
     Accelerator,
     AcceleratorError,

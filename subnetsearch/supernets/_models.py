@@ -9,7 +9,6 @@ choices. A checkpoint's weights then fill it in.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import warnings
@@ -157,14 +156,6 @@ def load_model_weights(model: nn.Module, path: str | Path, what: str) -> list[st
     kept = {k: v for k, v in state.items() if k not in mismatched}
     model.load_state_dict(kept, strict=False)
     return mismatched
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_model_supernet(arch: Mapping[str, Any], weights: str | Path | None = None,
