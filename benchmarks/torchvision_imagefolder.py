@@ -15,6 +15,7 @@ settings) from the store. Writes results/torchvision_imagefolder.json.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,7 @@ def pretrain(root: Path, path: Path, epochs: int = 2) -> float:
 def cli(*args: str) -> tuple[str, float]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "subnetsearch", *args], capture_output=True, text=True,
-                          env={"COLUMNS": "200", **__import__("os").environ})
+                          env={"COLUMNS": "200", **os.environ})
     if done.returncode != 0:
         raise SystemExit(f"subnetsearch {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout, round(time.perf_counter() - started, 1)

@@ -35,6 +35,7 @@ from subnetsearch.supernets import (
     model_arch,
 )
 from subnetsearch.trainers import (
+    CPU,
     Accelerator,
     AcceleratorError,
     DDIPhase,
@@ -214,11 +215,13 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                  "shuffle": wenet.get("shuffle", True), "shuffle_rule": wenet.get("shuffle_rule", "balanced")}
     splits, arch = _splits_and_arch(spec, {**defaults, "family": f"{family}-cifar-resnet", **extra},
                                     common["depth"], common["widths"])
-    try:
-        accelerator = Accelerator.resolve(wenet.get("accelerator", "auto"), wenet.get("precision", "fp32"),
-                                          wenet.get("channels_last", False))
-    except AcceleratorError as error:
-        fail(str(error))
+    accelerator = CPU  # the lasso family trains on the CPU
+    if family == "wenet":
+        try:
+            accelerator = Accelerator.resolve(wenet.get("accelerator", "auto"), wenet.get("precision", "fp32"),
+                                              wenet.get("channels_last", False))
+        except AcceleratorError as error:
+            fail(str(error))
     torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
     init = None
     if "model" in wenet:
@@ -244,7 +247,7 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
         fail(str(error))
     if wenet.get("backend") == "ray":
         assert isinstance(recipe, WeNetRecipe)
-        _train_on_ray(supernet, arch, spec, recipe, out, wenet, common, init is not None)
+        _train_on_ray(supernet, spec, recipe, out, wenet, common, init is not None)
         return
     what = arch.get("model") or arch.get("factory") or f"depth {common['depth']}"
     console.print(f"training {arch['family']} {what} "
@@ -293,8 +296,8 @@ def _done(result: dict, recipe: WeNetRecipe | LassoRecipe, out: Path, family: st
         console.print(f"next: subnetsearch search --checkpoint {out / 'supernet.pt'}")
 
 
-def _train_on_ray(supernet: WeNetSupernet, arch: dict, spec: DataSpec, recipe: WeNetRecipe, out: Path, wenet: dict,
-                  common: dict, pretrained: bool) -> None:
+def _train_on_ray(supernet: WeNetSupernet, spec: DataSpec, recipe: WeNetRecipe, out: Path, wenet: dict, common: dict,
+                  pretrained: bool) -> None:
     """`--backend ray`: Ray Train workers run the same training data parallel."""
     if wenet.get("accelerator") not in (None, "auto", "cpu") and not wenet.get("gpus_per_worker"):
         fail("--backend ray places workers by --gpus-per-worker; --accelerator does not apply to it")

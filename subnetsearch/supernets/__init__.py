@@ -2,7 +2,7 @@
 converters from torchvision models, BN calibration, checkpoints."""
 
 from subnetsearch.costs import Cost, LayerShape, layer_cost, network_cost
-from subnetsearch.supernets._base import PLAIN, BaseSupernet, Realization
+from subnetsearch.supernets._base import PLAIN, BaseSupernet, Realization, module_device
 from subnetsearch.supernets._calibrate import bn_state, calibrated_bn, stored_bn
 from subnetsearch.supernets._checkpoint import (
     Checkpoint,
@@ -87,6 +87,7 @@ __all__ = [
     "ModelError",
     "build_model_supernet",
     "model_arch",
+    "module_device",
     "read_state_dict",
     "ConversionReport",
     "CifarResNet",

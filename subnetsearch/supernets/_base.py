@@ -25,6 +25,7 @@ more. A family registers its builder with `register_family`; the contract suite
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ from torch import nn
 from subnetsearch.costs import Cost, LayerShape
 from subnetsearch.spaces import Mode, SearchSpace
 
+
+def module_device(model: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for one with neither): where its
+    inputs must go (BN calibration, evaluation)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 @dataclass(frozen=True)
 class Realization:

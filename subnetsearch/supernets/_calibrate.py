@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._base import BaseSupernet, module_device
 from subnetsearch.supernets._lasso import SlimBatchNorm2d
 from subnetsearch.supernets._layers import SwitchableBatchNorm2d
 
@@ -81,8 +81,7 @@ def calibrated_bn(supernet: BaseSupernet, mode: Mode, batches: Iterable[torch.Te
         for module in _norm_modules(supernet):
             module.train()
         seen = 0
-        first = next(iter(supernet.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
+        device = module_device(supernet)
         with torch.no_grad():
             for images in batches:
                 supernet(images.to(device, non_blocking=True))  # on the accelerator the supernet is on

@@ -17,6 +17,7 @@ from subnetsearch.data import DataError, DataSpec
 from subnetsearch.files import write_atomically
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError
+from subnetsearch.supernets._models import load_error_reason
 from subnetsearch.supernets._registry import FAMILIES, LEGACY_FAMILIES, ArchError, build_supernet, family_builder
 
 FORMAT = "subnetsearch-checkpoint/1"
@@ -113,8 +114,8 @@ def load_checkpoint(path: str | Path, arch: Mapping | None = None) -> Checkpoint
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for damaged files
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {reason}") from error
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a checkpoint): "
+                              f"{load_error_reason(error)}") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
     try:

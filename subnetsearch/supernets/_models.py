@@ -114,6 +114,12 @@ def adapt_input_channels(model: nn.Module, channels: int) -> str | None:
     return name
 
 
+def load_error_reason(error: Exception) -> str:
+    """The first line of why `torch.load` failed (torch raises many kinds for damaged or unsafe files)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a local file (`torch.load(weights_only=True)`): the dict itself, or one
     held under "state_dict" or "model" (what training scripts and torchvision's references save)."""
@@ -123,8 +129,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for damaged or unsafe files
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise ModelError(f"cannot read weights file {path} as a state dict (weights_only): {reason}") from error
+        raise ModelError(f"cannot read weights file {path} as a state dict (weights_only): "
+                         f"{load_error_reason(error)}") from error
     if isinstance(payload, dict):
         for key in ("state_dict", "model"):
             if isinstance(payload.get(key), dict):

@@ -8,7 +8,6 @@ written from CPU copies, so a checkpoint trained on a GPU loads on a CPU-only ma
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from dataclasses import dataclass
 
@@ -100,14 +99,5 @@ class Accelerator:
         layout = ", channels-last" if self.channels_last else ""
         return f"{self.device} ({where}), {self.precision}{layout}"
 
-    def to_dict(self) -> dict:
-        return {"device": str(self.device), "precision": self.precision, "channels_last": self.channels_last}
-
 
 CPU = Accelerator()
-
-
-def module_device(model: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (the CPU for one with neither)."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return first.device if first is not None else torch.device("cpu")

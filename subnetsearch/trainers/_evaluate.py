@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import ArraySplit, Splits
-from subnetsearch.trainers._accelerate import module_device
+from subnetsearch.supernets import module_device
 
 
 def evaluate_split(model: nn.Module, splits: Splits, split: ArraySplit, batch_size: int = 500,

@@ -23,6 +23,13 @@ from subnetsearch.trainers._parallel import DataParallel, sync_batchnorm
 Sampling = Literal["independent", "uniform-stats"]
 
 
+def check_sampling(samples_per_step: int, sampling: str) -> None:
+    if samples_per_step < 1:
+        raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}")
+    if sampling not in ("independent", "uniform-stats"):
+        raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {sampling!r}")
+
+
 @dataclass(frozen=True)
 class WeNetRecipe:
     """Training settings, saved with every checkpoint.
@@ -61,10 +68,7 @@ class WeNetRecipe:
     max_steps_per_epoch: int | None = None  # for quick runs and tests
 
     def __post_init__(self) -> None:
-        if self.samples_per_step < 1:
-            raise ValueError(f"samples_per_step must be >= 1, got {self.samples_per_step}")
-        if self.sampling not in ("independent", "uniform-stats"):
-            raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {self.sampling!r}")
+        check_sampling(self.samples_per_step, self.sampling)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule()  # epochs, batch size, steps and learning rate checked there
@@ -121,10 +125,7 @@ class WeNetStep:
                  sampling: Sampling = "uniform-stats", distill: bool = True, loss: Loss = F.cross_entropy,
                  seed: int = 0, generator: torch.Generator | None = None, accelerator: Accelerator = CPU,
                  fixed_mode: Mode | str | None = None, reduce_gradients: GradientReduce | None = None) -> None:
-        if samples_per_step < 1:
-            raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}")
-        if sampling not in ("independent", "uniform-stats"):
-            raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {sampling!r}")
+        check_sampling(samples_per_step, sampling)
         if not isinstance(supernet, WeNetSupernet):
             raise TypeError(f"WeNetStep trains a WeNetSupernet, got {type(supernet).__name__}")
         self.supernet, self.optimizer, self.loss = supernet, optimizer, loss

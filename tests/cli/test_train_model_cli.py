@@ -5,6 +5,8 @@ wrong is refused before training with what is wrong."""
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +25,7 @@ QUICK = ["--data", "synthetic", "--batch-size", "16", "--epochs", "1", "--max-st
 @pytest.fixture
 def user_models_on_path(monkeypatch):
     """The factories of tests/supernets/user_models.py importable by name, as a user's package is."""
-    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
 
 
 @pytest.mark.parametrize("model", ["torchvision:resnet18", "tests.supernets.user_models:small_cnn",
@@ -98,7 +100,7 @@ def test_bad_model_options_are_refused_before_training(tmp_path, args, message, 
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", *QUICK, *args, "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert __import__("re").search(message, " ".join(result.output.split())), result.output
+    assert re.search(message, " ".join(result.output.split())), result.output
     assert not (out / "supernet.pt").exists() and not (out / "last.pt").exists()
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from subnetsearch.devices import export_onnx
 from subnetsearch.supernets import ArchError, SwitchableBatchNorm2d, build_supernet, supernet_from_model
+from subnetsearch.supernets._models import original_model
 from tests.conftest import randomize_batchnorm
 
 # Models the converter refuses, and the reason it must give.
@@ -56,9 +57,8 @@ MODELS = torchvision.models.list_models(module=torchvision.models)
 
 
 def _build_original(name: str) -> nn.Module:
-    builder = torchvision.models.get_model_builder(name)
-    kwargs = {"aux_logits": False, "init_weights": False} if name in ("inception_v3", "googlenet") else {}
-    return builder(weights=None, num_classes=10, **kwargs).eval()
+    """The plain model the `wenet-torchvision` family converts (the product's builder)."""
+    return original_model({"family": "wenet-torchvision", "model": name, "num_classes": 10}).eval()
 
 
 def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
