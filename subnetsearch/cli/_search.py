@@ -30,6 +30,7 @@ from subnetsearch.search import (
 )
 from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError
+from subnetsearch.trainers import Accelerator
 
 
 def search_command(
@@ -63,6 +64,9 @@ def search_command(
                                               "trials as Ray Tune trials, latency on the device's Ray node)."),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     workers: int | None = typer.Option(None, help="Ray: DSE evaluation actors (default: the cluster's CPUs)."),
+    accelerator: str = typer.Option("auto", help="Where BN calibration and accuracy run: auto (a CUDA GPU when "
+                                                 "there is one) | cpu | cuda | cuda:N. Latency is measured on the "
+                                                 "device's runtime either way."),
 ) -> None:
     """Search the operating modes of a supernet on a device."""
     # every option is checked before the store is opened (nothing is written for a bad command)
@@ -86,6 +90,7 @@ def search_command(
             if trials < 1:
                 raise ValueError(f"--trials must be >= 1, got {trials}")
         settings = evaluation_settings(calibration_batches, eval_batches)
+        Accelerator.resolve(accelerator)
     except ValueError as error:
         fail(str(error))
     if latency not in ("measured", "predicted"):
@@ -100,7 +105,7 @@ def search_command(
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint,
                                 predicted_latency=latency == "predicted", backend=ray_backend,
-                                data_root=data_root, settings=settings)
+                                data_root=data_root, settings=settings, accelerator=accelerator)
     except (CheckpointError, DataError, ValueError, ClusterError) as error:
         fail(str(error))
     if ray_backend is not None:

@@ -70,8 +70,20 @@ def train_command(
     val_size: int = typer.Option(5000, help="Validation images carved from the training set (imagefolder with a "
                                             "val/ folder: not used)."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation split."),
-    image_size: int | None = typer.Option(None, help="imagefolder: resize to this square size (default: the "
+    image_size: int | None = typer.Option(None, help="imagefolder: the network's square input size (default: the "
                                                      "images' own size, which must then be one size)."),
+    resize: int | None = typer.Option(None, help="imagefolder: resize images to this square size and cut the "
+                                                 "--image-size input from it (random crops in training, the centre "
+                                                 "in evaluation), e.g. --resize 256 --image-size 224 [--image-size]."),
+    augment: str | None = typer.Option(None, help="Training augmentation: resized-crop (random area and aspect, "
+                                                  "the ImageNet recipe) | pad-crop (2-pixel padded random crop, the "
+                                                  "CIFAR recipe) | none [imagefolder: resized-crop, else pad-crop]."),
+    min_crop_scale: float = typer.Option(0.08, help="resized-crop: the smallest share of the image's area a crop "
+                                                    "keeps (torchvision's 0.08)."),
+    normalize: str | None = typer.Option(None, help="data (the training images' channel mean and std) | imagenet "
+                                                    "(what torchvision's weights expect) | MEAN,.../STD,... "
+                                                    "[imagenet with --model torchvision:NAME --weights on RGB images, "
+                                                    "else data]."),
     channels: int | None = typer.Option(None, help="imagefolder: 1 (grayscale) or 3 (RGB); default: what the "
                                                    "images are."),
     hflip: bool = typer.Option(True, help="Random horizontal flips while training (--no-hflip for digits, text)."),
@@ -155,7 +167,14 @@ def train_command(
     out = out or DEFAULT_OUT[family]
     check_output_folder(out)
     epochs = DEFAULT_EPOCHS[family] if epochs is None else epochs
-    spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip)
+    if normalize is None:  # pretrained torchvision weights were trained on ImageNet-normalized RGB
+        pretrained = model is not None and model.startswith("torchvision:") and weights is not None
+        normalize = "imagenet" if pretrained and channels != 1 else "data"
+        if normalize == "imagenet":
+            console.print("normalizing with ImageNet's channel statistics, as the torchvision weights were trained "
+                          "(--normalize data to use this data set's own)")
+    spec = data_spec(data, data_root, val_size, split_seed, image_size=image_size, channels=channels, hflip=hflip,
+                     resize=resize, augment=augment, min_crop_scale=min_crop_scale, normalize=normalize)
     common = {"depth": 20 if depth is None else depth, "widths": widths or "16,32,64", "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "max_steps_per_epoch": max_steps_per_epoch, "seed": seed,
               "threads": threads}

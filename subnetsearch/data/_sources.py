@@ -4,13 +4,15 @@ folder, any ImageFolder, and a synthetic set for fast tests. Nothing is ever dow
 from __future__ import annotations
 
 import gzip
-from dataclasses import asdict, dataclass, fields
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from subnetsearch.data._arrays import ArraySplit, DataError, Splits, split_train_val
+from subnetsearch.data._arrays import AUGMENTS, ArraySplit, DataError, Splits, split_train_val
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_MNIST_HINT = "install it with: apt-get install -y dataset-fashion-mnist"
@@ -27,17 +29,40 @@ class DataSpec:
     root: str | None = None
     val_size: int = 5000
     split_seed: int = 0
-    image_size: int | None = None  # ImageFolder only: resized to this square size (default: their own size)
+    image_size: int | None = None  # ImageFolder only: the network's square input (default: the images' own size)
     channels: int | None = None  # ImageFolder only: 1 (grayscale) or 3 (RGB); default: what the images are
     hflip: bool = True  # random horizontal flips while training (off for digits, text, oriented images)
+    # ImageFolder only: images are resized to this square size and the input is cut from it (random
+    # crops in training, the centre in evaluation); default: resized to the input size itself
+    resize: int | None = None
+    augment: str | None = None  # AUGMENTS; default resized-crop for image folders, else pad-crop
+    min_crop_scale: float = 0.08  # resized-crop: the smallest share of the image's area a crop keeps
+    normalize: str = "data"  # "data" (the training images' channel statistics), "imagenet", or "M,M,M/S,S,S"
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size < 1:
             raise DataError(f"the image size (--image-size) must be >= 1, got {self.image_size}")
         if self.channels not in (None, 1, 3):
             raise DataError(f"channels (--channels) must be 1 (grayscale) or 3 (RGB), got {self.channels}")
-        if self.name != "imagefolder" and (self.image_size is not None or self.channels is not None):
-            raise DataError(f"--image-size and --channels apply to image folders (--data imagefolder), not to {self.name}")
+        folder_only = {"--image-size": self.image_size, "--channels": self.channels, "--resize": self.resize}
+        given = [option for option, value in folder_only.items() if value is not None]
+        if self.name != "imagefolder" and given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise DataError(f"{', '.join(given)} {verb} to image folders (--data imagefolder), not to {self.name}")
+        if self.resize is not None and (self.image_size is None or self.resize < self.image_size):
+            raise DataError(f"--resize ({self.resize}) is the size the input is cut from: give --image-size "
+                            "(the input) too, at most --resize")
+        if self.augment is None:
+            object.__setattr__(self, "augment", "resized-crop" if self.name == "imagefolder" else "pad-crop")
+        if self.augment not in AUGMENTS:
+            raise DataError(f"unknown augmentation (--augment) {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        if not 0 < self.min_crop_scale <= 1:
+            raise DataError(f"--min-crop-scale must be in (0, 1], got {self.min_crop_scale}")
+        statistics(self.normalize)  # malformed text is refused here, before any data is read
+
+    def statistics(self, data: tuple[tuple[float, ...], tuple[float, ...]]) -> tuple[tuple[float, ...], ...]:
+        """The (mean, std) to normalize with, given the data set's own."""
+        return statistics(self.normalize) or data
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,12 +87,35 @@ class DataSpec:
         if payload.get("name") == "imagefolder" and "channels" not in payload and payload.get("image_size") is None:
             # recorded before image folders kept their own size: they were resized to 32 then
             payload = {**payload, "image_size": LEGACY_IMAGE_FOLDER_SIZE}
+        if "augment" not in payload:  # recorded before augmentations were chosen: the CIFAR recipe then
+            payload = {**payload, "augment": "pad-crop"}
         return cls(**payload)
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "root": (str, type(None)), "val_size": (int,),
                                              "split_seed": (int,), "image_size": (int, type(None)),
-                                             "channels": (int, type(None)), "hflip": (bool,)}
+                                             "channels": (int, type(None)), "hflip": (bool,),
+                                             "resize": (int, type(None)), "augment": (str, type(None)),
+                                             "min_crop_scale": (float, int), "normalize": (str,)}
+IMAGENET_STATISTICS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # what torchvision's weights expect
+
+
+def statistics(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """`--normalize`: None for "data", torchvision's ImageNet statistics for "imagenet" (on grayscale
+    images their channel average), else
+    "M,M,M/S,S,S" (one mean and one positive std per channel) parsed."""
+    if text == "data":
+        return None
+    if text == "imagenet":
+        return IMAGENET_STATISTICS
+    try:
+        means, stds = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
+    except ValueError:
+        raise DataError(f"--normalize must be data, imagenet or MEAN,.../STD,... (one per channel), got {text!r}") \
+            from None
+    if len(means) != len(stds) or not all(v > 0 for v in stds):
+        raise DataError(f"--normalize {text!r}: give as many means as stds, every std > 0")
+    return means, stds
 LEGACY_IMAGE_FOLDER_SIZE = 32  # what an image-folder spec without a size meant before `channels` was recorded
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
@@ -137,32 +185,33 @@ def load_cifar10(spec: DataSpec) -> Splits:
 def load_image_folder(spec: DataSpec) -> Splits:
     """Any `root/{train,test}/<class>/<image>` tree (and `root/val/` if present: then it is the
     validation split and nothing is carved from train/), held in memory as uint8. Images keep their
-    own size unless `image_size` is set (they must then all have one size) and their own channels
-    (grayscale stays 1 channel) unless `channels` is set. Normalized with the training images'
-    channel mean and std."""
+    own size unless `image_size` is set (they must then all have one size; with `resize`, they are
+    resized to that and the input is cut from it) and their own channels (grayscale stays 1 channel)
+    unless `channels` is set. Decoding and resizing run on a thread per core (Pillow releases the
+    GIL in both). Normalized with the training images' channel mean and std unless the spec says."""
     if not spec.root:
         raise DataError("imagefolder needs a root folder with train/ and test/ subfolders (val/ optional)")
     root = Path(spec.root)
-    parts = {part: _read_image_folder(root / part) for part in ("train", "val", "test")
+    parts = {part: _list_image_folder(root / part) for part in ("train", "val", "test")
              if part != "val" or (root / part).is_dir()}
     classes = parts["train"][2]
     for part, (_, _, names) in parts.items():
         if names != classes:
             raise DataError(f"{root / part} has classes {names}, but {root / 'train'} has {classes}")
-    everything = [image for images, _, _ in parts.values() for image in images]
-    channels = spec.channels or (1 if all(image.mode in ("1", "L", "I", "I;16", "F") for image in everything) else 3)
-    sizes = {image.size for image in everything}
+    headers = {part: _headers(paths) for part, (paths, _, _) in parts.items()}  # (mode, size) without decoding
+    everything = [header for part in headers.values() for header in part]
+    channels = spec.channels or (1 if all(mode in ("1", "L", "I", "I;16", "F") for mode, _ in everything) else 3)
+    sizes = {size for _, size in everything}
     if spec.image_size is None and len(sizes) > 1:
         raise DataError(f"the images under {root} have {len(sizes)} sizes (e.g. {sorted(sizes)[:3]}); "
                         "give one with --image-size")
-    size = (spec.image_size, spec.image_size) if spec.image_size else sizes.pop()
-    from torchvision.transforms import functional
+    side = spec.resize or spec.image_size
+    size = (side, side) if side else sizes.pop()
 
     def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels, _ = parts[part]
-        converted = [image.convert("L" if channels == 1 else "RGB") for image in images]
-        resized = [functional.resize(image, [size[1], size[0]]) if image.size != size else image for image in converted]
-        return torch.stack([functional.pil_to_tensor(image) for image in resized]), torch.tensor(labels)
+        paths, labels, _ = parts[part]
+        arrays = _decode_all(paths, "L" if channels == 1 else "RGB", size)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
 
     train_images, train_labels = tensors("train")
     if "val" in parts:
@@ -173,13 +222,11 @@ def load_image_folder(spec: DataSpec) -> Splits:
     mean = tuple(float(v) for v in scaled.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in scaled.std(dim=(0, 2, 3)))
     return Splits(root.name, train, val, ArraySplit(*tensors("test")), len(classes), mean, std, spec.split_seed,
-                  tuple(classes), spec.hflip)
+                  tuple(classes), spec.hflip, crop=spec.image_size if spec.resize else None)
 
 
-def _read_image_folder(folder: Path) -> tuple[list, list[int], list[str]]:
-    """Every image of `folder/<class>/` decoded (PIL images in their own mode), labels, class names;
-    a file that cannot be decoded is named in the error."""
-    from PIL import Image, UnidentifiedImageError
+def _list_image_folder(folder: Path) -> tuple[list[str], list[int], list[str]]:
+    """The image files of `folder/<class>/`, their labels and the class names (torchvision's order)."""
     from torchvision.datasets import ImageFolder
 
     if not folder.is_dir():
@@ -188,15 +235,48 @@ def _read_image_folder(folder: Path) -> tuple[list, list[int], list[str]]:
         listing = ImageFolder(str(folder), loader=lambda path: path)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"cannot read image folder {folder}: {error}") from error
-    images = []
-    for path, _ in listing.samples:
+    return [path for path, _ in listing.samples], [label for _, label in listing.samples], listing.classes
+
+
+def _threads() -> int:
+    """Decoding threads: one per usable core, at most 8 (SUBNETSEARCH_DECODE_THREADS overrides)."""
+    if os.environ.get("SUBNETSEARCH_DECODE_THREADS"):
+        return max(1, int(os.environ["SUBNETSEARCH_DECODE_THREADS"]))
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _headers(paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
+    """Each image's mode and size from its header (nothing decoded); a file that is no image is named."""
+    from PIL import Image, UnidentifiedImageError
+
+    def header(path: str) -> tuple[str, tuple[int, int]]:
         try:
             with Image.open(path) as image:
-                image.load()
-                images.append(image)
+                return image.mode, image.size
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise DataError(f"cannot decode image {path}: {error}") from error
-    return images, [label for _, label in listing.samples], listing.classes
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        return list(pool.map(header, paths))
+
+
+def _decode_all(paths: list[str], mode: str, size: tuple[int, int]) -> list[np.ndarray]:
+    """Every image decoded, converted to `mode` and resized to `size` (W, H; bilinear, antialiased
+    as torchvision's Resize on PIL images), as (H, W, C) uint8 arrays; a broken file is named."""
+    from PIL import Image, UnidentifiedImageError
+
+    def decode(path: str) -> np.ndarray:
+        try:
+            with Image.open(path) as image:
+                converted = image.convert(mode)
+                if converted.size != size:
+                    converted = converted.resize(size, Image.Resampling.BILINEAR)
+                return np.asarray(converted, dtype=np.uint8).reshape(size[1], size[0], -1)
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise DataError(f"cannot decode image {path}: {error}") from error
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        return list(pool.map(decode, paths, chunksize=64))
 
 
 def synthetic(num_classes: int = 4, per_class: int = 64, channels: int = 1, size: int = 12, seed: int = 0) -> Splits:
@@ -223,9 +303,19 @@ def load_data(spec: DataSpec) -> Splits:
     if spec.name == "synthetic":
         if spec.val_size != DataSpec.val_size:
             raise DataError("the synthetic set has a fixed validation split: --val-size does not apply to it")
-        return synthetic(seed=spec.split_seed)
+        return _with_transforms(synthetic(seed=spec.split_seed), spec)
     try:
         loader = _LOADERS[spec.name]
     except KeyError:
         raise DataError(f"unknown data set {spec.name!r}; choose one of {sorted(_LOADERS) + ['synthetic']}") from None
-    return loader(spec)
+    return _with_transforms(loader(spec), spec)
+
+
+def _with_transforms(splits: Splits, spec: DataSpec) -> Splits:
+    """The spec's augmentation and normalization on the loaded splits (checked against their channels)."""
+    mean, std = spec.statistics((splits.mean, splits.std))
+    if spec.normalize == "imagenet" and splits.stored_shape[0] == 1:  # grayscale: a converted stem sums RGB
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    assert spec.augment is not None  # resolved by DataSpec
+    return replace(splits, augment=spec.augment, min_crop_scale=float(spec.min_crop_scale), mean=tuple(mean),
+                   std=tuple(std))

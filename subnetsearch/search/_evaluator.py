@@ -165,13 +165,14 @@ def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, set
         supernet.set_mode(mode)
         try:
             scores, records = scored()
-            return scores, [supernet.realize(mode, r) for r in realizations], records, None
+            return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, None
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
         scores, records = scored()
-        return scores, [supernet.realize(mode, r) for r in realizations], records, bn_state(supernet)
+        # the static networks run on the device profile's runtime, on the host: from an accelerator, copied back
+        return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, bn_state(supernet)
 
 
 def mode_energy_mj(supernet: BaseSupernet, mode: Mode, device: Device) -> float:

@@ -256,14 +256,18 @@ def initial_design(space: SearchSpace, size: int, seed: int) -> list[Mode]:
 
 def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[tuple[Mode, Mapping[str, float]]],
                exact: Mapping[str, Exact], settings: PredictorSettings, round_number: int, size: int,
-               limits: Limits = Limits()) -> Plan:
+               limits: Limits = Limits(), hints: Mapping[str, Exact] | None = None) -> Plan:
     """The next `size` modes to evaluate for real, from the evaluations so far (`history`: mode and
-    its real objective values). Pure: the same history, seed and round give the same plan."""
+    its real objective values). `hints`: exact quantities that are not objectives but inform the
+    learned ones (a mode's MACs when only accuracy and measured latency are searched, a lookup
+    table's latency estimate). Pure: the same history, seed and round give the same plan."""
     started = time.perf_counter()
     exact = {name: _memoized(cost) for name, cost in exact.items()}  # each mode's exact costs computed once
+    hinted = {name: _memoized(cost) for name, cost in (hints or {}).items() if name not in exact}
     known = {mode.id for mode, _ in history}
     modes = [mode for mode, _ in history]
-    costs = [exact[name] for name in sorted(exact)]  # exact costs are features of the learned objectives
+    # exact costs and hints are features of the learned objectives
+    costs = [exact[name] for name in sorted(exact)] + [hinted[name] for name in sorted(hinted)]
     models = {name: fit_model(space, modes, [values[name] for _, values in history], costs)
               for name in objectives if name not in exact}
     fitted = time.perf_counter()
@@ -359,13 +363,13 @@ RunRound = Callable[[Sequence[Mode], int, Sequence[dict[str, float]], dict], Non
 
 def predictor_rounds_loop(space: SearchSpace, objectives: Sequence[str], settings: PredictorSettings,
                           exact: Mapping[str, Exact], limits: Limits, history: Callable[[], History],
-                          run: RunRound) -> int:
+                          run: RunRound, hints: Mapping[str, Exact] | None = None) -> int:
     """Rounds 1, 2, ... after the initial design (round 0) until `settings.budget` distinct modes
     are evaluated, the space is exhausted, or the evolution finds nothing new and feasible. Round r
     is planned from the evaluations of rounds < r only, so a round a kill cut short is planned
     again to the same batch; a round holding its full batch already is skipped. `run(modes, r,
-    predicted, info)` evaluates (the modes `history()` lacks) and records them with their round.
-    Returns the number of the round it stopped before."""
+    predicted, info)` evaluates (the modes `history()` lacks) and records them with their round;
+    `hints` as in `plan_round`. Returns the number of the round it stopped before."""
     round_number = 1
     while True:
         done = list(history())
@@ -376,7 +380,7 @@ def predictor_rounds_loop(space: SearchSpace, objectives: Sequence[str], setting
         if sum(r == round_number for r, _, _ in done) >= size:  # finished before a resume
             round_number += 1
             continue
-        plan = plan_round(space, objectives, prior, exact, settings, round_number, size, limits)
+        plan = plan_round(space, objectives, prior, exact, settings, round_number, size, limits, hints)
         if not plan.modes:
             return round_number
         run(plan.modes, round_number, plan.predicted, plan.info)

@@ -38,6 +38,7 @@ from subnetsearch.search._predictor import (
 from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation, distinct_trials
 from subnetsearch.supernets import Checkpoint, WeNetSupernet, load_checkpoint
+from subnetsearch.trainers import Accelerator
 
 
 class Interrupted(Exception):
@@ -111,13 +112,17 @@ class SearchSession:
     predicted_latency: bool = False  # predict latency from the device's stored table for this supernet
     backend: Backend | None = None  # None: evaluate in this process; a RayBackend: on a Ray cluster
     data_root: str | None = None  # the checkpoint's data where it is now (same images, other folder)
+    # where BN calibration and accuracy run: auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N;
+    # latency is still measured on the device profile's runtime
+    accelerator: str = "auto"
 
     def __post_init__(self) -> None:
+        self.compute = Accelerator.resolve(self.accelerator)  # an unusable choice is refused before any work
         self.checkpoint = load_checkpoint(self.checkpoint_path)
         if self.data_root is not None:  # the same data set moved: its content hash stays the checkpoint's
             root = str(Path(self.data_root).expanduser().resolve())
             self.checkpoint = replace(self.checkpoint, data={**self.checkpoint.data, "root": root})
-        self.supernet = self.checkpoint.build()
+        self.supernet = self.checkpoint.build().to(self.compute.device)
         self.splits = load_data(DataSpec.from_dict(self.checkpoint.data))
         self.store.register_supernet(self.checkpoint, self.checkpoint_path.resolve(), self.splits.preprocessing())
         if self.latency_table is None and self.predicted_latency:
@@ -297,6 +302,18 @@ class SearchSession:
             exact["latency"] = lambda mode: predictor(mode).ms
         return exact
 
+    def predictor_hints(self) -> dict[str, Exact]:
+        """Exact quantities the predictor strategy's models may use as features of what they learn:
+        a static mode's MACs (accuracy and latency both fall with the work left), and, where latency is
+        measured and the device has a lookup table for this supernet, the table's estimate of it."""
+        hints: dict[str, Exact] = {}
+        if not self.supernet.dynamic_cost:
+            hints["macs"] = lambda mode: float(self.supernet.cost(mode).macs)
+        if self.plan_table is not None:
+            planner = LatencyPredictor(self.supernet, self.plan_table)
+            hints["latency"] = lambda mode: planner(mode).ms
+        return hints
+
     def predictor(self, trials: int, objectives: Sequence[str], constraints: Constraints = Constraints(),
                   seed: int = 0, init: str = "random", init_size: int | None = None, batch: int = 10,
                   name: str | None = None) -> tuple[list[StoredEvaluation], Study]:
@@ -342,7 +359,8 @@ class SearchSession:
                 run(initial_design(space, settings.init_size, seed), 0)
             else:
                 self._dse_design(settings.init_size, objectives, constraints, run)
-            predictor_rounds_loop(space, objectives, settings, exact, limits, lambda: self._rounds(study, objectives), run)
+            predictor_rounds_loop(space, objectives, settings, exact, limits, lambda: self._rounds(study, objectives), run,
+                                  self.predictor_hints())
             summary.update({"trials": len(distinct_trials(study)), "new_trials": len(fresh),
                             "rounds": predictor_rounds(study, objectives),
                             "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})

@@ -88,8 +88,9 @@ class Accelerator:
         return model.to(self.device).to(memory_format=self.memory_format)
 
     def batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch on the device: pinned and copied asynchronously to a GPU; in the memory format."""
-        if self.device.type == "cuda":
+        """A batch on the device: pinned and copied asynchronously to a GPU (unless it is there
+        already: `Splits.batches(device=...)` transforms it there); in the memory format."""
+        if self.device.type == "cuda" and images.device.type == "cpu":
             images, labels = images.pin_memory(), labels.pin_memory()
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         return images, labels.to(self.device, non_blocking=True)

@@ -20,8 +20,7 @@ def evaluate_split(model: nn.Module, splits: Splits, split: ArraySplit, batch_si
     loss_sum = 0.0
     device = module_device(model)
     with torch.inference_mode():
-        for images, labels in splits.batches(split, batch_size, max_batches=max_batches):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        for images, labels in splits.batches(split, batch_size, max_batches=max_batches, device=device):
             logits = model(images)
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))

@@ -141,7 +141,8 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
             batches = splits.batches(splits.train, schedule.batch_size, shuffle=True, augment=schedule.augment,
                                      generator=generator, max_batches=steps, shard=shard,
                                      augment_generator=None if augment_seed is None else
-                                     torch.Generator().manual_seed(augment_seed * 1_000_003 + epoch))
+                                     torch.Generator().manual_seed(augment_seed * 1_000_003 + epoch),
+                                     device=accelerator.device)  # a GPU crops, flips and normalizes its batches
             for index, (images, labels) in enumerate(batches):
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr_at(epoch * steps + index, total) * group["scale"]

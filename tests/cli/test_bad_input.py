@@ -127,6 +127,7 @@ CASES = [
     ([*SEARCH, "--eval-batches", "0"], "--eval-batches must be >= 1, got 0"),
     (["run", "--eval-batches", "0", "--storage", "{url}"], "--eval-batches must be >= 1, got 0"),
     ([*SEARCH, "--latency", "guessed"], "--latency must be measured or predicted"),
+    ([*SEARCH, "--accelerator", "tpu"], "accelerator must be one of auto, cpu, cuda"),
     (["dashboard", "--port", "70000", "--storage", "{url}"], "--port must be in 0..65535"),
     (["dashboard", "--port", "-1", "--storage", "{url}"], "--port must be in 0..65535"),
     # output paths and formats, refused before any work
@@ -147,7 +148,13 @@ CASES = [
     (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
     (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),
     # training commands: options and output folders checked before any data is read or work done
-    ([*TRAIN, "--image-size", "16"], "--image-size and --channels apply to image folders"),
+    ([*TRAIN, "--image-size", "16"], "--image-size applies to image folders"),
+    ([*TRAIN, "--resize", "16"], "--resize applies to image folders"),
+    ([*TRAIN, "--augment", "cutmix"], "unknown augmentation (--augment) 'cutmix'"),
+    ([*TRAIN, "--min-crop-scale", "1.5"], "--min-crop-scale must be in (0, 1]"),
+    ([*TRAIN, "--normalize", "0.5/-1"], "every std > 0"),
+    (["train", "--data", "imagefolder", "--data-root", "{folder}", "--resize", "32", "--out", "{folder}/run"],
+     "give --image-size (the input) too"),
     (["train", "--data", "imagefolder", "--data-root", "{folder}", "--channels", "2", "--out", "{folder}/run"],
      "must be 1 (grayscale) or 3 (RGB), got 2"),
     ([*TRAIN, "--max-steps-per-epoch", "0"], "max_steps_per_epoch must be >= 1, got 0"),

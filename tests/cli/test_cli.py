@@ -419,6 +419,9 @@ def test_search_bad_distributed_inputs_record_nothing(tiny_checkpoint, storage, 
 
 
 def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_measured(tmp_path) -> None:
+    """Images resized to 12 and the 10x10 input cut from them (random resized crops in training, the
+    centre in evaluation): the exported network on the centre crops of the raw pixels, as the
+    recorded preprocessing says, scores exactly what the search measured."""
     import json
     import shutil
 
@@ -428,20 +431,25 @@ def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_meas
 
     from subnetsearch.data import DataSpec, load_data
     from subnetsearch.storage import Store
+    from subnetsearch.supernets import load_checkpoint
 
     images = tmp_path / "images"
     for part in ("train", "val", "test"):
         for label in range(3):
             (images / part / f"c{label}").mkdir(parents=True)
             for index in range(6):
-                pixels = np.full((10, 10), 40 + 70 * label, np.uint8)
-                pixels[index % 10, :] = 255 - 20 * index  # a little variety inside each class
+                pixels = np.full((14, 14), 40 + 70 * label, np.uint8)
+                pixels[2 + index % 10, :] = 255 - 20 * index  # a little variety inside each class
                 Image.fromarray(pixels, "L").save(images / part / f"c{label}" / f"{index}.png")
     storage = f"sqlite:///{tmp_path / 'store.db'}"
     trained = runner.invoke(app, ["train", "--data", "imagefolder", "--data-root", str(images), "--depth", "8",
                                   "--widths", "8,16,16", "--groups", "1,2", "--batch-size", "6", "--epochs", "2",
-                                  "--no-hflip", "--out", str(tmp_path / "run")])
+                                  "--no-hflip", "--resize", "12", "--image-size", "10", "--min-crop-scale", "0.5",
+                                  "--out", str(tmp_path / "run")])
     assert trained.exit_code == 0, trained.output
+    recorded = load_checkpoint(tmp_path / "run" / "supernet.pt")
+    assert recorded.arch["input_size"] == 10 and recorded.data["augment"] == "resized-crop"
+    assert (recorded.data["resize"], recorded.data["min_crop_scale"], recorded.data["normalize"]) == (12, 0.5, "data")
     runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                         "--storage", storage])
     search = runner.invoke(app, ["search", "--strategy", "optuna", "--sampler", "random", "--trials", "3",
@@ -449,17 +457,19 @@ def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_meas
                                  "--device", "quick", "--storage", storage])
     assert search.exit_code == 0, search.output
     evaluation = Store(storage).get_front("quick", "all")[0]
-    splits = load_data(DataSpec("imagefolder", str(images), hflip=False))
+    splits = load_data(DataSpec("imagefolder", str(images), hflip=False, resize=12, image_size=10))
     shutil.rmtree(images)  # the training images are gone: export needs only the checkpoint and the store
     out = tmp_path / "mode.onnx"
     result = runner.invoke(app, ["export", evaluation.mode_id, "--device", "quick", "-o", str(out), "--storage", storage])
     assert result.exit_code == 0, result.output
     session = onnxruntime.InferenceSession(str(out))
-    raw = splits.val.images.float().numpy()  # raw pixels, as a user has them
+    assert splits.val.images.shape[-2:] == (12, 12)  # stored resized; the network sees the 10x10 centre
+    raw = splits.val.images[..., 1:11, 1:11].float().numpy()  # raw pixels, resized and centre-cropped
     predictions = np.concatenate([session.run(None, {"input": raw[i:i + 1]})[0].argmax(1) for i in range(len(raw))])
     assert float((predictions == splits.val.labels.numpy()).mean()) == pytest.approx(evaluation.accuracy, abs=1e-6)
     metadata = json.loads(session.get_modelmeta().custom_metadata_map["subnetsearch.preprocessing"])
     assert metadata["classes"] == ["c0", "c1", "c2"] and metadata["input_shape"] == [1, 10, 10]
+    assert metadata["resize"] == [12, 12] and metadata["center_crop"] == [10, 10]
 
 
 def test_sigterm_stops_a_server_cleanly_and_other_commands_with_130(tmp_path) -> None:

@@ -77,8 +77,10 @@ def test_train_from_a_weights_file_records_it_in_the_recipe(tmp_path) -> None:
     result = runner.invoke(app, ["train", "--model", "torchvision:resnet18", "--weights", str(path), *QUICK,
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "start fresh" in result.output
-    assert load_checkpoint(out / "supernet.pt").recipe["init"].startswith("resnet18.pth sha256:")
+    assert "start fresh" in result.output and "normalizing with ImageNet's channel statistics" in result.output
+    checkpoint = load_checkpoint(out / "supernet.pt")
+    assert checkpoint.recipe["init"].startswith("resnet18.pth sha256:")
+    assert checkpoint.data["normalize"] == "imagenet"  # what the weights were trained with (averaged on grayscale)
 
 
 @pytest.mark.parametrize(("args", "message"), [

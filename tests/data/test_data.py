@@ -72,7 +72,7 @@ def test_missing_data_folders_name_the_path(tmp_path) -> None:
         load_data(DataSpec(val_size=60000))
     with pytest.raises(DataError, match="fixed validation split: --val-size does not apply"):
         load_data(DataSpec("synthetic", val_size=0))
-    with pytest.raises(DataError, match="--image-size and --channels apply to image folders"):
+    with pytest.raises(DataError, match="--image-size applies to image folders"):
         DataSpec("synthetic", image_size=16)
     with pytest.raises(DataError, match=r"--image-size\) must be >= 1"):
         DataSpec("imagefolder", image_size=0)

@@ -106,6 +106,26 @@ def test_the_same_history_and_seed_plan_the_same_batch() -> None:
     assert first.info["models"]["accuracy"]["features"].startswith("additive")
 
 
+def test_hints_inform_the_learned_objectives_without_becoming_objectives() -> None:
+    """Accuracy and measured latency learned, MACs known exactly but not searched (the main job's
+    case): with MACs as a hint, latency that follows MACs is learned from the hint's log-cost
+    features and predicted closer than by per-layer effects alone."""
+    def measured(mode: Mode) -> dict[str, float]:
+        return {"accuracy": truth(mode)["accuracy"], "latency": 0.05 + 0.002 * truth(mode)["macs"] ** 1.3}
+
+    objectives = ["accuracy", "latency"]
+    prior = [(m, measured(m)) for m in initial_design(SPACE, 12, 3)]
+    settings = PredictorSettings(budget=30, init_size=12, batch=5, population=16, generations=8)
+    hinted = plan_round(SPACE, objectives, prior, {}, settings, 1, 5, hints={"macs": lambda m: truth(m)["macs"]})
+    plain = plan_round(SPACE, objectives, prior, {}, settings, 1, 5)
+    assert "log-costs" in hinted.info["models"]["latency"]["features"]
+    assert "log-costs" not in plain.info["models"]["latency"]["features"]
+    assert hinted.info["models"]["latency"]["loo_rmse"] < 0.5 * plain.info["models"]["latency"]["loo_rmse"]
+    assert set(hinted.predicted[0]) == set(objectives)  # the hint is no objective
+    for mode, guess in zip(hinted.modes, hinted.predicted, strict=True):
+        assert guess["latency"] == pytest.approx(measured(mode)["latency"], rel=0.05)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"init": "grid"}, "init must be one of"), ({"batch": 0}, "batch must be >= 1"),
     ({"budget": 5, "init_size": 6}, "must not exceed the budget"), ({"population": 2}, "population must be >= 4"),

@@ -72,3 +72,38 @@ def test_a_checkpoint_trained_on_the_gpu_loads_on_the_cpu_and_trains_on(tiny_dat
     assert {t.device.type for t in state.state_dict.values()} == {"cpu"}
     on_cpu = state.build()
     assert on_cpu(torch.randn(2, 1, 12, 12)).shape == (2, 4)
+
+
+def _session(folder, accelerator: str):
+    """A search session over a tiny checkpoint on a quick host device, in a store of its own."""
+    from subnetsearch.devices import Device, LatencyProtocol
+    from subnetsearch.search import EvaluationSettings, SearchSession
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets import save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.pt"
+    save_checkpoint(path, build_supernet(TINY_ARCH), {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{folder / 'store.db'}"
+    store = Store(url)
+    store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1, warmup=1,
+                                                              min_run_time=0.01)))
+    return SearchSession(store, url, store.get_device("quick"), path,
+                         EvaluationSettings(calibration_batches=2, calibration_batch_size=32), accelerator=accelerator)
+
+
+@pytest.mark.skipif(CUDA, reason="this machine has a GPU: cuda is not an error here")
+def test_a_search_asked_to_run_on_cuda_without_one_is_refused_before_any_work(tmp_path) -> None:
+    with pytest.raises(AcceleratorError, match="--accelerator cuda: no CUDA device is visible"):
+        _session(tmp_path, "cuda")
+    session = _session(tmp_path / "cpu", "auto")  # auto falls back to the CPU
+    assert next(session.supernet.parameters()).device.type == "cpu"
+
+
+@needs_cuda
+def test_a_search_calibrates_and_scores_on_the_gpu_and_measures_latency_on_the_host(tmp_path) -> None:
+    on_gpu, on_cpu = _session(tmp_path / "gpu", "cuda"), _session(tmp_path / "cpu", "cpu")
+    assert next(on_gpu.supernet.parameters()).device.type == "cuda"
+    for mode in (on_cpu.supernet.full_mode(), on_cpu.supernet.smallest_mode()):
+        gpu, cpu = on_gpu.evaluate(mode), on_cpu.evaluate(mode)
+        assert gpu.accuracy == pytest.approx(cpu.accuracy, abs=1 / 16) and gpu.latency_ms is not None
