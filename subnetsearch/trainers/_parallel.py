@@ -110,10 +110,13 @@ class SyncedBatchNorm2d(nn.BatchNorm2d):
         values = x.float()
         channels = values.shape[1]
         count = values.new_tensor([values.numel() / channels])
-        total = all_reduce(torch.cat([values.sum((0, 2, 3)), (values * values).sum((0, 2, 3)), count]))
+        # two passes, as one process computes them: the global mean, then the squared deviations from
+        # it (E[x^2] - E[x]^2 in one pass cancels catastrophically where |mean| >> std)
+        total = all_reduce(torch.cat([values.sum((0, 2, 3)), count]))
         n = total[-1]
         mean = total[:channels] / n
-        var = (total[channels:2 * channels] / n - mean * mean).clamp_min(0)
+        centred = values - mean.view(1, -1, 1, 1)
+        var = all_reduce((centred * centred).sum((0, 2, 3))) / n
         if update and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 if self.num_batches_tracked is not None:
@@ -124,7 +127,7 @@ class SyncedBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
                 self.running_var.mul_(1 - momentum).add_(unbiased.detach(), alpha=momentum)
         scale = torch.rsqrt(var + self.eps)
-        out = (values - mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1)
+        out = centred * scale.view(1, -1, 1, 1)
         if self.weight is not None and self.bias is not None:
             out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return out.to(x.dtype)

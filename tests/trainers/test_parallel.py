@@ -138,3 +138,31 @@ def test_shards_together_are_the_one_process_batch() -> None:
     assert sorted(torch.cat([p[1] for p in parts]).tolist()) == sorted(whole[1].tolist())
     torch.testing.assert_close(torch.cat([parts[0][0], parts[1][0]]).sum(0), whole[0].sum(0))
 
+
+
+def _large_mean_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    return 1e4 + torch.randn(2 * BATCH, 3, 4, 4, generator=generator)  # |mean| >> std: one-pass variance fails
+
+
+def _bn_rank(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        bn = SyncedBatchNorm2d(3).train()
+        result = bn(_large_mean_batch()[rank::world])
+        torch.save({"out": result.detach(), "running_var": bn.running_var.clone()}, Path(out) / f"bn{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synchronized_statistics_hold_where_the_mean_dwarfs_the_spread() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        mp.start_processes(_bn_rank, args=(2, f"file://{folder}/rendezvous", folder), nprocs=2, join=True,
+                           start_method="spawn")
+        ranks = [torch.load(Path(folder) / f"bn{r}.pt", weights_only=True) for r in range(2)]
+    batch = _large_mean_batch()
+    reference = torch.nn.BatchNorm2d(3).train()
+    expected = reference(batch).detach()
+    for rank, result in enumerate(ranks):
+        torch.testing.assert_close(result["out"], expected[rank::2], rtol=1e-3, atol=5e-3)
+        torch.testing.assert_close(result["running_var"], reference.running_var, rtol=1e-3, atol=1e-4)
