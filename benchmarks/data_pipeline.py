@@ -6,8 +6,9 @@ and tinted; made once under ~/.cache) is loaded as the ImageNet recipe has it (r
 Measured in one run, one thing at a time, medians of 3:
 
 - decoding the folder with 1 thread and with the default (one per core): images per second;
-- training batches per second from the in-memory images, three ways: this project's batched
-  `Splits.batches` (one `grid_sample` per batch), torchvision's v2 transforms per image over the
+- training batches per second from the in-memory images, three ways: this project's
+  `Splits.batches` (windows drawn per batch, torchvision's resize kernel on uint8 per window, the
+  input-sized batch normalized), torchvision's v2 transforms per image over the
   same tensors in a DataLoader (0 and 2 worker processes), and the standard file pipeline
   (torchvision ImageFolder + PIL RandomResizedCrop per image, 2 worker processes, decoding every
   epoch);
@@ -137,7 +138,7 @@ def main() -> None:
     print(decoding, flush=True)
     splits = load_data(SPEC)
     pipelines = {
-        "batched_grid_sample (this project)": lambda: splits.batches(
+        "Splits.batches (this project)": lambda: splits.batches(
             splits.train, BATCH, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0)),
         "torchvision_v2_per_image, 0 workers": lambda: loader(
             PerImage(splits.train.images, splits.train.labels, splits.mean, splits.std), 0),
@@ -150,7 +151,7 @@ def main() -> None:
         for name, make in pipelines.items():
             rates[name].append(samples_per_second(make()))
     batches = {name: round(statistics.median(v), 1) for name, v in rates.items()}
-    ours = batches["batched_grid_sample (this project)"]
+    ours = batches["Splits.batches (this project)"]
     step = resnet18_step_samples_per_second()
     write_result("data_pipeline", {
         "folder": {"train_images": TRAIN_PER_CLASS * 10, "test_images": TEST_PER_CLASS * 10, "size": SIZE,

@@ -1,6 +1,6 @@
 """`subnetsearch run`: the main job. Load (or train) the default supernet, evaluate a few modes on the
-default device, run a short DSE and an Optuna search, and print the stored front and the next query;
-every result is kept in the store."""
+default device, run a short search (the predictor strategy, or the greedy DSE and TPE), and print
+the stored front and the next query; every result is kept in the store."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from subnetsearch.search import (
     SearchSession,
     check_dse_inputs,
     evaluation_settings,
+    predictor_rounds,
 )
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import (
@@ -37,6 +38,9 @@ from subnetsearch.supernets import (
 )
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
+RUN_STRATEGIES = ("dse+tpe", "predictor")
+RUN_TRIALS = {"dse+tpe": 20, "predictor": 60}  # about the same number of distinct modes evaluated
+
 
 def run_command(
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="Supernet checkpoint (default: the shipped one)."),
@@ -44,10 +48,16 @@ def run_command(
     epochs: int = typer.Option(10, help="Epochs when training is needed."),
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     random_modes: int = typer.Option(2, help="Random mixed modes to add to the uniform ones."),
-    seed: int = typer.Option(0, help="Seed of the random modes and of the Optuna sampler."),
-    dse_iterations: int = typer.Option(2, help="Iterations of the greedy DSE (0: skip it)."),
-    delta: float = typer.Option(0.90, help="DSE accuracy threshold (validation)."),
-    trials: int = typer.Option(20, help="Optuna TPE trials (0: skip the Optuna search)."),
+    seed: int = typer.Option(0, help="Seed of the random modes and of the search."),
+    strategy: str = typer.Option("dse+tpe", help="dse+tpe (the greedy DSE for --dse-iterations, then --trials TPE "
+                                                 "trials; the better of the two at this budget on measured latency, "
+                                                 "benchmarks/results/main_job_strategy.json) | predictor (a model of "
+                                                 "accuracy and latency learned from the evaluations so far picks "
+                                                 "each batch of real ones)."),
+    dse_iterations: int = typer.Option(2, help="dse+tpe: iterations of the greedy DSE (0: skip it)."),
+    delta: float = typer.Option(0.90, help="dse+tpe: DSE accuracy threshold (validation)."),
+    trials: int | None = typer.Option(None, help="predictor: distinct modes evaluated [60]; dse+tpe: TPE trials "
+                                                 "[20] (0: no search)."),
     report: Path = typer.Option(Path("subnetsearch-report.html"), help="Where to write the HTML report."),
     data_root: str | None = DATA_ROOT_OPTION,
     calibration_batches: int = CALIBRATION_OPTION,
@@ -55,8 +65,11 @@ def run_command(
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
-    short greedy DSE and an Optuna search, and print the stored front and the query to type next."""
+    short search on accuracy and latency, and print the stored front and the query to type next."""
     # every option is checked before the store is opened or anything is computed
+    if strategy not in RUN_STRATEGIES:
+        fail(f"--strategy must be one of {', '.join(RUN_STRATEGIES)}, got {strategy!r}")
+    trials = RUN_TRIALS[strategy] if trials is None else trials
     for option, value, low in (("--epochs", epochs, 1), ("--random-modes", random_modes, 0),
                                ("--dse-iterations", dse_iterations, 0), ("--trials", trials, 0)):
         if value < low:
@@ -90,7 +103,9 @@ def run_command(
                   f"data {splits.name}: selection on {len(splits.val)} validation images")
     console.print(f"device {device.name}: {device.description}; storage {store.url}")
     _mode_table(session, random_modes, seed)
-    if dse_iterations or trials:
+    if strategy == "predictor" and trials:
+        _predictor_search(session, trials, seed)
+    elif strategy == "dse+tpe" and (dse_iterations or trials):
         _searches(session, dse_iterations, delta, trials, seed)
     front = store.get_front(device.name, "accuracy,latency", state.hash)
     console.print(evaluations_table(f"stored Pareto front (accuracy, latency) of this supernet on {device.name}: "
@@ -144,6 +159,28 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
     if device.roofline is not None:
         console.print(f"of bound: the mode's roofline time / its latency ({device.roofline.how}); the rest is "
                       "per-operator overhead and kernels below peak")
+
+
+def _predictor_search(session: SearchSession, trials: int, seed: int) -> None:
+    """The predictor strategy on accuracy and measured latency (MACs as a hint): a random design with
+    full and smallest, then rounds of 10 picked on a model fitted to every evaluation so far."""
+    console.print(f"predictor-guided search (seed {seed}) on accuracy and measured latency, {trials} distinct modes: "
+                  "an initial design, then rounds that fit a model on every evaluation so far and evaluate the "
+                  "10 its predicted front says add most")
+    _, study = session.predictor(trials, ["accuracy", "latency"], seed=seed)
+    table = Table(title="predictor rounds: held-out Kendall tau of each round's predictions (made before the round "
+                        "was evaluated) against the real values")
+    for column in ("round", "fitted on", "evaluated", "tau accuracy", "tau latency", "planning s"):
+        table.add_column(column, justify="right")
+    for entry in predictor_rounds(study, ["accuracy", "latency"]):
+        tau = entry.get("kendall_tau", {})
+        planning = entry.get("fit_s", 0) + entry.get("evolve_s", 0) + entry.get("select_s", 0)
+        table.add_row(str(entry["round"]), str(entry.get("trained_on", "-")), str(entry.get("evaluated", "-")),
+                      *(f"{tau[k]:.2f}" if tau.get(k) is not None else "-" for k in ("accuracy", "latency")),
+                      f"{planning:.1f}")
+    console.print(table)
+    console.print(f"  predictor study {study.study_name!r}: {len(study.trials)} trials, "
+                  f"{len(study.best_trials)} on its front")
 
 
 def _searches(session: SearchSession, dse_iterations: int, delta: float, trials: int, seed: int) -> None:

@@ -144,6 +144,7 @@ CASES = [
     # the main job: options checked before the store is opened or anything is computed
     (["run", "--epochs", "0", "--storage", "{url}"], "--epochs must be >= 1, got 0"),
     (["run", "--trials", "-1", "--storage", "{url}"], "--trials must be >= 0"),
+    (["run", "--strategy", "tpe", "--storage", "{url}"], "--strategy must be one of dse+tpe, predictor"),
     (["run", "--random-modes", "-2", "--storage", "{url}"], "--random-modes must be >= 0"),
     (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
     (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import shlex
 import subprocess
 import sys
@@ -51,12 +52,30 @@ def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage,
                                  "--report", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
     assert "iteration 1:" in result.output and "Optuna study" in result.output
+    assert sorted(record.strategy for record in Store(storage).list_searches()) == ["dse-latency", "optuna-tpe"]
     assert "stored Pareto front (accuracy, latency)" in result.output
     assert (tmp_path / "report.html").stat().st_size > 100_000 and "subnetsearch dashboard" in result.output
     query = [line.strip() for line in result.output.splitlines() if line.strip().startswith("subnetsearch best")]
     assert len(query) == 1, result.output
     answer = runner.invoke(app, shlex.split(query[0])[1:])  # exactly the printed command
     assert answer.exit_code == 0 and "best mode for quick" in answer.output, answer.output
+
+
+def test_run_can_search_with_the_predictor_and_shows_its_rounds(tiny_checkpoint, storage, tmp_path) -> None:
+    runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
+                        "--storage", storage])
+    args = ["run", "--checkpoint", str(tiny_checkpoint), "--random-modes", "0", "--device", "quick", "--storage",
+            storage, "--strategy", "predictor", "--trials", "22", "--calibration-batches", "1",
+            "--report", str(tmp_path / "report.html")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "predictor-guided search" in result.output and "predictor study" in result.output
+    rounds = [line for line in result.output.splitlines() if re.match(r"\W*1\W+20\W+2\W", line)]
+    assert len(rounds) == 1, result.output  # round 1: fitted on the 20 of the design, 2 evaluated
+    searches = Store(storage).list_searches()
+    assert [record.strategy for record in searches] == ["predictor"] and searches[0].status == "finished"
+    again = runner.invoke(app, args)  # resumed by name: nothing evaluated twice
+    assert again.exit_code == 0 and "0 modes evaluated now" in again.output, again.output
 
 
 def test_run_without_checkpoint_fails_clearly(tmp_path, storage) -> None:

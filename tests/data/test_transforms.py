@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from subnetsearch.data import DataError, DataSpec, load_data, synthetic
-from subnetsearch.data._arrays import AUGMENTS, center_crop, random_resized_crop
+from subnetsearch.data._arrays import AUGMENTS, center_crop, crop_windows, random_resized_crop
 from subnetsearch.data._sources import IMAGENET_STATISTICS
 
 
@@ -25,7 +25,7 @@ def _tree(root, size=(24, 20), mode="RGB", per_class=4) -> None:
                 Image.fromarray(pixels.squeeze(-1).numpy().astype("uint8"), mode).save(folder / f"{index}.png")
 
 
-def test_a_whole_window_without_flips_is_the_image_itself() -> None:
+def test_a_whole_window_without_flips_is_the_image_itself() -> None:  # and flips mirror it
     images = torch.rand(5, 3, 9, 9)
     same = random_resized_crop(images, (9, 9), (1.0, 1.0), torch.Generator().manual_seed(0), flip=False,
                                ratio=(1.0, 1.0))
@@ -45,6 +45,23 @@ def test_resized_crops_are_seeded_sized_windows() -> None:
     widths = first[:, 0, 0, -1] - first[:, 0, 0, 0]  # a window of w columns spans about (w - w/8) of them
     assert widths.min() > 0 and widths.max() <= 31 and widths.std() > 1  # windows of many sizes, all inside
     assert first.min() >= 0 and first.max() <= 31
+
+
+def test_windows_are_drawn_as_torchvision_draws_them() -> None:
+    windows = crop_windows(4000, 30, 40, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    top, left, h, w = windows.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 30).all() and (left + w <= 40).all()
+    share, aspect = (h * w).float() / 1200, w.float() / h.float()
+    assert share.min() >= 0.06 and share.max() <= 1.0 and share.std() > 0.2  # rounding moves a share a little
+    assert aspect.min() > 0.6 and aspect.max() < 1.5
+    from torchvision.transforms.v2 import RandomResizedCrop
+
+    torch.manual_seed(0)  # torchvision's sampler, on the global generator: the same distribution of areas
+    theirs = torch.tensor([RandomResizedCrop.get_params(torch.zeros(1, 30, 40), [0.08, 1.0], [3 / 4, 4 / 3])
+                           for _ in range(4000)])
+    assert abs(float((theirs[:, 2] * theirs[:, 3]).float().mean() / 1200) - float(share.mean())) < 0.02
+    never = crop_windows(3, 20, 20, (1.0, 1.0), (2.0, 2.0), torch.Generator().manual_seed(0))  # no try can fit
+    assert never.tolist() == [[5, 0, 10, 20]] * 3  # torchvision's fallback: the centred crop at the nearest aspect
 
 
 def test_evaluation_sees_the_centre_crop_of_the_resized_images(tmp_path) -> None:

@@ -29,7 +29,7 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
     args = ["--strategy", strategy, "--name", "resumable", "--checkpoint", str(checkpoint), "--device", "quick",
             "--storage", store_url, "--objectives", "accuracy,macs", "--cost", "macs", "--delta", "0.0",
-            "--sampler", "random", "--trials", "24", "--max-iterations", "3"]
+            "--sampler", "random", "--trials", "16", "--max-iterations", "3", "--calibration-batches", "1"]
     first = _search(args)
     deadline = time.monotonic() + 120
     while store.count_evaluations() < 6:  # let it store some evaluations, then kill it mid-search
@@ -56,7 +56,7 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
     modes = [t.user_attrs["mode_id"] for t in trials]
     assert store.count_evaluations() == len(set(modes)) >= killed_at  # each trial's mode stored once, none lost
     if strategy == "optuna":
-        assert len(trials) == 24 == len(set(modes))
+        assert len(trials) == 16 == len(set(modes))
         # the same modes, in the same order, as an uninterrupted run with the same seed
         clean = _search([*args[:3], "clean", *args[4:]])
         clean_output = clean.communicate(timeout=300)[0]
@@ -77,7 +77,8 @@ def test_sigterm_ends_a_search_cleanly_as_interrupted_and_it_resumes(tmp_path, t
     store = Store(url)
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
     args = ["--strategy", "optuna", "--name", "termed", "--checkpoint", str(checkpoint), "--device", "quick",
-            "--storage", url, "--objectives", "accuracy,macs", "--sampler", "random", "--trials", "40"]
+            "--storage", url, "--objectives", "accuracy,macs", "--sampler", "random", "--trials", "16",
+            "--calibration-batches", "1"]
     first = _search(args)
     deadline = time.monotonic() + 120
     while store.count_evaluations() < 3:
