@@ -4,7 +4,8 @@
    shipped ResNet-20 architecture on Fashion-MNIST with 2 Ray Train workers at batch B each, against
    one process at batch 2B with the same sub-networks: relative L2 difference of all gradients and
    the worst tensor's max difference (relative to its largest gradient), with synchronized BN and
-   without (plain data parallel: each worker's own batch statistics).
+   without (plain data parallel: each worker's own batch statistics); and, as the floor, the
+   one-process step against itself at another thread count.
 2. Scaling: samples per second of training (the epochs' own seconds, Ray start-up excluded and
    reported apart) with 1 and 2 CPU workers, B images per worker; parallel efficiency.
 3. A worker killed once the first epoch is checkpointed: extra wall time over an uninterrupted run,
@@ -15,6 +16,8 @@ Writes results/ray_train.json. One Ray Train run at a time; repeats alternate 1 
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import statistics
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import write_result
+from _common import RESULTS, environment, write_result
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.distributed import RayTrainSettings, connect, train_wenet_ray
@@ -133,12 +136,28 @@ def training_run(workers: int, out: Path, epochs: int, steps: int, kill_after_fi
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--equivalence-only", action="store_true", help="Measure part 1 again and keep the "
+                        "committed scaling and kill results (each part says when it was measured).")
+    args = parser.parse_args()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     print(connect())
     reference = one_process_gradients()
     equivalence = {f"{'synchronized' if sync else 'plain'}_bn": difference(ray_gradients(sync), reference)
                    for sync in (True, False)}
+    threads = torch.get_num_threads()  # the floor: one process against itself with other summation orders
+    torch.set_num_threads(1 if threads > 1 else 2)
+    equivalence["one_process_other_thread_count"] = difference(one_process_gradients(), reference)
+    torch.set_num_threads(threads)
+    equivalence["measured"] = environment()["date"]
     print(equivalence, flush=True)
+    if args.equivalence_only:
+        kept = json.loads((RESULTS / "ray_train.json").read_text())
+        kept["equivalence_2x_batch_vs_one_process"] = equivalence
+        for part in ("scaling", "kill"):
+            kept[part].setdefault("measured", kept["environment"]["date"])
+        write_result("ray_train", {k: v for k, v in kept.items() if k not in ("benchmark", "environment")})
+        return
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for repeat, workers in enumerate((1, 2, 2, 1)):
