@@ -4,8 +4,9 @@
    shipped ResNet-20 architecture on Fashion-MNIST with 2 Ray Train workers at batch B each, against
    one process at batch 2B with the same sub-networks: relative L2 difference of all gradients and
    the worst tensor's max difference (relative to its largest gradient), with synchronized BN and
-   without (plain data parallel: each worker's own batch statistics); and, as the floor, the
-   one-process step against itself at another thread count.
+   without (plain data parallel: each worker's own batch statistics); as the floor, the
+   one-process step against itself at another thread count; and synchronized BN in a process group
+   of one against native BN (the step, and the full network's logits and gradients).
 2. Scaling: samples per second of training (the epochs' own seconds, Ray start-up excluded and
    reported apart) with 1 and 2 CPU workers, B images per worker; parallel efficiency.
 3. A worker killed once the first epoch is checkpointed: extra wall time over an uninterrupted run,
@@ -91,6 +92,48 @@ def one_process_gradients() -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in supernet.named_parameters() if p.grad is not None}
 
 
+def synchronized_in_one_process(reference: dict) -> dict:
+    """Synchronized BN with no data parallelism (a process group of 1, the one-process batch): the
+    whole step's gradients against native BN's, and the full network's logits and plain
+    cross-entropy gradients against native BN's, so a residual can be told from the parallelism."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from subnetsearch.trainers import sync_batchnorm
+
+    splits = load_data(DataSpec())
+    images, labels = next(splits.batches(splits.train, 2 * BATCH, shuffle=True,
+                                         generator=torch.Generator().manual_seed(5)))
+
+    def model(sync: bool):
+        torch.manual_seed(0)
+        supernet = build_supernet(ARCH).train()
+        sync_batchnorm(supernet, sync)
+        return supernet
+
+    with tempfile.TemporaryDirectory() as folder:
+        dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=0, world_size=1)
+        try:
+            synced = model(True)
+            step = WeNetStep(synced, torch.optim.SGD(synced.parameters(), lr=0.0), seed=3)
+            step(images, labels)
+            whole_step = difference({n: p.grad for n, p in synced.named_parameters() if p.grad is not None},
+                                    reference)
+            logits, grads = [], []
+            for sync in (False, True):
+                supernet = model(sync)
+                supernet.set_mode(supernet.full_mode())
+                out = supernet(images)
+                F.cross_entropy(out, labels).backward()
+                logits.append(out.detach())
+                grads.append({n: p.grad for n, p in supernet.named_parameters() if p.grad is not None})
+        finally:
+            dist.destroy_process_group()
+    return {"algorithm1_step": whole_step,
+            "full_network_logits_relative_l2": float((logits[1] - logits[0]).norm() / logits[0].norm()),
+            "full_network_cross_entropy_gradients": difference(grads[1], grads[0])}
+
+
 def difference(ray_grads: dict, reference: dict) -> dict:
     assert set(ray_grads) == set(reference), "different parameters have gradients"
     flat_ray = torch.cat([ray_grads[k].reshape(-1) for k in sorted(reference)])
@@ -149,6 +192,7 @@ def main() -> None:
     torch.set_num_threads(1 if threads > 1 else 2)
     equivalence["one_process_other_thread_count"] = difference(one_process_gradients(), reference)
     torch.set_num_threads(threads)
+    equivalence["synchronized_bn_in_one_process"] = synchronized_in_one_process(reference)
     equivalence["measured"] = environment()["date"]
     print(equivalence, flush=True)
     if args.equivalence_only:

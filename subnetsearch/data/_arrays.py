@@ -148,6 +148,7 @@ class Splits:
         if not 0 <= rank < world:
             raise DataError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
         n = len(split)
+        on_host = device is None or torch.device(device).type == "cpu"
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         step = batch_size * world
         for count, start in enumerate(range(0, n, step)):
@@ -155,7 +156,6 @@ class Splits:
                 return
             index = order[start : start + step][rank::world]
             labels = split.labels[index]
-            on_host = device is None or torch.device(device).type == "cpu"
             if on_host and augment and self.augment == "resized-crop":  # windows cut from the stored images
                 yield self._resized_crops(split.images, augment_generator or generator, index), labels
                 continue

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from subnetsearch.data._arrays import AUGMENTS, ArraySplit, DataError, Splits, split_train_val
 
+T = TypeVar("T")
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_MNIST_HINT = "install it with: apt-get install -y dataset-fashion-mnist"
 # Channel statistics of the Fashion-MNIST training images.
@@ -60,9 +63,14 @@ class DataSpec:
             raise DataError(f"--min-crop-scale must be in (0, 1], got {self.min_crop_scale}")
         statistics(self.normalize)  # malformed text is refused here, before any data is read
 
-    def statistics(self, data: tuple[tuple[float, ...], tuple[float, ...]]) -> tuple[tuple[float, ...], ...]:
-        """The (mean, std) to normalize with, given the data set's own."""
-        return statistics(self.normalize) or data
+    def statistics(self, data: tuple[tuple[float, ...], tuple[float, ...]],
+                   channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) to normalize images of `channels` channels with, given the data set's own:
+        ImageNet's on grayscale images is its channel average (a converted stem sums RGB)."""
+        mean, std = statistics(self.normalize) or data
+        if self.normalize == "imagenet" and channels == 1:
+            return (sum(mean) / 3,), (sum(std) / 3,)
+        return mean, std
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,8 +109,7 @@ IMAGENET_STATISTICS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # what tor
 
 
 def statistics(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """`--normalize`: None for "data", torchvision's ImageNet statistics for "imagenet" (on grayscale
-    images their channel average), else
+    """`--normalize`: None for "data", torchvision's ImageNet statistics for "imagenet", else
     "M,M,M/S,S,S" (one mean and one positive std per channel) parsed."""
     if text == "data":
         return None
@@ -245,38 +252,39 @@ def _threads() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _headers(paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
-    """Each image's mode and size from its header (nothing decoded); a file that is no image is named."""
+def _each_image(paths: list[str], read: Callable[[Any], T]) -> list[T]:
+    """`read(image)` of every file opened with Pillow, on a thread per core; a file that is no
+    image (or breaks while read) is named in the error."""
     from PIL import Image, UnidentifiedImageError
 
-    def header(path: str) -> tuple[str, tuple[int, int]]:
+    def one(path: str) -> T:
         try:
             with Image.open(path) as image:
-                return image.mode, image.size
+                return read(image)
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise DataError(f"cannot decode image {path}: {error}") from error
 
     with ThreadPoolExecutor(_threads()) as pool:
-        return list(pool.map(header, paths))
+        return list(pool.map(one, paths, chunksize=64))
+
+
+def _headers(paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
+    """Each image's mode and size from its header (nothing decoded)."""
+    return _each_image(paths, lambda image: (image.mode, image.size))
 
 
 def _decode_all(paths: list[str], mode: str, size: tuple[int, int]) -> list[np.ndarray]:
     """Every image decoded, converted to `mode` and resized to `size` (W, H; bilinear, antialiased
-    as torchvision's Resize on PIL images), as (H, W, C) uint8 arrays; a broken file is named."""
-    from PIL import Image, UnidentifiedImageError
+    as torchvision's Resize on PIL images), as (H, W, C) uint8 arrays."""
+    from PIL import Image
 
-    def decode(path: str) -> np.ndarray:
-        try:
-            with Image.open(path) as image:
-                converted = image.convert(mode)
-                if converted.size != size:
-                    converted = converted.resize(size, Image.Resampling.BILINEAR)
-                return np.asarray(converted, dtype=np.uint8).reshape(size[1], size[0], -1)
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise DataError(f"cannot decode image {path}: {error}") from error
+    def decode(image) -> np.ndarray:
+        converted = image.convert(mode)
+        if converted.size != size:
+            converted = converted.resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(converted, dtype=np.uint8).reshape(size[1], size[0], -1)
 
-    with ThreadPoolExecutor(_threads()) as pool:
-        return list(pool.map(decode, paths, chunksize=64))
+    return _each_image(paths, decode)
 
 
 def synthetic(num_classes: int = 4, per_class: int = 64, channels: int = 1, size: int = 12, seed: int = 0) -> Splits:
@@ -313,9 +321,7 @@ def load_data(spec: DataSpec) -> Splits:
 
 def _with_transforms(splits: Splits, spec: DataSpec) -> Splits:
     """The spec's augmentation and normalization on the loaded splits (checked against their channels)."""
-    mean, std = spec.statistics((splits.mean, splits.std))
-    if spec.normalize == "imagenet" and splits.stored_shape[0] == 1:  # grayscale: a converted stem sums RGB
-        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    mean, std = spec.statistics((splits.mean, splits.std), splits.stored_shape[0])
     assert spec.augment is not None  # resolved by DataSpec
     return replace(splits, augment=spec.augment, min_crop_scale=float(spec.min_crop_scale), mean=tuple(mean),
                    std=tuple(std))

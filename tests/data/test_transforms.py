@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from subnetsearch.data import DataError, DataSpec, load_data, synthetic
+from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.data._arrays import AUGMENTS, center_crop, crop_windows, random_resized_crop
 from subnetsearch.data._sources import IMAGENET_STATISTICS
 
@@ -77,26 +77,28 @@ def test_evaluation_sees_the_centre_crop_of_the_resized_images(tmp_path) -> None
 
 
 @pytest.mark.parametrize("augment", AUGMENTS)
-def test_every_augmentation_gives_input_sized_batches_on_every_path(tmp_path, augment) -> None:
+def test_every_augmentation_gives_the_same_batches_on_every_path(tmp_path, augment) -> None:
+    """The host path (resized crops cut from the stored images in place) and the accelerator path
+    (the batch gathered first, then transformed where it is) give the same input-sized batch."""
     _tree(tmp_path)
     splits = load_data(DataSpec("imagefolder", root=str(tmp_path), image_size=12, resize=16, augment=augment))
     host = next(splits.batches(splits.train, 8, shuffle=True, augment=True, generator=torch.Generator().manual_seed(1)))
-    placed = next(splits.batches(splits.train, 8, shuffle=True, augment=True, device="cpu",
-                                 generator=torch.Generator().manual_seed(1)))
-    assert host[0].shape == (8, 3, 12, 12) and torch.equal(host[0], placed[0]) and torch.equal(host[1], placed[1])
+    generator = torch.Generator().manual_seed(1)
+    index = torch.randperm(len(splits.train), generator=generator)[:8]  # the order batches() draws first
+    gathered = splits.transform(splits.train.images[index], True, generator)
+    assert host[0].shape == (8, 3, 12, 12) and torch.equal(host[1], splits.train.labels[index])
+    torch.testing.assert_close(host[0], gathered)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (benchmarks/gpu_check.sh "
                                                           "runs this path on one)")
 def test_a_batch_transformed_on_the_gpu_equals_the_host_batch() -> None:
-    splits = synthetic()
     for augment in AUGMENTS:
         spec = DataSpec("synthetic", augment=augment)
         data = load_data(spec)
         host = next(data.batches(data.train, 16, augment=True, generator=torch.Generator().manual_seed(0)))
         gpu = next(data.batches(data.train, 16, augment=True, device="cuda", generator=torch.Generator().manual_seed(0)))
         assert torch.allclose(host[0], gpu[0].cpu(), atol=1e-4) and torch.equal(host[1], gpu[1].cpu())
-    assert splits.input_shape == (1, 12, 12)
 
 
 def test_normalization_is_the_datas_own_imagenets_or_given(tmp_path) -> None:
