@@ -12,6 +12,20 @@ from subnetsearch.devices._latency import (
     measurement_lock,
     prepare_runtime,
 )
+from subnetsearch.devices._digest import graph_digest
+from subnetsearch.devices._figures import REFERENCE, PairedMeter, Reference, paired_latency, reference_for
+from subnetsearch.devices._paired import (
+    PAIRING,
+    GraphBook,
+    GraphSamples,
+    MemoryBook,
+    NoiseProfile,
+    PairedWindow,
+    Pairing,
+    measure_noise,
+    measure_paired,
+    median_interval,
+)
 from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.devices._profile import LOCATIONS, Device, DeviceError, default_host_device, host_description
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
@@ -28,6 +42,22 @@ from subnetsearch.devices.runtimes import (
 from subnetsearch.devices.runtimes._onnxruntime import OnnxRuntimeModel, export_onnx
 
 __all__ = [
+    "graph_digest",
+    "REFERENCE",
+    "PairedMeter",
+    "Reference",
+    "paired_latency",
+    "reference_for",
+    "PAIRING",
+    "GraphBook",
+    "GraphSamples",
+    "MemoryBook",
+    "NoiseProfile",
+    "PairedWindow",
+    "Pairing",
+    "measure_noise",
+    "measure_paired",
+    "median_interval",
     "compute_lock",
     "LatencyPredictor",
     "LatencyTable",

@@ -103,6 +103,10 @@ class Latency:
     realization: dict | None = None  # which grouped layers ran as dense equivalents (Realization.to_dict)
     alternatives_ms: dict[str, float] | None = None  # the other realizations measured for this mode
     bound_ms: float | None = None  # the device's roofline time for this mode (devices._roofline)
+    # paired against the device's reference (devices._paired): the ratio, its interval, the graph's digest,
+    # how many ratios and windows it rests on, where the figure came from; None: measured alone in its window
+    paired: dict | None = None
+    interval_ms: tuple[float, float] | None = None  # the paired interval times the reference's pooled median
 
     def to_dict(self) -> dict:
         extra: dict[str, object] = {} if self.measured else {"table": self.table}
@@ -116,6 +120,10 @@ class Latency:
             extra["node"] = self.node
         if self.samples is not None:
             extra["samples"] = self.samples
+        if self.paired is not None:
+            extra["paired"] = self.paired
+        if self.interval_ms is not None:
+            extra["interval_ms"] = list(self.interval_ms)
         return {"ms": self.ms, "iqr_ms": self.iqr_ms, "medians_ms": list(self.medians_ms),
                 "input_shape": list(self.input_shape), "measured": self.measured, **extra, **asdict(self.protocol)}
 

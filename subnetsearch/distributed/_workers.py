@@ -14,6 +14,7 @@ once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +23,16 @@ import torch
 from torch import nn
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.devices import Device, Latency, LatencyPredictor, LatencyProtocol, LatencyTable
+from subnetsearch.devices import (
+    Device,
+    Latency,
+    LatencyPredictor,
+    LatencyProtocol,
+    LatencyTable,
+    PairedWindow,
+    Pairing,
+    measure_paired,
+)
 from subnetsearch.search import CachedEvaluator, EvaluationSettings, measure_on_host
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation
@@ -55,6 +65,11 @@ class RemoteMeter:
                  examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
         return ray.get(self.handle.measure.remote(model, input_shape, label, examples))
 
+    def paired(self, candidates: Mapping[str, nn.Module], reference: nn.Module, input_shape: tuple[int, ...],
+               protocol: LatencyProtocol, pairing: Pairing) -> dict[str, PairedWindow]:
+        """A paired window (devices.measure_paired) timed on the device's node."""
+        return ray.get(self.handle.measure_paired.remote(dict(candidates), reference, input_shape, pairing))
+
 
 def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None) -> CachedEvaluator:
     """A worker's evaluator: the same key as the driver's, so results are shared through the store."""
@@ -64,10 +79,11 @@ def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None)
     table = LatencyTable.from_dict(spec.latency_table) if spec.latency_table else None
     predictor = LatencyPredictor(supernet, table) if table else None
     plan = LatencyTable.from_dict(spec.plan_table) if spec.plan_table else None
+    remote = RemoteMeter(meter) if meter is not None and spec.measure else None
     return CachedEvaluator(supernet, checkpoint.hash, splits, Device.from_dict(spec.device), Store(spec.storage_url),
                            spec.settings, measure=spec.measure, predictor=predictor,
                            planner=LatencyPredictor(supernet, plan) if plan else None,
-                           meter=RemoteMeter(meter) if meter is not None and spec.measure else None)
+                           meter=remote, paired_meter=remote.paired if remote is not None else None)
 
 
 def evaluate_counted(evaluator: CachedEvaluator, mode_json: str) -> tuple[StoredEvaluation, bool]:
@@ -87,6 +103,10 @@ class DeviceMeter:
                 examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
         latency, energy = measure_on_host(model, tuple(input_shape), self.protocol, label, examples=examples)
         return replace(latency, node=self.node), energy
+
+    def measure_paired(self, candidates: dict[str, nn.Module], reference: nn.Module, input_shape: tuple[int, ...],
+                       pairing: Pairing) -> dict[str, PairedWindow]:
+        return measure_paired(candidates, reference, tuple(input_shape), self.protocol, pairing)
 
     def node_id(self) -> str:
         return self.node

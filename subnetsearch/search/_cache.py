@@ -8,11 +8,11 @@ from dataclasses import asdict
 import torch
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Device, LatencyPredictor
+from subnetsearch.devices import Device, GraphBook, LatencyPredictor, MemoryBook, PairedMeter, Reference, reference_for
 from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key
-from subnetsearch.supernets import BaseSupernet
+from subnetsearch.supernets import PLAIN, BaseSupernet
 
 
 def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluation:
@@ -20,7 +20,8 @@ def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluatio
     return StoredEvaluation(supernet_hash, metrics.device, metrics.mode.id, metrics.mode.to_json(), key,
                             asdict(metrics.settings), metrics.accuracy, metrics.loss, metrics.macs, metrics.params,
                             metrics.latency.ms if metrics.latency else None, latency, metrics.energy_mj,
-                            metrics.energy_source, metrics.energy_measured_mj, metrics.cost_profile)
+                            metrics.energy_source, metrics.energy_measured_mj, metrics.cost_profile,
+                            metrics.accuracy_samples)
 
 
 class CachedEvaluator:
@@ -29,10 +30,16 @@ class CachedEvaluator:
     def __init__(self, supernet: BaseSupernet, supernet_hash: str, splits: Splits, device: Device,
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
                  measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None,
-                 planner: LatencyPredictor | None = None) -> None:
+                 planner: LatencyPredictor | None = None, paired_meter: PairedMeter | None = None,
+                 paired: bool = True) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
-        self.predictor, self.meter, self.planner = predictor, meter, planner
+        self.predictor, self.meter, self.planner, self.paired_meter = predictor, meter, planner, paired_meter
+        # measured latency of input-independent modes is paired against the device's reference
+        # (devices._paired) unless `paired` is False (the protocol of stores from before it)
+        self.paired = paired and measure and predictor is None and not supernet.dynamic_cost
+        self._reference: Reference | None = None
+        self._book: GraphBook | None = None
         # The roofline is a property of the device that no measurement depends on (it is left out so
         # that measuring it again, or a store from before it was kept, reuses the evaluations).
         profile = {key: value for key, value in device.to_dict().items() if key != "roofline"}
@@ -40,10 +47,28 @@ class CachedEvaluator:
                    "data": splits.name, "split_seed": splits.split_seed}
         if predictor is not None:  # predicted latencies are kept apart from measured ones
             payload["latency_table"] = predictor.table.digest
+        if self.paired:  # paired figures are kept apart from those measured alone in their windows
+            payload["latency"] = "paired"
         self.key = settings_key(payload)
         self._memory: dict[str, StoredEvaluation] = {}
         self._calibration: list[torch.Tensor] | None = None
         self.hits = self.misses = 0
+
+    @property
+    def reference(self) -> Reference:
+        """The device's reference for this supernet: its full network as realized (stored BN)."""
+        if self._reference is None:
+            static = self.supernet.realize(self.supernet.full_mode(), PLAIN).cpu()
+            self._reference = reference_for(static, self.supernet.input_shape, self.device.protocol)
+        return self._reference
+
+    @property
+    def book(self) -> GraphBook:
+        """Where graph figures are kept: the store's book (shared) or, without a store, this process's."""
+        if self._book is None:
+            self._book = (self.store.graph_book(self.device.name, self.device.protocol, self.reference.digest)
+                          if self.store is not None else MemoryBook())
+        return self._book
 
     def lookup(self, mode: Mode) -> StoredEvaluation | None:
         """The stored evaluation of `mode` under this evaluator's key, if any."""
@@ -78,9 +103,11 @@ class CachedEvaluator:
             self._calibration = calibration_batches(self.splits, self.settings)
         metrics = evaluate_mode(self.supernet, mode, self.splits, self.device, self.settings,
                                 calibration=self._calibration, measure=self.measure, predictor=self.predictor,
-                                meter=self.meter, planner=self.planner)
+                                meter=self.meter, planner=self.planner,
+                                book=self.book if self.paired else None,
+                                reference=self.reference if self.paired else None, paired_meter=self.paired_meter)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
-            self.store.put_evaluation(record, metrics.bn_state)
+            self.store.put_evaluation(record, metrics.bn_state, metrics.correct)
         self._memory[mode.id] = record
         return record

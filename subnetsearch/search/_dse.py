@@ -33,6 +33,28 @@ def cost_of(evaluation: StoredEvaluation, cost: str) -> float:
     raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
 
 
+def paired_ratio(evaluation: StoredEvaluation) -> tuple[float, float, float] | None:
+    """(ratio, low, high) of a paired latency (devices._paired), None for any other figure."""
+    paired = (evaluation.latency or {}).get("paired")
+    return None if not paired else (float(paired["ratio"]), float(paired["low"]), float(paired["high"]))
+
+
+def _choose(scored: list[tuple[float, str, Mode, StoredEvaluation, float]], cost: str) -> tuple:
+    """Line 10, the argmin of loss; with paired latency, candidates whose latency is equal to the
+    argmin's within their intervals are ties (noise cannot order them), and of those the one with the
+    lowest loss at equal cost, i.e. the highest accuracy, is taken. Paired candidates are compared by
+    their ratio to the reference (one scale for all, whatever the reference's pooled median)."""
+    ratios = [paired_ratio(item[3]) for item in scored] if cost == "latency" else []
+    if not ratios or any(r is None for r in ratios):
+        return min(scored, key=lambda item: (item[0], item[1]))  # ties: by layer name
+    by_ratio = [(r[0] / max(item[3].accuracy, 1e-12), item[1], index)  # type: ignore[index]
+                for index, (item, r) in enumerate(zip(scored, ratios, strict=True))]
+    best = min(by_ratio)[2]
+    low, high = ratios[best][1], ratios[best][2]  # type: ignore[index]
+    ties = [i for i, r in enumerate(ratios) if r[1] <= high and low <= r[2]]  # type: ignore[index]
+    return min((scored[i] for i in ties), key=lambda item: (-item[3].accuracy, item[0], item[1]))
+
+
 def next_candidates(space: SearchSpace, mode: Mode) -> list[tuple[str, Mode]]:
     """Line 5: one candidate per layer not yet at its largest group count, that layer's groups
     raised to the next allowed value."""
@@ -96,7 +118,7 @@ def greedy_dse(space: SearchSpace, full_mode: Mode, evaluate_batch: BatchEvaluat
         for (layer, mode), result in zip(candidates, results, strict=True):
             t = cost_of(result, cost)
             scored.append((t / max(result.accuracy, 1e-12), layer, mode, result, t))
-        loss, layer, mode, result, t = min(scored, key=lambda item: (item[0], item[1]))  # ties: by layer name
+        loss, layer, mode, result, t = _choose(scored, cost)
         step = DSEStep(step.iteration + 1, mode, layer, result.accuracy, t, loss, len(results))
         trajectory.append(step)
         if on_step:

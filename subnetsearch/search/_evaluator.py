@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.devices import (
     Device,
+    GraphBook,
+    PairedMeter,
+    Reference,
     Latency,
     LatencyPredictor,
     LatencyProtocol,
@@ -20,11 +24,12 @@ from subnetsearch.devices import (
     measure_energy_mj,
     measure_latency,
     network_accesses,
+    paired_latency,
     rapl_domains,
 )
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import PLAIN, BaseSupernet, Realization, bn_state, calibrated_bn
-from subnetsearch.trainers import evaluate_split
+from subnetsearch.trainers import evaluate_split_correct
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,21 @@ class Metrics:
     energy_measured_mj: float | None = None  # RAPL package energy per inference, where the host exposes it
     cost_profile: dict | None = None  # input-dependent modes: per-sample MACs (`macs` is their mean)
     bn_state: bytes | None = None  # the calibrated BN statistics (None: the stored ones were used)
+    correct: bytes | None = None  # which evaluated images it classified correctly (`pack_correct`)
+    accuracy_samples: int | None = None  # how many images `accuracy` rests on
 
     @property
     def energy_source(self) -> str:
         return "model"
+
+
+def pack_correct(correct: torch.Tensor) -> bytes:
+    """A bool vector as bytes, 8 images per byte (numpy's packbits order; `unpack_correct` reverses)."""
+    return np.packbits(correct.numpy().astype(bool)).tobytes()
+
+
+def unpack_correct(packed: bytes, samples: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=samples).astype(bool)
 
 
 DYNAMIC_LATENCY_SAMPLES = 32  # real validation images per latency call of an input-dependent mode
@@ -110,6 +126,16 @@ def measure_on_host(model: nn.Module, input_shape: tuple[int, ...], protocol: La
             per_call = measure_energy_mj(lambda: model(example))
         measured_energy = None if per_call is None else per_call / example.shape[0]
     return latency, measured_energy
+
+
+def rapl_energy_mj(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> float | None:
+    """RAPL package energy per inference (mJ) where the host exposes it, else None."""
+    if not rapl_domains():
+        return None
+    example = torch.randn(batch_size, *input_shape)
+    with torch.inference_mode():
+        per_call = measure_energy_mj(lambda: model(example))
+    return None if per_call is None else per_call / batch_size
 
 
 def calibration_batches(splits: Splits, settings: EvaluationSettings) -> list[torch.Tensor]:
@@ -146,33 +172,35 @@ def realization_candidates(grouped: Sequence[str], planned: Realization | None =
 def _accuracy_and_static(supernet: BaseSupernet, mode: Mode, splits: Splits, settings: EvaluationSettings,
                          calibration: list[torch.Tensor] | None, realizations: Sequence[Realization],
                          record_costs: bool = False,
-                         ) -> tuple[tuple[float, float], list[torch.nn.Module], list | None, bytes | None]:
+                         ) -> tuple[tuple[float, float], list[torch.nn.Module], list | None, bytes | None, torch.Tensor]:
     """Accuracy and loss on the settings' split, and the static network of each of `realizations`,
     all under the same BN statistics: recalibrated once for this mode, or the stored ones. With
     `record_costs` (an input-dependent supernet) the per-sample costs of the evaluated split's
-    forward passes, and only those (not the calibration batches, which are training images)."""
+    forward passes, and only those (not the calibration batches, which are training images). Last,
+    which evaluated images the mode classified correctly (bool, in split order)."""
     split = splits.val if settings.split == "val" else splits.test
 
-    def scored() -> tuple[tuple[float, float], list | None]:
+    def scored() -> tuple[tuple[float, float], list | None, torch.Tensor]:
         if not record_costs:
-            return evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches), None
+            accuracy, loss, correct = evaluate_split_correct(supernet, splits, split, max_batches=settings.max_eval_batches)
+            return (accuracy, loss), None, correct
         with supernet.recording_costs() as records:
-            scores = evaluate_split(supernet, splits, split, max_batches=settings.max_eval_batches)
-        return scores, records
+            accuracy, loss, correct = evaluate_split_correct(supernet, splits, split, max_batches=settings.max_eval_batches)
+        return (accuracy, loss), records, correct
 
     if settings.calibration_batches == 0:
         previous = supernet.mode
         supernet.set_mode(mode)
         try:
-            scores, records = scored()
-            return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, None
+            scores, records, correct = scored()
+            return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, None, correct
         finally:
             supernet.set_mode(previous)
     batches = calibration if calibration is not None else calibration_batches(splits, settings)
     with calibrated_bn(supernet, mode, batches):
-        scores, records = scored()
+        scores, records, correct = scored()
         # the static networks run on the device profile's runtime, on the host: from an accelerator, copied back
-        return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, bn_state(supernet)
+        return scores, [supernet.realize(mode, r).cpu() for r in realizations], records, bn_state(supernet), correct
 
 
 def mode_energy_mj(supernet: BaseSupernet, mode: Mode, device: Device) -> float:
@@ -186,13 +214,17 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
                   settings: EvaluationSettings = EvaluationSettings(), with_stored_bn: bool = False,
                   calibration: list[torch.Tensor] | None = None, measure: bool = True,
                   predictor: LatencyPredictor | None = None, meter: Meter | None = None,
-                  planner: LatencyPredictor | None = None) -> Metrics:
+                  planner: LatencyPredictor | None = None, book: GraphBook | None = None,
+                  reference: Reference | None = None, paired_meter: PairedMeter | None = None) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
     the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
     (if `measure`) measured on the materialized mode with its calibrated BN folded in, by `meter`
     (e.g. on the device's Ray node) or, for a device on this host, here; each of its realizations
     (`realization_candidates`: with `planner`, the device's table, also the per-layer plan it predicts
-    fastest) is timed and the fastest kept. The accuracy part holds the
+    fastest) is timed and the fastest kept. With a `book` and the device's `reference` (input-independent
+    modes), each realization's figure is its graph's paired ratio against the reference
+    (`devices.paired_latency`): identical graphs share one figure, a new window adds to a graph's
+    ratios, and `paired_meter` times the window where the device is not this host. The accuracy part holds the
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
@@ -206,7 +238,7 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     planned = planner.realization(mode)[0] if planner is not None and grouped and measure_here else None
     realizations = realization_candidates(grouped, planned) if measure_here else []
     with compute_lock():
-        (accuracy, loss), statics, records, calibrated = _accuracy_and_static(
+        (accuracy, loss), statics, records, calibrated, correct = _accuracy_and_static(
             supernet, mode, splits, settings, calibration, realizations, record_costs=dynamic)
         if dynamic and records is not None:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
@@ -222,6 +254,17 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     latency: Latency | None = None
     if predictor is not None:
         latency = predictor(mode)
+    elif statics and book is not None and reference is not None and examples is None:
+        labels = [realization.describe(len(grouped)) for realization in realizations]
+        best_label, latency = paired_latency(dict(zip(labels, statics, strict=True)), reference, supernet.input_shape,
+                                             device.protocol, book, meter=paired_meter)
+        chosen = labels.index(best_label)
+        assert latency.paired is not None
+        pooled = latency.paired["reference_ms"]
+        others = {label: round(figure["ratio"] * pooled, 6) for label, figure in latency.paired["others"].items()}
+        latency = replace(latency, realization=realizations[chosen].to_dict(), alternatives_ms=others or None)
+        if device.location == "host" and paired_meter is None:
+            measured_energy = rapl_energy_mj(statics[chosen], supernet.input_shape, device.protocol.batch_size)
     elif statics:
         measured = []
         for realization, static in zip(realizations, statics, strict=True):
@@ -240,4 +283,4 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         latency = replace(latency, bound_ms=device.roofline.bound_ms(*supernet.layers_for(mode),
                                                                      batch=device.protocol.batch_size))
     return Metrics(mode, device.name, macs, cost.params, accuracy, loss, stored, latency, energy_mj, settings,
-                   measured_energy, profile, calibrated)
+                   measured_energy, profile, calibrated, pack_correct(correct), int(correct.numel()))

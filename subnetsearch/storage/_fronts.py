@@ -26,6 +26,8 @@ ALL = "all"
 evaluations = sa.table("ss_evaluations", sa.column("id"), sa.column("supernet_id"), sa.column("device_id"),
                        sa.column("settings_key"), sa.column("settings", sa.JSON), sa.column("accuracy"),
                        sa.column("latency_ms"), sa.column("macs"), sa.column("energy_mj"))
+# with revision 0001's latency JSON, which `evaluations` (selected whole by migration 0002) leaves out
+current = sa.table("ss_evaluations", *(sa.column(c.name, c.type) for c in evaluations.c), sa.column("latency", sa.JSON))
 fronts = sa.table("ss_fronts", sa.column("id"), sa.column("supernet_id"), sa.column("device_id"),
                   sa.column("settings_key"), sa.column("objectives"), sa.column("evaluation_id"))
 
@@ -42,7 +44,12 @@ def selects(settings: Mapping) -> bool:
 
 
 def _vector(row: Mapping, objectives: Sequence[str]) -> list[float]:
-    return [float(row[COLUMNS[name]]) for name in objectives]
+    """The objective values a front compares. A paired latency is compared by its ratio to the
+    device's reference (all members of one front share the reference): its value in ms moves with
+    the reference's pooled median as windows are added, its ratio does not."""
+    paired = (row.get("latency") or {}).get("paired") if "latency" in row else None
+    return [float(paired["ratio"]) if name == "latency" and paired else float(row[COLUMNS[name]])
+            for name in objectives]
 
 
 def add_to_fronts(connection: Connection, evaluation: Mapping) -> list[str]:
@@ -56,8 +63,8 @@ def add_to_fronts(connection: Connection, evaluation: Mapping) -> list[str]:
     joined = []
     for name, objectives in objective_sets(evaluation["latency_ms"] is not None).items():
         members = connection.execute(
-            sa.select(fronts.c.id, *(evaluations.c[COLUMNS[o]] for o in objectives))
-            .join(evaluations, evaluations.c.id == fronts.c.evaluation_id)
+            sa.select(fronts.c.id, current.c.latency, *(current.c[COLUMNS[o]] for o in objectives))
+            .join(current, current.c.id == fronts.c.evaluation_id)
             .where(key, fronts.c.objectives == name)).mappings().all()
         mask = nondominated([_vector(m, objectives) for m in members] + [_vector(evaluation, objectives)], objectives)
         if not mask[-1]:
@@ -77,9 +84,9 @@ def rebuild_fronts(connection: Connection, supernet_id: int | None = None, devic
     Returns the number of front rows written."""
     where = []
     if supernet_id is not None:
-        where.append(evaluations.c.supernet_id == supernet_id)
+        where.append(current.c.supernet_id == supernet_id)
     if device_id is not None:
-        where.append(evaluations.c.device_id == device_id)
+        where.append(current.c.device_id == device_id)
     stale = sa.delete(fronts)
     if supernet_id is not None:
         stale = stale.where(fronts.c.supernet_id == supernet_id)
@@ -87,7 +94,7 @@ def rebuild_fronts(connection: Connection, supernet_id: int | None = None, devic
         stale = stale.where(fronts.c.device_id == device_id)
     connection.execute(stale)
     groups: dict[tuple, list] = defaultdict(list)
-    for row in connection.execute(sa.select(evaluations).where(*where)).mappings():
+    for row in connection.execute(sa.select(current).where(*where)).mappings():
         if selects(row["settings"]):
             groups[(row["supernet_id"], row["device_id"], row["settings_key"], row["latency_ms"] is not None)].append(row)
     written = 0

@@ -40,6 +40,7 @@ class DeviceRow(Base):
     energy: Mapped[dict[str, Any]]
     description: Mapped[str] = mapped_column(Text, default="")
     roofline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    noise: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # its measured NoiseProfile
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -85,6 +86,10 @@ class EvaluationRow(Base):
     cost_profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # the BN statistics the mode was calibrated to (export rebuilds the evaluated network from them)
     bn_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    # which evaluated images the mode classified correctly (numpy packbits, in split order), and how many
+    # images: the standard error of `accuracy`, and paired comparisons between modes on the same images
+    correct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    accuracy_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -143,3 +148,23 @@ class LatencyTableRow(Base):
     source: Mapped[str] = mapped_column(String(16))
     table: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class LatencyGraphRow(Base):
+    """The paired latency samples of one realized graph (its structural digest) on one device, under
+    one protocol's kernel options, against one reference graph (devices._paired). `ratios` grow with
+    every window that times the graph; the reference's own row (digest == reference) also pools the
+    reference's block times of every window, whose median turns ratios into milliseconds."""
+
+    __tablename__ = "ss_latency_graphs"
+    __table_args__ = (UniqueConstraint("device_id", "protocol_key", "reference", "digest", name="uq_latency_graph"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("ss_devices.id", ondelete="CASCADE"))
+    protocol_key: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64))
+    ratios: Mapped[list[float]] = mapped_column(JSON)
+    reference_ms: Mapped[list[float]] = mapped_column(JSON)
+    windows: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)

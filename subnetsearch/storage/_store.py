@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
@@ -25,9 +27,14 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from subnetsearch.devices import Device, DeviceError
+from subnetsearch.devices import Device, DeviceError, LatencyProtocol, NoiseProfile
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
+from subnetsearch.devices._digest import KERNEL_OPTIONS
+from subnetsearch.devices._paired import PAIRING, median_interval
+from subnetsearch.storage._graphs import StoreBook, protocol_key
+from subnetsearch.storage._models import LatencyGraphRow
+from subnetsearch.storage._uncertain import Z, Figures, accuracy_interval, noise_front, sign_confidence
 from subnetsearch.storage._models import DeviceRow, EvaluationRow, FrontRow, LatencyTableRow, SearchRow, SupernetRow
 
 DEFAULT_URL = "sqlite:///subnetsearch.db"
@@ -103,6 +110,7 @@ class StoredEvaluation:
     energy_source: str
     energy_measured_mj: float | None = None  # measured (RAPL package counters) where the host exposes them
     cost_profile: dict | None = None  # input-dependent modes: per-sample MACs distribution (`macs` is its mean)
+    accuracy_samples: int | None = None  # images behind `accuracy` (None: stored before it was kept)
 
     def objective(self, name: str) -> float | None:
         """The value of an objective (accuracy, latency, macs, energy) of this evaluation."""
@@ -171,6 +179,9 @@ class BestMode:
     best: StoredEvaluation | None
     closest: tuple[StoredEvaluation, ...]
     front_size: int | None  # Pareto-optimal modes considered (counted only when nothing satisfies the budget)
+    # how the budget was applied (intervals) and how sure the answer is, per constrained objective
+    rule: str = ""
+    confidence: dict = field(default_factory=dict)
 
 
 class Store:
@@ -320,6 +331,25 @@ class Store:
                 raise DeviceError(f"unknown device {name!r}")
             session.delete(row)
 
+    def graph_book(self, device: str, protocol: LatencyProtocol, reference: str) -> StoreBook:
+        """The paired latency figures of `device` under `protocol`'s kernel options against the
+        reference graph `reference` (a digest), shared by every user of this store."""
+        self.get_device(device)
+        return StoreBook(self, device, protocol, reference)
+
+    def set_device_noise(self, name: str, noise: NoiseProfile) -> None:
+        """Record a device's measured repeatability (replacing the previous one)."""
+        with self.session(write=True) as session:
+            row = session.scalar(select(DeviceRow).where(DeviceRow.name == name))
+            if row is None:
+                raise DeviceError(f"unknown device {name!r}")
+            row.noise = noise.to_dict()
+
+    def get_device_noise(self, name: str) -> NoiseProfile | None:
+        self.get_device(name)
+        with self.session() as session:
+            return NoiseProfile.from_dict(session.scalar(select(DeviceRow.noise).where(DeviceRow.name == name)))
+
     # ---- supernets ---------------------------------------------------------------------------
     def register_supernet(self, checkpoint: Any, path: str | Path, preprocessing: dict | None = None) -> SupernetRecord:
         """Record a checkpoint (idempotent: keyed by its content hash), with the input preprocessing
@@ -358,7 +388,18 @@ class Store:
                 SupernetRow.content_hash == evaluation.supernet_hash, DeviceRow.name == evaluation.device,
                 EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
 
-    def put_evaluation(self, evaluation: StoredEvaluation, bn_state: bytes | None = None) -> bool:
+    def get_correctness(self, evaluation: StoredEvaluation) -> bytes | None:
+        """Which evaluated images the evaluation's mode classified correctly (numpy packbits in split
+        order; None: stored before it was kept)."""
+        with self.session() as session:
+            return session.scalar(select(EvaluationRow.correct)
+                                  .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
+                                  .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(
+                SupernetRow.content_hash == evaluation.supernet_hash, DeviceRow.name == evaluation.device,
+                EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
+
+    def put_evaluation(self, evaluation: StoredEvaluation, bn_state: bytes | None = None,
+                       correct: bytes | None = None) -> bool:
         """Insert an evaluation (with the BN statistics it was calibrated to, if any) and update the
         fronts it belongs to, in one transaction. Returns
         False if the same key was stored already (nothing is duplicated). Writers of one supernet
@@ -378,12 +419,12 @@ class Store:
                 loss=evaluation.loss, macs=evaluation.macs, params=evaluation.params, latency_ms=evaluation.latency_ms,
                 latency=evaluation.latency, energy_mj=evaluation.energy_mj, energy_source=evaluation.energy_source,
                 energy_measured_mj=evaluation.energy_measured_mj, cost_profile=evaluation.cost_profile,
-                bn_state=bn_state)
+                bn_state=bn_state, correct=correct, accuracy_samples=evaluation.accuracy_samples)
             session.add(row)
             session.flush()
             add_to_fronts(session.connection(), {
                 "id": row.id, "supernet_id": supernet_id, "device_id": device_id, "settings_key": row.settings_key,
-                "settings": row.settings, "accuracy": row.accuracy, "latency_ms": row.latency_ms, "macs": row.macs,
+                "settings": row.settings, "accuracy": row.accuracy, "latency_ms": row.latency_ms, "latency": row.latency, "macs": row.macs,
                 "energy_mj": row.energy_mj})
         return True
 
@@ -530,9 +571,11 @@ class Store:
         return query
 
     def get_front(self, device: str, objectives: str = "accuracy,latency",
-                  supernet_hash: str | None = None) -> list[StoredEvaluation]:
+                  supernet_hash: str | None = None, noise_aware: bool = True) -> list[StoredEvaluation]:
         """The stored front of a device for an objective set, merged across supernets and evaluation
-        settings (a mode another stored front dominates is left out), sorted by its cost."""
+        settings (a mode another stored front dominates is left out), sorted by its cost. Noise-aware
+        (`_uncertain`): a mode equal to a better one within the figures' intervals is left out, and
+        paired latencies are read as the store knows them now (`refresh_latency`)."""
         self.get_device(device)  # unknown device: a clear error
         if objectives not in objective_sets(True):
             raise ValueError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
@@ -545,38 +588,164 @@ class Store:
         rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
         mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)  # none is None here
         merged = [r for r, keep in zip(rows, mask, strict=True) if keep]
+        if noise_aware:
+            merged = self._noise_front(merged, names)
         return sorted(merged, key=lambda r: tuple(r.objective(n) for n in names[1:]) + (-r.accuracy, r.mode_id))
+
+    # ---- figures with their intervals -------------------------------------------------------------
+    def refresh_latency(self, rows: Sequence[StoredEvaluation]) -> list[StoredEvaluation]:
+        """The evaluations with their paired latency as the store knows it now: each graph's ratio
+        over every window measured for it (later windows narrow it), times the reference's pooled
+        median now. Unpaired and predicted figures are returned as stored."""
+        wanted: dict[tuple[str, str, str], set[str]] = {}
+        for row in rows:
+            paired = (row.latency or {}).get("paired")
+            if paired:
+                key = (row.device, protocol_key(_protocol_of(row.latency or {})), paired["reference"])
+                wanted.setdefault(key, set()).update({paired["graph"], paired["reference"]})
+        if not wanted:
+            return list(rows)
+        graphs: dict[tuple[str, str, str, str], LatencyGraphRow] = {}
+        with self.session() as session:
+            for (device, key, reference), digests in wanted.items():
+                query = (select(LatencyGraphRow).join(DeviceRow, DeviceRow.id == LatencyGraphRow.device_id)
+                         .where(DeviceRow.name == device, LatencyGraphRow.protocol_key == key,
+                                LatencyGraphRow.reference == reference, LatencyGraphRow.digest.in_(digests)))
+                for graph in session.scalars(query):
+                    graphs[(device, key, reference, graph.digest)] = graph
+        refreshed = []
+        for row in rows:
+            paired = (row.latency or {}).get("paired")
+            if not paired:
+                refreshed.append(row)
+                continue
+            key = (row.device, protocol_key(_protocol_of(row.latency or {})), paired["reference"])
+            pool = graphs.get((*key, paired["reference"]))
+            graph = graphs.get((*key, paired["graph"]))
+            if pool is None or not pool.reference_ms:
+                refreshed.append(row)
+                continue
+            pooled = statistics.median(pool.reference_ms)
+            confidence = paired.get("pairing", {}).get("confidence", PAIRING.confidence)
+            if paired["graph"] == paired["reference"]:
+                ratio, low, high, achieved, count, windows = 1.0, 1.0, 1.0, 1.0, paired.get("ratios", 0), 0
+            elif graph is not None and graph.ratios:
+                ratio, low, high, achieved = median_interval(graph.ratios, confidence)
+                count, windows = len(graph.ratios), graph.windows
+            else:
+                refreshed.append(row)
+                continue
+            latency = {**(row.latency or {}), "ms": ratio * pooled, "interval_ms": [low * pooled, high * pooled],
+                       "paired": {**paired, "ratio": ratio, "low": low, "high": high, "confidence": achieved,
+                                  "ratios": count, "windows": windows, "reference_ms": pooled,
+                                  "reference_blocks": len(pool.reference_ms)}}
+            refreshed.append(replace(row, latency_ms=ratio * pooled, latency=latency))
+        return refreshed
+
+    def figures(self, rows: Sequence[StoredEvaluation], correct: Sequence[bytes | None] | None = None) -> list[Figures]:
+        """Each evaluation's objective values with their intervals (see `_uncertain`)."""
+        figures = []
+        for index, row in enumerate(rows):
+            values = {name: float(value) for name in COLUMNS if (value := row.objective(name)) is not None}
+            low, high = dict(values), dict(values)
+            low["accuracy"], high["accuracy"] = accuracy_interval(row.accuracy, row.accuracy_samples)
+            interval = (row.latency or {}).get("interval_ms")
+            if interval and "latency" in values:
+                low["latency"], high["latency"] = float(interval[0]), float(interval[1])
+            packed = correct[index] if correct is not None else None
+            bits = (np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=row.accuracy_samples).astype(bool)
+                    if packed is not None and row.accuracy_samples else None)
+            figures.append(Figures(values, low, high, bits))
+        return figures
+
+    def _noise_front(self, rows: Sequence[StoredEvaluation], names: Sequence[str]) -> list[StoredEvaluation]:
+        rows = self.refresh_latency(rows)
+        correct = [self.get_correctness(row) for row in rows]
+        mask = noise_front(self.figures(rows, correct), names)
+        return [row for row, keep in zip(rows, mask, strict=True) if keep]
 
     def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
                   supernet_hash: str | None = None, closest: int = 3) -> BestMode:
-        """The stored mode that optimizes `objective` among those satisfying `budget` on `device`.
-        Reads only the device's "all" fronts (see `_fronts`): one indexed lookup, whatever the
-        number of stored evaluations. Ties are broken by accuracy, then MACs, then mode id."""
+        """The stored mode that optimizes `objective` among those that meet `budget` on `device` with
+        stated confidence (`BUDGET_RULE`), from the device's noise-aware "all" front (see `_fronts`,
+        `_uncertain`): one indexed lookup of the front rows, whatever the number of evaluations. Ties
+        are broken by accuracy, then MACs, then mode id. `confidence` says, per constrained
+        objective, how sure the answer is."""
         if objective not in COLUMNS:
             raise ValueError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
-        conditions = []
+        self.get_device(device)  # an unknown device is an error, not an empty answer
+        with self.session() as session:
+            rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]
+        if not rows:
+            return BestMode(device, objective, budget, None, (), 0, BUDGET_RULE)
+        names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL]
+        rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
+        mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)
+        front = self._noise_front([r for r, keep in zip(rows, mask, strict=True) if keep], names)
+        figures = {id(row): figure for row, figure in zip(front, self.figures(front), strict=True)}
+
+        def meets(row: StoredEvaluation) -> bool:
+            figure = figures[id(row)]
+            for name, kind, limit in budget.limits():
+                if name not in figure.values:
+                    return False
+                if (kind == "max" and figure.high[name] > limit) or (kind == "min" and figure.low[name] < limit):
+                    return False
+            return True
+
+        def order(row: StoredEvaluation) -> tuple:
+            value = float(row.objective(objective) or 0.0)
+            return (-value if objective == "accuracy" else value, -row.accuracy, row.macs, row.mode_id)
+
+        feasible = sorted((row for row in front if meets(row)), key=order)
+        if feasible:
+            best = feasible[0]
+            return BestMode(device, objective, budget, best, (), None, BUDGET_RULE, self._confidence(best, budget))
+        nearest = sorted(front, key=lambda r: (budget.violation(r), -r.accuracy, r.macs, r.mode_id))[:closest]
+        return BestMode(device, objective, budget, None, tuple(nearest), len(front), BUDGET_RULE)
+
+    def _confidence(self, evaluation: StoredEvaluation, budget: Budget) -> dict:
+        """Per constrained objective: how sure it is that the mode meets that limit."""
+        answer: dict = {}
         for name, kind, limit in budget.limits():
-            column = getattr(EvaluationRow, COLUMNS[name])
-            conditions.append(column <= limit if kind == "max" else column >= limit)
-        order = getattr(EvaluationRow, COLUMNS[objective])
-        order = order.desc() if objective == "accuracy" else order.asc()
-        with self.session() as session:  # Core rows on one connection: the common case is one round trip
-            best = session.execute(self._front_rows(device, ALL, supernet_hash, *conditions)
-                                   .order_by(order, EvaluationRow.accuracy.desc(), EvaluationRow.macs.asc(),
-                                             EvaluationRow.mode_id).limit(1)).first()
-            if best is not None:
-                return BestMode(device, objective, budget, StoredEvaluation(*best), (), None)
-            # nothing satisfies the budget: the front modes with the least summed relative violation
-            violation = sum((_violation(getattr(EvaluationRow, COLUMNS[name]), kind, limit)
-                             for name, kind, limit in budget.limits()), literal(0.0))
-            rows = session.execute(self._front_rows(device, ALL, supernet_hash)
-                                   .add_columns(func.count().over().label("front_size"))
-                                   .order_by(violation, EvaluationRow.accuracy.desc(), EvaluationRow.macs,
-                                             EvaluationRow.mode_id).limit(closest)).all()
-            nearest, size = [StoredEvaluation(*row[:-1]) for row in rows], rows[0][-1] if rows else 0
-        if not size:
-            self.get_device(device)  # an unknown device is an error, not an empty answer
-        return BestMode(device, objective, budget, None, tuple(nearest), size)
+            if name in ("macs", "energy"):
+                answer[name] = {"confidence": 1.0, "how": "exact (analytical model)"}
+            elif name == "accuracy":
+                low, _ = accuracy_interval(evaluation.accuracy, evaluation.accuracy_samples)
+                answer[name] = {"confidence": 0.975 if evaluation.accuracy_samples else None, "low": low,
+                                "how": f"lower end of the 95 % binomial interval over {evaluation.accuracy_samples} "
+                                       "validation images" if evaluation.accuracy_samples else "no interval stored"}
+            elif name == "latency":
+                answer[name] = self._latency_confidence(evaluation, limit)
+        return answer
+
+    def _latency_confidence(self, evaluation: StoredEvaluation, limit: float) -> dict:
+        latency = evaluation.latency or {}
+        paired = latency.get("paired")
+        if not paired:
+            return {"confidence": None, "how": "unpaired figure (measured alone in its window): no interval"}
+        if paired["graph"] == paired["reference"]:
+            return {"confidence": 1.0 if paired["reference_ms"] <= limit else 0.0,
+                    "how": "the reference graph: its pooled median is the figure"}
+        book = StoreBook(self, evaluation.device, _protocol_of(latency), paired["reference"])
+        samples = book.get(paired["graph"])
+        if samples is None:
+            return {"confidence": None, "how": "its graph's samples are not in this store"}
+        pooled = paired["reference_ms"]
+        return {"confidence": sign_confidence([ratio * pooled for ratio in samples.ratios], limit),
+                "interval_ms": latency.get("interval_ms"),
+                "how": f"sign test over {len(samples.ratios)} paired ratios ({samples.windows} windows) times the "
+                       f"reference's pooled median {pooled:.4f} ms"}
+
+
+BUDGET_RULE = ("a mode meets a latency or energy or MACs budget when the upper end of its interval is within it "
+               "(paired latency: 95 % order-statistic interval; MACs and energy exact) and an accuracy floor when "
+               f"the lower end of its 95 % binomial interval (z = {Z}) is above it")
+
+
+def _protocol_of(latency: dict) -> LatencyProtocol:
+    """The kernel options a stored latency was measured under."""
+    return LatencyProtocol(**{key: latency[key] for key in KERNEL_OPTIONS if key in latency})
 
 
 def _supernet(row: SupernetRow) -> SupernetRecord:
@@ -599,7 +768,7 @@ _EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.m
                        EvaluationRow.settings_key, EvaluationRow.settings, EvaluationRow.accuracy, EvaluationRow.loss,
                        EvaluationRow.macs, EvaluationRow.params, EvaluationRow.latency_ms, EvaluationRow.latency,
                        EvaluationRow.energy_mj, EvaluationRow.energy_source, EvaluationRow.energy_measured_mj,
-                       EvaluationRow.cost_profile)
+                       EvaluationRow.cost_profile, EvaluationRow.accuracy_samples)
 
 
 def _evaluations() -> Any:

@@ -6,7 +6,7 @@ data parallel (`DataParallel`; Ray Train runs it: `subnetsearch.distributed.trai
 
 from subnetsearch.trainers._accelerate import ACCELERATORS, CPU, PRECISIONS, Accelerator, AcceleratorError, cuda_status
 from subnetsearch.trainers._ddi import DDIPhase, DDIRecipe, backbone_arch, copy_backbone, train_ddi, train_gated, train_phase
-from subnetsearch.trainers._evaluate import evaluate_accuracy, evaluate_split
+from subnetsearch.trainers._evaluate import evaluate_accuracy, evaluate_split, evaluate_split_correct
 from subnetsearch.trainers._lasso import (
     NEAR_ZERO,
     LassoRecipe,
@@ -49,6 +49,7 @@ __all__ = [
     "count_channels",
     "evaluate_accuracy",
     "evaluate_split",
+    "evaluate_split_correct",
     "init_from_full",
     "sample_patterns",
     "sort_channels",

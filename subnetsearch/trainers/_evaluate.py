@@ -14,21 +14,30 @@ def evaluate_split(model: nn.Module, splits: Splits, split: ArraySplit, batch_si
                    max_batches: int | None = None) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy in eval mode, in inference mode, on the model's device.
     Restores the model's training flag."""
+    accuracy, loss, _ = evaluate_split_correct(model, splits, split, batch_size, max_batches)
+    return accuracy, loss
+
+
+def evaluate_split_correct(model: nn.Module, splits: Splits, split: ArraySplit, batch_size: int = 500,
+                           max_batches: int | None = None) -> tuple[float, float, torch.Tensor]:
+    """`evaluate_split`, and which images (in split order) the model classified correctly: a bool
+    tensor, for the accuracy's standard error and paired comparisons between models."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    hits: list[torch.Tensor] = []
     loss_sum = 0.0
     device = module_device(model)
     with torch.inference_mode():
         for images, labels in splits.batches(split, batch_size, max_batches=max_batches, device=device):
             logits = model(images)
-            correct += int((logits.argmax(1) == labels).sum())
+            hits.append((logits.argmax(1) == labels).cpu())
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            total += int(labels.shape[0])
     model.train(was_training)
-    if total == 0:
+    correct = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    if correct.numel() == 0:
         raise ValueError("cannot evaluate accuracy on an empty split")
-    return correct / total, loss_sum / total
+    total = int(correct.numel())
+    return int(correct.sum()) / total, loss_sum / total, correct
 
 
 def evaluate_accuracy(model: nn.Module, splits: Splits, split: ArraySplit, batch_size: int = 500,
