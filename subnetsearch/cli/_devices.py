@@ -20,7 +20,6 @@ from subnetsearch.devices import (
     LatencyTable,
     all_layer_configs,
     available_runtimes,
-    both_realizations,
     build_table,
     compare_runtimes,
     conv_sites,
@@ -28,10 +27,19 @@ from subnetsearch.devices import (
     get_runtime,
     host_description,
     host_roofline,
-    measure_latencies,
+    paired_latency,
+    reference_for,
 )
+from subnetsearch.search import record_device_noise
 from subnetsearch.storage import StorageError, Store
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError, WeNetSupernet, load_checkpoint
+from subnetsearch.supernets import (
+    DEFAULT_CHECKPOINT,
+    PLAIN,
+    CheckpointError,
+    Realization,
+    WeNetSupernet,
+    load_checkpoint,
+)
 
 devices_app = typer.Typer(no_args_is_help=True, help="Hardware targets: add, list, remove, measure.")
 
@@ -80,6 +88,8 @@ def add_command(
                                              "convolutions) and bandwidths (host devices, ~4 s): latencies are "
                                              "then shown against their roofline bound."),
     replace: bool = typer.Option(False, help="Replace an existing device of that name."),
+    noise: bool = typer.Option(True, help="Host devices: measure the device's repeatability (its noise profile, "
+                                          "`devices noise`) with the --checkpoint's full network."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Record a hardware target."""
@@ -115,6 +125,36 @@ def add_command(
     console.print(f"device {name} recorded: {location}, {p.runtime}, batch {p.batch_size}, {p.threads} threads")
     if device.roofline is not None:
         console.print(f"roofline: {device.roofline.how}")
+    if location == "host" and noise:
+        try:
+            profile = record_device_noise(store, device, load_checkpoint(checkpoint).build())
+        except CheckpointError as error:
+            fail(f"the device is recorded, but its noise profile needs a supernet: {error}")
+        console.print(f"noise: {profile.describe()}")
+
+
+@devices_app.command("noise")
+def noise_command(
+    name: str = typer.Argument(..., help="A recorded device on this host."),
+    checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="The supernet whose full network is the reference."),
+    windows: int = typer.Option(5, min=2, help="Separate measurement windows."),
+    resolution: float | None = typer.Option(None, help="The relative latency difference you need to separate "
+                                                        "(e.g. 0.05): exit code 1 if the device is noisier."),
+    storage: str | None = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Measure a device's repeatability: its reference network in separate windows, each paired against
+    itself. Stored with the device (`devices list`, the report) and printed."""
+    store = open_store(storage)
+    try:
+        device = store.get_device(name)
+        supernet = load_checkpoint(checkpoint).build()
+        profile = record_device_noise(store, device, supernet, windows)
+    except (DeviceError, CheckpointError, ValueError) as error:
+        fail(str(error))
+    console.print(f"{name}: {profile.describe()}")
+    if resolution is not None and profile.resolution > resolution:
+        fail(f"{name} cannot resolve {resolution:.1%}: its paired figures are reliable to {profile.resolution:.1%} "
+             "only; measure on a quieter host, or longer (more windows per graph)", code=1)
 
 
 def _fastest_runtime(checkpoint: Path, modes: str, protocol: LatencyProtocol, candidates: str | None) -> LatencyProtocol:
@@ -172,12 +212,15 @@ def list_command(storage: str | None = typer.Option(None, help=STORAGE_HELP)) ->
     """List the recorded hardware targets."""
     store = open_store(storage)
     table = Table(title=f"devices in {store.url}")
-    for column in ("name", "location", "runtime", "batch", "threads", "layout", "energy coefficients", "description"):
+    for column in ("name", "location", "runtime", "batch", "threads", "layout", "energy coefficients",
+                   "latency resolution", "description"):
         table.add_column(column)
     for device in store.list_devices():
         p = device.protocol
+        noise = store.get_device_noise(device.name)
         table.add_row(device.name, device.location, p.runtime, str(p.batch_size), str(p.threads),
-                      "NHWC" if p.channels_last else "NCHW", device.energy.source, device.description)
+                      "NHWC" if p.channels_last else "NCHW", device.energy.source,
+                      "not measured" if noise is None else f"{noise.resolution:.1%}", device.description)
     console.print(table)
 
 
@@ -199,8 +242,9 @@ def measure_command(
                               help="Comma-separated: full | smallest | uniform:G | a mode JSON file."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Measure the latency of materialized modes on a device of this host (one interleaved run), each
-    with its grouped layers as grouped kernels and as dense equivalents, against the roofline bound."""
+    """Measure the latency of materialized modes on a device of this host, each with its grouped layers as
+    grouped kernels and as dense equivalents, paired against the full network (a window per mode,
+    added to the store's figure of each graph), against the roofline bound."""
     try:
         device = open_store(storage).get_device(name)
         state = load_checkpoint(checkpoint)
@@ -212,27 +256,41 @@ def measure_command(
     if (missing := get_runtime(device.protocol.runtime).missing()) is not None:
         fail(missing)
     chosen = [(text, parse_mode(supernet, text)) for text in modes.split(",") if text]
+    store = open_store(storage)
+    shape, p = supernet.input_shape, device.protocol
+    reference = reference_for(supernet.realize(supernet.full_mode(), PLAIN), shape, p)
+    book = store.graph_book(name, p, reference.digest)
+    shuffle = get_runtime(p.runtime).shuffle
+    figures = {}
     try:
-        latencies = measure_latencies(both_realizations(supernet, dict(chosen)), supernet.input_shape, device.protocol)
+        for text, mode in chosen:
+            grouped = supernet.grouped_layers(mode)
+            statics = {"grouped": supernet.realize(mode, Realization((), shuffle))}
+            if grouped:
+                statics["dense"] = supernet.realize(mode, Realization(tuple(grouped)))
+            figures[text] = paired_latency(statics, reference, shape, p, book, remeasure=True)
     except Exception as error:  # an export or runtime failure, reported with what failed
-        fail(f"measuring on {name} ({device.protocol.runtime}) failed: {type(error).__name__}: {error}")
-    p = device.protocol
-    table = Table(title=f"{name}: {p.runtime}, batch {p.batch_size}, {p.threads} threads, min of {p.repeats} medians")
-    columns = ["mode", "MMACs", "grouped ms", "dense ms", "kept ms", "IQR ms", "speedup vs first"]
+        fail(f"measuring on {name} ({p.runtime}) failed: {type(error).__name__}: {error}")
+    pooled = book.pooled_reference_ms() or 0.0
+    table = Table(title=f"{name}: {p.runtime}, batch {p.batch_size}, {p.threads} threads; paired against the full "
+                        f"network (pooled median {pooled:.3f} ms over {len(book.reference_ms())} blocks), 95 % intervals")
+    columns = ["mode", "MMACs", "grouped x full", "dense x full", "kept ms [95 %]", "speedup", "windows"]
     if device.roofline is not None:
         columns += ["bound ms", "of bound"]
     for column in columns:
         table.add_column(column, justify="right")
-    kept = {text: min((latencies[k] for k in (f"{text}|grouped", f"{text}|dense") if k in latencies), key=lambda x: x.ms)
-            for text, _ in chosen}
-    first = kept[chosen[0][0]].ms
     above = []
     for text, mode in chosen:
-        latency = kept[text]
-        dense = latencies.get(f"{text}|dense")
-        row = [text, f"{supernet.cost(mode).macs / 1e6:.2f}", f"{latencies[f'{text}|grouped'].ms:.3f}",
-               "-" if dense is None else f"{dense.ms:.3f}", f"{latency.ms:.3f}", f"{latency.iqr_ms:.3f}",
-               f"{first / latency.ms:.2f}x"]
+        kept, latency = figures[text]
+        paired = latency.paired or {}
+        ratios = {kept: paired.get("ratio", 1.0), **{label: other["ratio"] for label, other in
+                                                      paired.get("others", {}).items()}}
+        low, high = latency.interval_ms or (latency.ms, latency.ms)
+        speedup = "1.00x" if paired.get("graph") == reference.digest else \
+            f"{1 / paired['ratio']:.2f}x [{1 / paired['high']:.2f}-{1 / paired['low']:.2f}]"
+        row = [text, f"{supernet.cost(mode).macs / 1e6:.2f}", f"{ratios['grouped']:.3f}",
+               f"{ratios['dense']:.3f}" if "dense" in ratios else "-", f"{latency.ms:.3f} [{low:.3f}-{high:.3f}]",
+               speedup, str(paired.get("windows", 0)) if paired.get("graph") != reference.digest else "reference"]
         if device.roofline is not None:
             bound = device.roofline.bound_ms(*supernet.layers_for(mode), batch=p.batch_size)
             row += [f"{bound:.3f}", f"{bound / latency.ms:.0%}"]
@@ -240,8 +298,17 @@ def measure_command(
                 above.append(text)
         table.add_row(*row)
     console.print(table)
+    console.print("x full: the realization's paired ratio to the full network (a graph identical to it is 1); "
+                  "each measurement adds its window to the graph's figure in the store")
     if device.roofline is not None:
         console.print(f"bound: the roofline ({device.roofline.how}); 'of bound' = bound / kept latency")
+    if above:
+        console.print(f"above the bound: {', '.join(above)} ran faster than the roofline allows, so {p.runtime} "
+                      f"beat every kernel its peak was measured with; re-measure it (`devices add {name} --replace`) "
+                      "on a quiet host")
+    stored_noise = store.get_device_noise(name)
+    console.print(f"noise: {stored_noise.describe()}" if stored_noise is not None else
+                  f"noise: not measured yet (`subnetsearch devices noise {name}`); these figures are one window each")
     if above:
         console.print(f"above the bound: {', '.join(above)} ran faster than the roofline allows, so {p.runtime} "
                       f"beat every kernel its peak was measured with; re-measure it (`devices add {name} --replace`) "

@@ -15,26 +15,61 @@ from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import DeviceError, export_formats, get_runtime
 from subnetsearch.files import OutputPathError, check_output_path
 from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
-from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
+from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation, accuracy_interval
 from subnetsearch.supernets import Realization
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
 
 
+def latency_text(e: StoredEvaluation) -> tuple[str, str]:
+    """(the figure with its interval, how it was measured) of an evaluation's latency."""
+    if e.latency_ms is None:
+        return "-", "-"
+    latency = e.latency or {}
+    paired, interval = latency.get("paired"), latency.get("interval_ms")
+    if not latency.get("measured", True):
+        return f"{e.latency_ms:.3f}", "predicted (lookup table)"
+    if not paired:
+        return f"{e.latency_ms:.3f}", "unpaired (alone in its window)"
+    if paired["graph"] == paired["reference"]:
+        return f"{e.latency_ms:.3f}", "= reference graph"
+    figure = f"{e.latency_ms:.3f} [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else f"{e.latency_ms:.3f}"
+    return figure, f"x{paired['ratio']:.3f}, {paired['ratios']} pairs / {paired['windows']} windows"
+
+
+def speedup_text(e: StoredEvaluation, full_ms: float | None = None) -> str:
+    """Speedup over the device's reference (the full network): 1 / the paired ratio, with its interval;
+    for an unpaired figure, `full_ms` / its latency."""
+    paired = (e.latency or {}).get("paired")
+    if paired:
+        if paired["graph"] == paired["reference"]:
+            return "1.00x"
+        return f"{1 / paired['ratio']:.2f}x [{1 / paired['high']:.2f}-{1 / paired['low']:.2f}]"
+    return f"{full_ms / e.latency_ms:.2f}x" if full_ms and e.latency_ms else "-"
+
+
+def accuracy_text(e: StoredEvaluation) -> str:
+    if not e.accuracy_samples:
+        return f"{e.accuracy:.4f}"
+    low, high = accuracy_interval(e.accuracy, e.accuracy_samples)
+    return f"{e.accuracy:.4f} +-{(high - low) / 2:.4f}"
+
+
 def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
-    table = Table(title=title)
-    for column in ("mode id", "val acc", "latency ms", "of bound", "MMACs", "energy mJ", "supernet", "BN",
-                   "grouped layers as"):
-        table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN", "grouped layers as")
-                         else "right")
+    table = Table(title=title, caption="intervals: 95 % (latency: paired ratios to the device's reference times its "
+                                       "pooled median; accuracy: binomial over the validation images)")
+    for column in ("mode id", "val acc", "latency ms [95 %]", "latency: how", "of bound", "MMACs", "energy mJ",
+                   "supernet", "BN", "grouped layers as"):
+        table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN", "grouped layers as",
+                                                               "latency: how") else "right")
     for e in rows:
-        latency = "-" if e.latency_ms is None else f"{e.latency_ms:.3f}"
+        latency, how = latency_text(e)
         bn = "calibrated" if e.settings.get("calibration_batches", 0) else "stored"
         dense = Realization.from_dict((e.latency or {}).get("realization")).dense
         kernels = "-" if e.latency is None else (f"{len(dense)} dense" if dense else "grouped")
         bound = (e.latency or {}).get("bound_ms")
         of_bound = f"{bound / e.latency_ms:.0%}" if bound and e.latency_ms else "-"
-        table.add_row(e.mode_id, f"{e.accuracy:.4f}", latency, of_bound, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
+        table.add_row(e.mode_id, accuracy_text(e), latency, how, of_bound, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",
                       e.supernet_hash[:12], bn, kernels)
     return table
 
@@ -128,7 +163,8 @@ def best_command(
     limits = limits or "no budget"
     if as_json:
         print_json({"best": asdict(answer.best) if answer.best else None,
-                    "closest": [asdict(row) for row in answer.closest], "front_size": answer.front_size})
+                    "closest": [asdict(row) for row in answer.closest], "front_size": answer.front_size,
+                    "rule": answer.rule, "confidence": answer.confidence})
         if answer.best is None:
             raise typer.Exit(1)
     elif answer.best is None:
@@ -142,6 +178,10 @@ def best_command(
     if not as_json:
         console.print(evaluations_table(f"best mode for {device} by {objective} under {limits}", [best]))
         plain(f"mode JSON: {best.mode_json}")
+        plain(f"rule: {answer.rule}")
+        for name, sure in answer.confidence.items():
+            level = "unknown" if sure.get("confidence") is None else f"{sure['confidence']:.1%}"
+            plain(f"how sure it meets the {name} budget: {level} ({sure['how']})")
     if export is not None:
         _export(store, best, export, format, quiet=as_json)
     elif not as_json:

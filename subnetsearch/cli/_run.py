@@ -13,7 +13,7 @@ from rich.table import Table
 
 from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
-from subnetsearch.cli._query import evaluations_table
+from subnetsearch.cli._query import accuracy_text, evaluations_table, latency_text, speedup_text
 from subnetsearch.dashboards import build_report
 from subnetsearch.data import DataError, DataSpec, load_data
 from subnetsearch.files import OutputPathError, check_output_path
@@ -26,6 +26,7 @@ from subnetsearch.search import (
     check_dse_inputs,
     evaluation_settings,
     predictor_rounds,
+    record_device_noise,
 )
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import (
@@ -102,6 +103,10 @@ def run_command(
     console.print(f"supernet {checkpoint} (hash {state.hash[:12]}), {len(supernet.space)} switchable layers, "
                   f"data {splits.name}: selection on {len(splits.val)} validation images")
     console.print(f"device {device.name}: {device.description}; storage {store.url}")
+    noise = store.get_device_noise(device.name)
+    if noise is None:  # once per device: how far apart two modes must be for this host to tell them apart
+        noise = record_device_noise(store, device, supernet)
+    console.print(f"latency noise on {device.name}: {noise.describe()}")
     _mode_table(session, random_modes, seed)
     if strategy == "predictor" and trials:
         _predictor_search(session, trials, seed)
@@ -132,26 +137,27 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
                                 measure=False)
     p = device.protocol
     table = Table(title=f"operating modes on {device.name} - latency: {p.runtime}, batch {p.batch_size}, "
-                        f"{p.threads} threads, min of {p.repeats} medians; energy: Eq. (6) model")
+                        f"{p.threads} threads, paired against the full network (ratio x its pooled median, 95 % "
+                        "interval); energy: Eq. (6) model")
     layout = supernet.mode_layout()
     for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms (vs full, grouped layers as)", "IQR ms", "of bound", "energy mJ (model)", "id"):
+                   "latency ms (vs full, grouped layers as)", "latency: how", "of bound", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")
     full_latency = None
     for name, mode in modes:
         result = session.evaluator.evaluate(mode)
         full_latency = full_latency or result.latency_ms
-        latency, spread, bound = "-", "-", "-"  # measured here for every mode, so present unless measuring failed
+        latency, how, bound = "-", "-", "-"  # measured here for every mode, so present unless measuring failed
         if result.latency_ms and full_latency and result.latency:
             realized = Realization.from_dict(result.latency.get("realization"))
             grouped = supernet.grouped_layers(mode)
             kernels = realized.describe(len(grouped)) if grouped else "-"
-            latency = f"{result.latency_ms:.3f} ({full_latency / result.latency_ms:.2f}x, {kernels})"
-            spread = f"{result.latency['iqr_ms']:.3f}"
+            figure, how = latency_text(result)
+            latency = f"{figure} ({speedup_text(result, full_latency)}, {kernels})"
             if result.latency.get("bound_ms"):  # the roofline time: how much of the machine this mode uses
                 bound = f"{result.latency['bound_ms'] / result.latency_ms:.0%}"
         table.add_row(name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
-                      f"{stored_bn.evaluate(mode).accuracy:.4f}", f"{result.accuracy:.4f}", latency, spread, bound,
+                      f"{stored_bn.evaluate(mode).accuracy:.4f}", accuracy_text(result), latency, how, bound,
                       f"{result.energy_mj:.3f}" + (
                           "" if result.energy_measured_mj is None else f" / RAPL {result.energy_measured_mj:.3f}"),
                       mode.id)
@@ -206,5 +212,6 @@ def _suggested_budget(front: list) -> float:
     """A latency budget that makes the next query interesting: between the front's extremes."""
     if not front:
         return 1.0
-    latencies = sorted(e.latency_ms for e in front)
+    # the upper end of each interval: what `best` compares a latency budget with
+    latencies = sorted(((e.latency or {}).get("interval_ms") or [e.latency_ms, e.latency_ms])[1] for e in front)
     return math.ceil(latencies[len(latencies) // 2] * 1000) / 1000  # printed with 3 decimals: never below it

@@ -11,7 +11,7 @@ import optuna
 
 from subnetsearch.pareto import COSTS as PARETO_COSTS
 from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
-from subnetsearch.storage import Store, StoredEvaluation, distinct_trials
+from subnetsearch.storage import Store, StoredEvaluation, accuracy_interval, distinct_trials
 
 COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}
 
@@ -22,6 +22,9 @@ class Point:
     accuracy: float
     cost: float
     label: str  # hover text: mode id, metrics and the command that exports the mode
+    # 95 % intervals (equal to the value where the figure is exact or has none: MACs, unpaired latency)
+    accuracy_interval: tuple[float, float] = (0.0, 0.0)
+    cost_interval: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def of(cls, evaluation: StoredEvaluation, cost: str, device: str) -> Point:
@@ -29,13 +32,20 @@ class Point:
         if value is None:
             raise ValueError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
         latency = "-" if evaluation.latency_ms is None else f"{evaluation.latency_ms:.3f} ms"
+        interval = (evaluation.latency or {}).get("interval_ms")
+        if interval:
+            latency += f" [{interval[0]:.3f}-{interval[1]:.3f}]"
+        elif evaluation.latency_ms is not None:
+            latency += " (unpaired)" if (evaluation.latency or {}).get("measured", True) else " (predicted)"
         bound = (evaluation.latency or {}).get("bound_ms")
         if bound and evaluation.latency_ms:  # how much of the device's roofline this mode reaches
             latency += f" ({bound / evaluation.latency_ms:.0%} of its roofline bound {bound:.3f} ms)"
         label = (f"mode {evaluation.mode_id}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
                  f"{evaluation.macs / 1e6:.2f} MMACs, {evaluation.energy_mj:.4f} mJ<br>"
                  f"subnetsearch export {evaluation.mode_id} --device {device} -o {evaluation.mode_id}.onnx")
-        return cls(evaluation.mode_id, evaluation.accuracy, float(value), label)
+        accuracy = accuracy_interval(evaluation.accuracy, evaluation.accuracy_samples)
+        costs = (float(interval[0]), float(interval[1])) if cost == "latency" and interval else (value, value)
+        return cls(evaluation.mode_id, evaluation.accuracy, float(value), label, accuracy, costs)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class DeviceReport:
     predictor_rounds: dict[str, list[dict]] = field(default_factory=dict)  # per predictor search: its summary's rounds
     layers: tuple[str, ...] = ()  # knob names, in network order
     layer_modes: list[tuple[str, tuple[float, ...]]] = field(default_factory=list)  # front modes' knob values
+    noise: str | None = None  # the device's measured repeatability (NoiseProfile.describe), if measured
 
 
 def _front(points: Sequence[Point]) -> tuple[Point, ...]:
@@ -98,8 +109,10 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     this device), per-strategy fronts, DSE trajectories, hypervolume against evaluations for every
     search, and the per-layer view of the front's modes."""
     evaluations = [e for e in store.list_evaluations(device, supernet_hash) if e.settings.get("split", "val") == "val"]
+    evaluations = store.refresh_latency(evaluations)  # paired figures as every window measured so far has them
     costs = tuple(c for c in COSTS if any(e.objective(c) is not None for e in evaluations))
-    report = DeviceReport(device, supernet_hash, costs)
+    noise = store.get_device_noise(device)
+    report = DeviceReport(device, supernet_hash, costs, noise=noise.describe() if noise is not None else None)
     if not evaluations:
         return report
     by_mode = {}

@@ -16,7 +16,14 @@ from subnetsearch.files import write_atomically
 from subnetsearch.storage import Store
 
 
-def _scatter(series: Series, mode: str = "markers", **style) -> go.Scatter:
+def _scatter(series: Series, mode: str = "markers", intervals: bool = False, **style) -> go.Scatter:
+    if intervals:  # each point's 95 % intervals (the stored front: what `front` and `best` compare)
+        points = series.points
+        style["error_x"] = {"type": "data", "symmetric": False, "array": [p.cost_interval[1] - p.cost for p in points],
+                            "arrayminus": [p.cost - p.cost_interval[0] for p in points], "thickness": 1}
+        style["error_y"] = {"type": "data", "symmetric": False,
+                            "array": [p.accuracy_interval[1] - p.accuracy for p in points],
+                            "arrayminus": [p.accuracy - p.accuracy_interval[0] for p in points], "thickness": 1}
     return go.Scatter(x=[p.cost for p in series.points], y=[p.accuracy for p in series.points], mode=mode,
                       name=series.name, text=[p.label for p in series.points], customdata=[p.mode_id for p in
                                                                                            series.points],
@@ -28,7 +35,7 @@ def front_figure(report: DeviceReport, cost: str) -> go.Figure:
     each strategy and the DSE trajectories."""
     figure = go.Figure()
     # open markers: the strategies' fronts drawn on top stay visible where they coincide with it
-    figure.add_trace(_scatter(report.fronts[cost], "lines+markers",
+    figure.add_trace(_scatter(report.fronts[cost], "lines+markers", intervals=True,
                               marker={"size": 12, "color": "#1f77b4", "symbol": "circle-open", "line": {"width": 2}},
                               line={"shape": "hv", "width": 1}))
     if cost in report.full:
@@ -135,6 +142,9 @@ def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[
         if not report.costs:
             parts.append("<p>nothing stored for this device yet</p>")
             continue
+        parts.append(f"<p class='noise'>latency noise on {html.escape(report.device)}: "
+                     + (html.escape(report.noise) if report.noise else "not measured (`subnetsearch devices noise "
+                        f"{html.escape(report.device)}`)") + "; error bars: 95 % intervals</p>")
         for cost in report.costs:
             add(front_figure(report, cost), f"front-{report.device}-{cost}")
         if report.hypervolume:

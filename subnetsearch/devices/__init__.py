@@ -3,6 +3,8 @@ analytical energy model."""
 
 from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
 from subnetsearch.devices._compare import RuntimeTrial, both_realizations, compare_runtimes
+from subnetsearch.devices._digest import graph_digest
+from subnetsearch.devices._figures import REFERENCE, PairedMeter, Reference, paired_latency, reference_for
 from subnetsearch.devices._latency import (
     Latency,
     LatencyProtocol,
@@ -12,8 +14,7 @@ from subnetsearch.devices._latency import (
     measurement_lock,
     prepare_runtime,
 )
-from subnetsearch.devices._digest import graph_digest
-from subnetsearch.devices._figures import REFERENCE, PairedMeter, Reference, paired_latency, reference_for
+from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.devices._paired import (
     PAIRING,
     GraphBook,
@@ -26,7 +27,6 @@ from subnetsearch.devices._paired import (
     measure_paired,
     median_interval,
 )
-from subnetsearch.devices._lookup import LatencyPredictor, LatencyTable, all_layer_configs, build_table, conv_sites
 from subnetsearch.devices._profile import LOCATIONS, Device, DeviceError, default_host_device, host_description
 from subnetsearch.devices._rapl import measure_energy_mj, rapl_domains
 from subnetsearch.devices._roofline import Roofline, cache_sizes, host_roofline, measure_roofline

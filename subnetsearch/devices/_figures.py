@@ -11,7 +11,7 @@ from torch import nn
 
 from subnetsearch.devices._digest import graph_digest
 from subnetsearch.devices._latency import Latency, LatencyProtocol
-from subnetsearch.devices._paired import PAIRING, GraphBook, PairedWindow, Pairing, measure_paired, median_interval
+from subnetsearch.devices._paired import PAIRING, GraphBook, PairedWindow, Pairing, measure_paired
 
 PairedMeter = Callable[[Mapping[str, nn.Module], nn.Module, tuple[int, ...], LatencyProtocol, Pairing],
                        dict[str, PairedWindow]]
@@ -35,21 +35,23 @@ def reference_for(model: nn.Module, input_shape: tuple[int, ...], protocol: Late
 
 def paired_latency(statics: Mapping[str, nn.Module], reference: Reference, input_shape: tuple[int, ...],
                    protocol: LatencyProtocol, book: GraphBook, pairing: Pairing = PAIRING,
-                   meter: PairedMeter | None = None, remeasure: bool = False) -> tuple[str, Latency]:
+                   meter: PairedMeter | None = None, remeasure: bool = False,
+                   between: float = 1.0) -> tuple[str, Latency]:
     """The latency of the fastest of `statics` (realization label -> static network of one mode).
 
     Each is digested; a graph identical to the reference gets ratio 1; a graph the book already holds
-    `pairing.enough` ratios for gets its figure without a new window (unless `remeasure`); the others
+    `pairing.enough` windows for gets its figure without a new window (unless `remeasure`); the others
     (one network per distinct digest) are timed in one paired window, and their ratios added to the
     book. Returns the fastest label and its figure: ms = median ratio x the reference's pooled median,
-    with the interval likewise."""
+    with the interval likewise (`GraphSamples.figure`; `between`, the device's between-window factor
+    from its noise profile, widens a one-window interval)."""
     digests = {label: graph_digest(model, input_shape, protocol) for label, model in statics.items()}
     todo: dict[str, nn.Module] = {}
     for label, digest in digests.items():
         if digest == reference.digest or digest in {digests[other] for other in todo}:
             continue
         known = book.get(digest)
-        if remeasure or known is None or len(known.ratios) < pairing.enough:
+        if remeasure or known is None or known.windows < pairing.enough:
             todo[label] = statics[label]
     if not todo and not book.reference_ms():  # no window on this device yet: the pool needs the reference's times
         todo["__reference_copy__"] = reference.model
@@ -68,19 +70,20 @@ def paired_latency(statics: Mapping[str, nn.Module], reference: Reference, input
             continue
         samples = book.get(digest)
         assert samples is not None
-        ratio, low, high, achieved = median_interval(samples.ratios, pairing.confidence)
+        ratio, low, high, achieved = samples.figure(pairing.confidence, between)
         measured_now = any(digests[other] == digest for other in windows)
         source = ("measured now" + (f", added to {samples.windows - 1} earlier windows" if samples.windows > 1 else "")
                   if measured_now else f"graph measured before ({samples.windows} windows)")
         figures[label] = (ratio, low, high, achieved, len(samples.ratios), samples.windows, source)
     best = min(figures, key=lambda label: figures[label][0])
     ratio, low, high, achieved, count, window_count, source = figures[best]
-    window = next((windows[other] for other in windows if digests[other] == digests[best]), None)
-    blocks = window.candidate_ms if window is not None else ()
+    timed = next((windows[other] for other in windows if digests[other] == digests[best]), None)
+    blocks = timed.candidate_ms if timed is not None else ()
     quartiles = statistics.quantiles(blocks, n=4) if len(blocks) >= 2 else [0.0, 0.0, 0.0]
     paired = {"ratio": ratio, "low": low, "high": high, "confidence": achieved, "ratios": count,
               "windows": window_count, "graph": digests[best], "reference": reference.digest,
               "reference_ms": pooled, "reference_blocks": len(book.reference_ms()), "source": source,
+              "between": between,
               "pairing": pairing.to_dict(),
               "others": {label: {"ratio": figure[0], "graph": digests[label][:12]} for label, figure in figures.items()
                          if label != best}}

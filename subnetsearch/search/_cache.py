@@ -40,6 +40,7 @@ class CachedEvaluator:
         self.paired = paired and measure and predictor is None and not supernet.dynamic_cost
         self._reference: Reference | None = None
         self._book: GraphBook | None = None
+        self._between: float | None = None
         # The roofline is a property of the device that no measurement depends on (it is left out so
         # that measuring it again, or a store from before it was kept, reuses the evaluations).
         profile = {key: value for key, value in device.to_dict().items() if key != "roofline"}
@@ -61,6 +62,14 @@ class CachedEvaluator:
             static = self.supernet.realize(self.supernet.full_mode(), PLAIN).cpu()
             self._reference = reference_for(static, self.supernet.input_shape, self.device.protocol)
         return self._reference
+
+    @property
+    def between(self) -> float:
+        """The device's between-window factor (its stored noise profile; 1 where none is stored)."""
+        if self._between is None:
+            noise = self.store.get_device_noise(self.device.name) if self.store is not None else None
+            self._between = noise.between if noise is not None else 1.0
+        return self._between
 
     @property
     def book(self) -> GraphBook:
@@ -105,7 +114,8 @@ class CachedEvaluator:
                                 calibration=self._calibration, measure=self.measure, predictor=self.predictor,
                                 meter=self.meter, planner=self.planner,
                                 book=self.book if self.paired else None,
-                                reference=self.reference if self.paired else None, paired_meter=self.paired_meter)
+                                reference=self.reference if self.paired else None, paired_meter=self.paired_meter,
+                                between=self.between)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
             self.store.put_evaluation(record, metrics.bn_state, metrics.correct)

@@ -14,13 +14,14 @@ from subnetsearch.data import Splits
 from subnetsearch.devices import (
     Device,
     GraphBook,
-    PairedMeter,
-    Reference,
     Latency,
     LatencyPredictor,
     LatencyProtocol,
+    PairedMeter,
+    Reference,
     compute_lock,
     energy_pj,
+    get_runtime,
     measure_energy_mj,
     measure_latency,
     network_accesses,
@@ -155,17 +156,21 @@ def mode_accuracy_and_loss(supernet: BaseSupernet, mode: Mode, splits: Splits, s
     return _accuracy_and_static(supernet, mode, splits, settings, calibration, ())[0]
 
 
-def realization_candidates(grouped: Sequence[str], planned: Realization | None = None) -> list[Realization]:
+def realization_candidates(grouped: Sequence[str], planned: Realization | None = None,
+                           shuffle: str = "reshape") -> list[Realization]:
     """The realizations of a mode whose latency is measured (the fastest is kept): its `grouped`
     layers as grouped kernels, and, if it has any, all of them as dense equivalents (which runtimes
     whose grouped kernels are slow run as fast as the full network), and the per-layer plan the
     device's lookup table predicts fastest (`planned`, if it is neither of those): the table chooses
-    per layer, the end-to-end measurement decides where the table is wrong."""
+    per layer, the end-to-end measurement decides where the table is wrong. Shuffles that stay are
+    computed in the `shuffle` form (the device runtime's cheaper one, `Runtime.shuffle`)."""
     if not grouped:
         return [PLAIN]
-    candidates = [PLAIN, Realization(tuple(grouped))]
-    if planned is not None and planned not in candidates:
-        candidates.append(planned)
+    candidates = [Realization((), shuffle), Realization(tuple(grouped))]
+    if planned is not None:
+        planned = replace(planned, shuffle=shuffle)
+        if planned not in candidates:
+            candidates.append(planned)
     return candidates
 
 
@@ -215,7 +220,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
                   calibration: list[torch.Tensor] | None = None, measure: bool = True,
                   predictor: LatencyPredictor | None = None, meter: Meter | None = None,
                   planner: LatencyPredictor | None = None, book: GraphBook | None = None,
-                  reference: Reference | None = None, paired_meter: PairedMeter | None = None) -> Metrics:
+                  reference: Reference | None = None, paired_meter: PairedMeter | None = None,
+                  between: float = 1.0) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
     the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
     (if `measure`) measured on the materialized mode with its calibrated BN folded in, by `meter`
@@ -236,7 +242,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         examples = next(iter(splits.batches(splits.val, DYNAMIC_LATENCY_SAMPLES)))[0]
     grouped = supernet.grouped_layers(mode)
     planned = planner.realization(mode)[0] if planner is not None and grouped and measure_here else None
-    realizations = realization_candidates(grouped, planned) if measure_here else []
+    shuffle = get_runtime(device.protocol.runtime).shuffle
+    realizations = realization_candidates(grouped, planned, shuffle) if measure_here else []
     with compute_lock():
         (accuracy, loss), statics, records, calibrated, correct = _accuracy_and_static(
             supernet, mode, splits, settings, calibration, realizations, record_costs=dynamic)
@@ -257,7 +264,7 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     elif statics and book is not None and reference is not None and examples is None:
         labels = [realization.describe(len(grouped)) for realization in realizations]
         best_label, latency = paired_latency(dict(zip(labels, statics, strict=True)), reference, supernet.input_shape,
-                                             device.protocol, book, meter=paired_meter)
+                                             device.protocol, book, meter=paired_meter, between=between)
         chosen = labels.index(best_label)
         assert latency.paired is not None
         pooled = latency.paired["reference_ms"]

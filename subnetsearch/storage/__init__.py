@@ -16,8 +16,13 @@ from subnetsearch.storage._store import (
     storage_url,
 )
 from subnetsearch.storage._studies import distinct_trials
+from subnetsearch.storage._uncertain import Figures, accuracy_interval, noise_front, paired_accuracy_difference
 
 __all__ = [
+    "Figures",
+    "accuracy_interval",
+    "noise_front",
+    "paired_accuracy_difference",
     "distinct_trials",
     "DEFAULT_URL",
     "URL_ENVIRONMENT",

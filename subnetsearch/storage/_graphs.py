@@ -25,6 +25,11 @@ def protocol_key(protocol: LatencyProtocol) -> str:
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _samples(row: LatencyGraphRow) -> GraphSamples:
+    """A row's ratios: one list per window."""
+    return GraphSamples(tuple(tuple(window) for window in row.ratios))
+
+
 class StoreBook(GraphBook):
     """The figures of one device, protocol and reference graph in a store. Each `add` is one
     transaction that locks the graph's row and the reference's row (PostgreSQL: SELECT FOR UPDATE;
@@ -48,7 +53,7 @@ class StoreBook(GraphBook):
     def get(self, digest: str) -> GraphSamples | None:
         with self.store.session() as session:
             row = session.scalar(self._where(self._device_id(session), digest))  # type: ignore[call-overload]
-            return None if row is None or not row.ratios else GraphSamples(tuple(row.ratios), row.windows)
+            return None if row is None or not row.ratios else _samples(row)
 
     def _row(self, session: object, device_id: int, digest: str) -> LatencyGraphRow:
         row = session.scalar(self._where(device_id, digest).with_for_update())  # type: ignore[attr-defined]
@@ -65,9 +70,9 @@ class StoreBook(GraphBook):
             reference = self._row(session, device_id, self.reference)
             row = reference if digest == self.reference else self._row(session, device_id, digest)
             # JSON columns are replaced, not mutated in place (SQLAlchemy tracks assignment)
-            row.ratios, row.windows = [*row.ratios, *window.ratios], row.windows + 1
+            row.ratios, row.windows = [*row.ratios, list(window.ratios)], row.windows + 1
             reference.reference_ms = [*reference.reference_ms, *window.reference_ms][-POOL_LIMIT:]
-            return GraphSamples(tuple(row.ratios), row.windows)
+            return _samples(row)
 
     def reference_ms(self) -> tuple[float, ...]:
         with self.store.session() as session:

@@ -152,8 +152,8 @@ class LatencyTableRow(Base):
 
 class LatencyGraphRow(Base):
     """The paired latency samples of one realized graph (its structural digest) on one device, under
-    one protocol's kernel options, against one reference graph (devices._paired). `ratios` grow with
-    every window that times the graph; the reference's own row (digest == reference) also pools the
+    one protocol's kernel options, against one reference graph (devices._paired). `ratios` get one
+    list more with every window that times the graph; the reference's own row (digest == reference) also pools the
     reference's block times of every window, whose median turns ratios into milliseconds."""
 
     __tablename__ = "ss_latency_graphs"
@@ -164,7 +164,7 @@ class LatencyGraphRow(Base):
     protocol_key: Mapped[str] = mapped_column(String(64))
     reference: Mapped[str] = mapped_column(String(64))
     digest: Mapped[str] = mapped_column(String(64))
-    ratios: Mapped[list[float]] = mapped_column(JSON)
+    ratios: Mapped[list[list[float]]] = mapped_column(JSON)  # one list per window
     reference_ms: Mapped[list[float]] = mapped_column(JSON)
     windows: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-import statistics
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +28,21 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from subnetsearch.devices import Device, DeviceError, LatencyProtocol, NoiseProfile
+from subnetsearch.devices._digest import KERNEL_OPTIONS
+from subnetsearch.devices._paired import PAIRING, GraphSamples
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
-from subnetsearch.devices._digest import KERNEL_OPTIONS
-from subnetsearch.devices._paired import PAIRING, median_interval
 from subnetsearch.storage._graphs import StoreBook, protocol_key
-from subnetsearch.storage._models import LatencyGraphRow
-from subnetsearch.storage._uncertain import Z, Figures, accuracy_interval, noise_front, sign_confidence
-from subnetsearch.storage._models import DeviceRow, EvaluationRow, FrontRow, LatencyTableRow, SearchRow, SupernetRow
+from subnetsearch.storage._models import (
+    DeviceRow,
+    EvaluationRow,
+    FrontRow,
+    LatencyGraphRow,
+    LatencyTableRow,
+    SearchRow,
+    SupernetRow,
+)
+from subnetsearch.storage._uncertain import Figures, Z, accuracy_interval, noise_front, sign_confidence
 
 DEFAULT_URL = "sqlite:///subnetsearch.db"
 URL_ENVIRONMENT = "SUBNETSEARCH_STORAGE"
@@ -424,7 +431,8 @@ class Store:
             session.flush()
             add_to_fronts(session.connection(), {
                 "id": row.id, "supernet_id": supernet_id, "device_id": device_id, "settings_key": row.settings_key,
-                "settings": row.settings, "accuracy": row.accuracy, "latency_ms": row.latency_ms, "latency": row.latency, "macs": row.macs,
+                "settings": row.settings, "accuracy": row.accuracy, "latency_ms": row.latency_ms, "latency": row.latency,
+                "macs": row.macs,
                 "energy_mj": row.energy_mj})
         return True
 
@@ -607,12 +615,16 @@ class Store:
             return list(rows)
         graphs: dict[tuple[str, str, str, str], LatencyGraphRow] = {}
         with self.session() as session:
-            for (device, key, reference), digests in wanted.items():
+            for (device, options, reference), digests in wanted.items():
                 query = (select(LatencyGraphRow).join(DeviceRow, DeviceRow.id == LatencyGraphRow.device_id)
-                         .where(DeviceRow.name == device, LatencyGraphRow.protocol_key == key,
+                         .where(DeviceRow.name == device, LatencyGraphRow.protocol_key == options,
                                 LatencyGraphRow.reference == reference, LatencyGraphRow.digest.in_(digests)))
-                for graph in session.scalars(query):
-                    graphs[(device, key, reference, graph.digest)] = graph
+                for found in session.scalars(query):
+                    graphs[(device, options, reference, found.digest)] = found
+        between = {}  # each device's between-window factor (its noise profile), widening one-window figures
+        for device in {row.device for row in rows}:
+            noise = self.get_device_noise(device)
+            between[device] = noise.between if noise is not None else 1.0
         refreshed = []
         for row in rows:
             paired = (row.latency or {}).get("paired")
@@ -630,8 +642,9 @@ class Store:
             if paired["graph"] == paired["reference"]:
                 ratio, low, high, achieved, count, windows = 1.0, 1.0, 1.0, 1.0, paired.get("ratios", 0), 0
             elif graph is not None and graph.ratios:
-                ratio, low, high, achieved = median_interval(graph.ratios, confidence)
-                count, windows = len(graph.ratios), graph.windows
+                samples = GraphSamples(tuple(tuple(window) for window in graph.ratios))
+                ratio, low, high, achieved = samples.figure(confidence, between.get(row.device, 1.0))
+                count, windows = len(samples.ratios), samples.windows
             else:
                 refreshed.append(row)
                 continue
@@ -707,7 +720,7 @@ class Store:
     def _confidence(self, evaluation: StoredEvaluation, budget: Budget) -> dict:
         """Per constrained objective: how sure it is that the mode meets that limit."""
         answer: dict = {}
-        for name, kind, limit in budget.limits():
+        for name, _kind, limit in budget.limits():
             if name in ("macs", "energy"):
                 answer[name] = {"confidence": 1.0, "how": "exact (analytical model)"}
             elif name == "accuracy":
@@ -732,10 +745,13 @@ class Store:
         if samples is None:
             return {"confidence": None, "how": "its graph's samples are not in this store"}
         pooled = paired["reference_ms"]
-        return {"confidence": sign_confidence([ratio * pooled for ratio in samples.ratios], limit),
+        # windows are the independent samples (GraphSamples); within a single window, its ratios
+        units = samples.window_medians if samples.windows > 1 else samples.ratios
+        what = f"{samples.windows} windows' median ratios" if samples.windows > 1 else \
+            f"the {len(units)} paired ratios of its one window (the host's between-window drift not included)"
+        return {"confidence": sign_confidence([ratio * pooled for ratio in units], limit),
                 "interval_ms": latency.get("interval_ms"),
-                "how": f"sign test over {len(samples.ratios)} paired ratios ({samples.windows} windows) times the "
-                       f"reference's pooled median {pooled:.4f} ms"}
+                "how": f"sign test over {what}, times the reference's pooled median {pooled:.4f} ms"}
 
 
 BUDGET_RULE = ("a mode meets a latency or energy or MACs budget when the upper end of its interval is within it "

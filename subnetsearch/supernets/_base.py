@@ -44,30 +44,45 @@ def module_device(model: nn.Module) -> torch.device:
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     return first.device if first is not None else torch.device("cpu")
 
+SHUFFLE_FORMS = ("reshape", "gather")
+
+
 @dataclass(frozen=True)
 class Realization:
     """How a mode's grouped layers are computed: those in `dense` by dense equivalents (weight zero
     off the blocks, so a channel shuffle next to one folds away), the rest by grouped kernels.
     Which is faster depends on the device's runtime and the layer's shape; every latency figure
-    records the realization it was measured with, and export applies it."""
+    records the realization it was measured with, and export applies it.
+
+    `shuffle`: how the channel shuffles that do not fold into a dense neighbour are computed:
+    "reshape" (reshape-transpose-reshape; PyTorch's native channel_shuffle in the PyTorch runtimes) or
+    "gather" (one channel gather with the permutation as a constant index). The same permutation
+    either way; which is cheaper depends on the runtime (`Runtime.shuffle`, chosen by
+    benchmarks/shuffle_forms.py)."""
 
     dense: tuple[str, ...] = ()
+    shuffle: str = "reshape"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense", tuple(sorted(set(self.dense))))
+        if self.shuffle not in SHUFFLE_FORMS:
+            raise ValueError(f"shuffle must be one of {SHUFFLE_FORMS}, got {self.shuffle!r}")
 
     def to_dict(self) -> dict:
-        return {"dense": list(self.dense)}
+        # the default form is left out: figures recorded before there was a choice read back equal
+        return {"dense": list(self.dense), **({"shuffle": self.shuffle} if self.shuffle != "reshape" else {})}
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any] | None) -> Realization:
-        return cls(tuple(payload.get("dense", ()))) if payload else cls()
+        return cls(tuple(payload.get("dense", ())), payload.get("shuffle", "reshape")) if payload else cls()
 
     def describe(self, grouped: int) -> str:
         """Short text for tables: `grouped`, `dense`, or how many of the `grouped` layers are dense."""
         if not self.dense:
-            return "grouped"
-        return "dense" if len(self.dense) >= grouped else f"{len(self.dense)}/{grouped} dense"
+            text = "grouped"
+        else:
+            text = "dense" if len(self.dense) >= grouped else f"{len(self.dense)}/{grouped} dense"
+        return text + (", gather shuffles" if self.shuffle == "gather" and len(self.dense) < grouped else "")
 
 
 PLAIN = Realization()

@@ -114,14 +114,48 @@ def fold_shuffles(graph_module: fx.GraphModule) -> int:
     return folded
 
 
-def materialize_network(network: nn.Module, dense: Collection[str] = ()) -> nn.Module:
+class GatherShuffle(nn.Module):
+    """A channel shuffle as one gather along the channel axis (ONNX `Gather` with a constant index):
+    on some runtimes cheaper than reshape-transpose-reshape, three operators per shuffle."""
+
+    index: torch.Tensor
+
+    def __init__(self, permutation: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("index", permutation.clone().long())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(1, self.index)
+
+    def extra_repr(self) -> str:
+        return f"{int(self.index.numel())} channels"
+
+
+def gather_shuffles(network: nn.Module) -> int:
+    """Replace every active channel shuffle left in `network` by its `GatherShuffle`. Returns how many."""
+    replaced = 0
+    for name, module in list(network.named_modules()):
+        if isinstance(module, ChannelShuffle) and module.enabled and module.max_groups > 1 and name:
+            parent_name, _, child = name.rpartition(".")
+            setattr(network.get_submodule(parent_name) if parent_name else network, child,
+                    GatherShuffle(module.permutation()))
+            replaced += 1
+    return replaced
+
+
+def materialize_network(network: nn.Module, dense: Collection[str] = (), shuffle: str = "reshape") -> nn.Module:
     """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode
-    (the grouped layers named in `dense` realized as dense ones: a shuffle next to one folds away)."""
+    (the grouped layers named in `dense` realized as dense ones: a shuffle next to one folds away);
+    with `shuffle="gather"` the shuffles that remain are computed as one channel gather each."""
     static = to_static(network, dense)
     try:
         traced = fx.GraphModule(static, DynamicLeafTracer().trace(static))
     except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
+        if shuffle == "gather":
+            gather_shuffles(static)
         return static
     fused = fuse(traced, inplace=True, no_trace=True)
     fold_shuffles(cast(fx.GraphModule, fused))  # no_trace: fuse returns the GraphModule it was given
+    if shuffle == "gather":
+        gather_shuffles(fused)
     return fused.eval()

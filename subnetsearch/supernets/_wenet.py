@@ -158,7 +158,7 @@ class WeNetSupernet(BaseSupernet):
         previous = self.mode
         self.set_mode(mode)
         try:
-            return materialize_network(self.network, realization.dense)
+            return materialize_network(self.network, realization.dense, realization.shuffle)
         finally:
             self.set_mode(previous)
 

@@ -104,8 +104,18 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
                                    "--modes", "full,smallest", "--storage", storage])
     assert measured.exit_code == 0, measured.output
     assert "smallest" in measured.output and "onnxruntime" in measured.output
-    for column in ("grouped ms", "dense ms", "kept ms", "bound ms", "of bound"):  # both kernels, the roofline
-        assert column in measured.output, measured.output
+    for column in ("grouped x full", "dense x full", "kept ms", "bound ms", "of bound", "speedup"):  # both kernels,
+        assert column in measured.output, measured.output  # paired against the full network, the roofline
+    assert "noise: " in listing.output or "resolution" in listing.output
+    assert "noise: 5 windows" in measured.output  # measured when the device was added
+    again = runner.invoke(app, ["devices", "measure", "host-onnxruntime", "--checkpoint", str(tiny_checkpoint),
+                                "--modes", "smallest", "--storage", storage])
+    assert again.exit_code == 0, again.output
+    from sqlalchemy import select
+
+    from subnetsearch.storage._models import LatencyGraphRow
+    with Store(storage).session() as session:  # measuring a graph again adds a window to its figure
+        assert max(session.scalars(select(LatencyGraphRow.windows))) == 2
     assert "eager conv" in runner.invoke(app, ["devices", "add", "again", "--runtime", "eager", "--threads", "1",
                                                "--storage", storage]).output  # its runtime's convs are in the peak
     assert "above the bound" not in measured.output
@@ -119,7 +129,25 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
     assert "host-eager" not in runner.invoke(app, ["devices", "list", "--storage", storage]).output
 
 
+def test_devices_noise_measures_stores_and_judges_a_resolution(tiny_checkpoint, storage) -> None:
+    added = runner.invoke(app, ["devices", "add", "quiet", "--runtime", "eager", "--threads", "1", "--no-noise",
+                                "--no-roofline", "--storage", storage])
+    assert added.exit_code == 0 and "noise:" not in added.output
+    assert "not measured" in runner.invoke(app, ["devices", "list", "--storage", storage]).output
+    result = runner.invoke(app, ["devices", "noise", "quiet", "--checkpoint", str(tiny_checkpoint), "--windows", "3",
+                                 "--storage", storage])
+    assert result.exit_code == 0 and "3 windows" in result.output and "resolution" in result.output, result.output
+    profile = Store(storage).get_device_noise("quiet")
+    assert profile is not None and profile.windows == 3 and len(profile.ratios) == 3
+    assert f"{profile.resolution:.1%}" in runner.invoke(app, ["devices", "list", "--storage", storage]).output
+    strict = runner.invoke(app, ["devices", "noise", "quiet", "--checkpoint", str(tiny_checkpoint), "--windows", "2",
+                                 "--resolution", "0.0000001", "--storage", storage])
+    assert strict.exit_code == 1 and "cannot resolve" in strict.output, strict.output
+
+
 @pytest.mark.parametrize("args, message", [
+    (["devices", "noise", "ghost"], "unknown device 'ghost'"),
+    (["devices", "noise", "x", "--windows", "1"], "windows"),
     (["devices", "add", "Bad Name"], "is not allowed"),
     (["devices", "add", "x", "--runtime", "tpu"], "runtime"),
     (["devices", "add", "x", "--location", "moon"], "location"),

@@ -131,3 +131,47 @@ def test_cost_falls_with_groups_as_the_paper_says(tiny_supernet) -> None:
     fc = 16 * 4
     # Eq. (3): every switchable layer's MACs halve at 2 groups
     assert half.macs - stem_macs - fc == (full.macs - stem_macs - fc) // 2
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), shuffle_rule=st.sampled_from(["balanced", "max"]))
+def test_gather_shuffles_compute_what_the_plain_materialization_does(seed: int, shuffle_rule: str) -> None:
+    from subnetsearch.supernets import ChannelShuffle, Realization
+    from subnetsearch.supernets._materialize import GatherShuffle
+
+    supernet = build_supernet({**TINY_ARCH, "shuffle_rule": shuffle_rule}).eval()
+    randomize_batchnorm(supernet, seed)
+    mode = _random_mode(supernet, seed)
+    plain = supernet.realize(mode, Realization())
+    gathered = supernet.realize(mode, Realization((), "gather"))
+    assert not any(isinstance(m, ChannelShuffle) for m in gathered.modules())
+    assert sum(isinstance(m, GatherShuffle) for m in gathered.modules()) == \
+        sum(isinstance(m, ChannelShuffle) and m.enabled and m.max_groups > 1 for m in plain.modules())
+    x = torch.randn(3, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(gathered(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_gather_shuffles_export_as_one_gather_each_and_run_equal_in_onnx_runtime(tiny_supernet) -> None:
+    import onnx
+
+    from subnetsearch.devices import export_onnx, prepare_runtime
+    from subnetsearch.supernets import Realization
+
+    mode = tiny_supernet.smallest_mode()
+    grouped = tuple(tiny_supernet.grouped_layers(mode))
+    x = torch.randn(2, *tiny_supernet.input_shape)
+    forms = {form: tiny_supernet.realize(mode, Realization((), form)) for form in ("reshape", "gather")}
+    operators = {form: [n.op_type for n in onnx.load_from_string(export_onnx(net, x)).graph.node]
+                 for form, net in forms.items()}
+    shuffles = 3  # the tiny supernet's shuffles between grouped convs (see the folding test above)
+    assert operators["gather"].count("Gather") == shuffles and "Transpose" not in operators["gather"]
+    assert operators["reshape"].count("Transpose") == shuffles
+    with torch.no_grad():
+        expected = forms["reshape"](x)
+        for net in forms.values():
+            torch.testing.assert_close(prepare_runtime(net, x, "onnxruntime", 1)(x), expected, rtol=1e-5, atol=1e-5)
+    assert Realization.from_dict(Realization(grouped, "gather").to_dict()) == Realization(grouped, "gather")
+    assert Realization.from_dict({"dense": []}).shuffle == "reshape"
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        Realization((), "scatter")

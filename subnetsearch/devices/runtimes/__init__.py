@@ -41,6 +41,9 @@ class Runtime(ABC):
     format: ClassVar[str | None] = None  # its export format's name
     suffixes: ClassVar[tuple[str, ...]] = ()  # suffixes of its main file (`save` keys it by the first)
     companions: ClassVar[tuple[str, ...]] = ()  # suffixes of files written beside the main one
+    # how channel shuffles that stay in a realized graph are computed on it (supernets.Realization.shuffle):
+    # the cheaper form measured by benchmarks/shuffle_forms.py
+    shuffle: ClassVar[str] = "reshape"
 
     def missing(self) -> str | None:
         """Why this runtime cannot run here (None: it can)."""
