@@ -81,3 +81,30 @@ def test_latency_cost_needs_measured_latency(tiny_supernet, tiny_data) -> None:
     with pytest.raises(ValueError, match="needs measured latency"):
         greedy_dse(tiny_supernet.space, tiny_supernet.full_mode(), lambda ms: [evaluator.evaluate(m) for m in ms],
                    delta=0.0, cost="latency")
+
+
+def _paired_batch(space: SearchSpace, figures: dict[str, tuple[float, float, float, float]]):
+    """Layer name changed -> (accuracy, ratio, low, high) of the candidate; paired latency."""
+    def evaluate_batch(modes):
+        results = []
+        for mode in modes:
+            changed = [n for n, v in mode.values.items() if v != 1]
+            accuracy, ratio, low, high = figures[changed[0]] if changed else (0.95, 1.0, 1.0, 1.0)
+            latency = {"paired": {"ratio": ratio, "low": low, "high": high, "graph": mode.id, "reference": "r"}}
+            results.append(StoredEvaluation("h", "d", mode.id, mode.to_json(), "k", {}, accuracy, 0.1, 100, 1,
+                                            ratio * 0.5, latency, 1.0, "model"))
+        return results
+    return evaluate_batch
+
+
+def test_dse_treats_latencies_equal_within_their_intervals_as_ties_and_takes_the_more_accurate() -> None:
+    space = _space()
+    full = space.mode({"a": 1, "b": 1, "c": 1})
+    # 'a' has the lowest loss by its point figure, but 'c' is as fast within the intervals and more accurate
+    figures = {"a": (0.90, 0.80, 0.70, 0.90), "b": (0.93, 0.95, 0.93, 0.97), "c": (0.94, 0.84, 0.75, 0.95)}
+    result = greedy_dse(space, full, _paired_batch(space, figures), delta=0.0, cost="latency", max_iterations=1)
+    assert result.trajectory[1].changed_layer == "c"
+    # beyond the intervals the argmin of loss stands (Algorithm 2, line 10)
+    figures["c"] = (0.94, 0.95, 0.92, 0.98)
+    result = greedy_dse(space, full, _paired_batch(space, figures), delta=0.0, cost="latency", max_iterations=1)
+    assert result.trajectory[1].changed_layer == "a"

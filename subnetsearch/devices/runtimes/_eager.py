@@ -11,6 +11,9 @@ from subnetsearch.devices.runtimes import Runnable, Runtime, register_runtime
 @register_runtime
 class Eager(Runtime):
     name = "eager"
+    # index_select per shuffle: a median ratio to full of 0.786 against 0.80 for the native channel_shuffle,
+    # within noise (benchmarks/results/shuffle_forms.json); taken as measured
+    shuffle = "gather"
     summary = "PyTorch eager mode"
     torch_layout = True
 

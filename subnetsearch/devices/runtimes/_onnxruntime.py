@@ -55,6 +55,9 @@ class OnnxRuntimeModel:
 @register_runtime
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
+    # one Gather per shuffle instead of Reshape-Transpose-Reshape: grouped modes 1.08-1.24x of full against
+    # 0.97-1.35x (benchmarks/results/shuffle_forms.json, paired, 2 threads)
+    shuffle = "gather"
     summary = "ONNX Runtime, CPU execution provider"
     modules = ("onnxruntime",)
     format = "onnx"
