@@ -87,6 +87,8 @@ def paired_latency(statics: Mapping[str, nn.Module], reference: Reference, input
               "pairing": pairing.to_dict(),
               "others": {label: {"ratio": figure[0], "graph": digests[label][:12]} for label, figure in figures.items()
                          if label != best}}
+    node = next((window.node for window in windows.values() if window.node is not None), None)
     latency = Latency(ratio * pooled, quartiles[2] - quartiles[0], tuple(blocks), protocol,
-                      (protocol.batch_size, *input_shape), paired=paired, interval_ms=(low * pooled, high * pooled))
+                      (protocol.batch_size, *input_shape), node=node, paired=paired,
+                      interval_ms=(low * pooled, high * pooled))
     return best, latency

@@ -90,6 +90,7 @@ class PairedWindow:
     ratios: tuple[float, ...]  # candidate block / geometric mean of the reference blocks around it
     candidate_ms: tuple[float, ...]  # the candidate's block figures (fastest call of each block)
     reference_ms: tuple[float, ...]  # the reference's block figures in the same window
+    node: str | None = None  # the Ray node that measured it (distributed searches)
 
 
 @dataclass(frozen=True)

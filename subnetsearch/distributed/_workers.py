@@ -106,7 +106,8 @@ class DeviceMeter:
 
     def measure_paired(self, candidates: dict[str, nn.Module], reference: nn.Module, input_shape: tuple[int, ...],
                        pairing: Pairing) -> dict[str, PairedWindow]:
-        return measure_paired(candidates, reference, tuple(input_shape), self.protocol, pairing)
+        windows = measure_paired(candidates, reference, tuple(input_shape), self.protocol, pairing)
+        return {name: replace(window, node=self.node) for name, window in windows.items()}
 
     def node_id(self) -> str:
         return self.node

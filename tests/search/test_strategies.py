@@ -59,7 +59,8 @@ def test_every_strategy_records_stores_and_resumes(tmp_path, tiny_supernet, stra
     evaluations = list(stored.values())
     mask = nondominated([[e.accuracy, float(e.macs)] for e in evaluations], OBJECTIVES)
     expected = {e.mode_id for e, keep in zip(evaluations, mask, strict=True) if keep}
-    assert {e.mode_id for e in store.get_front("board", "accuracy,macs")} == expected
+    assert {e.mode_id for e in store.get_front("board", "accuracy,macs", noise_aware=False)} == expected
+    assert {e.mode_id for e in store.get_front("board", "accuracy,macs")} <= expected  # within noise: fewer
     again = session()
     resumed = _run(again, strategy, "contract")
     assert again.evaluator.misses == 0  # nothing evaluated twice
