@@ -24,6 +24,7 @@ by digest, never measured apart).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import RESULTS, environment, write_result  # noqa: E402
 
 from subnetsearch.devices import (  # noqa: E402
     LatencyProtocol,
@@ -135,12 +136,14 @@ def main() -> None:
     parser.add_argument("--runtimes", default="onnxruntime")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    results = {}
+    # runtimes measured in earlier runs are kept (one run per runtime fits in a sitting)
+    previous = RESULTS / "latency_repeatability.json"
+    results = json.loads(previous.read_text()).get("runtimes", {}) if previous.exists() else {}
     for runtime in args.runtimes.split(","):
         if runtime not in available_runtimes():
             results[runtime] = {"skipped": f"runtime {runtime} is not installed here"}
             continue
-        results[runtime] = run(runtime, args.evaluations, args.seed)
+        results[runtime] = {**run(runtime, args.evaluations, args.seed), "measured": environment()["date"]}
         summary = results[runtime]["summary"]
         print(runtime, summary, flush=True)
     write_result("latency_repeatability", {"protocol": "ONNX Runtime etc., batch 1, 2 threads; pairing: "

@@ -33,7 +33,7 @@ from subnetsearch.search._lasso import (
     pick_subnets,
     stored_subnets,
 )
-from subnetsearch.search._noise import record_device_noise
+from subnetsearch.search._noise import record_device_noise, refine_front
 from subnetsearch.search._optuna import (
     DUPLICATE_OF,
     OBJECTIVES,
@@ -63,6 +63,7 @@ from subnetsearch.search._session import (
 
 __all__ = [
     "record_device_noise",
+    "refine_front",
     "PREDICTOR_INITS",
     "PredictorSettings",
     "fit_model",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from subnetsearch.devices import Device, NoiseProfile, graph_digest, measure_noise, reference_for
+from subnetsearch.devices import Device, NoiseProfile, graph_digest, measure_noise, paired_latency, reference_for
+from subnetsearch.search._cache import CachedEvaluator
+from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store
-from subnetsearch.supernets import PLAIN, BaseSupernet
+from subnetsearch.supernets import PLAIN, BaseSupernet, Realization
 
 
 def record_device_noise(store: Store, device: Device, supernet: BaseSupernet, windows: int = 5) -> NoiseProfile:
@@ -26,3 +28,32 @@ def record_device_noise(store: Store, device: Device, supernet: BaseSupernet, wi
                             other=other)
     store.set_device_noise(device.name, profile)
     return profile
+
+
+def refine_front(evaluator: CachedEvaluator, store: Store, windows: int = 4,
+                 objectives: str = "accuracy,latency") -> int:
+    """Measure the graphs of the stored front's modes (this supernet on this evaluator's device, the
+    front before noise is allowed for) in `windows` more paired windows each: their figures then rest
+    on several windows (the independent samples, `GraphSamples`), and their intervals narrow to what
+    the host really allows, so the noise-aware front separates what it can. A graph shared by several
+    members is measured once. Returns how many graphs were measured."""
+    if not evaluator.paired:
+        return 0
+    supernet = evaluator.supernet
+    front = store.get_front(evaluator.device.name, objectives, evaluator.supernet_hash, noise_aware=False)
+    reference, seen = evaluator.reference, {evaluator.reference.digest}
+    measured = 0
+    for evaluation in front:
+        if evaluation.latency is None or not evaluation.latency.get("paired"):
+            continue
+        realization = Realization.from_dict(evaluation.latency.get("realization"))
+        static = supernet.realize(Mode.from_json(evaluation.mode_json), realization).cpu()
+        digest = graph_digest(static, supernet.input_shape, evaluator.device.protocol)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        for _ in range(windows):
+            paired_latency({"front": static}, reference, supernet.input_shape, evaluator.device.protocol,
+                           evaluator.book, meter=evaluator.paired_meter, remeasure=True, between=evaluator.between)
+        measured += 1
+    return measured

@@ -1,7 +1,8 @@
 import pytest
 
-from subnetsearch.devices import Device, LatencyProtocol
+from subnetsearch.devices import Device, LatencyProtocol, graph_digest
 from subnetsearch.search import EvaluationSettings, evaluate_mode
+from subnetsearch.spaces import Mode
 
 QUICK = EvaluationSettings(calibration_batches=2, calibration_batch_size=16)
 
@@ -166,3 +167,32 @@ def test_the_tables_per_layer_plan_is_timed_beside_all_grouped_and_all_dense(tmp
     assert session.evaluator.planner is not None and session.evaluator.predictor is None
     assert session.evaluator.planner.realization(mode)[0] == planned
     store.dispose()
+
+
+def test_refining_the_front_measures_each_front_graph_in_more_windows(tmp_path, tiny_supernet, tiny_data) -> None:
+    from subnetsearch.search import CachedEvaluator, refine_front
+    from subnetsearch.storage import Store
+    from subnetsearch.supernets import Realization, load_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    device = Device("host", protocol=LatencyProtocol(runtime="eager", threads=1, warmup=1))
+    store.add_device(device)
+    state = load_checkpoint(checkpoint)
+    store.register_supernet(state, checkpoint)
+    evaluator = CachedEvaluator(tiny_supernet, state.hash, tiny_data, device, store, QUICK)
+    for mode in (tiny_supernet.full_mode(), tiny_supernet.uniform_mode(2), tiny_supernet.smallest_mode()):
+        evaluator.evaluate(mode)
+    front = store.get_front("host", "accuracy,latency", state.hash, noise_aware=False)
+    graphs = set()
+    for evaluation in front:
+        realization = Realization.from_dict(evaluation.latency["realization"])
+        static = tiny_supernet.realize(Mode.from_json(evaluation.mode_json), realization)
+        graphs.add(graph_digest(static, tiny_supernet.input_shape, device.protocol))
+    graphs.discard(evaluator.reference.digest)  # the reference's figure is 1 by definition: never re-measured
+    assert refine_front(evaluator, store, windows=2) == len(graphs)
+    for digest in graphs:
+        assert evaluator.book.get(digest).windows == 3
+    refreshed = store.refresh_latency(front)
+    assert all(e.latency["paired"]["windows"] in (0, 3) for e in refreshed)
