@@ -56,8 +56,9 @@ def accuracy_text(e: StoredEvaluation) -> str:
 
 
 def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
-    table = Table(title=title, caption="intervals: 95 % (latency: paired ratios to the device's reference times its "
-                                       "pooled median; accuracy: binomial over the validation images)")
+    table = Table(title=title, caption="intervals: 95 % (latency: over the windows' median ratios to the device's "
+                                       "reference, times its pooled median, at the confidence that many windows give "
+                                       "(5: 93.75 %); accuracy: binomial over the validation images)")
     for column in ("mode id", "val acc", "latency ms [95 %]", "latency: how", "of bound", "MMACs", "energy mJ",
                    "supernet", "BN", "grouped layers as"):
         table.add_column(column, justify="left" if column in ("mode id", "supernet", "BN", "grouped layers as",
@@ -65,8 +66,10 @@ def evaluations_table(title: str, rows: Sequence[StoredEvaluation]) -> Table:
     for e in rows:
         latency, how = latency_text(e)
         bn = "calibrated" if e.settings.get("calibration_batches", 0) else "stored"
-        dense = Realization.from_dict((e.latency or {}).get("realization")).dense
-        kernels = "-" if e.latency is None else (f"{len(dense)} dense" if dense else "grouped")
+        realization = Realization.from_dict((e.latency or {}).get("realization"))
+        kernels = "-" if e.latency is None else (f"{len(realization.dense)} dense" if realization.dense else
+                                                 "grouped" + (", gather shuffles" if realization.shuffle == "gather"
+                                                              else ""))
         bound = (e.latency or {}).get("bound_ms")
         of_bound = f"{bound / e.latency_ms:.0%}" if bound and e.latency_ms else "-"
         table.add_row(e.mode_id, accuracy_text(e), latency, how, of_bound, f"{e.macs / 1e6:.2f}", f"{e.energy_mj:.4f}",

@@ -388,18 +388,17 @@ class Store:
     def get_bn_state(self, evaluation: StoredEvaluation) -> bytes | None:
         """The BN statistics an evaluation was calibrated to (None: stored statistics, or an
         evaluation stored before they were kept)."""
-        with self.session() as session:
-            return session.scalar(select(EvaluationRow.bn_state)
-                                  .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
-                                  .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(
-                SupernetRow.content_hash == evaluation.supernet_hash, DeviceRow.name == evaluation.device,
-                EvaluationRow.mode_id == evaluation.mode_id, EvaluationRow.settings_key == evaluation.settings_key))
+        return self._blob(EvaluationRow.bn_state, evaluation)
 
     def get_correctness(self, evaluation: StoredEvaluation) -> bytes | None:
         """Which evaluated images the evaluation's mode classified correctly (numpy packbits in split
         order; None: stored before it was kept)."""
+        return self._blob(EvaluationRow.correct, evaluation)
+
+    def _blob(self, column: Any, evaluation: StoredEvaluation) -> bytes | None:
+        """One deferred binary column of a stored evaluation."""
         with self.session() as session:
-            return session.scalar(select(EvaluationRow.correct)
+            return session.scalar(select(column)
                                   .join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
                                   .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id).where(
                 SupernetRow.content_hash == evaluation.supernet_hash, DeviceRow.name == evaluation.device,
@@ -680,8 +679,9 @@ class Store:
     def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
                   supernet_hash: str | None = None, closest: int = 3) -> BestMode:
         """The stored mode that optimizes `objective` among those that meet `budget` on `device` with
-        stated confidence (`BUDGET_RULE`), from the device's noise-aware "all" front (see `_fronts`,
-        `_uncertain`): one indexed lookup of the front rows, whatever the number of evaluations. Ties
+        stated confidence (`BUDGET_RULE`), from the device's "all" front (see `_fronts`; figures with
+        their intervals, `_uncertain`): one indexed lookup of the front rows, whatever the number of
+        evaluations. Ties
         are broken by accuracy, then MACs, then mode id. `confidence` says, per constrained
         objective, how sure the answer is."""
         if objective not in COLUMNS:
@@ -694,7 +694,9 @@ class Store:
         names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL]
         rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
         mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)
-        front = self._noise_front([r for r, keep in zip(rows, mask, strict=True) if keep], names)
+        # every Pareto-optimal mode is a candidate, not only the noise-aware front's: a mode left off
+        # it for one equal within noise may be the one whose interval fits the budget
+        front = self.refresh_latency([r for r, keep in zip(rows, mask, strict=True) if keep])
         figures = {id(row): figure for row, figure in zip(front, self.figures(front), strict=True)}
 
         def meets(row: StoredEvaluation) -> bool:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine
+
+from subnetsearch.storage._store import _ALEMBIC
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,3 +55,27 @@ def stored(store_url, tmp_path, tiny_supernet):
     store.add_device(Device("dev-b", "ray-node"))
     yield store, checkpoint.hash
     store.dispose()
+
+
+@pytest.fixture
+def migrated():
+    """`migrated(url, revision, downgrade=False)`: a connection to the database after upgrading (or
+    downgrading) it to `revision`, in one transaction."""
+    return _migrated
+
+
+@contextmanager
+def _migrated(store_url: str, revision: str, downgrade: bool = False) -> Iterator[Connection]:
+    """A connection to the database after upgrading (or downgrading) it to `revision`, in one transaction."""
+    config = Config()
+    config.set_main_option("script_location", str(_ALEMBIC))
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if downgrade else command.upgrade)(config, revision)
+            yield connection
+    finally:
+        engine.dispose()
+
+

@@ -1,19 +1,14 @@
 """Fronts, searches and the best-mode query, on SQLite and PostgreSQL."""
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, create_engine, inspect
+from sqlalchemy import create_engine, inspect
 
 from subnetsearch.devices import Device, DeviceError
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation
-from subnetsearch.storage._store import _ALEMBIC
 
 
 def evaluation(supernet_hash: str, mode: str, accuracy: float, latency: float | None, macs: int, energy: float,
@@ -131,23 +126,9 @@ def test_searches_round_trip_resume_and_refuse_a_reused_name(stored) -> None:
     assert [s.content_hash for s in store.list_supernets()] == [h]
 
 
-@contextmanager
-def _migrated(store_url: str, revision: str, downgrade: bool = False) -> Iterator[Connection]:
-    """A connection to the database after upgrading (or downgrading) it to `revision`, in one transaction."""
-    config = Config()
-    config.set_main_option("script_location", str(_ALEMBIC))
-    engine = create_engine(store_url)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            (command.downgrade if downgrade else command.upgrade)(config, revision)
-            yield connection
-    finally:
-        engine.dispose()
-
-
-def test_a_database_made_by_the_first_migration_upgrades_in_place(store_url, tmp_path, tiny_supernet) -> None:
-    with _migrated(store_url, "0001") as connection:
+def test_a_database_made_by_the_first_migration_upgrades_in_place(store_url, tmp_path, tiny_supernet,
+                                                                  migrated) -> None:
+    with migrated(store_url, "0001") as connection:
         assert "ss_fronts" not in inspect(connection).get_table_names()
     # fill the old schema through the old tables only (what a store of revision 0001 could write)
     from datetime import UTC, datetime
@@ -206,12 +187,12 @@ def test_latency_tables_round_trip_and_are_replaced(stored) -> None:
         store.put_latency_table("nope", h, {}, "d", "measured")
 
 
-def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_back(store_url) -> None:
+def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_back(store_url, migrated) -> None:
     from datetime import UTC, datetime
 
     from sqlalchemy import JSON, column, insert, table
 
-    with _migrated(store_url, "0007") as connection:
+    with migrated(store_url, "0007") as connection:
         supernets = table("ss_supernets", column("content_hash"), column("family"), column("arch", JSON),
                           column("recipe", JSON), column("data", JSON), column("metrics", JSON),
                           column("checkpoint_path"), column("created_at"))
@@ -225,21 +206,21 @@ def test_supernets_stored_under_the_legacy_lasso_family_name_are_renamed_and_bac
         "a": "lasso-cifar-resnet", "b": "lasso-cifar-resnet", "c": "wenet-cifar-resnet"}
     assert store.get_supernet("a" * 64).arch == {"family": "width-cifar-resnet"}  # the architecture is kept
     store.dispose()
-    with _migrated(store_url, "0007", downgrade=True) as connection:
+    with migrated(store_url, "0007", downgrade=True) as connection:
         families = dict(connection.execute(supernets.select().with_only_columns(
             supernets.c.content_hash, supernets.c.family)).all())
     assert {h[0]: f for h, f in families.items()} == {"a": "width-cifar-resnet", "b": "lasso-cifar-resnet",
                                                       "c": "wenet-cifar-resnet"}
 
 
-def test_devices_stored_before_rooflines_were_kept_upgrade_and_back(store_url) -> None:
+def test_devices_stored_before_rooflines_were_kept_upgrade_and_back(store_url, migrated) -> None:
     from datetime import UTC, datetime
 
     from sqlalchemy import JSON, column, insert, table
 
     from subnetsearch.devices import Roofline
 
-    with _migrated(store_url, "0008") as connection:
+    with migrated(store_url, "0008") as connection:
         devices = table("ss_devices", column("name"), column("location"), column("protocol", JSON),
                         column("energy", JSON), column("description"), column("created_at"))
         connection.execute(insert(devices), [{"name": "old-dev", "location": "host",
@@ -252,7 +233,7 @@ def test_devices_stored_before_rooflines_were_kept_upgrade_and_back(store_url) -
     store.add_device(Device("new-dev", roofline=roofline))
     assert store.get_device("new-dev").roofline == roofline
     store.dispose()
-    with _migrated(store_url, "0008", downgrade=True) as connection:
+    with migrated(store_url, "0008", downgrade=True) as connection:
         assert "roofline" not in {c["name"] for c in inspect(connection).get_columns("ss_devices")}
         assert sorted(connection.execute(devices.select().with_only_columns(devices.c.name)).scalars()) == [
             "new-dev", "old-dev"]

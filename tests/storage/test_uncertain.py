@@ -3,18 +3,12 @@ its rule and confidence, and migration 0010."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, create_engine, inspect
+from sqlalchemy import inspect
 
 from subnetsearch.devices import LatencyProtocol, PairedWindow
 from subnetsearch.storage import Budget, Figures, Store, StoredEvaluation, noise_front, paired_accuracy_difference
-from subnetsearch.storage._store import _ALEMBIC
 
 
 def _point(accuracy: float, latency: float, width: float = 0.0, accuracy_width: float = 0.0) -> Figures:
@@ -107,25 +101,11 @@ def test_best_meets_the_budget_with_the_upper_end_of_the_interval_and_says_how_s
     assert all(e.latency.get("interval_ms") for e in front)
 
 
-@contextmanager
-def _migrated(store_url: str, revision: str, downgrade: bool = False) -> Iterator[Connection]:
-    config = Config()
-    config.set_main_option("script_location", str(_ALEMBIC))
-    engine = create_engine(store_url)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            (command.downgrade if downgrade else command.upgrade)(config, revision)
-            yield connection
-    finally:
-        engine.dispose()
-
-
-def test_migration_0010_up_and_down(store_url) -> None:
+def test_migration_0010_up_and_down(store_url, migrated) -> None:
     Store(store_url).dispose()
-    with _migrated(store_url, "0009", downgrade=True) as connection:
+    with migrated(store_url, "0009", downgrade=True) as connection:
         assert "ss_latency_graphs" not in inspect(connection).get_table_names()
         assert "correct" not in {c["name"] for c in inspect(connection).get_columns("ss_evaluations")}
-    with _migrated(store_url, "0010") as connection:
+    with migrated(store_url, "0010") as connection:
         assert "ss_latency_graphs" in inspect(connection).get_table_names()
         assert "noise" in {c["name"] for c in inspect(connection).get_columns("ss_devices")}
