@@ -3,7 +3,7 @@ analytical energy model."""
 
 from subnetsearch.costs import Accesses, EnergyCoefficients, energy_pj, layer_accesses, network_accesses
 from subnetsearch.devices._compare import RuntimeTrial, both_realizations, compare_runtimes
-from subnetsearch.devices._digest import graph_digest
+from subnetsearch.devices._digest import KERNEL_OPTIONS, graph_digest
 from subnetsearch.devices._figures import REFERENCE, PairedMeter, Reference, paired_latency, reference_for
 from subnetsearch.devices._latency import (
     Latency,
@@ -42,6 +42,7 @@ from subnetsearch.devices.runtimes import (
 from subnetsearch.devices.runtimes._onnxruntime import OnnxRuntimeModel, export_onnx
 
 __all__ = [
+    "KERNEL_OPTIONS",
     "graph_digest",
     "REFERENCE",
     "PairedMeter",

@@ -60,6 +60,7 @@ class RemoteMeter:
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
+        self._node: str | None = None
 
     def __call__(self, model: nn.Module, input_shape: tuple[int, ...], label: str,
                  examples: torch.Tensor | None = None) -> tuple[Latency, float | None]:
@@ -69,6 +70,14 @@ class RemoteMeter:
                protocol: LatencyProtocol, pairing: Pairing) -> dict[str, PairedWindow]:
         """A paired window (devices.measure_paired) timed on the device's node."""
         return ray.get(self.handle.measure_paired.remote(dict(candidates), reference, input_shape, pairing))
+
+    @property
+    def node(self) -> str:
+        """The device's node: where every window of this device's figures was timed (a figure reused
+        from the store was measured there too)."""
+        if self._node is None:
+            self._node = ray.get(self.handle.node_id.remote())
+        return self._node
 
 
 def build_evaluator(checkpoint: Checkpoint, spec: WorkerSpec, meter: Any | None) -> CachedEvaluator:

@@ -269,7 +269,10 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         assert latency.paired is not None
         pooled = latency.paired["reference_ms"]
         others = {label: round(figure["ratio"] * pooled, 6) for label, figure in latency.paired["others"].items()}
-        latency = replace(latency, realization=realizations[chosen].to_dict(), alternatives_ms=others or None)
+        # a figure reused from the store was measured on the device's node too (the meter's, if it has one)
+        node = latency.node or getattr(getattr(paired_meter, "__self__", None), "node", None)
+        latency = replace(latency, realization=realizations[chosen].to_dict(), alternatives_ms=others or None,
+                          node=node)
         if device.location == "host" and paired_meter is None:
             measured_energy = rapl_energy_mj(statics[chosen], supernet.input_shape, device.protocol.batch_size)
     elif statics:

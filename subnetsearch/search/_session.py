@@ -41,8 +41,10 @@ from subnetsearch.supernets import Checkpoint, WeNetSupernet, load_checkpoint
 from subnetsearch.trainers import Accelerator
 
 
-class Interrupted(Exception):
-    """A search stopped by a signal (SIGTERM): recorded as interrupted, resumable by name."""
+class Interrupted(BaseException):  # noqa: N818 -- it is what happened, like KeyboardInterrupt
+    """A search stopped by a signal (SIGTERM): recorded as interrupted, resumable by name. A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a fallback for a
+    network FX cannot trace, a runtime's export error) turns it into something else and goes on."""
 
 
 @contextmanager

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from subnetsearch.devices import GraphBook, GraphSamples, LatencyProtocol, PairedWindow
-from subnetsearch.devices._digest import KERNEL_OPTIONS
+from subnetsearch.devices import KERNEL_OPTIONS, GraphBook, GraphSamples, LatencyProtocol, PairedWindow
 from subnetsearch.storage._models import DeviceRow, LatencyGraphRow
 
 if TYPE_CHECKING:

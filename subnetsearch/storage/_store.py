@@ -27,9 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from subnetsearch.devices import Device, DeviceError, LatencyProtocol, NoiseProfile
-from subnetsearch.devices._digest import KERNEL_OPTIONS
-from subnetsearch.devices._paired import PAIRING, GraphSamples
+from subnetsearch.devices import KERNEL_OPTIONS, PAIRING, Device, DeviceError, GraphSamples, LatencyProtocol, NoiseProfile
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
 from subnetsearch.storage._graphs import StoreBook, protocol_key
