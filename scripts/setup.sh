@@ -24,12 +24,23 @@ for tool in "$@"; do
   esac
 done
 
+# pip's own output (setuptools' editable-install notice, the host's index warnings) only when it fails
+quiet_pip() {
+  local log
+  log="$(mktemp)"
+  if ! .venv/bin/pip "$@" >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "setup: pip $1 failed (its output is above)" >&2; exit 1
+  fi
+  grep -E "^ERROR" "$log" >&2 || true  # e.g. a dependency conflict pip reports but installs through
+  rm -f "$log"
+}
+
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  quiet_pip install -q --upgrade pip
 fi
 stamp=.venv/.subnetsearch-installed
 hash="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)"
@@ -39,6 +50,6 @@ have_hash="" have_extras=""
 # were not installed with it.
 if [ "$have_hash" != "$hash" ] || { [ "$extras" != dev ] && [ "$have_extras" != "$extras" ]; }; then
   echo "setup: installing subnetsearch[$extras] and its dependencies into .venv (first time: a few minutes)"
-  .venv/bin/pip install -q -c scripts/constraints.txt -e ".[$extras]"
+  quiet_pip install -q -c scripts/constraints.txt -e ".[$extras]"
   echo "$hash $extras" > "$stamp"
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Quick start, command 2: set everything up (incl. headless Chromium), then run the test suite.
+# Quick start, command 2: set everything up (incl. headless Chromium), then type-check and run the
+# fast tier of the test suite. Arguments go to pytest: `--full` runs the full tier (what CI runs:
+# also the tests marked slow, ray, browser and zoo), `-m ray` one marker, `tests/search` one folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh chromium runtimes  # Debian chromium + chromedriver for the browser tests; the optional

@@ -9,8 +9,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from subnetsearch.errors import SubnetsearchError
 
-class OutputPathError(RuntimeError):
+
+class OutputPathError(SubnetsearchError, RuntimeError):
     """An output path that cannot be written (a directory, under a file, read-only, ...)."""
 
 

@@ -16,6 +16,8 @@ from typing import Literal
 import moocore
 import numpy as np
 
+from subnetsearch.errors import InputError
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -43,7 +45,7 @@ COSTS = tuple(name for name, objective in OBJECTIVES.items() if objective.sense 
 def _check(objectives: Sequence[str]) -> list[bool]:
     unknown = [name for name in objectives if name not in SENSES]
     if unknown or not objectives:
-        raise ValueError(f"unknown objective(s) {unknown or list(objectives)}; choose from {sorted(SENSES)}")
+        raise InputError(f"unknown objective(s) {unknown or list(objectives)}; choose from {sorted(SENSES)}")
     return [SENSES[name] == "maximize" for name in objectives]
 
 
@@ -55,7 +57,7 @@ def nondominated(points: np.ndarray | Sequence[Sequence[float]], objectives: Seq
     if len(array) == 0:
         return np.zeros(0, dtype=bool)
     if np.isnan(array).any():
-        raise ValueError("objective values contain NaN (missing latency on a device that does not run here?)")
+        raise InputError("objective values contain NaN (missing latency on a device that does not run here?)")
     return moocore.is_nondominated(array, maximise=maximise, keep_weakly=True)
 
 
@@ -66,7 +68,7 @@ def hypervolume(points: np.ndarray | Sequence[Sequence[float]], objectives: Sequ
     every objective contribute nothing."""
     maximise = _check(objectives)
     if len(reference) != len(objectives):
-        raise ValueError(f"reference point has {len(reference)} values for {len(objectives)} objectives")
+        raise InputError(f"reference point has {len(reference)} values for {len(objectives)} objectives")
     array = np.asarray(points, dtype=float).reshape(-1, len(objectives))
     if len(array) == 0:
         return 0.0

@@ -11,6 +11,36 @@ import torch
 from subnetsearch.data import synthetic
 from subnetsearch.supernets import WeNetSupernet, build_supernet
 
+FULL_TIER = ("slow", "ray", "browser", "zoo")  # what only `pytest --full` runs (CI does)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="the full tier: also the tests marked "
+                     + ", ".join(FULL_TIER) + " (the default is the fast tier)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: without --full (and without an explicit -m), the tests marked with a full-tier marker
+    are deselected. Tests on the PostgreSQL fixture get the postgres marker; gpu tests skip without
+    CUDA, saying so."""
+    for item in items:
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+        if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+            from subnetsearch.trainers import cuda_status
+
+            item.add_marker(pytest.mark.skip(reason=f"GPU test (benchmarks/gpu_check.sh runs it on a GPU host): "
+                                                    f"{cuda_status()}"))
+    if config.getoption("--full") or config.getoption("-m"):
+        return
+    keep, dropped = [], []
+    for item in items:
+        (dropped if any(item.get_closest_marker(name) for name in FULL_TIER) else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 ADMIN_URL = os.environ.get("SUBNETSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -50,6 +80,29 @@ def postgres_store_url(postgres_url):
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     return postgres_url
+
+
+@pytest.fixture(scope="module")
+def toy_family():
+    """The toy fourth family of tests/supernets/toy_family.py, registered for a module's tests and
+    unregistered after (nothing stays in the process-wide registry)."""
+    from subnetsearch.supernets import register_family, unregister_family
+    from tests.supernets.toy_family import ToyMLP
+
+    register_family("toy-mlp", ToyMLP)
+    yield "toy-mlp"
+    unregister_family("toy-mlp")
+
+
+@pytest.fixture
+def toy_strategy():
+    """The toy fourth search strategy of tests/search/toy_strategy.py, registered for one test."""
+    from subnetsearch.search import register_strategy, unregister_strategy
+    from tests.search.toy_strategy import RandomModes
+
+    register_strategy(RandomModes())
+    yield RandomModes.name
+    unregister_strategy(RandomModes.name)
 
 
 TINY_ARCH = {

@@ -6,6 +6,7 @@ import signal
 import sys
 
 import typer
+from rich.markup import escape
 
 from subnetsearch.cli._common import errors
 from subnetsearch.cli._ddi import ddi_app
@@ -16,6 +17,7 @@ from subnetsearch.cli._report import dashboard_command, report_command
 from subnetsearch.cli._run import run_command
 from subnetsearch.cli._search import search_command
 from subnetsearch.cli._train import train_command
+from subnetsearch.errors import SubnetsearchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="AutoML search over dynamic subnets.")
 app.command("run")(run_command)
@@ -50,8 +52,14 @@ def main() -> None:
     from subnetsearch.search import Interrupted
 
     signal.signal(signal.SIGTERM, _terminated)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the commands say what happened in their own words
     try:
         app()
     except Interrupted as error:
-        errors.print(f"[bold red]error:[/] {error}")
+        errors.print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(130)
+    except SubnetsearchError as error:  # what the library refuses or cannot do: one line, no traceback
+        errors.print(f"[bold red]error:[/] {escape(str(error))}")
+        sys.exit(2 if isinstance(error, ValueError) else 1)  # 2: bad input (as a usage error), 1: a failure

@@ -16,8 +16,9 @@ from rich.markup import escape
 from subnetsearch import files
 from subnetsearch.data import DataError, DataSpec
 from subnetsearch.distributed import ADDRESS_HELP
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.spaces import Mode, ModeError
+from subnetsearch.spaces import Mode
 from subnetsearch.supernets import BaseSupernet
 
 # Off a terminal tables are laid out 200 columns wide, but text lines are never wrapped (soft_wrap):
@@ -165,5 +166,5 @@ def parse_mode(supernet: BaseSupernet, text: str) -> Mode:
         if not isinstance(values, dict):
             fail(f"a mode must be full, smallest, uniform:G or a JSON object of layer -> groups; got {text[:80]!r}")
         return supernet.make_mode(values)
-    except (ModeError, ValueError) as error:
+    except SubnetsearchError as error:
         fail(f"bad mode: {error}")

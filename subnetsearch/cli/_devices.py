@@ -30,6 +30,7 @@ from subnetsearch.devices import (
     paired_latency,
     reference_for,
 )
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.search import record_device_noise
 from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets import (
@@ -149,7 +150,7 @@ def noise_command(
         device = store.get_device(name)
         supernet = load_checkpoint(checkpoint).build()
         profile = record_device_noise(store, device, supernet, windows)
-    except (DeviceError, CheckpointError, ValueError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     console.print(f"{name}: {profile.describe()}")
     if resolution is not None and profile.resolution > resolution:
@@ -249,7 +250,7 @@ def measure_command(
         device = open_store(storage).get_device(name)
         state = load_checkpoint(checkpoint)
         supernet = state.build()
-    except (DeviceError, CheckpointError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if device.location != "host":
         fail(f"device {name} is a {device.location} device: it cannot be measured on this host")
@@ -332,7 +333,7 @@ def table_command(
         device = store.get_device(name)
         state = load_checkpoint(checkpoint)
         supernet = state.build()
-    except (DeviceError, CheckpointError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not isinstance(supernet, WeNetSupernet):
         fail(f"latency lookup tables cover WeNet supernets (per-layer group counts); {state.arch['family']} has "

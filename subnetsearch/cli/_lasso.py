@@ -35,8 +35,9 @@ from subnetsearch.cli._common import (
 )
 from subnetsearch.cli._devices import open_store
 from subnetsearch.cli._train import train_grouped_or_lasso
-from subnetsearch.data import DataError, DataSpec, Splits, load_data
+from subnetsearch.data import DataSpec, Splits, load_data
 from subnetsearch.distributed import tune_lasso
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import (
     EvaluationSettings,
@@ -56,7 +57,6 @@ from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     ArchError,
     Checkpoint,
-    CheckpointError,
     LassoSupernet,
     load_checkpoint,
 )
@@ -75,7 +75,7 @@ def _load_base(path: Path) -> tuple[LassoSupernet, Splits, Checkpoint]:
         checkpoint = load_checkpoint(path)
         supernet = checkpoint.build()
         splits = load_data(DataSpec.from_dict(checkpoint.data))
-    except (CheckpointError, DataError, ArchError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not isinstance(supernet, LassoSupernet) or len(supernet.configs) != 1:
         fail(f"{path} is not a full width network without subnets (family {checkpoint.arch.get('family')!r}, "

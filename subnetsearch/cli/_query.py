@@ -12,10 +12,11 @@ from rich.table import Table
 
 from subnetsearch.cli._common import JSON_HELP, console, fail, plain, print_json
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
-from subnetsearch.devices import DeviceError, export_formats, get_runtime
-from subnetsearch.files import OutputPathError, check_output_path
+from subnetsearch.devices import export_formats, get_runtime
+from subnetsearch.errors import SubnetsearchError
+from subnetsearch.files import check_output_path
 from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
-from subnetsearch.storage import Budget, StorageError, Store, StoredEvaluation, accuracy_interval
+from subnetsearch.storage import Budget, Store, StoredEvaluation, accuracy_interval
 from subnetsearch.supernets import Realization
 
 OBJECTIVE_SETS = "accuracy,latency | accuracy,macs | accuracy,energy | all"
@@ -127,7 +128,7 @@ def front_command(
     try:
         supernet_hash = store.get_supernet(supernet).content_hash if supernet else None
         rows = store.get_front(device, objectives, supernet_hash)
-    except (DeviceError, StorageError, ValueError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not rows:
         fail(f"nothing stored for device {device} yet: run `subnetsearch search --device {device}` first", code=1)
@@ -160,7 +161,7 @@ def best_command(
         budget = Budget(max_latency_ms, max_macs, max_energy_mj, min_accuracy)
         supernet_hash = store.get_supernet(supernet).content_hash if supernet else None
         answer = store.best_mode(device, budget, objective, supernet_hash)
-    except (DeviceError, StorageError, ValueError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     limits = ", ".join(f"{name} {'<=' if kind == 'max' else '>='} {limit:g}" for name, kind, limit in budget.limits())
     limits = limits or "no budget"
@@ -209,14 +210,14 @@ def _check_output(path: Path, format: str | None) -> None:
         if runtime is not None and runtime.missing():
             raise ExportError(f"{chosen} export: {runtime.missing()}")
         check_output_path(path)
-    except (ExportError, OutputPathError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
 
 
 def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str | None, quiet: bool = False) -> None:
     try:
         written = export_mode(store, evaluation, path, format)
-    except (ExportError, StorageError, RuntimeError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not quiet:  # with --json, stdout holds the JSON document only
         console.print(f"wrote {written} (mode {evaluation.mode_id} for {evaluation.device})")
@@ -236,7 +237,7 @@ def export_command(
     store = open_store(storage)
     try:
         found = store.find_evaluations(device, mode_id, supernet)
-    except (DeviceError, StorageError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not found:
         fail(f"no stored mode {mode_id!r} on device {device}")

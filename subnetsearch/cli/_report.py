@@ -10,10 +10,9 @@ import typer
 from subnetsearch.cli._common import check_output_file, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.dashboards import build_report, serve_dashboard
-from subnetsearch.devices import DeviceError
-from subnetsearch.files import OutputPathError
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.search import Interrupted
-from subnetsearch.storage import StorageError, storage_url
+from subnetsearch.storage import storage_url
 
 
 def report_command(
@@ -30,7 +29,7 @@ def report_command(
         for name in device or []:
             store.get_device(name)
         path, sections = build_report(store, storage_url(storage), out, device, supernet)
-    except (DeviceError, StorageError, OutputPathError, OSError) as error:
+    except (SubnetsearchError, OSError) as error:
         fail(str(error))
     if not sections:
         fail("nothing stored yet: run `subnetsearch run` or `subnetsearch search` first", code=1)

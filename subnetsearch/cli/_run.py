@@ -4,6 +4,7 @@ the stored front and the next query; every result is kept in the store."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -15,17 +16,16 @@ from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.cli._query import accuracy_text, evaluations_table, latency_text, speedup_text
 from subnetsearch.dashboards import build_report
-from subnetsearch.data import DataError, DataSpec, load_data
-from subnetsearch.files import OutputPathError, check_output_path
+from subnetsearch.data import DataSpec, load_data
+from subnetsearch.errors import SubnetsearchError
+from subnetsearch.files import check_output_path
 from subnetsearch.search import (
     CachedEvaluator,
-    Constraints,
-    DSEStep,
     EvaluationSettings,
     SearchSession,
     check_dse_inputs,
     evaluation_settings,
-    predictor_rounds,
+    get_strategy,
     record_device_noise,
     refine_front,
 )
@@ -33,15 +33,14 @@ from subnetsearch.storage import storage_url
 from subnetsearch.supernets import (
     DEFAULT_CHECKPOINT,
     DEFAULT_TRAIN_COMMAND,
-    CheckpointError,
     Realization,
     WeNetSupernet,
     build_supernet_of,
+    load_checkpoint,
 )
 from subnetsearch.trainers import WeNetRecipe, train_wenet
 
-RUN_STRATEGIES = ("dse+tpe", "predictor")
-RUN_TRIALS = {"dse+tpe": 20, "predictor": 60}  # about the same number of distinct modes evaluated
+RUN_TRIALS = {"optuna": 20, "predictor": 60}  # dse+tpe and predictor evaluate about as many distinct modes
 
 
 def run_command(
@@ -51,15 +50,16 @@ def run_command(
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     random_modes: int = typer.Option(2, help="Random mixed modes to add to the uniform ones."),
     seed: int = typer.Option(0, help="Seed of the random modes and of the search."),
-    strategy: str = typer.Option("dse+tpe", help="dse+tpe (the greedy DSE for --dse-iterations, then --trials TPE "
-                                                 "trials; the better of the two at this budget on measured latency, "
+    strategy: str = typer.Option("dse+tpe", help="Registered strategies joined by '+', run in turn: dse+tpe (the "
+                                                 "greedy DSE for --dse-iterations, then --trials TPE trials; the "
+                                                 "better of the two at this budget on measured latency, "
                                                  "benchmarks/results/main_job_strategy.json) | predictor (a model of "
                                                  "accuracy and latency learned from the evaluations so far picks "
-                                                 "each batch of real ones)."),
+                                                 "each batch of real ones) | any of `subnetsearch search --help`."),
     dse_iterations: int = typer.Option(2, help="dse+tpe: iterations of the greedy DSE (0: skip it)."),
     delta: float = typer.Option(0.90, help="dse+tpe: DSE accuracy threshold (validation)."),
-    trials: int | None = typer.Option(None, help="predictor: distinct modes evaluated [60]; dse+tpe: TPE trials "
-                                                 "[20] (0: no search)."),
+    trials: int | None = typer.Option(None, help="predictor: distinct modes evaluated [60]; tpe (optuna): trials "
+                                                 "[20]; any strategy with a trial budget (0: skip it)."),
     report: Path = typer.Option(Path("subnetsearch-report.html"), help="Where to write the HTML report."),
     data_root: str | None = DATA_ROOT_OPTION,
     calibration_batches: int = CALIBRATION_OPTION,
@@ -69,27 +69,31 @@ def run_command(
     """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
     short search on accuracy and latency, and print the stored front and the query to type next."""
     # every option is checked before the store is opened or anything is computed
-    if strategy not in RUN_STRATEGIES:
-        fail(f"--strategy must be one of {', '.join(RUN_STRATEGIES)}, got {strategy!r}")
-    trials = RUN_TRIALS[strategy] if trials is None else trials
     for option, value, low in (("--epochs", epochs, 1), ("--random-modes", random_modes, 0),
-                               ("--dse-iterations", dse_iterations, 0), ("--trials", trials, 0)):
+                               ("--dse-iterations", dse_iterations, 0), ("--trials", trials or 0, 0)):
         if value < low:
             fail(f"{option} must be >= {low}, got {value}")
     try:
         check_dse_inputs(delta, "latency")
+        plan = _plan(strategy, dse_iterations, delta, trials, seed)
+        checked = [get_strategy(name).options(values) for name, values in plan]
         settings = evaluation_settings(calibration_batches, eval_batches)
         check_output_path(report)
-    except (ValueError, OutputPathError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
+    if checkpoint.exists():  # a checkpoint this host cannot serve is named before the store or the device is read
+        try:
+            load_checkpoint(checkpoint)
+        except SubnetsearchError as error:
+            fail(str(error))
+    elif not train_if_missing:
+        fail(f"checkpoint not found: {checkpoint}")
     store = open_store(storage)
     device = device_or_default(store, device_name)
     if device.location != "host":
         fail(f"device {device.name!r} is at location {device.location!r}: the main job measures latency on this "
              "host; search it with `subnetsearch search --device NAME --latency predicted`")
     if not checkpoint.exists():
-        if not train_if_missing:
-            fail(f"checkpoint not found: {checkpoint}")
         console.print(f"{checkpoint} not found: training the default supernet ({epochs} epochs), "
                       f"as `{DEFAULT_TRAIN_COMMAND}` does")
         torch.manual_seed(seed)  # the initial weights too, as `train --seed` does
@@ -97,7 +101,7 @@ def run_command(
                     WeNetRecipe(epochs=epochs, seed=seed), checkpoint.parent, DataSpec().to_dict())
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root)
-    except (CheckpointError, DataError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     state, supernet, splits = session.checkpoint, session.supernet, session.splits
     torch.set_num_threads(device.protocol.threads)
@@ -109,10 +113,12 @@ def run_command(
         noise = record_device_noise(store, device, supernet)
     console.print(f"latency noise on {device.name}: {noise.describe()}")
     _mode_table(session, random_modes, seed)
-    if strategy == "predictor" and trials:
-        _predictor_search(session, trials, seed)
-    elif strategy == "dse+tpe" and (dse_iterations or trials):
-        _searches(session, dse_iterations, delta, trials, seed)
+    for (name, values), options in zip(plan, checked, strict=True):
+        console.print(f"{name} ({get_strategy(name).summary}) on accuracy and measured latency: "
+                      + ", ".join(f"{k} {v}" for k, v in values.items() if k != "objectives"))
+        outcome = get_strategy(name).run(session, options, lambda line: console.print(f"  {line}"))
+        for line in outcome.lines:
+            console.print(f"  {line}")
     refined = refine_front(session.evaluator, store, FRONT_WINDOWS)
     if refined:
         console.print(f"the front's {refined} graphs measured in {FRONT_WINDOWS} more paired windows each "
@@ -175,45 +181,29 @@ def _mode_table(session: SearchSession, random_modes: int, seed: int) -> None:
                       "per-operator overhead and kernels below peak")
 
 
-def _predictor_search(session: SearchSession, trials: int, seed: int) -> None:
-    """The predictor strategy on accuracy and measured latency (MACs as a hint): a random design with
-    full and smallest, then rounds of 10 picked on a model fitted to every evaluation so far."""
-    console.print(f"predictor-guided search (seed {seed}) on accuracy and measured latency, {trials} distinct modes: "
-                  "an initial design, then rounds that fit a model on every evaluation so far and evaluate the "
-                  "10 its predicted front says add most")
-    _, study = session.predictor(trials, ["accuracy", "latency"], seed=seed)
-    table = Table(title="predictor rounds: held-out Kendall tau of each round's predictions (made before the round "
-                        "was evaluated) against the real values")
-    for column in ("round", "fitted on", "evaluated", "tau accuracy", "tau latency", "planning s"):
-        table.add_column(column, justify="right")
-    for entry in predictor_rounds(study, ["accuracy", "latency"]):
-        tau = entry.get("kendall_tau", {})
-        planning = entry.get("fit_s", 0) + entry.get("evolve_s", 0) + entry.get("select_s", 0)
-        table.add_row(str(entry["round"]), str(entry.get("trained_on", "-")), str(entry.get("evaluated", "-")),
-                      *(f"{tau[k]:.2f}" if tau.get(k) is not None else "-" for k in ("accuracy", "latency")),
-                      f"{planning:.1f}")
-    console.print(table)
-    console.print(f"  predictor study {study.study_name!r}: {len(study.trials)} trials, "
-                  f"{len(study.best_trials)} on its front")
-
-
-def _searches(session: SearchSession, dse_iterations: int, delta: float, trials: int, seed: int) -> None:
-    """A short greedy DSE (Algorithm 2) and a TPE search, both on measured latency, both stored."""
-    if dse_iterations:
-        console.print(f"greedy DSE (WeNet Algorithm 2) on measured latency, delta {delta}, "
-                      f"at most {dse_iterations} iterations:")
-
-        def show(step: DSEStep) -> None:
-            console.print(f"  iteration {step.iteration}: {step.changed_layer or '(full network)':>22} -> "
-                          f"acc {step.accuracy:.4f}, {step.cost:.3f} ms ({step.candidates_evaluated} evaluated)")
-
-        result, study = session.dse(delta, "latency", ["accuracy", "latency"], dse_iterations, on_step=show)
-        console.print(f"  DSE study {study.study_name!r}: {result.evaluations} evaluations")
-    if trials:
-        console.print(f"Optuna multi-objective search (TPE, seed {seed}) on accuracy and latency, {trials} trials")
-        _, study = session.optuna("tpe", trials, ["accuracy", "latency"], Constraints(), seed)
-        console.print(f"  Optuna study {study.study_name!r}: {len(study.trials)} trials, "
-                      f"{len(study.best_trials)} on its front")
+def _plan(strategy: str, dse_iterations: int, delta: float, trials: int | None, seed: int
+          ) -> list[tuple[str, dict[str, object]]]:
+    """The main job's searches: registered strategies joined by '+' (`tpe` is Optuna's TPE sampler),
+    each on accuracy and measured latency with the main job's budget (the options its Options take)."""
+    plan: list[tuple[str, dict[str, object]]] = []
+    for part in strategy.split("+"):
+        name = "optuna" if part == "tpe" else part
+        values: dict[str, object] = {"sampler": "tpe"} if part == "tpe" else {}
+        fields = {f.name for f in dataclasses.fields(get_strategy(name).Options)}
+        values = {**values, "objectives": ("accuracy", "latency")}
+        budget = RUN_TRIALS.get(name, 20) if trials is None else trials
+        if "trials" in fields:
+            if budget == 0:
+                continue
+            values["trials"] = budget
+        if "max_iterations" in fields:
+            if dse_iterations == 0:
+                continue
+            values.update(max_iterations=dse_iterations, delta=delta)
+        if "seed" in fields:
+            values["seed"] = seed
+        plan.append((name, values))
+    return plan
 
 
 def _suggested_budget(front: list) -> float:

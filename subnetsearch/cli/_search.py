@@ -1,5 +1,6 @@
-"""`subnetsearch search`: greedy DSE (WeNet Algorithm 2) or Optuna multi-objective search of a
-supernet's modes on one device; every evaluation lands in the store and in an Optuna study."""
+"""`subnetsearch search`: any registered search strategy (greedy DSE, Optuna samplers, the predictor
+strategy, a plugin's) over a supernet's modes on one device; every evaluation lands in the store
+and in an Optuna study."""
 
 from __future__ import annotations
 
@@ -7,35 +8,38 @@ from pathlib import Path
 
 import torch
 import typer
+from click.core import ParameterSource
 from rich.table import Table
 
 from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, check_backend, console, fail
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
-from subnetsearch.data import DataError
-from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayBackend
+from subnetsearch.distributed import ADDRESS_HELP, RayBackend
+from subnetsearch.errors import InputError, SubnetsearchError
 from subnetsearch.search import (
     COSTS,
     PREDICTOR_INITS,
     SAMPLERS,
-    Constraints,
-    DSEStep,
+    STRATEGIES,
     Interrupted,
-    PredictorSettings,
     SearchSession,
-    check_dse_inputs,
-    check_objectives,
     evaluation_settings,
-    make_sampler,
-    predictor_rounds,
+    get_strategy,
 )
-from subnetsearch.storage import StorageError, storage_url
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, CheckpointError
+from subnetsearch.storage import storage_url
+from subnetsearch.supernets import DEFAULT_CHECKPOINT
 from subnetsearch.trainers import Accelerator
 
 
+def _strategies_help() -> str:
+    return "; ".join(f"{name}: {strategy.summary}" for name, strategy in STRATEGIES.items())
+
+
 def search_command(
-    strategy: str = typer.Option("dse", help="dse (Algorithm 2) | optuna | predictor (a learned accuracy model "
-                                             "and NSGA-II on predictions pick each batch of real evaluations)"),
+    ctx: typer.Context,
+    strategy: str = typer.Option("dse", help=f"A registered strategy ({_strategies_help()}). Its options: the "
+                                             "named ones below that say which strategy they are for, or --set."),
+    set_options: list[str] = typer.Option([], "--set", help="KEY=VALUE: an option of the strategy by its name "
+                                                            "(repeat for several), e.g. --set init_size=8."),
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="Supernet checkpoint."),
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     delta: float = typer.Option(0.90, help="DSE: accuracy threshold (validation)."),
@@ -68,30 +72,20 @@ def search_command(
                                                  "there is one) | cpu | cuda | cuda:N. Latency is measured on the "
                                                  "device's runtime either way."),
 ) -> None:
-    """Search the operating modes of a supernet on a device."""
+    """Search the operating modes of a supernet on a device with a registered strategy."""
     # every option is checked before the store is opened (nothing is written for a bad command)
-    if strategy not in ("dse", "optuna", "predictor"):
-        fail(f"unknown strategy {strategy!r}; use dse, optuna or predictor")
     try:
-        names = check_objectives([o.strip() for o in objectives.split(",") if o.strip()])
-        if strategy == "dse":
-            check_dse_inputs(delta, cost)
-            if max_iterations is not None and max_iterations < 1:
-                raise ValueError(f"--max-iterations must be >= 1, got {max_iterations}")
-        else:
-            if strategy == "optuna":
-                make_sampler(sampler, seed)
-            else:
-                PredictorSettings(budget=max(trials, 1), init=init, batch=batch, seed=seed,
-                                  init_size=min(20, max(trials, 1)) if init_size is None else init_size)
-                if max_latency_ms is not None and "latency" not in names:
-                    raise ValueError("--max-latency-ms needs latency among --objectives (the predictor predicts it)")
-            constraints = Constraints(min_accuracy, max_latency_ms)
-            if trials < 1:
-                raise ValueError(f"--trials must be >= 1, got {trials}")
+        chosen = get_strategy(strategy)
+        values = {key: value for key, value in {
+            "objectives": objectives, "delta": delta, "cost": cost, "max_iterations": max_iterations,
+            "sampler": sampler, "trials": trials, "init": init, "init_size": init_size, "batch": batch,
+            "min_accuracy": min_accuracy, "max_latency_ms": max_latency_ms, "seed": seed}.items()
+            if ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)}
+        values.update(parse_settings(set_options))
+        options = chosen.options(values)
         settings = evaluation_settings(calibration_batches, eval_batches)
         Accelerator.resolve(accelerator)
-    except ValueError as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if latency not in ("measured", "predicted"):
         fail(f"--latency must be measured or predicted, got {latency!r}")
@@ -106,7 +100,7 @@ def search_command(
         session = SearchSession(store, storage_url(storage), device, checkpoint,
                                 predicted_latency=latency == "predicted", backend=ray_backend,
                                 data_root=data_root, settings=settings, accelerator=accelerator)
-    except (CheckpointError, DataError, ValueError, ClusterError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if ray_backend is not None:
         where = ("predicted from the lookup table" if session.latency_table is not None else
@@ -114,45 +108,8 @@ def search_command(
                  "not measured (no node advertises " + device.ray_resource + ")")
         console.print(f"backend: {ray_backend.description}; latency {where}")
     try:
-        if strategy == "dse":
-            def show(step: DSEStep) -> None:
-                layer = step.changed_layer or "(full network)"
-                console.print(f"iteration {step.iteration}: {layer:>24} -> acc {step.accuracy:.4f}, "
-                              f"{cost} {step.cost:.4g}, t/acc {step.loss:.4g}")
-
-            result, study = session.dse(delta, cost, names, max_iterations, on_step=show, name=name)
-            chosen = result.chosen
-            console.print(f"DSE: {len(result.trajectory)} steps, {result.evaluations} evaluations")
-            if chosen is None:
-                fail(f"even the full network is below delta = {delta}", code=1)
-            console.print(f"chosen mode {chosen.mode.id}: accuracy {chosen.accuracy:.4f}, {cost} {chosen.cost:.4g}; "
-                          f"{session.supernet.mode_layout()} {session.supernet.describe(chosen.mode)}")
-        else:
-            if strategy == "optuna":
-                results, study = session.optuna(sampler, trials, names, constraints, seed, name=name)
-            else:
-                results, study = session.predictor(trials, names, constraints, seed, init, init_size, batch, name=name)
-                rounds = predictor_rounds(study, names)
-                for entry in rounds:
-                    taus = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}"
-                                     for k, v in entry.get("kendall_tau", {}).items())
-                    console.print(f"round {entry['round']}: fitted on {entry.get('trained_on', '?')}, evaluated "
-                                  f"{entry.get('evaluated', 0)}; held-out Kendall tau {taus or '-'}; planning "
-                                  f"{entry.get('fit_s', 0) + entry.get('evolve_s', 0) + entry.get('select_s', 0):.1f} s")
-            front = study.best_trials  # feasible trials only, when there are constraints
-            table = Table(title=f"Pareto front ({', '.join(names)}) of {len(study.trials)} trials "
-                                f"({len(results)} new)")
-            for column in ("trial", *names, "mode id"):
-                table.add_column(column, justify="right")
-            for trial in sorted(front, key=lambda t: t.values[0]):
-                table.add_row(str(trial.number), *(f"{v:.4g}" for v in trial.values), trial.user_attrs["mode_id"])
-            if front:
-                console.print(table)
-            else:
-                console.print("[bold]no trial satisfied the constraints[/] "
-                              f"(accuracy >= {min_accuracy}, latency <= {max_latency_ms} ms); the stored front "
-                              f"is shown by `subnetsearch front --device {device.name}`")
-    except (ValueError, StorageError, ClusterError) as error:
+        outcome = chosen.run(session, options, console.print, name=name)
+    except SubnetsearchError as error:
         fail(str(error))
     except (KeyboardInterrupt, Interrupted) as error:
         fail(f"search {error or 'interrupted (Ctrl-C)'}; recorded as interrupted: rerun the same command "
@@ -160,6 +117,34 @@ def search_command(
     finally:
         if ray_backend is not None:
             ray_backend.close()
+    for line in outcome.lines:
+        console.print(line)
+    study, names = outcome.study, list(options.objectives)
+    if outcome.failure:
+        fail(outcome.failure, code=1)
+    front = study.best_trials  # feasible trials only, when there are constraints
+    table = Table(title=f"Pareto front ({', '.join(names)}) of the study's {len(study.trials)} trials "
+                        f"({len(outcome.evaluations)} new)")
+    for column in ("trial", *names, "mode id"):
+        table.add_column(column, justify="right")
+    for trial in sorted(front, key=lambda t: t.values[0]):
+        table.add_row(str(trial.number), *(f"{v:.4g}" for v in trial.values), trial.user_attrs["mode_id"])
+    if front:
+        console.print(table)
+    else:
+        console.print("[bold]no trial satisfied the constraints[/]; the stored front is shown by "
+                      f"`subnetsearch front --device {device.name}`")
     console.print(f"search and study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes "
                   f"evaluated now, {session.evaluator.hits} reused")
     console.print(f"next: subnetsearch best --device {device.name} --max-latency-ms <budget>")
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """`--set key=value` options: the strategy's own option names (see `--strategy` in --help)."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes KEY=VALUE, got {pair!r}")
+        parsed[key.strip().replace("-", "_")] = value.strip()
+    return parsed

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from subnetsearch.cli._common import check_output_folder, console, data_spec, fail, parse_mode, parse_widths, set_threads
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.distributed import ADDRESS_HELP, ClusterError, RayTrainSettings, train_wenet_ray
+from subnetsearch.distributed import ADDRESS_HELP, RayTrainSettings, train_wenet_ray
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import file_digest
 from subnetsearch.supernets import (
     CIFAR_RESNET_DEFAULTS,
@@ -23,11 +24,8 @@ from subnetsearch.supernets import (
     MODEL_HELP,
     ArchError,
     Checkpoint,
-    CheckpointError,
-    ConversionError,
     DDISupernet,
     LassoSupernet,
-    ModelError,
     WeNetSupernet,
     build_model_supernet,
     build_supernet_of,
@@ -214,7 +212,7 @@ def _model_supernet(wenet: dict, splits: Splits) -> tuple[WeNetSupernet, dict, s
                           group_choices=parse_widths(wenet.get("groups", "1,2,4,8,16")),
                           shuffle=wenet.get("shuffle", True), shuffle_rule=wenet.get("shuffle_rule", "max"))
         supernet = build_model_supernet(arch, weights, notes)
-    except (ModelError, ArchError, ConversionError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     for note in notes:
         console.print(f"note: {note}")
@@ -270,8 +268,8 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
         return
     what = arch.get("model") or arch.get("factory") or f"depth {common['depth']}"
     console.print(f"training {arch['family']} {what} "
-                  f"on {splits.name} ({len(splits.train)} train / {len(splits.val)} val) on "
-                  f"{accelerator.describe()} -> {out}")
+                  f"on {splits.name} ({len(splits.train)} train / {len(splits.val)} val"
+                  f"{'; ' + splits.roles if splits.roles else ''}) on {accelerator.describe()} -> {out}")
     metric = "loss_full" if family == "wenet" else "loss"
     with _bar("loss {task.fields[loss]:.3f}") as bar:
         task = bar.add_task("train", total=None, epoch=0, epochs=recipe.epochs, loss=0.0)
@@ -293,7 +291,7 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                                      on_epoch=epoch_done)
             else:  # the recipe is made for the family built above
                 raise TypeError(f"no trainer for a {type(supernet).__name__} with a {type(recipe).__name__}")
-        except (ValueError, CheckpointError) as error:  # e.g. resuming a folder written with another recipe
+        except SubnetsearchError as error:  # e.g. resuming a folder written with another recipe
             fail(str(error))
     _done(result, recipe, out, family)
 
@@ -326,7 +324,7 @@ def _train_on_ray(supernet: WeNetSupernet, spec: DataSpec, recipe: WeNetRecipe, 
                                     cpus_per_worker=float(common["threads"]))
         result = train_wenet_ray(supernet.arch, spec.to_dict(), recipe, out, settings, wenet.get("address"),
                                  initial=supernet.state_dict() if pretrained else None, on_status=console.print)
-    except (ValueError, ClusterError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     for record in result["history"]:
         console.print(_epoch_line(record, recipe.epochs, "loss_full"))
@@ -340,7 +338,7 @@ def load_backbone(path: Path) -> tuple[DDISupernet, Splits, Checkpoint]:
         state = load_checkpoint(path)
         plain = state.build()
         splits = load_data(DataSpec.from_dict(state.data))
-    except (CheckpointError, DataError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
         fail(f"{path} is not a plain DDI backbone (gating none) written by `subnetsearch train --family ddi`")
@@ -380,7 +378,7 @@ def train_ddi_family(out: Path, spec: DataSpec, common: dict, options: dict) -> 
 
     try:
         metrics = train_ddi(splits, recipe, out, data, arch=arch, base=plain, on_phase=show)
-    except (ArchError, ValueError) as error:
+    except SubnetsearchError as error:
         fail(str(error))
     if base_path is None:
         console.print(f"  backbone: {out / 'backbone.pt'}")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from subnetsearch.costs._macs import LayerShape, layer_cost
+from subnetsearch.errors import InputError
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -37,7 +38,7 @@ class EnergyCoefficients:
     def __post_init__(self) -> None:
         for name in ("mac_pj", "register_pj", "cache_pj", "dram_pj"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"energy coefficient {name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"energy coefficient {name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

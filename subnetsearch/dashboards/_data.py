@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 import optuna
 
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import COSTS as PARETO_COSTS
 from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
+from subnetsearch.search import strategy_of_record
 from subnetsearch.storage import Store, StoredEvaluation, accuracy_interval, distinct_trials
 
 COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}
@@ -30,7 +32,7 @@ class Point:
     def of(cls, evaluation: StoredEvaluation, cost: str, device: str) -> Point:
         value = evaluation.objective(cost)
         if value is None:
-            raise ValueError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
+            raise InputError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
         latency = "-" if evaluation.latency_ms is None else f"{evaluation.latency_ms:.3f} ms"
         interval = (evaluation.latency or {}).get("interval_ms")
         if interval:
@@ -135,8 +137,10 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
         for search in searches:
             points = _points(visited[search.name], by_mode, cost, device)
             by_strategy.setdefault(search.strategy, []).extend(points)
-            if search.strategy.startswith("dse-"):
-                trajectory = [by_mode[m] for m in search.summary.get("trajectory", []) if m in by_mode]
+            strategy = strategy_of_record(search.strategy)
+            walk = strategy.trajectory(search.summary) if strategy is not None else []
+            if walk:  # a strategy that walks (Algorithm 2): its path is drawn
+                trajectory = [by_mode[m] for m in walk if m in by_mode]
                 report.dse.setdefault(cost, []).append(Series(search.name, tuple(Point.of(e, cost, device)
                                                                                     for e in trajectory)))
         report.strategy_fronts[cost] = [Series(name, _front(points)) for name, points in sorted(by_strategy.items())]
@@ -150,11 +154,13 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
         fractions = tuple(hypervolume([[p.accuracy, p.cost] for p in points[:n]], ["accuracy", cost], reference)
                           / total if total else 0.0 for n in range(1, len(points) + 1))
         report.hypervolume.append(Curve(search.name, tuple(range(1, len(points) + 1)), fractions))
-    for search in searches:  # how well each predictor search's accuracy model ranked its next batch
-        if search.strategy != "predictor" or not search.summary.get("rounds"):
+    for search in searches:  # how well each model-guided search's accuracy model ranked its next batch
+        strategy = strategy_of_record(search.strategy)
+        rounds = strategy.rounds(search.summary) if strategy is not None else []
+        if not rounds:
             continue
-        report.predictor_rounds[search.name] = list(search.summary["rounds"])
-        ranked = [r for r in search.summary["rounds"] if (r.get("kendall_tau") or {}).get("accuracy") is not None]
+        report.predictor_rounds[search.name] = rounds
+        ranked = [r for r in rounds if (r.get("kendall_tau") or {}).get("accuracy") is not None]
         report.predictor_fit.append(Curve(search.name, tuple(int(r["round"]) for r in ranked),  # no tau: a tie
                                           tuple(float(r["kendall_tau"]["accuracy"]) for r in ranked)))
     front_modes = store.get_front(device, f"accuracy,{cost}", supernet_hash)  # the first cost's front, as drawn

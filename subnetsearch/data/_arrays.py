@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from subnetsearch.errors import SubnetsearchError
 
-class DataError(ValueError):
+
+class DataError(SubnetsearchError, ValueError):
     """A data set is missing, malformed, or asked for with bad settings."""
 
 
@@ -64,6 +66,7 @@ class Splits:
     augment: str = "pad-crop"  # the training augmentation (AUGMENTS)
     crop: int | None = None  # the network's square input side, cut from the stored images (None: their size)
     min_crop_scale: float = 0.08  # resized-crop: the smallest share of the image's area a crop keeps
+    roles: str = ""  # where each split comes from, said to the user (e.g. "test: val/ (ImageNet layout)")
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:

@@ -190,17 +190,29 @@ def load_cifar10(spec: DataSpec) -> Splits:
 
 
 def load_image_folder(spec: DataSpec) -> Splits:
-    """Any `root/{train,test}/<class>/<image>` tree (and `root/val/` if present: then it is the
-    validation split and nothing is carved from train/), held in memory as uint8. Images keep their
-    own size unless `image_size` is set (they must then all have one size; with `resize`, they are
-    resized to that and the input is cut from it) and their own channels (grayscale stays 1 channel)
-    unless `channels` is set. Decoding and resizing run on a thread per core (Pillow releases the
-    GIL in both). Normalized with the training images' channel mean and std unless the spec says."""
+    """Any `root/train/<class>/<image>` tree with `root/test/`, `root/val/` or both (torchvision's
+    `ImageFolder` layout), held in memory as uint8. Selection (validation) and reporting (test) never
+    share images: with val/ and test/, val/ is the validation split and test/ the test split; with
+    only one of them, it is the test split (val/ is ImageNet's held-out set) and the validation split
+    is carved from train/ (`val_size` images, `split_seed`). `Splits.roles` says which. Images keep
+    their own size unless `image_size` is set (they must then all have one size; with `resize`, they
+    are resized to that and the input is cut from it) and their own channels (grayscale stays 1
+    channel) unless `channels` is set. Decoding and resizing run on a thread per core (Pillow
+    releases the GIL in both). Normalized with the training images' channel mean and std unless the
+    spec says."""
     if not spec.root:
-        raise DataError("imagefolder needs a root folder with train/ and test/ subfolders (val/ optional)")
+        raise DataError("imagefolder needs a root folder with train/ and val/ or test/ subfolders")
     root = Path(spec.root)
-    parts = {part: _list_image_folder(root / part) for part in ("train", "val", "test")
-             if part != "val" or (root / part).is_dir()}
+    if not (root / "train").is_dir():
+        raise DataError(f"image folder not found: {root / 'train'} (the layout is root/train/<class>/<image>, "
+                        "with root/val/, root/test/ or both beside it)")
+    held_out = [part for part in ("val", "test") if (root / part).is_dir()]
+    if not held_out:
+        raise DataError(f"{root} has train/ but neither val/ nor test/: give the held-out images in one of them "
+                        "(root/val/<class>/<image> or root/test/<class>/<image>)")
+    test_part = "test" if "test" in held_out else "val"
+    val_part = "val" if held_out == ["val", "test"] else None
+    parts = {part: _list_image_folder(root / part) for part in ("train", *held_out)}
     classes = parts["train"][2]
     for part, (_, _, names) in parts.items():
         if names != classes:
@@ -221,15 +233,19 @@ def load_image_folder(spec: DataSpec) -> Splits:
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
 
     train_images, train_labels = tensors("train")
-    if "val" in parts:
-        train, val = ArraySplit(train_images, train_labels), ArraySplit(*tensors("val"))
+    if val_part is not None:
+        train, val = ArraySplit(train_images, train_labels), ArraySplit(*tensors(val_part))
+        roles = "validation: val/; test: test/"
     else:
         train, val = split_train_val(train_images, train_labels, spec.val_size, spec.split_seed)
+        roles = (f"validation: {len(val)} images carved from train/ (split seed {spec.split_seed}); test: "
+                 f"{test_part}/" + (" (ImageNet's layout: its held-out set reports, it never selects)"
+                                    if test_part == "val" else ""))
     scaled = train.images.float().div_(255)
     mean = tuple(float(v) for v in scaled.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in scaled.std(dim=(0, 2, 3)))
-    return Splits(root.name, train, val, ArraySplit(*tensors("test")), len(classes), mean, std, spec.split_seed,
-                  tuple(classes), spec.hflip, crop=spec.image_size if spec.resize else None)
+    return Splits(root.name, train, val, ArraySplit(*tensors(test_part)), len(classes), mean, std, spec.split_seed,
+                  tuple(classes), spec.hflip, crop=spec.image_size if spec.resize else None, roles=roles)
 
 
 def _list_image_folder(folder: Path) -> tuple[list[str], list[int], list[str]]:

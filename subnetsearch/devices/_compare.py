@@ -20,6 +20,7 @@ from torch import nn
 
 from subnetsearch.devices._latency import LatencyProtocol, measure_latencies
 from subnetsearch.devices.runtimes import available_runtimes
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import PLAIN, BaseSupernet, Realization, load_checkpoint
 
@@ -57,7 +58,7 @@ def _measure_modes(checkpoint: str, names: Sequence[str], protocol: dict) -> dic
     for name in names:
         mode = supernet.mode_named(name)
         if mode is None:
-            raise ValueError(f"the supernet names no mode {name!r}")
+            raise InputError(f"the supernet names no mode {name!r}")
         modes[name] = mode
     measured = measure_latencies(both_realizations(supernet, modes), supernet.input_shape, LatencyProtocol(**protocol))
     return {label: latency.ms for label, latency in measured.items()}

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from subnetsearch.devices.runtimes import Runnable, get_runtime
+from subnetsearch.errors import InputError
 
 # torch.utils.benchmark imports cpp_extension, which warns on every start that this CPU-only host
 # has no CUDA runtime; that says nothing about the measurement.
@@ -84,7 +85,7 @@ class LatencyProtocol:
         get_runtime(self.runtime)  # an unknown name is refused, naming the known ones
         for name in ("batch_size", "threads", "repeats"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

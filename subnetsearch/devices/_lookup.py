@@ -20,6 +20,7 @@ import torch
 from torch import fx, nn
 
 from subnetsearch.devices._latency import Latency, LatencyProtocol, measure_latencies
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import (
     BaseSupernet,
@@ -216,7 +217,7 @@ class LatencyPredictor:
 
     def __init__(self, supernet: BaseSupernet, table: LatencyTable) -> None:
         if not isinstance(supernet, WeNetSupernet):
-            raise ValueError(f"latency lookup tables cover group-switching (wenet) supernets, not a {supernet.family} "
+            raise InputError(f"latency lookup tables cover group-switching (wenet) supernets, not a {supernet.family} "
                              "one: measure its latency instead")
         self.table, self.sites = table, conv_sites(supernet)
         self.input_shape = (table.protocol.batch_size, *supernet.input_shape)

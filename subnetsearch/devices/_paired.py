@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from subnetsearch.devices._latency import LatencyProtocol, example_input, measurement_lock, prepare_runtime
+from subnetsearch.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,11 @@ class Pairing:
 
     def __post_init__(self) -> None:
         if self.rounds < 2:
-            raise ValueError(f"rounds must be >= 2, got {self.rounds}")
+            raise InputError(f"rounds must be >= 2, got {self.rounds}")
         if not self.block_s > 0:
-            raise ValueError(f"block_s must be positive, got {self.block_s}")
+            raise InputError(f"block_s must be positive, got {self.block_s}")
         if not 0.5 <= self.confidence < 1:
-            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+            raise InputError(f"confidence must be in [0.5, 1), got {self.confidence}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +71,7 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     ordered = sorted(float(v) for v in values)
     n = len(ordered)
     if n == 0:
-        raise ValueError("no values to take a median of")
+        raise InputError("no values to take a median of")
     alpha = (1 - confidence) / 2
     cumulative, k = 0.0, 0
     for j in range(n // 2 + 1):  # P(X <= j) for X ~ Bin(n, 1/2)
@@ -315,7 +316,7 @@ def measure_noise(reference: nn.Module, input_shape: tuple[int, ...], protocol: 
     """The device's `NoiseProfile`: `windows` separate paired windows, `pause_s` apart, of the reference
     against a copy of itself (and against `other`, another graph, if given)."""
     if windows < 2:
-        raise ValueError(f"a noise profile needs at least 2 windows, got {windows}")
+        raise InputError(f"a noise profile needs at least 2 windows, got {windows}")
     medians, ratios, halfwidths, others = [], [], [], []
     candidates = {"copy": reference, **({"other": other} if other is not None else {})}
     for index in range(windows):

@@ -11,13 +11,14 @@ from typing import Any, Literal
 from subnetsearch.costs import EnergyCoefficients
 from subnetsearch.devices._latency import LatencyProtocol
 from subnetsearch.devices._roofline import Roofline
+from subnetsearch.errors import SubnetsearchError
 
 Location = Literal["host", "ray-node", "imported"]
 LOCATIONS: tuple[str, ...] = ("host", "ray-node", "imported")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
-class DeviceError(ValueError):
+class DeviceError(SubnetsearchError, ValueError):
     """A device profile that is malformed or cannot be used here."""
 
 

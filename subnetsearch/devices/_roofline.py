@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from subnetsearch.costs import BYTES_PER_VALUE, LayerShape, layer_accesses, layer_cost
+from subnetsearch.errors import InputError
+from subnetsearch.seeding import seeded
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,9 @@ class Roofline:
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple((None if c is None else int(c), float(b)) for c, b in self.levels))
         if not self.peak_macs_per_s > 0:
-            raise ValueError(f"roofline peak_macs_per_s must be > 0, got {self.peak_macs_per_s}")
+            raise InputError(f"roofline peak_macs_per_s must be > 0, got {self.peak_macs_per_s}")
         if not self.levels or self.levels[-1][0] is not None or any(b <= 0 for _, b in self.levels):
-            raise ValueError(f"roofline levels must end with main memory (capacity None), bandwidths > 0: {self.levels}")
+            raise InputError(f"roofline levels must end with main memory (capacity None), bandwidths > 0: {self.levels}")
 
     @property
     def memory_bandwidth(self) -> float:
@@ -127,16 +129,16 @@ def _conv_peak(runtime: str, threads: int, repeats: int, min_time: float) -> flo
     chosen = get_runtime(runtime)
     chosen.require()
     best = 0.0
-    torch.manual_seed(0)
-    for channels, size, kernel in PEAK_CONVS:
-        conv = nn.Sequential(nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False), nn.ReLU()).eval()
-        x = torch.randn(1, channels, size, size)
-        with torch.no_grad():
-            run = chosen.prepare(conv, x, threads)
-            run(x)
-            seconds = _best_seconds(functools.partial(run, x), repeats, min_time)
-        best = max(best, channels * channels * kernel * kernel * size * size / seconds)
-    return best
+    with seeded(0):
+        for channels, size, kernel in PEAK_CONVS:
+            conv = nn.Sequential(nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False), nn.ReLU()).eval()
+            x = torch.randn(1, channels, size, size)
+            with torch.no_grad():
+                run = chosen.prepare(conv, x, threads)
+                run(x)
+                seconds = _best_seconds(functools.partial(run, x), repeats, min_time)
+            best = max(best, channels * channels * kernel * kernel * size * size / seconds)
+        return best
 
 
 def measure_roofline(threads: int, runtime: str | None = None, repeats: int = 3, min_time: float = 0.1,

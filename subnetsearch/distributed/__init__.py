@@ -9,9 +9,11 @@ from subnetsearch.distributed._backend import RayBackend
 from subnetsearch.distributed._cluster import (
     ADDRESS_HELP,
     ClusterError,
+    check_reachable,
     cluster_cpus,
     connect,
     missing_device_message,
+    requires_token,
     shared_storage_url,
 )
 from subnetsearch.distributed._train import RayTrainSettings, train_wenet_ray
@@ -33,5 +35,6 @@ def tune_ddi(*args: Any, **kwargs: Any) -> Any:
     return run(*args, **kwargs)
 
 
-__all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "RayTrainSettings", "cluster_cpus", "connect",
-           "missing_device_message", "shared_storage_url", "train_wenet_ray", "tune_ddi", "tune_lasso"]
+__all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "RayTrainSettings", "check_reachable", "cluster_cpus",
+           "connect", "missing_device_message", "requires_token", "shared_storage_url", "train_wenet_ray", "tune_ddi",
+           "tune_lasso"]

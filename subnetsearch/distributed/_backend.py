@@ -15,6 +15,7 @@ from subnetsearch.distributed._cluster import (
     missing_device_message,
     shared_storage_url,
 )
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import StoredEvaluation
 
@@ -35,9 +36,9 @@ class RayBackend:
     def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1,
                  max_failures: int = 3) -> None:
         if workers is not None and workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise InputError(f"workers must be >= 1, got {workers}")
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InputError(f"threads must be >= 1, got {threads}")
         self.address, self.requested_workers, self.threads, self.max_failures = address, workers, threads, max_failures
         self.description = ""
         self.failed_trials = 0

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy.engine import make_url
 
 from subnetsearch.devices import Device
+from subnetsearch.errors import SubnetsearchError
 
 OBJECT_STORE_BYTES = 200 * 1024**2  # small hosts: Ray's default (30% of memory) starves training and tests
 ADDRESS_HELP = ("Ray cluster: none = a local Ray instance on this machine (or the cluster of `ray job submit`, "
@@ -19,7 +20,7 @@ ADDRESS_HELP = ("Ray cluster: none = a local Ray instance on this machine (or th
                 "host:port or ray://host:port = that cluster.")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(SubnetsearchError, RuntimeError):
     """The Ray cluster cannot run this search as asked."""
 
 
@@ -42,6 +43,10 @@ def connect(address: str | None = None, device_resources: Iterable[str] = ()) ->
                  logging_level=logging.WARNING)
         return f"a local Ray instance ({os.cpu_count()} CPUs)"
     check_reachable(address)
+    if os.environ.get("RAY_AUTH_MODE") != "token" and requires_token(address):
+        raise ClusterError(f"the Ray cluster at {address} requires token authentication (it refused a call without "
+                           "a token): export RAY_AUTH_MODE=token and give this machine the cluster's token (a copy "
+                           "of the head's ~/.ray/auth_token in ~/.ray/, or RAY_AUTH_TOKEN), then run this again")
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # ConnectionError, auth errors, timeouts: Ray raises several kinds
@@ -62,6 +67,26 @@ def auth_hint(error: str) -> str:
                 + (f"; this machine has a token in {token}" if has_token else "")
                 + ") and this process lacks RAY_AUTH_MODE=token: export it (every head, worker and driver needs it)")
     return ""
+
+
+def requires_token(address: str, timeout: float = 5.0) -> bool:
+    """Whether the Ray head (GCS) at host:port refuses a call that carries no authentication token
+    (gRPC status UNAUTHENTICATED): Ray's own driver, refused, retries for about 25 s and then says
+    only that it cannot connect. A Ray Client address (ray://) is not asked."""
+    if address == "auto" or address.startswith("ray://"):
+        return False
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId", request_serializer=bytes,
+                                   response_deserializer=bytes)
+        call(b"", timeout=timeout)
+    except grpc.RpcError as error:
+        return bool(error.code() == grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        channel.close()
+    return False
 
 
 def speaks_grpc(connection: socket.socket) -> bool:

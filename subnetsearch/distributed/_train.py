@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from subnetsearch.distributed._cluster import ClusterError, connect
+from subnetsearch.errors import InputError
 
 RAY_FOLDER = "ray"  # under the output folder: Ray Train's storage (its checkpoints, its run state)
 
@@ -47,15 +48,15 @@ class RayTrainSettings:
 
     def __post_init__(self) -> None:
         if self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
         if self.cpus_per_worker <= 0:
-            raise ValueError(f"CPUs per worker must be > 0, got {self.cpus_per_worker}")
+            raise InputError(f"CPUs per worker must be > 0, got {self.cpus_per_worker}")
         if self.gpus_per_worker < 0:
-            raise ValueError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
+            raise InputError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
         if self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+            raise InputError(f"--threads must be >= 1, got {self.threads}")
         if self.max_failures < 0:
-            raise ValueError(f"--max-failures must be >= 0, got {self.max_failures}")
+            raise InputError(f"--max-failures must be >= 0, got {self.max_failures}")
 
     @property
     def backend(self) -> str:

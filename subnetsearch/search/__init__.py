@@ -60,8 +60,28 @@ from subnetsearch.search._session import (
     run_training_trials,
     start_training_search,
 )
+from subnetsearch.search._strategy import (
+    STRATEGIES,
+    Outcome,
+    SearchStrategy,
+    StrategyOptions,
+    get_strategy,
+    register_strategy,
+    run_strategies,
+    strategy_of_record,
+    unregister_strategy,
+)
 
 __all__ = [
+    "STRATEGIES",
+    "Outcome",
+    "SearchStrategy",
+    "StrategyOptions",
+    "get_strategy",
+    "register_strategy",
+    "run_strategies",
+    "strategy_of_record",
+    "unregister_strategy",
     "record_device_noise",
     "refine_front",
     "PREDICTOR_INITS",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import COSTS
 from subnetsearch.spaces import Mode, SearchSpace
 from subnetsearch.storage import StoredEvaluation
@@ -24,13 +25,13 @@ def cost_of(evaluation: StoredEvaluation, cost: str) -> float:
     """The t of Algorithm 2 for one evaluation."""
     if cost == "latency":
         if evaluation.latency_ms is None:
-            raise ValueError("latency cost needs measured latency: use a device on this host (or cost='macs')")
+            raise InputError("latency cost needs measured latency: use a device on this host (or cost='macs')")
         return evaluation.latency_ms
     if cost == "macs":
         return float(evaluation.macs)
     if cost == "energy":
         return evaluation.energy_mj
-    raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
+    raise InputError(f"unknown cost {cost!r}; choose one of {COSTS}")
 
 
 def paired_ratio(evaluation: StoredEvaluation) -> tuple[float, float, float] | None:
@@ -93,9 +94,9 @@ class DSEResult:
 
 def check_dse_inputs(delta: float, cost: str) -> None:
     if cost not in COSTS:
-        raise ValueError(f"unknown cost {cost!r}; choose one of {COSTS}")
+        raise InputError(f"unknown cost {cost!r}; choose one of {COSTS}")
     if not 0.0 <= delta <= 1.0:  # also refuses NaN
-        raise ValueError(f"accuracy threshold delta must be in [0, 1], got {delta}")
+        raise InputError(f"accuracy threshold delta must be in [0, 1], got {delta}")
 
 
 def greedy_dse(space: SearchSpace, full_mode: Mode, evaluate_batch: BatchEvaluator, delta: float,

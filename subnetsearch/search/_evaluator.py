@@ -28,6 +28,7 @@ from subnetsearch.devices import (
     paired_latency,
     rapl_domains,
 )
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import PLAIN, BaseSupernet, Realization, bn_state, calibrated_bn
 from subnetsearch.trainers import evaluate_split_correct
@@ -46,22 +47,22 @@ class EvaluationSettings:
 
     def __post_init__(self) -> None:
         if self.split not in ("val", "test"):
-            raise ValueError(f"split must be 'val' or 'test' (selection uses 'val'), got {self.split!r}")
+            raise InputError(f"split must be 'val' or 'test' (selection uses 'val'), got {self.split!r}")
         if self.calibration_batches < 0:
-            raise ValueError(f"calibration_batches must be >= 0, got {self.calibration_batches}")
+            raise InputError(f"calibration_batches must be >= 0, got {self.calibration_batches}")
         if self.calibration_batch_size < 1:
-            raise ValueError(f"calibration_batch_size must be >= 1, got {self.calibration_batch_size}")
+            raise InputError(f"calibration_batch_size must be >= 1, got {self.calibration_batch_size}")
         if self.max_eval_batches is not None and self.max_eval_batches < 1:
-            raise ValueError(f"max_eval_batches must be >= 1 (or unset: the whole split), got {self.max_eval_batches}")
+            raise InputError(f"max_eval_batches must be >= 1 (or unset: the whole split), got {self.max_eval_batches}")
 
 
 def evaluation_settings(calibration_batches: int, eval_batches: int | None) -> EvaluationSettings:
     """The settings a user's bounds on one evaluation's cost give (the CLI's --calibration-batches,
     --eval-batches); a ValueError names the option that is out of range."""
     if calibration_batches < 0:
-        raise ValueError(f"--calibration-batches must be >= 0, got {calibration_batches}")
+        raise InputError(f"--calibration-batches must be >= 0, got {calibration_batches}")
     if eval_batches is not None and eval_batches < 1:
-        raise ValueError(f"--eval-batches must be >= 1, got {eval_batches}")
+        raise InputError(f"--eval-batches must be >= 1, got {eval_batches}")
     return EvaluationSettings(calibration_batches=calibration_batches, max_eval_batches=eval_batches)
 
 
@@ -250,7 +251,7 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
         if dynamic and records is not None:  # input-dependent cost: the evaluated samples' mean
             profile = supernet.cost_profile(records)
             if profile is None:
-                raise ValueError(f"{type(supernet).__name__} has an input-dependent cost but no cost profile")
+                raise InputError(f"{type(supernet).__name__} has an input-dependent cost but no cost profile")
             macs = round(profile["mean_macs"])
             energy_mj *= profile["mean_macs"] / profile["plain_macs"]  # accesses scale with the work executed
         stored = None

@@ -13,6 +13,7 @@ import torch
 
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.devices import Device, RuntimeUnavailable, export_formats
+from subnetsearch.errors import ExportError
 from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.spaces import Mode, ModeError
@@ -28,10 +29,6 @@ def _formats() -> dict[str, tuple[str, ...]]:
 
 FORMATS = tuple(_formats())
 SUFFIXES = {suffix: name for name, suffixes in _formats().items() for suffix in suffixes}
-
-
-class ExportError(RuntimeError):
-    """A stored mode cannot be exported (checkpoint moved or changed, mode invalid, bad format)."""
 
 
 def format_for(path: Path, format: str | None) -> str:

@@ -23,6 +23,7 @@ from typing import cast
 import optuna
 
 from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
 from subnetsearch.search._optuna import ask_and_tell
@@ -86,7 +87,7 @@ def generate_subnet(full: LassoSupernet, splits: Splits, penalty: str, lam: floa
                     progress: Callable[[dict], None] | None = None) -> GeneratedSubnet:
     """Fine-tune a copy of the trained full network with the penalty and read off its subnet."""
     if len(full.configs) != 1:
-        raise ValueError("subnet generation starts from a full network without subnets (`subnetsearch lasso base`)")
+        raise InputError("subnet generation starts from a full network without subnets (`subnetsearch lasso base`)")
     network = copy.deepcopy(full)
     train_lasso(network, splits, replace(recipe, penalty=cast(Penalty, penalty), lam=lam, a=a, configs=(0,)), None, {},
                 progress=progress, eval_batches=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from subnetsearch.devices import Device, NoiseProfile, graph_digest, measure_noise, paired_latency, reference_for
+from subnetsearch.errors import InputError
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store
@@ -16,7 +17,7 @@ def record_device_noise(store: Store, device: Device, supernet: BaseSupernet, wi
     """Measure `device` (on this host) in `windows` separate paired windows of the supernet's full
     network against itself, and store the profile with the device (replacing an older one)."""
     if device.location != "host":
-        raise ValueError(f"device {device.name} is a {device.location} device: its noise is measured where it runs")
+        raise InputError(f"device {device.name} is a {device.location} device: its noise is measured where it runs")
     reference = reference_for(supernet.realize(supernet.full_mode(), PLAIN).cpu(), supernet.input_shape, device.protocol)
     # another graph whose ratio to the reference shows how much the host's state moves ratios themselves:
     # the cheapest mode with its layers as grouped kernels (none where the family has no such mode)

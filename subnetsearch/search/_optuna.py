@@ -3,8 +3,9 @@ strategy, DSE included) as a trial, so the Optuna dashboard shows every search."
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import SENSES
 from subnetsearch.spaces import Mode, SearchSpace, mode_from_params, to_optuna
 from subnetsearch.storage import StoredEvaluation
@@ -31,7 +33,7 @@ def make_sampler(name: str, seed: int) -> BaseSampler:
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
     }
     if name not in factories:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
+        raise InputError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
     return factories[name]()
 
 
@@ -40,15 +42,15 @@ def check_objectives(objectives: Sequence[str]) -> list[str]:
     names = list(objectives)
     unknown = [o for o in names if o not in OBJECTIVES]
     if unknown or not names:
-        raise ValueError(f"unknown objective(s) {unknown}; choose from {sorted(OBJECTIVES)}" if unknown else
+        raise InputError(f"unknown objective(s) {unknown}; choose from {sorted(OBJECTIVES)}" if unknown else
                          f"no objectives given; choose from {sorted(OBJECTIVES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"objectives {names} name one twice")
+        raise InputError(f"objectives {names} name one twice")
     if "accuracy" not in names:
-        raise ValueError(f"objectives {names} must include accuracy (a front trades accuracy against cost)")
+        raise InputError(f"objectives {names} must include accuracy (a front trades accuracy against cost)")
     if len(names) < 2:
         costs = ", ".join(o for o in OBJECTIVES if o != "accuracy")
-        raise ValueError(f"objectives {names}: add a cost to trade accuracy against ({costs})")
+        raise InputError(f"objectives {names}: add a cost to trade accuracy against ({costs})")
     return names
 
 
@@ -61,9 +63,9 @@ class Constraints:
 
     def __post_init__(self) -> None:
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:  # also refuses NaN
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+            raise InputError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
         if self.max_latency_ms is not None and not 0.0 < self.max_latency_ms < float("inf"):
-            raise ValueError(f"max_latency_ms must be a positive number of milliseconds, got {self.max_latency_ms}")
+            raise InputError(f"max_latency_ms must be a positive number of milliseconds, got {self.max_latency_ms}")
 
     def values(self, evaluation: StoredEvaluation) -> dict[str, float]:
         values = {}
@@ -71,7 +73,7 @@ class Constraints:
             values["min_accuracy"] = self.min_accuracy - evaluation.accuracy
         if self.max_latency_ms is not None:
             if evaluation.latency_ms is None:
-                raise ValueError("a latency budget needs measured latency (a device on this host)")
+                raise InputError("a latency budget needs measured latency (a device on this host)")
             values["max_latency_ms"] = evaluation.latency_ms - self.max_latency_ms
         return values
 
@@ -86,7 +88,7 @@ def objective_values(evaluation: StoredEvaluation, objectives: Sequence[str]) ->
     values = [evaluation.objective(name) for name in objectives]
     missing = [name for name, value in zip(objectives, values, strict=True) if value is None]
     if missing:
-        raise ValueError(f"objective(s) {missing} not available for this evaluation (latency needs a host device)")
+        raise InputError(f"objective(s) {missing} not available for this evaluation (latency needs a host device)")
     return [float(value) for value in values]  # type: ignore[arg-type]
 
 
@@ -177,13 +179,25 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
 
 
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines off for the block (an internal in-memory study is no news to the user)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
 def replay_sampler(study: optuna.Study, sampler: BaseSampler, distributions: Mapping) -> optuna.Study:
     """An in-memory study driven by `sampler` (fresh, seeded) that has asked and been told the
     stored study's finished trials in order: the sampler's random state and history are what they
     were when the run that made them stopped, so it proposes next what an uninterrupted run would
     have. A stored trial the sampler would not have proposed (another strategy's, or a sampler that
     is not deterministic given its seed and history) is added as it is, so the history stays whole."""
-    memory = optuna.create_study(directions=study.directions, sampler=sampler)
+    with quiet_optuna():
+        memory = optuna.create_study(directions=study.directions, sampler=sampler)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
         for stored in _finished(study):

@@ -23,16 +23,17 @@ search plans the same next batch as an uninterrupted one would.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
 
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import SENSES, hypervolume, nondominated
+from subnetsearch.search._optuna import quiet_optuna
 from subnetsearch.spaces import Knob, Mode, SearchSpace, mode_from_params, to_optuna
 
 INITS = ("random", "dse")  # the initial design: random modes (+ full and smallest), or Algorithm 2's first steps
@@ -54,14 +55,14 @@ class PredictorSettings:
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+            raise InputError(f"init must be one of {INITS}, got {self.init!r}")
         for name in ("budget", "init_size", "batch", "generations"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.population < 4:
-            raise ValueError(f"population must be >= 4, got {self.population}")
+            raise InputError(f"population must be >= 4, got {self.population}")
         if self.init_size > self.budget:
-            raise ValueError(f"init_size ({self.init_size}) must not exceed the budget ({self.budget})")
+            raise InputError(f"init_size ({self.init_size}) must not exceed the budget ({self.budget})")
 
 
 # ---- features and the model ---------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def fit_ridge(features: Features, modes: Sequence[Mode], y: Sequence[float], alp
     x = features.matrix(modes)
     target = np.asarray(y, dtype=float)
     if len(target) != len(x) or len(target) < 2:
-        raise ValueError(f"a fit needs at least 2 evaluations with values, got {len(target)}")
+        raise InputError(f"a fit needs at least 2 evaluations with values, got {len(target)}")
     mean, offset = x.mean(axis=0), float(target.mean())
     u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     uty = u.T @ (target - offset)
@@ -218,16 +219,6 @@ class Plan:
     info: dict = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-
-
 def initial_design(space: SearchSpace, size: int, seed: int) -> list[Mode]:
     """The full and the smallest mode (the front's two ends) and random distinct modes, `size` in
     all (fewer if the space holds fewer)."""
@@ -282,7 +273,7 @@ def plan_round(space: SearchSpace, objectives: Sequence[str], history: Sequence[
     predicted: dict[str, tuple[Mode, dict[str, float]]] = {}
     sampler = optuna.samplers.NSGAIISampler(population_size=settings.population, seed=settings.seed * 1000 + round_number)
     distributions = to_optuna(space)
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(directions=[SENSES[o] for o in objectives], sampler=sampler)
         for mode in warm[:settings.population]:
             study.enqueue_trial(dict(mode.values), skip_if_exists=True)

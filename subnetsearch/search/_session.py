@@ -14,6 +14,7 @@ from optuna import Study
 
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import Device, LatencyPredictor, LatencyTable
+from subnetsearch.errors import InputError
 from subnetsearch.search._backend import Backend
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
@@ -130,7 +131,7 @@ class SearchSession:
         if self.latency_table is None and self.predicted_latency:
             stored = self.store.get_latency_table(self.device.name, self.checkpoint.hash)
             if stored is None:
-                raise ValueError(f"no latency table for device {self.device.name} and supernet "
+                raise InputError(f"no latency table for device {self.device.name} and supernet "
                                  f"{self.checkpoint.hash[:12]}: build one with `subnetsearch devices table "
                                  f"{self.device.name}` (on the device) or import one with --import-file")
             self.latency_table = LatencyTable.from_dict(stored[0])
@@ -214,7 +215,7 @@ class SearchSession:
             return
         if self.backend is not None:
             self.backend.require_device()
-        raise ValueError(f"device {self.device.name} is a {self.device.location} device: latency cannot be measured "
+        raise InputError(f"device {self.device.name} is a {self.device.location} device: latency cannot be measured "
                          "here; use --latency predicted with the device's lookup table, --backend ray with a node "
                          "of that device, or a cost and objectives without latency")
 
@@ -227,6 +228,23 @@ class SearchSession:
                            {**self.attributes(strategy), "search": name})
         return record, study
 
+    @contextmanager
+    def search(self, strategy: str, settings: dict, objectives: Sequence[str], name: str | None = None,
+               constraints: Constraints = Constraints(), sampler: optuna.samplers.BaseSampler | None = None
+               ) -> Iterator[Recorder]:
+        """A recorded search for a strategy of one's own (see `search._strategy`): starts (or resumes,
+        by `name`; default from the strategy and its settings) the search and its study, and yields a
+        `Recorder` whose `evaluate` evaluates modes once each (from the store where they were) and
+        adds each to the study once. Marked finished, interrupted or failed as every search is."""
+        objectives = check_objectives(objectives)
+        self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
+        record, study = self._start(name, strategy, settings, objectives, sampler or make_sampler("random", 0))
+        with recorded(self.store, record.name) as summary:
+            recorder = Recorder(self, study, list(objectives), constraints, strategy, summary)
+            yield recorder
+            summary.update({"trials": len(distinct_trials(study)), "new_trials": len(recorder.fresh),
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
+
     def dse(self, delta: float, cost: str, objectives: Sequence[str], max_iterations: int | None = None,
             on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:
         """Algorithm 2. Resuming re-walks the trajectory from stored evaluations (nothing is evaluated
@@ -234,7 +252,7 @@ class SearchSession:
         check_dse_inputs(delta, cost)  # before anything is recorded
         objectives = check_objectives(objectives)
         if max_iterations is not None and max_iterations < 1:
-            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+            raise InputError(f"max_iterations must be >= 1, got {max_iterations}")
         self.require_latency(cost == "latency" or "latency" in objectives)
         strategy = f"dse-{cost}"
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
@@ -264,7 +282,7 @@ class SearchSession:
         finishes trials a killed run left running (their evaluations come from the store when they
         were stored before the kill), then asks for the rest."""
         if trials < 1:
-            raise ValueError(f"trials must be >= 1, got {trials}")
+            raise InputError(f"trials must be >= 1, got {trials}")
         objectives = check_objectives(objectives)
         make_sampler(sampler, seed)  # an unknown sampler is refused before anything is recorded
         self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
@@ -326,13 +344,13 @@ class SearchSession:
         trial carries its round; a resumed search re-plans the unfinished round from the rounds
         before it, so it evaluates what an uninterrupted one would."""
         if trials < 1:
-            raise ValueError(f"trials must be >= 1, got {trials}")
+            raise InputError(f"trials must be >= 1, got {trials}")
         objectives = check_objectives(objectives)
         settings = PredictorSettings(budget=trials, init=init, init_size=min(20, trials) if init_size is None else
                                      init_size, batch=batch, seed=seed)
         self.require_latency("latency" in objectives or constraints.max_latency_ms is not None)
         if constraints.max_latency_ms is not None and "latency" not in objectives:
-            raise ValueError("a latency budget needs latency among the objectives (the predictor must predict it)")
+            raise InputError("a latency budget needs latency among the objectives (the predictor must predict it)")
         strategy = "predictor"
         named = {"seed": seed, "objectives": ",".join(objectives), "init": init, "init_size": settings.init_size,
                  "batch": batch, **{k: v for k, v in asdict(constraints).items() if v is not None}}
@@ -397,6 +415,33 @@ class SearchSession:
             greedy_dse(self.supernet.space, self.supernet.full_mode(), evaluate, constraints.min_accuracy or 0.0, cost)
         except Enough:
             pass
+
+
+@dataclass
+class Recorder:
+    """The recorded search `SearchSession.search` yields: `evaluate(modes)` evaluates and records."""
+
+    session: SearchSession
+    study: optuna.Study
+    objectives: list[str]
+    constraints: Constraints
+    strategy: str
+    summary: dict
+    fresh: list[StoredEvaluation] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.in_study = {t.user_attrs.get("mode_id") for t in self.study.get_trials(deepcopy=False)}
+
+    def evaluate(self, modes: Sequence[Mode], attrs: dict | None = None) -> list[StoredEvaluation]:
+        """Evaluate modes (side by side on a Ray backend); each new one becomes a trial of the study."""
+        timed = self.session.timed_batch(modes)
+        for mode, (result, started, finished) in zip(modes, timed, strict=True):
+            if mode.id not in self.in_study:
+                record_trial(self.study, self.session.supernet.space, mode, result, self.objectives, self.constraints,
+                             {"strategy": self.strategy, **(attrs or {})}, started, finished)
+                self.in_study.add(mode.id)
+                self.fresh.append(result)
+        return [result for result, _, _ in timed]
 
 
 def predictor_rounds(study: optuna.Study, objectives: Sequence[str]) -> list[dict]:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from subnetsearch.errors import SubnetsearchError
+
 KnobKind = Literal["ordered", "categorical", "float"]
 
 
-class ModeError(ValueError):
+class ModeError(SubnetsearchError, ValueError):
     """A mode does not fit the space or supernet it is used with."""
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from subnetsearch.devices import KERNEL_OPTIONS, GraphBook, GraphSamples, LatencyProtocol, PairedWindow
+from subnetsearch.errors import InputError
 from subnetsearch.storage._models import DeviceRow, LatencyGraphRow
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class StoreBook(GraphBook):
     def _device_id(self, session: object) -> int:
         device_id = session.scalar(select(DeviceRow.id).where(DeviceRow.name == self.device))  # type: ignore[attr-defined]
         if device_id is None:
-            raise ValueError(f"unknown device {self.device!r}")
+            raise InputError(f"unknown device {self.device!r}")
         return int(device_id)
 
     def _where(self, device_id: int, digest: str) -> object:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from subnetsearch.devices import KERNEL_OPTIONS, PAIRING, Device, DeviceError, GraphSamples, LatencyProtocol, NoiseProfile
+from subnetsearch.errors import InputError, SubnetsearchError
 from subnetsearch.pareto import nondominated
 from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
 from subnetsearch.storage._graphs import StoreBook, protocol_key
@@ -47,7 +48,7 @@ URL_ENVIRONMENT = "SUBNETSEARCH_STORAGE"
 _ALEMBIC = Path(__file__).resolve().parent / "alembic"
 
 
-class StorageError(RuntimeError):
+class StorageError(SubnetsearchError, RuntimeError):
     """The store cannot be reached, or refuses an operation. Messages never contain passwords."""
 
 
@@ -151,9 +152,9 @@ class Budget:
         for name in ("max_latency_ms", "max_macs", "max_energy_mj"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise InputError(f"{name} must be positive, got {value}")
         if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+            raise InputError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
 
     def limits(self) -> list[tuple[str, str, float]]:
         """(objective, "max" | "min", limit) for every set constraint."""
@@ -234,12 +235,21 @@ class Store:
                 return  # no study yet: Optuna creates its tables on first use
             revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
             written_by = connection.exec_driver_sql("SELECT library_version FROM version_info").scalar()
+        if revision is None or written_by is None:
+            # Optuna creates its tables, then its version row, then stamps its revision: a process killed
+            # in between leaves a schema that is only incomplete, not another version's. Optuna finishes
+            # it (the row, the stamp) the next time a study is opened; nothing to refuse here.
+            return
         import optuna
         from alembic.script import ScriptDirectory
 
         script = ScriptDirectory(str(Path(optuna.storages.__file__).parent / "_rdb" / "alembic"))
         if revision == script.get_current_head():
             return
+        if written_by == optuna.__version__:  # the same Optuna, another revision: the tables were changed by hand
+            raise StorageError(f"the Optuna studies in {self.url} have revision {revision!r}, which optuna "
+                               f"{optuna.__version__} (that wrote them) does not know: the store was modified by "
+                               "something else; use another store")
         if revision in {r.revision for r in script.walk_revisions()}:
             raise StorageError(f"the Optuna studies in {self.url} have an older schema (optuna {written_by}) than "
                                f"optuna {optuna.__version__} uses: upgrade it with `optuna storage upgrade --storage "
@@ -535,7 +545,7 @@ class Store:
 
     def finish_search(self, name: str, status: str, summary: dict) -> SearchRecord:
         if status not in ("finished", "failed", "interrupted"):
-            raise ValueError(f"status must be finished, failed or interrupted, got {status!r}")
+            raise InputError(f"status must be finished, failed or interrupted, got {status!r}")
         with self.session(write=True) as session:
             row = session.scalar(select(SearchRow).where(SearchRow.name == name))
             if row is None:
@@ -583,7 +593,7 @@ class Store:
         paired latencies are read as the store knows them now (`refresh_latency`)."""
         self.get_device(device)  # unknown device: a clear error
         if objectives not in objective_sets(True):
-            raise ValueError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
+            raise InputError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
         with self.session() as session:
             rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, objectives, supernet_hash))]
         if not rows:
@@ -683,7 +693,7 @@ class Store:
         are broken by accuracy, then MACs, then mode id. `confidence` says, per constrained
         objective, how sure the answer is."""
         if objective not in COLUMNS:
-            raise ValueError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
+            raise InputError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
         self.get_device(device)  # an unknown device is an error, not an empty answer
         with self.session() as session:
             rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]

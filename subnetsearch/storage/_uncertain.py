@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from subnetsearch.errors import InputError
 from subnetsearch.pareto import SENSES
 
 Z = 1.96  # two-sided 95 %
@@ -38,7 +39,7 @@ def accuracy_interval(accuracy: float, samples: int | None, z: float = Z) -> tup
 def paired_accuracy_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(accuracy of a minus that of b, its standard error), both evaluated on the same images."""
     if a.shape != b.shape:
-        raise ValueError(f"paired comparison needs the same images, got {a.size} and {b.size}")
+        raise InputError(f"paired comparison needs the same images, got {a.size} and {b.size}")
     n = a.size
     a_only = int(np.count_nonzero(a & ~b))
     b_only = int(np.count_nonzero(b & ~a))

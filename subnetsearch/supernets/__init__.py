@@ -33,7 +33,7 @@ from subnetsearch.supernets._materialize import (
     to_static,
 )
 from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch, read_state_dict
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND
+from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, default_checkpoint
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
@@ -45,6 +45,7 @@ from subnetsearch.supernets._registry import (
     build_supernet_of,
     register_family,
     supernet_from_model,
+    unregister_family,
 )
 from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
 from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
@@ -71,6 +72,7 @@ __all__ = [
     "is_relu",
     "single_user",
     "DEFAULT_CHECKPOINT",
+    "default_checkpoint",
     "DEFAULT_TRAIN_COMMAND",
     "DDI_RESNET_DEFAULTS",
     "scaled_channels",
@@ -107,6 +109,7 @@ __all__ = [
     "build_supernet",
     "build_supernet_of",
     "register_family",
+    "unregister_family",
     "convert_to_wenet",
     "convert_with_report",
     "find_switch_units",

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from subnetsearch.costs import Cost, LayerShape
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode, SearchSpace
 
 
@@ -66,7 +67,7 @@ class Realization:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense", tuple(sorted(set(self.dense))))
         if self.shuffle not in SHUFFLE_FORMS:
-            raise ValueError(f"shuffle must be one of {SHUFFLE_FORMS}, got {self.shuffle!r}")
+            raise InputError(f"shuffle must be one of {SHUFFLE_FORMS}, got {self.shuffle!r}")
 
     def to_dict(self) -> dict:
         # the default form is left out: figures recorded before there was a choice read back equal
@@ -172,7 +173,7 @@ class BaseSupernet(nn.Module, abc.ABC):
     def realize(self, mode: Mode, realization: Realization = PLAIN) -> nn.Module:
         """`materialize(mode)` with the layers of `realization.dense` computed by dense equivalents."""
         if realization.dense:
-            raise ValueError(f"a {self.family} supernet has no grouped layers to compute densely "
+            raise InputError(f"a {self.family} supernet has no grouped layers to compute densely "
                              f"({realization.dense[0]!r})")
         return self.materialize(mode)
 

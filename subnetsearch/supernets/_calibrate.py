@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets._base import BaseSupernet, module_device
 from subnetsearch.supernets._lasso import SlimBatchNorm2d
@@ -43,7 +44,7 @@ def _active_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A BN layer's running mean, variance and batch count (every BN a supernet has tracks them)."""
     if norm.running_mean is None or norm.running_var is None or norm.num_batches_tracked is None:
-        raise ValueError(f"{norm} keeps no running statistics: nothing to calibrate")
+        raise InputError(f"{norm} keeps no running statistics: nothing to calibrate")
     return norm.running_mean, norm.running_var, norm.num_batches_tracked
 
 
@@ -87,7 +88,7 @@ def calibrated_bn(supernet: BaseSupernet, mode: Mode, batches: Iterable[torch.Te
                 supernet(images.to(device, non_blocking=True))  # on the accelerator the supernet is on
                 seen += 1
         if seen == 0:
-            raise ValueError("BN calibration needs at least one batch")
+            raise InputError("BN calibration needs at least one batch")
         supernet.eval()
         yield
 
@@ -109,7 +110,7 @@ def stored_bn(supernet: BaseSupernet, mode: Mode, state: bytes) -> Iterator[None
         tensors = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
         expected = [t.shape for n in norms for t in _statistics(n)[:2]]
         if not isinstance(tensors, list) or [getattr(t, "shape", None) for t in tensors] != expected:
-            raise ValueError("the stored BN statistics do not fit this mode of this supernet")
+            raise InputError("the stored BN statistics do not fit this mode of this supernet")
         for index, norm in enumerate(norms):
             mean, var, _ = _statistics(norm)
             mean.copy_(tensors[2 * index])

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from subnetsearch.data import DataError, DataSpec
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import write_atomically
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError
@@ -23,7 +24,7 @@ from subnetsearch.supernets._registry import FAMILIES, LEGACY_FAMILIES, ArchErro
 FORMAT = "subnetsearch-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SubnetsearchError, ValueError):
     """A checkpoint that is missing, damaged, tampered with, or for another architecture."""
 
 

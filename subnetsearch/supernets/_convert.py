@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.supernets._layers import ChannelShuffle, GroupSwitchConv2d, SwitchableBatchNorm2d
 from subnetsearch.supernets._resnet import shuffle_groups
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)
 
 
-class ConversionError(ValueError):
+class ConversionError(SubnetsearchError, ValueError):
     """A model the converter cannot turn into a useful supernet; the message names the model, the
     layer and the reason."""
 

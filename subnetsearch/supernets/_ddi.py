@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.costs import Cost, LayerShape, energy_pj, layer_accesses
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
 
@@ -169,9 +170,9 @@ class DDIResNet(nn.Module):
                  num_classes: int = 10, input_size: int = 28, gating: str = "mgl2s", exits: bool = False) -> None:
         super().__init__()
         if gating not in GATINGS:
-            raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}")
+            raise InputError(f"gating must be one of {GATINGS}, got {gating!r}")
         if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+            raise InputError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
         self.gating, self.num_classes = gating, num_classes
         self.threshold = 0.5
         n = (depth - 2) // 6
@@ -210,7 +211,7 @@ class DDIResNet(nn.Module):
     def _layer_probability(self, block: GatedBlock, x: torch.Tensor,
                            state: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if self.lstm is None or self.layer_out is None:
-            raise ValueError("this network has no layer gates")
+            raise InputError("this network has no layer gates")
         features = block.layer_proj(F.adaptive_avg_pool2d(x, 1)).flatten(1)
         hidden, cell = self.lstm(features, state)
         return torch.sigmoid(self.layer_out(hidden)).squeeze(1), (hidden, cell)
@@ -281,7 +282,7 @@ class DDIResNet(nn.Module):
         no later exit can fit (a sample over budget at its first exit answers there). Returns the
         logits, the MACs spent and which exit answered (0-based; the last is the final classifier)."""
         if x.shape[0] != 1 or self.training:
-            raise ValueError("run_one executes a single sample (batch 1) in eval mode")
+            raise InputError("run_one executes a single sample (batch 1) in eval mode")
         x = F.relu(self.stem_bn(self.stem(x)))
         macs: float = self.stem_macs
         state = None
@@ -318,7 +319,7 @@ class DDIResNet(nn.Module):
         inner = F.relu(block.bn1(block.conv1(x)))
         bn = block.bn2
         if bn.running_mean is None or bn.running_var is None:
-            raise ValueError("channel-gated blocks need BN running statistics")
+            raise InputError("channel-gated blocks need BN running statistics")
         partial = F.conv2d(inner, block.conv2.weight[selected], None, 1, 1)
         partial = F.batch_norm(partial, bn.running_mean[selected], bn.running_var[selected],
                                bn.weight[selected], bn.bias[selected], False, 0.0, bn.eps)
@@ -339,7 +340,7 @@ class DDIResNet(nn.Module):
         """The cheapest any sample can reach the first exit: every skippable block skipped by its layer
         gate (or, without layer gates, every channel skipped)."""
         if not self.heads:
-            raise ValueError("this network has no exits")
+            raise InputError("this network has no exits")
         first = min(int(key) for key in self.heads)
         macs = self.stem_macs
         for block in self.gated_blocks[:first + 1]:
@@ -360,7 +361,7 @@ def predict_under_budget(decisions: Decisions, budget: float,
     whose own first exit costs more than the budget (its gates skipped less) answers from the first
     exit and is counted as over budget. Returns (logits, MACs spent, over-budget flags, exit index)."""
     if budget < floor:
-        raise ValueError(f"budget {budget:.4g} MACs is below the cheapest first exit ({floor:.4g} MACs): no sample "
+        raise InputError(f"budget {budget:.4g} MACs is below the cheapest first exit ({floor:.4g} MACs): no sample "
                          "can answer within it")
     costs = torch.stack(decisions.exit_macs)  # exits x batch
     fits = costs <= budget
@@ -380,7 +381,7 @@ def resource_loss(decisions: Decisions, net: DDIResNet, resource: str = "macs") 
         return decisions.macs.mean() / net.static_macs()
     if resource == "energy":
         return decisions.energy.mean() / net.static_energy_pj()
-    raise ValueError(f"the resource must be one of {RESOURCES}, got {resource!r}")
+    raise InputError(f"the resource must be one of {RESOURCES}, got {resource!r}")
 
 
 def signed_alpha(alpha: float, skip_ratio: float, target: float) -> float:
@@ -436,7 +437,7 @@ class DDISupernet(BaseSupernet):
             floor = self.floor_macs / self.plain_macs
             too_small = [b for b in budgets if b < floor]
             if too_small:
-                raise ValueError(f"budgets {too_small} are below the cheapest first exit ({floor:.3f} of the plain "
+                raise InputError(f"budgets {too_small} are below the cheapest first exit ({floor:.3f} of the plain "
                                  "network's MACs): no sample could answer within them")
             knobs.append(Knob("budget", "ordered", budgets))
         self.space = SearchSpace(knobs, context=self.arch)
@@ -508,7 +509,7 @@ class DDISupernet(BaseSupernet):
     def cost_profile(self, records: list[dict[str, torch.Tensor]]) -> dict:
         """Mean and distribution of the recorded per-sample costs."""
         if not records:
-            raise ValueError("no forward pass was recorded")
+            raise InputError("no forward pass was recorded")
         macs = torch.cat([r["macs"] for r in records]).double()
         exits = torch.cat([r["exit"] for r in records])
         quantiles = torch.quantile(macs, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()

@@ -25,8 +25,10 @@ from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
 from subnetsearch.costs import Cost, LayerShape, network_cost
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._materialize import warn_untraceable
 
 KNOB = "width"  # the one knob: index of a configuration, 0 = the full network, last = the smallest
 
@@ -35,7 +37,7 @@ def channel_slots(depth: int) -> list[str]:
     """Slot names in data-flow order: 'stem', then per block 'layerS.B.conv1' (its inner width) and
     'layerS.B.conv2' (its output width, shared by conv2 and the 1x1 shortcut)."""
     if (depth - 2) % 6 or depth < 8:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        raise InputError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
     blocks = (depth - 2) // 6
     return ["stem"] + [f"layer{stage}.{block}.{conv}" for stage in (1, 2, 3) for block in range(blocks)
                        for conv in ("conv1", "conv2")]
@@ -235,11 +237,11 @@ class LassoSupernet(BaseSupernet):
         for subnet in subnets:
             channels = [int(c) for c in subnet["channels"]]
             if len(channels) != len(full):
-                raise ValueError(f"subnet {subnet.get('name')!r} gives {len(channels)} channel counts; this "
+                raise InputError(f"subnet {subnet.get('name')!r} gives {len(channels)} channel counts; this "
                                  f"network has {len(full)} channel slots")
             too_wide = [(slot, c, f) for slot, c, f in zip(self.slots, channels, full, strict=True) if not 1 <= c <= f]
             if too_wide:
-                raise ValueError(f"subnet {subnet.get('name')!r}: channel counts must be within 1..full width, "
+                raise InputError(f"subnet {subnet.get('name')!r}: channel counts must be within 1..full width, "
                                  f"got {too_wide[:3]} (slot, count, full)")
             configs.append(channels)
         self.names = ["full"] + [str(subnet.get("name", f"subnet{i + 1}")) for i, subnet in enumerate(subnets)]
@@ -252,7 +254,7 @@ class LassoSupernet(BaseSupernet):
         self._areas = self._trace_areas()
         macs = [self.cost(self.space.mode({KNOB: i})).macs for i in range(len(configs))]
         if len(configs) > 1 and any(a <= b for a, b in itertools.pairwise(macs)):
-            raise ValueError(f"subnets must be listed from largest to smallest MACs after the full network; "
+            raise InputError(f"subnets must be listed from largest to smallest MACs after the full network; "
                              f"got MACs {macs}")
 
     # ---- modes -------------------------------------------------------------------------------
@@ -315,7 +317,8 @@ class LassoSupernet(BaseSupernet):
             self.state.select(previous)
         try:
             return fuse(fx.symbolic_trace(static), inplace=True).eval()
-        except Exception:  # not traceable: the unfused copy computes the same function
+        except Exception as error:  # not traceable: the unfused copy computes the same function
+            warn_untraceable(static, error)
             return static
 
     def layer_shapes(self, mode: Mode) -> tuple[LayerShape, ...]:
@@ -328,7 +331,7 @@ class LassoSupernet(BaseSupernet):
 
     def shapes_of(self, widths: Sequence[int]) -> tuple[LayerShape, ...]:
         if len(widths) != len(self.slots):
-            raise ValueError(f"expected {len(self.slots)} channel counts, got {len(widths)}")
+            raise InputError(f"expected {len(self.slots)} channel counts, got {len(widths)}")
         shapes = []
         for name, src, dst, kernel, _ in self.conv_specs():
             c_in = self.in_channels if src is None else widths[src]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subnetsearch.errors import InputError
+
 DEFAULT_GROUP_CHOICES: tuple[int, ...] = (1, 2, 4, 8, 16)
 
 
@@ -20,7 +22,7 @@ def allowed_groups(in_channels: int, out_channels: int, choices: Sequence[int]) 
     """Group counts from `choices` that divide both channel counts (paper: evenly divided layers)."""
     bad = [g for g in choices if isinstance(g, bool) or not isinstance(g, int) or g < 1]
     if bad:
-        raise ValueError(f"group counts must be positive integers, got {bad}")
+        raise InputError(f"group counts must be positive integers, got {bad}")
     return tuple(sorted(g for g in set(choices) if in_channels % g == 0 and out_channels % g == 0))
 
 
@@ -90,7 +92,7 @@ class _GroupSwitch(_Switched):
     def _init_groups(self, in_features: int, out_features: int, choices: Sequence[int]) -> None:
         self.group_choices = allowed_groups(in_features, out_features, choices)
         if not self.group_choices or self.group_choices[0] != 1:
-            raise ValueError(f"group choices {tuple(choices)} must include 1")
+            raise InputError(f"group choices {tuple(choices)} must include 1")
         self._init_switch(1)
 
     @property
@@ -99,7 +101,7 @@ class _GroupSwitch(_Switched):
 
     def set_groups(self, groups: int) -> None:
         if groups not in self.group_choices:
-            raise ValueError(f"{groups} groups not allowed here; allowed: {self.group_choices}")
+            raise InputError(f"{groups} groups not allowed here; allowed: {self.group_choices}")
         self._switch.set(self._slot, groups)
 
 
@@ -121,7 +123,7 @@ class GroupSwitchConv2d(_GroupSwitch):
     def from_conv(cls, conv: nn.Conv2d, group_choices: Sequence[int]) -> GroupSwitchConv2d:
         """Wrap a dense nn.Conv2d, keeping its weights (the full mode equals the original layer)."""
         if conv.groups != 1 or conv.kernel_size[0] != conv.kernel_size[1]:
-            raise ValueError(f"only dense square convolutions can be made group-switchable, got {conv}")
+            raise InputError(f"only dense square convolutions can be made group-switchable, got {conv}")
         if isinstance(conv.padding, str):  # "same" (stride 1, odd kernel) or "valid", as a number
             padding = conv.dilation[0] * (conv.kernel_size[0] - 1) // 2 if conv.padding == "same" else 0
         else:
@@ -221,7 +223,7 @@ class SwitchableBatchNorm2d(_Switched):
         """Every private BN a copy of `norm`, hyperparameters included (eps, momentum), so the full mode
         computes exactly what `norm` computes and trains at its momentum."""
         if not (norm.affine and norm.track_running_stats):
-            raise ValueError(f"only affine BatchNorm2d with running statistics can be made switchable, got {norm}")
+            raise InputError(f"only affine BatchNorm2d with running statistics can be made switchable, got {norm}")
         layer = cls(norm.num_features, keys, norm.eps, norm.momentum)
         for private in layer.norms:
             private.load_state_dict(norm.state_dict())
@@ -233,7 +235,7 @@ class SwitchableBatchNorm2d(_Switched):
 
     def set_key(self, key: int) -> None:
         if key not in self._index:
-            raise ValueError(f"no private BN for key {key}; keys: {self.keys}")
+            raise InputError(f"no private BN for key {key}; keys: {self.keys}")
         self._switch.set(self._slot, key)
 
     @property
@@ -263,7 +265,7 @@ class ChannelShuffle(nn.Module):
     def __init__(self, channels: int, max_groups: int, enabled: bool = True) -> None:
         super().__init__()
         if channels % max_groups:
-            raise ValueError(f"{channels} channels cannot be shuffled in {max_groups} groups")
+            raise InputError(f"{channels} channels cannot be shuffled in {max_groups} groups")
         self.channels, self.max_groups, self.enabled = channels, max_groups, enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ into the convolutions, channel shuffles folded into a neighbouring dense convolu
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Collection
 from typing import cast
 
@@ -11,6 +12,7 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
+from subnetsearch.errors import InputError
 from subnetsearch.supernets._layers import (
     ChannelShuffle,
     GroupSwitchConv2d,
@@ -36,7 +38,7 @@ def to_static(network: nn.Module, dense: Collection[str] = ()) -> nn.Module:
     unknown = sorted(set(dense) - {name for name, m in static.named_modules()
                                    if isinstance(m, (GroupSwitchConv2d, GroupSwitchLinear))})
     if unknown:
-        raise ValueError(f"no switchable layer {unknown[0]!r} to realize as a dense one")
+        raise InputError(f"no switchable layer {unknown[0]!r} to realize as a dense one")
     for name, module in list(static.named_modules()):
         replacement = _static_module(module, name in dense)
         if replacement is not None and name:
@@ -143,6 +145,21 @@ def gather_shuffles(network: nn.Module) -> int:
     return replaced
 
 
+_WARNED: set[str] = set()
+
+
+def warn_untraceable(network: nn.Module, error: BaseException) -> None:
+    """Say once per network class that its modes are materialized without folding BN and shuffles
+    (FX cannot trace it: data-dependent control flow, an untraceable call): the static copy computes
+    the same function, only slower. Never silent, never repeated per mode."""
+    name = type(network).__qualname__
+    if name not in _WARNED:
+        _WARNED.add(name)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(f"{name} is not FX-traceable ({type(error).__name__}: {first[:200]}): its modes are "
+                      "materialized without folding batch norm and shuffles (same outputs, slower)", stacklevel=3)
+
+
 def materialize_network(network: nn.Module, dense: Collection[str] = (), shuffle: str = "reshape") -> nn.Module:
     """Static, BN-folded, shuffle-folded copy of a network whose dynamic layers are set to a mode
     (the grouped layers named in `dense` realized as dense ones: a shuffle next to one folds away);
@@ -150,7 +167,8 @@ def materialize_network(network: nn.Module, dense: Collection[str] = (), shuffle
     static = to_static(network, dense)
     try:
         traced = fx.GraphModule(static, DynamicLeafTracer().trace(static))
-    except Exception:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
+    except Exception as error:  # not FX-traceable (data-dependent control flow): the unfused copy is still exact
+        warn_untraceable(static, error)
         if shuffle == "gather":
             gather_shuffles(static)
         return static

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from subnetsearch.errors import SubnetsearchError
+
 MODEL_HELP = ("torchvision:NAME (a torchvision classification CNN, e.g. torchvision:resnet18) or module:callable "
               "(your own factory returning an nn.Module; called with num_classes=N if it takes that argument)")
 # Builder arguments torchvision needs for a plain classifier (no auxiliary heads, which return tuples).
@@ -26,7 +28,7 @@ _TORCHVISION_KWARGS = {"inception_v3": {"aux_logits": False, "init_weights": Fal
                        "googlenet": {"aux_logits": False, "init_weights": False}}
 
 
-class ModelError(ValueError):
+class ModelError(SubnetsearchError, ValueError):
     """A model spec, factory or weights file that cannot give a supernet; the message says which and why."""
 
 

@@ -14,4 +14,5 @@ DEFAULT_TRAIN_COMMAND = "subnetsearch train --out runs/default --epochs 10"
 
 
 def default_checkpoint() -> Checkpoint:
+    """The shipped default supernet's checkpoint (`.build()` it; `.data` is the split it was trained on)."""
     return load_checkpoint(DEFAULT_CHECKPOINT)

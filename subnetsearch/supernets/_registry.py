@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from subnetsearch.costs import layer_cost
+from subnetsearch.errors import InputError, SubnetsearchError
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
 from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
@@ -20,7 +21,7 @@ from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
 
 
-class ArchError(ValueError):
+class ArchError(SubnetsearchError, ValueError):
     """An architecture config that cannot be built."""
 
 
@@ -157,13 +158,21 @@ def register_family(name: str, builder: Builder) -> None:
     `builder(arch)` builds an untrained supernet from an `arch` whose "family" is `name`. A name
     registered already is refused (two families must never read each other's checkpoints)."""
     if not name or not isinstance(name, str):
-        raise ValueError(f"a family name must be a non-empty string, got {name!r}")
+        raise InputError(f"a family name must be a non-empty string, got {name!r}")
     if name in LEGACY_FAMILIES:
-        raise ValueError(f"supernet family {name!r} is registered already (a legacy name of "
+        raise InputError(f"supernet family {name!r} is registered already (a legacy name of "
                          f"{LEGACY_FAMILIES[name]!r})")
     if name in FAMILIES:
-        raise ValueError(f"supernet family {name!r} is registered already (by {FAMILIES[name].__module__})")
+        raise InputError(f"supernet family {name!r} is registered already (by {FAMILIES[name].__module__})")
     FAMILIES[name] = builder
+
+
+def unregister_family(name: str) -> None:
+    """Forget a family registered with `register_family` (a plugin unloaded, a test's family after
+    the test); a name that is not registered is refused."""
+    if name not in FAMILIES:
+        raise InputError(f"supernet family {name!r} is not registered")
+    del FAMILIES[name]
 
 
 register_family("wenet-cifar-resnet", _cifar_resnet)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subnetsearch.errors import InputError
 from subnetsearch.supernets._layers import (
     ChannelShuffle,
     GroupSwitchConv2d,
@@ -30,7 +31,7 @@ def shuffle_groups(channels: int, group_choices: Sequence[int], rule: str) -> in
         return max(group_choices)
     if rule == "balanced":
         return max(g for g in group_choices if g * g <= channels)
-    raise ValueError(f"unknown shuffle rule {rule!r}; use 'max' or 'balanced'")
+    raise InputError(f"unknown shuffle rule {rule!r}; use 'max' or 'balanced'")
 
 
 class BasicBlock(nn.Module):
@@ -63,9 +64,9 @@ class CifarResNet(nn.Module):
                  shuffle: bool = True, shuffle_rule: str = "balanced", switch_classifier: bool = False) -> None:
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+            raise InputError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
         if len(widths) != 3:
-            raise ValueError(f"widths must give 3 stage widths, got {widths}")
+            raise InputError(f"widths must give 3 stage widths, got {widths}")
         blocks_per_stage = (depth - 2) // 6
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from subnetsearch.costs import Cost, LayerShape, network_cost
+from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
 from subnetsearch.supernets._base import PLAIN, BaseSupernet, Realization
 from subnetsearch.supernets._convert import ConversionReport
@@ -45,7 +46,7 @@ def find_switch_units(network: nn.Module) -> list[SwitchUnit]:
         if node.op == "call_module" and isinstance(modules[node.target], SwitchableBatchNorm2d):
             source = node.args[0]
             if not (source.op == "call_module" and isinstance(modules[source.target], GroupSwitchConv2d)):
-                raise ValueError(f"switchable BN {node.target} does not follow a group-switchable conv")
+                raise InputError(f"switchable BN {node.target} does not follow a group-switchable conv")
             norms.setdefault(source.target, []).append(modules[node.target])
     return [SwitchUnit(name, module, tuple(norms.get(name, ())))
             for name, module in network.named_modules() if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear))]
@@ -154,7 +155,7 @@ class WeNetSupernet(BaseSupernet):
     def realize(self, mode: Mode, realization: Realization = PLAIN) -> nn.Module:
         unknown = sorted(set(realization.dense) - set(self.units))
         if unknown:
-            raise ValueError(f"no switchable layer {unknown[0]!r} in this supernet to compute densely")
+            raise InputError(f"no switchable layer {unknown[0]!r} in this supernet to compute densely")
         previous = self.mode
         self.set_mode(mode)
         try:

@@ -16,7 +16,7 @@ from subnetsearch.trainers._lasso import (
     sort_channels,
     train_lasso,
 )
-from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
+from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, Shard, fit, sgd, timeless
 from subnetsearch.trainers._parallel import DataParallel, SyncedBatchNorm2d, all_reduce_gradients, sync_batchnorm
 from subnetsearch.trainers._wenet import WeNetRecipe, WeNetStep, sample_patterns, train_step, train_wenet
 
@@ -36,7 +36,10 @@ __all__ = [
     "Penalty",
     "DDIPhase",
     "DDIRecipe",
+    "Callbacks",
+    "Saving",
     "Schedule",
+    "Shard",
     "backbone_arch",
     "fit",
     "sgd",

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from subnetsearch.errors import SubnetsearchError
+
 ACCELERATORS = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class AcceleratorError(ValueError):
+class AcceleratorError(SubnetsearchError, ValueError):
     """An accelerator or precision this machine cannot give; the message says what was asked and why."""
 
 

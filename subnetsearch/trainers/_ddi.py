@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
+from subnetsearch.seeding import seeded
 from subnetsearch.supernets import (
     GATINGS,
     RESOURCES,
@@ -34,7 +36,7 @@ from subnetsearch.supernets import (
     signed_alpha,
 )
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._loop import Schedule, fit, timeless
+from subnetsearch.trainers._loop import Callbacks, Schedule, fit, timeless
 
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")
 
@@ -66,11 +68,11 @@ class DDIPhase:
 
     def __post_init__(self) -> None:
         if self.resource not in RESOURCES:
-            raise ValueError(f"the resource must be one of {RESOURCES}, got {self.resource!r}")
+            raise InputError(f"the resource must be one of {RESOURCES}, got {self.resource!r}")
         if self.train not in ("all", "gates"):
-            raise ValueError(f"train must be all or gates, got {self.train!r}")
+            raise InputError(f"train must be all or gates, got {self.train!r}")
         if self.target is not None and not 0 <= self.target < 1:
-            raise ValueError(f"the skip-ratio target must be in [0, 1), got {self.target}")
+            raise InputError(f"the skip-ratio target must be in [0, 1), got {self.target}")
         self.schedule()  # epochs, batch size, steps and learning rate checked there
 
     def schedule(self) -> Schedule:
@@ -83,7 +85,7 @@ def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:
     if phase.train == "gates":
         gates = gate_parameters(net)
         if not gates:
-            raise ValueError(f"a {net.gating!r} network has no gates to train")
+            raise InputError(f"a {net.gating!r} network has no gates to train")
         return gates
     return list(net.parameters())
 
@@ -93,52 +95,53 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
     """Train one phase through the one training loop; returns per-epoch records (train_loss,
     train_skip_ratio, train_relative_macs: means over the epoch's batches)."""
     if phase.exits and not net.heads:
-        raise ValueError("this network has no exits to train (build it with exits=True)")
-    torch.manual_seed(phase.seed)
-    trainable = list(_parameters(net, phase))
-    trainable_ids = {id(p) for p in trainable}
-    frozen = [p for p in net.parameters() if id(p) not in trainable_ids]
-    gate_ids = {id(p) for p in gate_parameters(net)}
-    groups = [{"params": [p for p in trainable if id(p) in gate_ids], "scale": phase.gate_lr_scale},
-              {"params": [p for p in trainable if id(p) not in gate_ids], "scale": 1.0}]
-    optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=phase.lr, momentum=0.9, weight_decay=1e-4)
-    full_macs = net.static_macs()
+        raise InputError("this network has no exits to train (build it with exits=True)")
+    with seeded(phase.seed):
+        trainable = list(_parameters(net, phase))
+        trainable_ids = {id(p) for p in trainable}
+        frozen = [p for p in net.parameters() if id(p) not in trainable_ids]
+        gate_ids = {id(p) for p in gate_parameters(net)}
+        groups = [{"params": [p for p in trainable if id(p) in gate_ids], "scale": phase.gate_lr_scale},
+                  {"params": [p for p in trainable if id(p) not in gate_ids], "scale": 1.0}]
+        optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=phase.lr, momentum=0.9, weight_decay=1e-4)
+        full_macs = net.static_macs()
 
-    def train_mode() -> None:
-        net.train()
-        if phase.train == "gates":  # frozen backbone: its BN statistics stay those it was trained with
-            for module in net.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+        def train_mode() -> None:
+            net.train()
+            if phase.train == "gates":  # frozen backbone: its BN statistics stay those it was trained with
+                for module in net.modules():
+                    if isinstance(module, nn.BatchNorm2d):
+                        module.eval()
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        decisions = net.forward_with_decisions(images)
-        if phase.exits:
-            loss = torch.stack([F.cross_entropy(logits, labels) for logits in decisions.exits]).sum()
-        else:
-            loss = F.cross_entropy(decisions.exits[-1], labels)
-        ratio = float(decisions.skip_ratio.detach().mean())
-        cost = resource_loss(decisions, net, phase.resource)
-        if phase.target is not None:
-            loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        metrics = {"loss": float(loss.detach()), "skip_ratio": ratio,
-                   "relative_macs": float(decisions.macs.detach().mean()) / full_macs}
-        if phase.resource == "energy":
-            metrics["relative_energy"] = float(cost.detach())
-        return metrics
+        def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+            decisions = net.forward_with_decisions(images)
+            if phase.exits:
+                loss = torch.stack([F.cross_entropy(logits, labels) for logits in decisions.exits]).sum()
+            else:
+                loss = F.cross_entropy(decisions.exits[-1], labels)
+            ratio = float(decisions.skip_ratio.detach().mean())
+            cost = resource_loss(decisions, net, phase.resource)
+            if phase.target is not None:
+                loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            metrics = {"loss": float(loss.detach()), "skip_ratio": ratio,
+                       "relative_macs": float(decisions.macs.detach().mean()) / full_macs}
+            if phase.resource == "energy":
+                metrics["relative_energy"] = float(cost.detach())
+            return metrics
 
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        history = fit(net, splits, phase.schedule(), optimizer, step, dict, train_mode=train_mode, progress=progress)
-    finally:
         for p in frozen:
-            p.requires_grad_(True)
-    net.eval()
-    return history
+            p.requires_grad_(False)
+        try:
+            history = fit(net, splits, phase.schedule(), optimizer, step, dict, train_mode=train_mode,
+                          callbacks=Callbacks(progress=progress))
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        net.eval()
+        return history
 
 
 def copy_backbone(source: DDIResNet, target: DDIResNet) -> None:
@@ -174,9 +177,9 @@ class DDIRecipe:
 
     def __post_init__(self) -> None:
         if not 0 <= self.skip_target < 1:
-            raise ValueError(f"the skip target must be in [0, 1), got {self.skip_target}")
+            raise InputError(f"the skip target must be in [0, 1), got {self.skip_target}")
         if self.gating not in GATINGS:
-            raise ValueError(f"gating must be one of {GATINGS}, got {self.gating!r}")
+            raise InputError(f"gating must be one of {GATINGS}, got {self.gating!r}")
         self.backbone_phase()
         self.phases()  # every phase's settings checked there
 
@@ -235,24 +238,24 @@ def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec:
     out_dir = Path(out_dir)
     if base is None:
         if arch is None:
-            raise ValueError("train_ddi needs the backbone's architecture or a trained plain backbone (base)")
-        torch.manual_seed(recipe.seed)  # the initial weights too: the same recipe gives the same checkpoint
-        plain = build_supernet({**arch, "gating": "none", "exits": False})
-        if not isinstance(plain, DDISupernet):
-            raise ValueError(f"architecture family {arch.get('family')!r} is not a DDI one")
-        phase = recipe.backbone_phase()
-        if on_phase:
-            on_phase("backbone", phase, None)
-        history = train_phase(plain.network, splits, phase)
-        if on_phase:
-            on_phase("backbone", phase, history)
-        plain.set_mode(plain.full_mode())
-        save_checkpoint(out_dir / "backbone.pt", plain, {"phase": "backbone", "epochs": recipe.backbone_epochs},
-                        data_spec, {"history": timeless(history),
-                                    "val_acc": round(evaluate_accuracy(plain, splits, splits.val), 5)})
+            raise InputError("train_ddi needs the backbone's architecture or a trained plain backbone (base)")
+        with seeded(recipe.seed):  # the initial weights too: the same recipe gives the same checkpoint
+            plain = build_supernet({**arch, "gating": "none", "exits": False})
+            if not isinstance(plain, DDISupernet):
+                raise InputError(f"architecture family {arch.get('family')!r} is not a DDI one")
+            phase = recipe.backbone_phase()
+            if on_phase:
+                on_phase("backbone", phase, None)
+            history = train_phase(plain.network, splits, phase)
+            if on_phase:
+                on_phase("backbone", phase, history)
+            plain.set_mode(plain.full_mode())
+            save_checkpoint(out_dir / "backbone.pt", plain, {"phase": "backbone", "epochs": recipe.backbone_epochs},
+                            data_spec, {"history": timeless(history),
+                                        "val_acc": round(evaluate_accuracy(plain, splits, splits.val), 5)})
     else:
         if base.arch.get("gating") != "none":
-            raise ValueError("the base must be a plain DDI backbone (gating none)")
+            raise InputError("the base must be a plain DDI backbone (gating none)")
         plain = base
     supernet, histories = train_gated(plain, splits, recipe, on_phase=on_phase)
     accuracy = evaluate_accuracy(supernet, splits, splits.val)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import ArraySplit, Splits
+from subnetsearch.errors import InputError
 from subnetsearch.supernets import module_device
 
 
@@ -35,7 +36,7 @@ def evaluate_split_correct(model: nn.Module, splits: Splits, split: ArraySplit, 
     model.train(was_training)
     correct = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
     if correct.numel() == 0:
-        raise ValueError("cannot evaluate accuracy on an empty split")
+        raise InputError("cannot evaluate accuracy on an empty split")
     total = int(correct.numel())
     return int(correct.sum()) / total, loss_sum / total, correct
 

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
+from subnetsearch.seeding import seeded
 from subnetsearch.supernets import LassoSupernet, SlimBatchNorm2d, SlimConv2d, save_checkpoint
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
+from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, fit, sgd, timeless
 
 Penalty = Literal["none", "clipped", "group"]
 
@@ -104,7 +106,7 @@ def sort_channels(supernet: LassoSupernet) -> None:
     same function, and the first c channels of a slot are its c most important ones, which is what
     nested subnets keep. Only for a supernet with the full configuration alone."""
     if len(supernet.configs) != 1:
-        raise ValueError("sort_channels works on the full network alone (before subnets share its weights)")
+        raise InputError("sort_channels works on the full network alone (before subnets share its weights)")
     modules = dict(supernet.network.named_modules())
     specs = supernet.conv_specs()
     with torch.no_grad():
@@ -128,7 +130,7 @@ def _bn_tensors(norm: nn.Module) -> list[torch.Tensor]:
     """An affine BN's weight, bias, running mean and running variance (every private BN has all four)."""
     tensors = [getattr(norm, key) for key in ("weight", "bias", "running_mean", "running_var")]
     if not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise ValueError(f"{norm} is not an affine BN with running statistics")
+        raise InputError(f"{norm} is not an affine BN with running statistics")
     return tensors
 
 
@@ -142,13 +144,13 @@ def init_from_full(supernet: LassoSupernet, full: LassoSupernet) -> None:
             twin = source.get(name)
             if isinstance(module, SlimConv2d | nn.Linear):
                 if twin is None or twin.weight.shape != module.weight.shape:
-                    raise ValueError(f"the full network does not fit: {name} differs")
+                    raise InputError(f"the full network does not fit: {name} differs")
                 module.weight.copy_(twin.weight)
                 if module.bias is not None and twin.bias is not None:
                     module.bias.copy_(twin.bias)
             elif isinstance(module, SlimBatchNorm2d):
                 if not isinstance(twin, SlimBatchNorm2d):
-                    raise ValueError(f"the full network does not fit: {name} differs")
+                    raise InputError(f"the full network does not fit: {name} differs")
                 reference = twin.norms[0]
                 for norm in module.norms:
                     width = norm.num_features
@@ -181,11 +183,11 @@ class LassoRecipe:
 
     def __post_init__(self) -> None:
         if self.penalty not in ("none", "clipped", "group"):
-            raise ValueError(f"penalty must be none, clipped or group, got {self.penalty!r}")
+            raise InputError(f"penalty must be none, clipped or group, got {self.penalty!r}")
         if self.penalty != "none" and not self.lam > 0:
-            raise ValueError(f"lambda must be > 0 for the {self.penalty} penalty, got {self.lam}")
+            raise InputError(f"lambda must be > 0 for the {self.penalty} penalty, got {self.lam}")
         if self.penalty == "clipped" and not self.a > 0:
-            raise ValueError(f"a must be > 0, got {self.a}")
+            raise InputError(f"a must be > 0, got {self.a}")
         self.schedule()  # epochs, batch size, steps and learning rate checked there
         if self.configs is not None:
             object.__setattr__(self, "configs", tuple(self.configs))
@@ -247,26 +249,26 @@ def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, ou
     configs = list(recipe.configs) if recipe.configs is not None else list(range(len(supernet.configs)))
     bad = [k for k in configs if not 0 <= k < len(supernet.configs)]
     if bad:
-        raise ValueError(f"configurations {bad} do not exist; this supernet has 0..{len(supernet.configs) - 1}")
+        raise InputError(f"configurations {bad} do not exist; this supernet has 0..{len(supernet.configs) - 1}")
     if recipe.penalty != "none" and 0 not in configs:
-        raise ValueError("a sparsity penalty acts on the full network: configs must include 0")
-    torch.manual_seed(recipe.seed)
-    optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
-    saved = {**asdict(recipe), "knob": LassoSupernet.knob}
+        raise InputError("a sparsity penalty acts on the full network: configs must include 0")
+    with seeded(recipe.seed):
+        optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
+        saved = {**asdict(recipe), "knob": LassoSupernet.knob}
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        return fused_step(supernet, optimizer, images, labels, configs, recipe)
+        def step(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+            return fused_step(supernet, optimizer, images, labels, configs, recipe)
 
-    def evaluate() -> dict:
-        return {"val_acc": config_accuracies(supernet, splits, configs, eval_batches)}
+        def evaluate() -> dict:
+            return {"val_acc": config_accuracies(supernet, splits, configs, eval_batches)}
 
-    history = fit(supernet, splits, recipe.schedule(), optimizer, step, evaluate, out_dir=out_dir,
-                  checkpoint=supernet if out_dir is not None else None, recipe=saved, data_spec=data_spec,
-                  resume=resume, progress=progress, on_epoch=on_epoch)
-    supernet.state.select(configs[0])
-    supernet.eval()
-    final = {"epochs": recipe.epochs, "history": history}
-    if out_dir is not None:
-        save_checkpoint(Path(out_dir) / "supernet.pt", supernet, saved, data_spec,
-                        {**final, "history": timeless(history)})
-    return final
+        saving = Saving(Path(out_dir), supernet, saved, data_spec, resume) if out_dir is not None else None
+        history = fit(supernet, splits, recipe.schedule(), optimizer, step, evaluate, saving=saving,
+                      callbacks=Callbacks(progress=progress, on_epoch=on_epoch))
+        supernet.state.select(configs[0])
+        supernet.eval()
+        final = {"epochs": recipe.epochs, "history": history}
+        if out_dir is not None:
+            save_checkpoint(Path(out_dir) / "supernet.pt", supernet, saved, data_spec,
+                            {**final, "history": timeless(history)})
+        return final

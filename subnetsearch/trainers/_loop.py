@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
 from subnetsearch.supernets import BaseSupernet, load_checkpoint, load_weights, save_checkpoint
 from subnetsearch.trainers._accelerate import CPU, Accelerator
 
@@ -47,11 +48,11 @@ class Schedule:
         for name in ("epochs", "batch_size", "max_steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise InputError(f"{name} must be >= 1, got {value}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be a share of the steps in [0, 1), got {self.warmup}")
+            raise InputError(f"warmup must be a share of the steps in [0, 1), got {self.warmup}")
 
     def steps_per_epoch(self, examples: int, world: int = 1) -> int:
         """Steps of one epoch; `world` data-parallel ranks take `batch_size` images each per step."""
@@ -81,44 +82,77 @@ def timeless(history: list[dict]) -> list[dict]:
     return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
 
 
+@dataclass(frozen=True)
+class Saving:
+    """What the loop writes in `out_dir`: every epoch's record to `train_log.jsonl`, and with a
+    `checkpoint` supernet (the one the model is, or holds) a resumable `last.pt` every `every` epochs
+    and at the end, tagged with `recipe` and `data_spec`; with `resume`, a `last.pt` found there
+    continues where it stopped (refused if it was written with another recipe)."""
+
+    out_dir: Path
+    checkpoint: BaseSupernet | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict)
+    data_spec: Mapping[str, Any] = field(default_factory=dict)
+    resume: bool = True
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise InputError(f"checkpoint every must be >= 1 epochs, got {self.every}")
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What the loop tells its caller: `progress(state)` after every step (epoch, step, running
+    means of the step's metrics), `on_epoch(record)` after every epoch, `on_saved(path, record)` on
+    every rank once an epoch's checkpoint is written (Ray Train reports it there)."""
+
+    progress: Callable[[dict], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None
+    on_saved: Callable[[Path, dict], None] | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One rank of data-parallel training: it steps on its share of every global batch
+    (`Splits.batches`; the step reduces the gradients), augments from a generator of its own (seeded
+    by `augment_seed` and the epoch, so a resumed run augments as the first did); only rank 0 writes."""
+
+    rank: int = 0
+    world: int = 1
+    augment_seed: int | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+
 def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.optim.Optimizer, step: Step,
-        evaluate: Callable[[], Mapping[str, Any]], *, generator: torch.Generator | None = None,
-        out_dir: str | Path | None = None, checkpoint: BaseSupernet | None = None, recipe: Mapping[str, Any] | None = None,
-        data_spec: Mapping[str, Any] | None = None, resume: bool = True, checkpoint_every: int = 1,
-        train_mode: Callable[[], None] | None = None, progress: Callable[[dict], None] | None = None,
-        on_epoch: Callable[[dict], None] | None = None, accelerator: Accelerator = CPU,
-        shard: tuple[int, int] = (0, 1), augment_seed: int | None = None,
-        on_saved: Callable[[Path, dict], None] | None = None, write: bool = True) -> list[dict]:
+        evaluate: Callable[[], Mapping[str, Any]], *, saving: Saving | None = None,
+        callbacks: Callbacks = Callbacks(), shard: Shard = Shard(), generator: torch.Generator | None = None,
+        accelerator: Accelerator = CPU, train_mode: Callable[[], None] | None = None) -> list[dict]:
     """Train `model` for `schedule.epochs` epochs of `step`; returns one record per epoch: the epoch,
     `train_<metric>` (the step's metrics averaged over the epoch), what `evaluate()` returns, and the
-    seconds it took.
-
-    With an `out_dir`, every record is appended to `train_log.jsonl` there, and with a `checkpoint`
-    supernet (the one `model` trains, or holds) `last.pt` is written every `checkpoint_every` epochs
-    and at the end; with `resume`, a `last.pt` found there continues where it stopped (refused if
-    it was written with another `recipe`). `train_mode()` puts the model in training mode at the
-    start of each epoch (default `model.train()`; `evaluate` may leave it in eval mode).
-
-    Every batch reaches `step` on the `accelerator`'s device. Data parallel: with `shard=(rank,
-    world)` each rank steps on its share of every global batch (`Splits.batches`; the step reduces
-    the gradients), augments from a generator of its own (seeded by `augment_seed` and the epoch, so
-    a resumed run augments as the first did), and only the rank with `write`
-    writes the log and `last.pt`; `on_saved(path, record)` is called on every rank once an epoch's
-    checkpoint is written (Ray Train reports it there)."""
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    seconds it took. `saving` says what is written where (nothing without it), `callbacks` who is
+    told what, `shard` which rank of data-parallel training this is. Every batch reaches `step` on
+    the `accelerator`'s device; the batch order comes from `generator` (default: seeded by the
+    schedule). `train_mode()` puts the model in training mode at the start of each epoch (default
+    `model.train()`; `evaluate` may leave it in eval mode)."""
     generator = generator if generator is not None else torch.Generator().manual_seed(schedule.seed)
-    steps = schedule.steps_per_epoch(len(splits.train), shard[1])
+    steps = schedule.steps_per_epoch(len(splits.train), shard.world)
+    out_dir, checkpoint = (saving.out_dir, saving.checkpoint) if saving is not None else (None, None)
+    recipe = dict(saving.recipe) if saving is not None else {}
+    write = shard.writes
     total = steps * schedule.epochs
     for group in optimizer.param_groups:
         group.setdefault("scale", 1.0)
     folder = Path(out_dir) if out_dir is not None else None
     last = folder / "last.pt" if folder is not None and checkpoint is not None else None
     start, history = 0, []
-    if last is not None and checkpoint is not None and resume and last.exists():
+    if last is not None and checkpoint is not None and saving is not None and saving.resume and last.exists():
         state = load_checkpoint(last, checkpoint.arch)
-        if state.recipe != dict(recipe or {}):
-            raise ValueError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
+        if state.recipe != recipe:
+            raise InputError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
         load_weights(checkpoint, state.state_dict)
         optimizer.load_state_dict(state.extra["optimizer"])
         generator.set_state(state.extra["generator"])
@@ -128,7 +162,7 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
 
     def save(epoch: int) -> None:
         if last is not None and checkpoint is not None and write:
-            save_checkpoint(last, checkpoint, dict(recipe or {}), dict(data_spec or {}),
+            save_checkpoint(last, checkpoint, recipe, dict(saving.data_spec) if saving is not None else {},
                             {"epoch": epoch, "history": timeless(history)},
                             extra={"optimizer": optimizer.state_dict(), "generator": generator.get_state()})
 
@@ -139,9 +173,9 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
             started, count = time.perf_counter(), 0
             sums: dict[str, float] = {}
             batches = splits.batches(splits.train, schedule.batch_size, shuffle=True, augment=schedule.augment,
-                                     generator=generator, max_batches=steps, shard=shard,
-                                     augment_generator=None if augment_seed is None else
-                                     torch.Generator().manual_seed(augment_seed * 1_000_003 + epoch),
+                                     generator=generator, max_batches=steps, shard=(shard.rank, shard.world),
+                                     augment_generator=None if shard.augment_seed is None else
+                                     torch.Generator().manual_seed(shard.augment_seed * 1_000_003 + epoch),
                                      device=accelerator.device)  # a GPU crops, flips and normalizes its batches
             for index, (images, labels) in enumerate(batches):
                 for group in optimizer.param_groups:
@@ -150,8 +184,8 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
                 count += 1
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
-                if progress:
-                    progress({"epoch": epoch + 1, "epochs": schedule.epochs, "step": index + 1, "steps": steps,
+                if callbacks.progress:
+                    callbacks.progress({"epoch": epoch + 1, "epochs": schedule.epochs, "step": index + 1, "steps": steps,
                               **{k: v / count for k, v in sums.items()}})
             record = {"epoch": epoch + 1, **{f"train_{k}": round(v / max(count, 1), 5) for k, v in sums.items()},
                       **evaluate(), "seconds": round(time.perf_counter() - started, 1)}
@@ -159,12 +193,13 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if on_epoch:
-                on_epoch(record)
-            if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == schedule.epochs:
+            if callbacks.on_epoch:
+                callbacks.on_epoch(record)
+            every = saving.every if saving is not None else 1
+            if (epoch + 1) % every == 0 or epoch + 1 == schedule.epochs:
                 save(epoch + 1)
-                if on_saved is not None and last is not None:
-                    on_saved(last, record)
+                if callbacks.on_saved is not None and last is not None:
+                    callbacks.on_saved(last, record)
     finally:
         if log is not None:
             log.close()

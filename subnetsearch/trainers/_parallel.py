@@ -24,6 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from subnetsearch.errors import InputError
+
 BUCKET_BYTES = 25 * 1024**2  # DDP's default bucket size
 
 
@@ -38,7 +40,7 @@ class DataParallel:
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world:
-            raise ValueError(f"rank must be in [0, world), got rank {self.rank} of {self.world}")
+            raise InputError(f"rank must be in [0, world), got rank {self.rank} of {self.world}")
 
     @property
     def shard(self) -> tuple[int, int]:

@@ -13,11 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
+from subnetsearch.seeding import seeded
 from subnetsearch.spaces import Mode
 from subnetsearch.supernets import WeNetSupernet, save_checkpoint
 from subnetsearch.trainers._accelerate import CPU, PRECISIONS, Accelerator
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._loop import Schedule, fit, sgd, timeless
+from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, Shard, fit, sgd, timeless
 from subnetsearch.trainers._parallel import DataParallel, sync_batchnorm
 
 Sampling = Literal["independent", "uniform-stats"]
@@ -25,9 +27,9 @@ Sampling = Literal["independent", "uniform-stats"]
 
 def check_sampling(samples_per_step: int, sampling: str) -> None:
     if samples_per_step < 1:
-        raise ValueError(f"samples_per_step must be >= 1, got {samples_per_step}")
+        raise InputError(f"samples_per_step must be >= 1, got {samples_per_step}")
     if sampling not in ("independent", "uniform-stats"):
-        raise ValueError(f"sampling must be 'independent' or 'uniform-stats', got {sampling!r}")
+        raise InputError(f"sampling must be 'independent' or 'uniform-stats', got {sampling!r}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class WeNetRecipe:
     def __post_init__(self) -> None:
         check_sampling(self.samples_per_step, self.sampling)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule()  # epochs, batch size, steps and learning rate checked there
 
     def schedule(self) -> Schedule:
@@ -200,38 +202,38 @@ def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, ou
     out_dir = Path(out_dir)
     accelerator = accelerator or Accelerator(precision=recipe.precision, channels_last=recipe.channels_last)
     if (accelerator.precision, accelerator.channels_last) != (recipe.precision, recipe.channels_last):
-        raise ValueError(f"the accelerator ({accelerator.describe()}) disagrees with the recipe's precision "
+        raise InputError(f"the accelerator ({accelerator.describe()}) disagrees with the recipe's precision "
                          f"{recipe.precision} / channels_last {recipe.channels_last}")
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    accelerator.prepare(supernet)
-    if parallel is not None and recipe.sync_bn:
-        sync_batchnorm(supernet, True)
-    optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
-    schedule = recipe.schedule()
-    active = supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode)
-    step = WeNetStep(supernet, optimizer, samples_per_step=recipe.samples_per_step, sampling=recipe.sampling,
-                     distill=recipe.distill, generator=generator, accelerator=accelerator,
-                     fixed_mode=recipe.fixed_mode, reduce_gradients=parallel.reduce_gradients if parallel else None)
+    with seeded(recipe.seed):
+        generator = torch.Generator().manual_seed(recipe.seed)
+        accelerator.prepare(supernet)
+        if parallel is not None and recipe.sync_bn:
+            sync_batchnorm(supernet, True)
+        optimizer = sgd(supernet, recipe.lr, recipe.momentum, recipe.weight_decay)
+        schedule = recipe.schedule()
+        active = supernet.full_mode() if recipe.fixed_mode is None else Mode.from_json(recipe.fixed_mode)
+        step = WeNetStep(supernet, optimizer, samples_per_step=recipe.samples_per_step, sampling=recipe.sampling,
+                         distill=recipe.distill, generator=generator, accelerator=accelerator,
+                         fixed_mode=recipe.fixed_mode, reduce_gradients=parallel.reduce_gradients if parallel else None)
 
-    def evaluate() -> dict[str, float]:
+        def evaluate() -> dict[str, float]:
+            supernet.set_mode(active)
+            return {"val_acc_active_mode": round(evaluate_accuracy(supernet, splits, splits.val), 5)}
+
+        writes = parallel is None or parallel.rank == 0
+        try:
+            shard = (Shard(parallel.rank, parallel.world, (recipe.seed + 1) * 7919 + parallel.rank)
+                     if parallel else Shard())
+            history = fit(supernet, splits, schedule, optimizer, step.run_batch, evaluate, generator=generator,
+                          saving=Saving(out_dir, supernet, asdict(recipe), data_spec, resume),
+                          callbacks=Callbacks(progress, on_epoch, parallel.on_saved if parallel else None),
+                          accelerator=accelerator, shard=shard)
+        finally:
+            sync_batchnorm(supernet, False)
+            supernet.to("cpu").to(memory_format=torch.contiguous_format)
         supernet.set_mode(active)
-        return {"val_acc_active_mode": round(evaluate_accuracy(supernet, splits, splits.val), 5)}
-
-    writes = parallel is None or parallel.rank == 0
-    try:
-        history = fit(supernet, splits, schedule, optimizer, step.run_batch, evaluate, generator=generator,
-                      out_dir=out_dir, checkpoint=supernet, recipe=asdict(recipe), data_spec=data_spec, resume=resume,
-                      progress=progress, on_epoch=on_epoch, accelerator=accelerator,
-                      shard=parallel.shard if parallel else (0, 1),
-                      augment_seed=(recipe.seed + 1) * 7919 + parallel.rank if parallel else None,
-                      on_saved=parallel.on_saved if parallel else None, write=writes)
-    finally:
-        sync_batchnorm(supernet, False)
-        supernet.to("cpu").to(memory_format=torch.contiguous_format)
-    supernet.set_mode(active)
-    final = {"epochs": recipe.epochs, "history": history}
-    if writes:
-        save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec,
-                        {**final, "history": timeless(history)})
-    return final
+        final = {"epochs": recipe.epochs, "history": history}
+        if writes:
+            save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec,
+                            {**final, "history": timeless(history)})
+        return final

@@ -29,6 +29,7 @@ def workspace(tmp_path_factory):
     url = f"sqlite:///{folder / 'store.db'}"
     store = Store(url)
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
+    store.add_device(Device("board", location="imported"))
     store.dispose()
     _write_bad_checkpoints(folder, build_supernet(TINY_ARCH))
     values = {name: 1 for name in build_supernet(TINY_ARCH).full_mode().values}
@@ -111,17 +112,21 @@ CASES = [
     ([*SEARCH, "--strategy", "optuna", "--objectives", "macs"], "must include accuracy"),
     ([*SEARCH, "--strategy", "optuna", "--min-accuracy", "nan"], "min_accuracy must be in [0, 1], got nan"),
     ([*SEARCH, "--strategy", "optuna", "--max-latency-ms", "-1"], "max_latency_ms must be a positive"),
-    ([*SEARCH, "--strategy", "optuna", "--trials", "0"], "--trials must be >= 1"),
+    ([*SEARCH, "--strategy", "optuna", "--trials", "0"], "trials must be >= 1, got 0"),
     ([*SEARCH, "--strategy", "optuna", "--sampler", "cma"], "unknown sampler 'cma'"),
     ([*SEARCH, "--strategy", "predictor", "--init", "grid"], "init must be one of ('random', 'dse')"),
     ([*SEARCH, "--strategy", "predictor", "--batch", "0"], "batch must be >= 1, got 0"),
     ([*SEARCH, "--strategy", "predictor", "--trials", "5", "--init-size", "6"], "must not exceed the budget (5)"),
-    ([*SEARCH, "--strategy", "predictor", "--trials", "0"], "--trials must be >= 1"),
+    ([*SEARCH, "--strategy", "predictor", "--trials", "0"], "trials must be >= 1, got 0"),
     ([*SEARCH, "--strategy", "predictor", "--objectives", "accuracy,macs", "--max-latency-ms", "1"],
-     "needs latency among --objectives"),
+     "a latency budget needs latency among the objectives"),
     ([*SEARCH, "--strategy", "dse", "--delta", "nan"], "delta must be in [0, 1], got nan"),
     ([*SEARCH, "--strategy", "dse", "--cost", "speed"], "unknown cost 'speed'"),
-    ([*SEARCH, "--strategy", "dse", "--max-iterations", "0"], "--max-iterations must be >= 1"),
+    ([*SEARCH, "--strategy", "dse", "--max-iterations", "0"], "max_iterations must be >= 1"),
+    # a strategy's options are its own: one it does not take is refused, naming those it does
+    ([*SEARCH, "--strategy", "dse", "--sampler", "tpe"], "strategy 'dse' takes no option 'sampler'"),
+    ([*SEARCH, "--strategy", "optuna", "--set", "delta"], "--set takes KEY=VALUE, got 'delta'"),
+    ([*SEARCH, "--strategy", "grid"], "unknown strategy 'grid'; choose one of dse, optuna, predictor"),
     ([*SEARCH, "--workers", "0"], "--workers must be >= 1"),
     ([*SEARCH, "--calibration-batches", "-1"], "--calibration-batches must be >= 0, got -1"),
     ([*SEARCH, "--eval-batches", "0"], "--eval-batches must be >= 1, got 0"),
@@ -144,7 +149,10 @@ CASES = [
     # the main job: options checked before the store is opened or anything is computed
     (["run", "--epochs", "0", "--storage", "{url}"], "--epochs must be >= 1, got 0"),
     (["run", "--trials", "-1", "--storage", "{url}"], "--trials must be >= 0"),
-    (["run", "--strategy", "tpe", "--storage", "{url}"], "--strategy must be one of dse+tpe, predictor"),
+    (["run", "--strategy", "dse+grid", "--storage", "{url}"], "unknown strategy 'grid'"),
+    # a checkpoint this host cannot serve is named before the device is looked at (an imported one)
+    (["run", "--device", "board", "--checkpoint", "{folder}/bad-unknown-family.pt", "--storage", "{url}"],
+     "unknown supernet family 'nope'"),
     (["run", "--random-modes", "-2", "--storage", "{url}"], "--random-modes must be >= 0"),
     (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
     (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),

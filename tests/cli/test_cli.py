@@ -29,6 +29,7 @@ def storage(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
+@pytest.mark.slow
 def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage, tmp_path) -> None:
     add = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                               "--storage", storage])
@@ -61,6 +62,7 @@ def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage,
     assert answer.exit_code == 0 and "best mode for quick" in answer.output, answer.output
 
 
+@pytest.mark.slow
 def test_run_can_search_with_the_predictor_and_shows_its_rounds(tiny_checkpoint, storage, tmp_path) -> None:
     runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                         "--storage", storage])
@@ -93,6 +95,7 @@ def test_run_with_a_damaged_checkpoint_or_unknown_device_fails_clearly(tmp_path,
     assert unknown.exit_code == 2 and "unknown device 'nowhere'" in unknown.output
 
 
+@pytest.mark.slow
 def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
     for runtime in ("eager", "onnxruntime"):
         result = runner.invoke(app, ["devices", "add", f"host-{runtime}", "--runtime", runtime, "--threads", "1",
@@ -129,6 +132,7 @@ def test_devices_add_list_measure_remove(tiny_checkpoint, storage) -> None:
     assert "host-eager" not in runner.invoke(app, ["devices", "list", "--storage", storage]).output
 
 
+@pytest.mark.slow
 def test_devices_noise_measures_stores_and_judges_a_resolution(tiny_checkpoint, storage) -> None:
     added = runner.invoke(app, ["devices", "add", "quiet", "--runtime", "eager", "--threads", "1", "--no-noise",
                                 "--no-roofline", "--storage", storage])
@@ -162,6 +166,7 @@ def test_devices_bad_inputs(args, message, storage) -> None:
     assert result.exit_code == 2 and message in result.output, result.output
 
 
+@pytest.mark.slow
 def test_devices_add_auto_measures_each_runtime_and_keeps_the_fastest(tiny_checkpoint, storage) -> None:
     from subnetsearch.storage import Store
 
@@ -256,6 +261,7 @@ def test_module_entry_point_shows_help() -> None:
     assert "run" in result.stdout and "train" in result.stdout
 
 
+@pytest.mark.slow
 def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
     import optuna
 
@@ -288,6 +294,7 @@ def test_search_dse_and_optuna_record_studies(tiny_checkpoint, storage) -> None:
     assert front.exit_code == 0 and "Pareto front (accuracy,macs) on quick" in front.output, front.output
 
 
+@pytest.mark.slow
 def test_best_mode_query_and_export(tiny_checkpoint, storage, tmp_path) -> None:
     import json
 
@@ -390,6 +397,7 @@ def test_search_latency_on_a_remote_device_is_refused(tiny_checkpoint, storage) 
     assert result.exit_code == 2 and "latency cannot be measured here" in result.output
 
 
+@pytest.mark.slow
 def test_latency_tables_built_here_imported_for_a_remote_device_and_searched_on(tiny_checkpoint, storage,
                                                                                 tmp_path) -> None:
     from subnetsearch.storage import Store
@@ -422,6 +430,7 @@ def test_latency_tables_built_here_imported_for_a_remote_device_and_searched_on(
     assert measured.exit_code == 2 and "latency cannot be measured here" in measured.output
 
 
+@pytest.mark.slow
 def test_report_and_dashboard_commands(tiny_checkpoint, storage, tmp_path) -> None:
     import socket
 
@@ -465,6 +474,7 @@ def test_search_bad_distributed_inputs_record_nothing(tiny_checkpoint, storage, 
         store.dispose()
 
 
+@pytest.mark.slow
 def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_measured(tmp_path) -> None:
     """Images resized to 12 and the 10x10 input cut from them (random resized crops in training, the
     centre in evaluation): the exported network on the centre crops of the raw pixels, as the
@@ -519,6 +529,7 @@ def test_export_needs_only_the_checkpoint_and_scores_on_raw_images_what_was_meas
     assert metadata["resize"] == [12, 12] and metadata["center_crop"] == [10, 10]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_server_cleanly_and_other_commands_with_130(tmp_path) -> None:
     import signal
     import time

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
@@ -35,6 +36,7 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
     assert energy.recipe["resource"] == "energy" and "train_relative_energy" in energy.metrics["history"]["joint"][-1]
 
 
+@pytest.mark.slow
 def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     trained = runner.invoke(app, ["ddi", "train", *QUICK, "--gating", "none", "--no-exits", "--out", str(tmp_path)])
     assert trained.exit_code == 0, trained.output

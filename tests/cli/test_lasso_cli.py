@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
@@ -17,6 +18,7 @@ runner = CliRunner()
 SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
     base = tmp_path / "base"
     trained = runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16",

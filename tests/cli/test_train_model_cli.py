@@ -28,6 +28,7 @@ def user_models_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["torchvision:resnet18", "tests.supernets.user_models:small_cnn",
                                    "tests.supernets.user_models:fixed_classes"])
 def test_a_model_trains_round_trips_and_is_searched_stored_and_queried(tmp_path, model, user_models_on_path) -> None:

@@ -117,6 +117,7 @@ def _wait(browser, script: str, timeout: float = 30.0):
     return WebDriverWait(browser, timeout).until(lambda b: b.execute_script(script))
 
 
+@pytest.mark.browser
 def test_report_renders_the_front_in_a_real_browser(searched) -> None:
     store, url, session, _, folder = searched
     report = device_report(store, url, "quick", session.checkpoint.hash, session.supernet.full_mode().id)
@@ -170,6 +171,7 @@ def test_dashboard_on_a_store_without_studies_and_writable_on_request(tmp_path) 
             server.shutdown()
 
 
+@pytest.mark.browser
 def test_dashboard_serves_every_search_as_a_study_in_a_real_browser(searched) -> None:
     from wsgiref.simple_server import make_server
 

@@ -117,6 +117,23 @@ def test_image_folder_keeps_grayscale_and_size_uses_val_folder_and_names_classes
         load_data(DataSpec("imagefolder", root=str(tmp_path), channels=2))
 
 
+@pytest.mark.parametrize("held_out", [("val",), ("test",), ("val", "test")])
+def test_image_folder_takes_val_test_or_both_and_says_which_split_does_what(tmp_path, held_out) -> None:
+    """ImageNet's train/ + val/ layout (torchvision's ImageFolder) as well as train/ + test/ and all
+    three: selection and reporting never share an image, and `roles` says where each comes from."""
+    _image_tree(tmp_path, ("train", *held_out), per_class=6)
+    splits = load_data(DataSpec("imagefolder", root=str(tmp_path), val_size=4))
+    if held_out == ("val", "test"):
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 12, 12)
+        assert splits.roles == "validation: val/; test: test/"
+    else:
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 12)
+        assert splits.roles.startswith("validation: 4 images carved from train/") and f"test: {held_out[0]}/" in splits.roles
+    (tmp_path / "lonely" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="has train/ but neither val/ nor test/"):
+        load_data(DataSpec("imagefolder", root=str(tmp_path / "lonely")))
+
+
 def test_image_folder_errors_name_the_file_and_the_option(tmp_path) -> None:
     from PIL import Image
 

@@ -90,8 +90,7 @@ def test_every_augmentation_gives_the_same_batches_on_every_path(tmp_path, augme
     torch.testing.assert_close(host[0], gathered)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (benchmarks/gpu_check.sh "
-                                                          "runs this path on one)")
+@pytest.mark.gpu
 def test_a_batch_transformed_on_the_gpu_equals_the_host_batch() -> None:
     for augment in AUGMENTS:
         spec = DataSpec("synthetic", augment=augment)

@@ -1,9 +1,12 @@
+import pytest
+
 from subnetsearch.devices import LatencyProtocol, compare_runtimes
 from subnetsearch.supernets import save_checkpoint
 
 QUICK = LatencyProtocol(threads=1, warmup=1, repeats=1, min_run_time=0.01)
 
 
+@pytest.mark.slow
 def test_each_runtime_measures_the_modes_in_a_process_of_its_own(tmp_path, tiny_supernet) -> None:
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})

@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
 
 
 def test_search_on_the_embedded_local_ray_instance(tmp_path, tiny_supernet) -> None:

@@ -5,10 +5,13 @@ machine that runs the search."""
 from __future__ import annotations
 
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
 from subnetsearch.supernets._checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
 
 runner = CliRunner()
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
+
+pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
 
 runner = CliRunner()
 

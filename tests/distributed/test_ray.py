@@ -20,6 +20,8 @@ from subnetsearch.spaces import to_optuna
 from subnetsearch.storage import Store
 from tests.distributed.conftest import EDGE, processes_titled
 
+pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
+
 QUICK = EvaluationSettings(calibration_batches=2, calibration_batch_size=32)
 
 

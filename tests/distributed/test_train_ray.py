@@ -25,6 +25,8 @@ from subnetsearch.trainers import DataParallel, WeNetRecipe, train_wenet
 from tests.conftest import TINY_ARCH
 from tests.distributed.conftest import processes_titled
 
+pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
+
 EPOCHS = 3
 ARGS = ["--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--groups", "1,2,4,8", "--batch-size", "16",
         "--epochs", str(EPOCHS), "--max-steps-per-epoch", "4", "--threads", "1"]

@@ -70,6 +70,7 @@ def test_knobs_and_bad_architectures() -> None:
             build_supernet({**ARCH, **change})
 
 
+@pytest.mark.slow
 def test_search_store_and_query_a_ddi_checkpoint(tmp_path) -> None:
     supernet = _supernet()
     path = tmp_path / "ddi.pt"

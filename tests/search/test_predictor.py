@@ -138,6 +138,7 @@ def test_bad_predictor_settings_are_refused(values, message) -> None:
 QUICK = EvaluationSettings(calibration_batches=1, calibration_batch_size=16, max_eval_batches=1)
 
 
+@pytest.mark.slow
 def test_a_killed_predictor_search_resumes_with_the_same_batches(tmp_path, tiny_supernet) -> None:
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})

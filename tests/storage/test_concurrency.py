@@ -4,6 +4,8 @@ no lost rows, no duplicates, no "database is locked", fronts equal to a rebuild 
 import subprocess
 import sys
 
+import pytest
+
 WRITER = """
 import random, sys
 from subnetsearch.storage import Store, StoredEvaluation
@@ -21,6 +23,7 @@ print(written)
 """
 
 
+@pytest.mark.slow
 def test_four_writer_processes_lose_and_duplicate_nothing(store_url, stored, check_fronts) -> None:
     store, supernet_hash = stored
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, supernet_hash, str(w)],

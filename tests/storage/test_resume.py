@@ -14,6 +14,8 @@ from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.storage import Store
 from subnetsearch.supernets._checkpoint import save_checkpoint
 
+pytestmark = pytest.mark.slow  # the full tier (pytest --full); see pyproject.toml
+
 
 def _search(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "subnetsearch", "search", *args], stdout=subprocess.PIPE,
@@ -27,9 +29,10 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
     save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
     store = Store(store_url)
     store.add_device(Device("quick", protocol=LatencyProtocol(runtime="eager", threads=1, repeats=1)))
+    own = (["--cost", "macs", "--delta", "0.0", "--max-iterations", "3"] if strategy == "dse" else
+           ["--sampler", "random", "--trials", "16"])  # each strategy's own options
     args = ["--strategy", strategy, "--name", "resumable", "--checkpoint", str(checkpoint), "--device", "quick",
-            "--storage", store_url, "--objectives", "accuracy,macs", "--cost", "macs", "--delta", "0.0",
-            "--sampler", "random", "--trials", "16", "--max-iterations", "3", "--calibration-batches", "1"]
+            "--storage", store_url, "--objectives", "accuracy,macs", *own, "--calibration-batches", "1"]
     first = _search(args)
     deadline = time.monotonic() + 120
     while store.count_evaluations() < 6:  # let it store some evaluations, then kill it mid-search

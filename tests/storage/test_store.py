@@ -61,3 +61,34 @@ def test_bad_urls_fail_clearly_without_leaking_passwords(tmp_path) -> None:
         Store(url)
     assert secret not in str(raised.value) and "***" in str(raised.value)
     assert secret not in safe_url(url)
+
+
+@pytest.mark.parametrize("killed_after", ["tables", "version row"])
+def test_a_store_whose_optuna_schema_creation_was_killed_opens_for_every_command(tmp_path, killed_after) -> None:
+    """Optuna creates its tables, then its version row, then stamps its revision; a process killed in
+    between (a search killed in its first seconds) leaves a schema that is incomplete, not another
+    version's: read-only commands open it, and the next study completes it."""
+    import optuna
+    from optuna.storages._rdb import models
+    from sqlalchemy import create_engine, text
+    from typer.testing import CliRunner
+
+    from subnetsearch.cli import app
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    Store(url).dispose()
+    engine = create_engine(url)
+    models.BaseModel.metadata.create_all(engine)
+    if killed_after == "version row":
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO version_info (version_info_id, schema_version, library_version) "
+                                    f"VALUES (1, {models.SCHEMA_VERSION}, '{optuna.__version__}')"))
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+    engine.dispose()
+    runner = CliRunner()
+    for command in (["searches"], ["devices", "list"], ["supernets"]):
+        done = runner.invoke(app, [*command, "--storage", url])
+        assert done.exit_code == 0, (command, done.output)
+        assert "newer optuna" not in done.output
+    optuna.create_study(study_name="after", storage=url)  # Optuna finishes its schema on first use
+    Store(url).dispose()  # and the store still opens

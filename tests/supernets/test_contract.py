@@ -13,7 +13,7 @@ from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
 from subnetsearch.supernets._lasso import full_channels
 from tests.conftest import TINY_ARCH
 from tests.supernets.test_converter_zoo import hook_macs
-from tests.supernets.toy_family import TOY_ARCH  # registers the toy fourth family
+from tests.supernets.toy_family import TOY_ARCH
 
 _FULL = full_channels(8, [8, 16, 16])
 TINY = {
@@ -30,6 +30,11 @@ TINY = {
                          "num_classes": 4, "input_size": 12, "gating": "mgl2s", "exits": False},
     "toy-mlp": TOY_ARCH,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toy(toy_family: str) -> None:
+    """The toy fourth family, registered for this module's tests only (see tests/conftest.py)."""
 
 
 def test_every_registered_family_is_in_the_contract_suite() -> None:
@@ -169,6 +174,7 @@ def test_register_family_refuses_a_taken_name() -> None:
     assert len(FAMILIES) == len(TINY)  # nothing was added
 
 
+@pytest.mark.slow
 def test_a_registered_family_is_searched_and_exported_like_the_others(tmp_path) -> None:
     """The toy family, known only through `register_family`: the CLI's search (Optuna and DSE),
     best-mode query and ONNX export work on it unchanged."""

@@ -25,6 +25,8 @@ from subnetsearch.supernets import ArchError, SwitchableBatchNorm2d, build_super
 from subnetsearch.supernets._models import original_model
 from tests.conftest import randomize_batchnorm
 
+pytestmark = pytest.mark.zoo  # the full tier (pytest --full); see pyproject.toml
+
 # Models the converter refuses, and the reason it must give.
 REFUSED = {
     **{name: "no layer can be made switchable" for name in (

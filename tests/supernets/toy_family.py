@@ -15,8 +15,8 @@ from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.spaces import Knob, Mode, SearchSpace
-from subnetsearch.supernets import BaseSupernet, Cost, LayerShape, network_cost, register_family
-from subnetsearch.trainers import Schedule, evaluate_accuracy, fit, sgd
+from subnetsearch.supernets import BaseSupernet, Cost, LayerShape, network_cost
+from subnetsearch.trainers import Callbacks, Saving, Schedule, evaluate_accuracy, fit, sgd
 
 
 class ToyMLP(BaseSupernet):
@@ -68,7 +68,6 @@ class ToyMLP(BaseSupernet):
 
 
 TOY_ARCH = {"family": "toy-mlp", "in_channels": 1, "input_size": 12, "num_classes": 4, "widths": [32, 16, 8]}
-register_family("toy-mlp", ToyMLP)
 
 
 def train_toy(supernet: ToyMLP, splits: Splits, schedule: Schedule, out_dir: Path | None = None,
@@ -92,6 +91,6 @@ def train_toy(supernet: ToyMLP, splits: Splits, schedule: Schedule, out_dir: Pat
         supernet.set_mode(supernet.full_mode())
         return {"val_acc": evaluate_accuracy(supernet, splits, splits.val)}
 
-    return fit(supernet, splits, schedule, optimizer, step, evaluate, out_dir=out_dir, checkpoint=supernet,
-               recipe={"epochs": schedule.epochs, "lr": schedule.lr}, data_spec={"name": "synthetic"},
-               progress=progress)
+    saving = Saving(Path(out_dir), supernet, {"epochs": schedule.epochs, "lr": schedule.lr}, {"name": "synthetic"})
+    return fit(supernet, splits, schedule, optimizer, step, evaluate, saving=saving if out_dir is not None else None,
+               callbacks=Callbacks(progress=progress))

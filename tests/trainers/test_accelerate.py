@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from subnetsearch.supernets import build_supernet, load_checkpoint
-from subnetsearch.trainers import Accelerator, AcceleratorError, WeNetRecipe, WeNetStep, cuda_status, sgd, train_wenet
+from subnetsearch.trainers import Accelerator, AcceleratorError, WeNetRecipe, WeNetStep, sgd, train_wenet
 from tests.conftest import TINY_ARCH
 
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason=f"GPU case: {cuda_status()}")
+needs_cuda = pytest.mark.gpu  # skipped without CUDA (tests/conftest.py), saying why
 
 
 def test_auto_picks_cuda_only_when_there_is_one() -> None:

@@ -31,6 +31,11 @@ def _toy(supernet, splits, epochs, out, progress=None):
     return train_toy(supernet, splits, Schedule(epochs, 32, 0.05), out, progress=progress)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _toy(toy_family: str) -> None:
+    """The toy family, registered for this module's tests only."""
+
+
 TRAINERS = {"wenet": (TINY_ARCH, _wenet), "lasso": (LASSO_ARCH, _lasso), "toy": (TOY_ARCH, _toy)}
 
 

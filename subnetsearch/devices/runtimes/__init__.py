@@ -19,10 +19,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from subnetsearch.errors import InputError, SubnetsearchError
+
 Runnable = Callable[[torch.Tensor], torch.Tensor]
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(SubnetsearchError, RuntimeError):
     """A runtime that is known but cannot run here (its optional extra is not installed)."""
 
 
@@ -75,7 +77,7 @@ _RUNTIMES: dict[str, Runtime] = {}
 def register_runtime(runtime: type[Runtime]) -> type[Runtime]:
     """Class decorator: make a runtime known by its name."""
     if runtime.name in _RUNTIMES:
-        raise ValueError(f"runtime {runtime.name!r} is registered already")
+        raise InputError(f"runtime {runtime.name!r} is registered already")
     _RUNTIMES[runtime.name] = runtime()
     return runtime
 
@@ -88,7 +90,7 @@ def get_runtime(name: str) -> Runtime:
     try:
         return _RUNTIMES[name]
     except KeyError:
-        raise ValueError(f"runtime must be one of {runtime_names()}, got {name!r}") from None
+        raise InputError(f"runtime must be one of {runtime_names()}, got {name!r}") from None
 
 
 def available_runtimes() -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from subnetsearch.devices.runtimes import Runnable, Runtime, register_runtime
+from subnetsearch.errors import ExportError
 
 
 def program_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -27,7 +28,7 @@ def program_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
             return bytes(lowered.to_executorch().buffer)
         except Exception as error:  # torch.export and the lowering raise many kinds
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise RuntimeError(f"ExecuTorch export of the materialized mode failed ({type(error).__name__}): "
+            raise ExportError(f"ExecuTorch export of the materialized mode failed ({type(error).__name__}): "
                                f"{first_line}") from error
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from subnetsearch.devices.runtimes import Runnable, Runtime, register_runtime
+from subnetsearch.errors import ExportError
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
@@ -26,7 +27,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as error:  # the exporter raises many kinds
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise RuntimeError(f"ONNX export of the materialized mode failed ({type(error).__name__}): {first_line}") from error
+        raise ExportError(f"ONNX export of the materialized mode failed ({type(error).__name__}): {first_line}") from error
     return buffer.getvalue()
 
 
