@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 import typer
-from click.core import ParameterSource
 from rich.table import Table
 
 from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, check_backend, console, fail
@@ -80,7 +79,7 @@ def search_command(
             "objectives": objectives, "delta": delta, "cost": cost, "max_iterations": max_iterations,
             "sampler": sampler, "trials": trials, "init": init, "init_size": init_size, "batch": batch,
             "min_accuracy": min_accuracy, "max_latency_ms": max_latency_ms, "seed": seed}.items()
-            if ctx.get_parameter_source(key) not in (None, ParameterSource.DEFAULT)}
+            if _given(ctx, key)}
         values.update(parse_settings(set_options))
         options = chosen.options(values)
         settings = evaluation_settings(calibration_batches, eval_batches)
@@ -137,6 +136,13 @@ def search_command(
     console.print(f"search and study {study.study_name!r} in {store.url}; {session.evaluator.misses} modes "
                   f"evaluated now, {session.evaluator.hits} reused")
     console.print(f"next: subnetsearch best --device {device.name} --max-latency-ms <budget>")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether an option was given (on the command line or by its environment variable), not defaulted.
+    By the source's name: typer may bring its own copy of click's ParameterSource enum."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:

@@ -41,8 +41,9 @@ class StrategyOptions:
         object.__setattr__(self, "objectives", tuple(check_objectives(list(self.objectives))))
 
     def settings(self) -> dict[str, Any]:
-        """The options as plain values (for the search's stored settings)."""
-        return {key: list(value) if isinstance(value, tuple) else value
+        """The options as plain values (the search's stored settings and its default name; a tuple
+        as comma-separated text, as the command line writes it)."""
+        return {key: ",".join(map(str, value)) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(self).items()}
 
 
@@ -151,7 +152,7 @@ def _coerce(key: str, value: object, hint: Any) -> object:
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if hint is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
+                raise InputError(f"option {key}: {value!r} is not true or false")
             return value.lower() in ("true", "1", "yes")
         return hint(value) if hint in (int, float, str) else value
     except ValueError:

@@ -52,7 +52,7 @@ def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage,
                                  "--storage", storage, "--dse-iterations", "1", "--trials", "3", "--delta", "0.0",
                                  "--report", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
-    assert "iteration 1:" in result.output and "Optuna study" in result.output
+    assert "iteration 1:" in result.output and "Optuna (tpe, seed 0)" in result.output
     assert sorted(record.strategy for record in Store(storage).list_searches()) == ["dse-latency", "optuna-tpe"]
     assert "stored Pareto front (accuracy, latency)" in result.output
     assert (tmp_path / "report.html").stat().st_size > 100_000 and "subnetsearch dashboard" in result.output

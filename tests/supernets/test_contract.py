@@ -33,7 +33,7 @@ TINY = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _toy(toy_family: str) -> None:
+def _toy_registered(toy_family: str) -> None:
     """The toy fourth family, registered for this module's tests only (see tests/conftest.py)."""
 
 

@@ -32,7 +32,7 @@ def _toy(supernet, splits, epochs, out, progress=None):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _toy(toy_family: str) -> None:
+def _toy_registered(toy_family: str) -> None:
     """The toy family, registered for this module's tests only."""
 
 
