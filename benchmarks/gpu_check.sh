@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 2)" || {
     echo "gpu_check: no CUDA device visible to torch here; run this on a machine with a GPU" >&2; exit 2; }
-.venv/bin/python -m pytest -q -o addopts="--import-mode=importlib" -k "cuda or gpu" tests/trainers tests/search
+.venv/bin/python -m pytest -q -m gpu tests/trainers tests/search tests/data  # the tests marked gpu
 cd benchmarks && ../.venv/bin/python gpu_check.py

@@ -1,5 +1,4 @@
 import dataclasses
-import re
 import shlex
 import subprocess
 import sys
@@ -71,8 +70,8 @@ def test_run_can_search_with_the_predictor_and_shows_its_rounds(tiny_checkpoint,
             "--report", str(tmp_path / "report.html")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "predictor-guided search" in result.output and "predictor study" in result.output
-    rounds = [line for line in result.output.splitlines() if re.match(r"\W*1\W+20\W+2\W", line)]
+    assert "predictor (" in result.output and "on the study's front" in result.output
+    rounds = [line for line in result.output.splitlines() if "round 1: fitted on 20, evaluated 2;" in line]
     assert len(rounds) == 1, result.output  # round 1: fitted on the 20 of the design, 2 evaluated
     searches = Store(storage).list_searches()
     assert [record.strategy for record in searches] == ["predictor"] and searches[0].status == "finished"

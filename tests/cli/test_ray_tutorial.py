@@ -1,4 +1,4 @@
-"""The README's Ray cluster steps, run as written from a clean home directory (no Ray token yet):
+"""The Ray tutorial's cluster steps (docs/tutorial/ray.md), run as written from a clean home directory (no Ray token yet):
 a head and an `edge` worker node with token authentication, a device on that node, a search on it,
 its front and a best-mode query, then `ray stop`. Here, before the session-wide test cluster of
 tests/distributed starts, because `ray stop` stops every Ray process of this user."""
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_cluster_steps() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "tutorial" / "ray.md").read_text()
     start = text.index("A two-node cluster on one machine")
     block = text[text.index("```\n", start) + 4:]
     block = block[:block.index("```")]
