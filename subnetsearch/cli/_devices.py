@@ -23,7 +23,6 @@ from subnetsearch.devices import (
     build_table,
     compare_runtimes,
     conv_sites,
-    default_host_device,
     get_runtime,
     host_description,
     host_roofline,
@@ -31,7 +30,7 @@ from subnetsearch.devices import (
     reference_for,
 )
 from subnetsearch.errors import SubnetsearchError
-from subnetsearch.search import record_device_noise
+from subnetsearch.search import device_or_host, record_device_noise
 from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets import (
     DEFAULT_CHECKPOINT,
@@ -53,18 +52,12 @@ def open_store(storage: str | None) -> Store:
 
 
 def device_or_default(store: Store, name: str) -> Device:
-    """A recorded device; `this-host` is recorded with the default host profile on first use."""
+    """A recorded device; `this-host` is recorded with the default host profile on first use
+    (`search.device_or_host`)."""
     try:
-        return store.get_device(name)
+        return device_or_host(store, name)
     except DeviceError as error:
-        if name != "this-host":
-            fail(str(error))
-    try:
-        device = default_host_device()
-        return store.add_device(dataclasses.replace(device, roofline=host_roofline(device.protocol.threads,
-                                                                                   device.protocol.runtime)))
-    except StorageError:  # recorded by another process at the same moment
-        return store.get_device(name)
+        fail(str(error))
 
 
 AUTO_MODES = "full,uniform:2,uniform:4,uniform:8,smallest"

@@ -7,7 +7,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -16,6 +15,7 @@ from subnetsearch.data import DataError, DataSpec, Splits, load_data
 from subnetsearch.distributed import ADDRESS_HELP, RayTrainSettings, train_wenet_ray
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import file_digest
+from subnetsearch.seeding import seeded
 from subnetsearch.supernets import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
@@ -239,15 +239,15 @@ def train_grouped_or_lasso(family: str, out: Path, spec: DataSpec, common: dict,
                                               wenet.get("channels_last", False))
         except AcceleratorError as error:
             fail(str(error))
-    torch.manual_seed(common["seed"])  # the initial weights too: the same command gives the same checkpoint
     init = None
-    if "model" in wenet:
-        supernet, arch, init = _model_supernet(wenet, splits)
-    else:
-        try:
-            supernet = build_supernet_of(WeNetSupernet if family == "wenet" else LassoSupernet, arch)  # type: ignore[assignment]
-        except ArchError as error:
-            fail(str(error))
+    with seeded(common["seed"]):  # the initial weights too: the same command gives the same checkpoint
+        if "model" in wenet:
+            supernet, arch, init = _model_supernet(wenet, splits)
+        else:
+            try:
+                supernet = build_supernet_of(WeNetSupernet if family == "wenet" else LassoSupernet, arch)  # type: ignore[assignment]
+            except ArchError as error:
+                fail(str(error))
     settings = {k: common[k] for k in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "seed")}
     try:
         if family == "wenet":

@@ -33,7 +33,16 @@ from subnetsearch.search._lasso import (
     pick_subnets,
     stored_subnets,
 )
-from subnetsearch.search._noise import record_device_noise, refine_front
+from subnetsearch.search._main_job import (
+    MainJob,
+    MainJobPlan,
+    MainJobResult,
+    ModeRow,
+    main_job_device,
+    suggested_budget,
+    train_default_supernet,
+)
+from subnetsearch.search._noise import device_or_host, record_device_noise, refine_front
 from subnetsearch.search._optuna import (
     DUPLICATE_OF,
     OBJECTIVES,
@@ -67,21 +76,27 @@ from subnetsearch.search._strategy import (
     StrategyOptions,
     get_strategy,
     register_strategy,
-    run_strategies,
     strategy_of_record,
     unregister_strategy,
 )
 
 __all__ = [
+    "MainJob",
+    "MainJobPlan",
+    "MainJobResult",
+    "ModeRow",
+    "main_job_device",
+    "suggested_budget",
+    "train_default_supernet",
     "STRATEGIES",
     "Outcome",
     "SearchStrategy",
     "StrategyOptions",
     "get_strategy",
     "register_strategy",
-    "run_strategies",
     "strategy_of_record",
     "unregister_strategy",
+    "device_or_host",
     "record_device_noise",
     "refine_front",
     "PREDICTOR_INITS",
@@ -115,8 +130,6 @@ __all__ = [
     "open_training_search",
     "run_training_trials",
     "start_training_search",
-    "open_training_search",
-    "run_training_trials",
     "TRAINING_OBJECTIVES",
     "FORMATS",
     "ExportError",

@@ -1,15 +1,28 @@
 """A device's repeatability (`devices.NoiseProfile`), measured with a supernet's reference network and
-recorded in the store: what `devices noise`, `devices add` and the report show."""
+recorded in the store: what `devices noise`, `devices add` and the report show; and the host device
+recorded on first use (`device_or_host`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
-from subnetsearch.devices import Device, NoiseProfile, graph_digest, measure_noise, paired_latency, reference_for
+from subnetsearch.devices import (
+    Device,
+    DeviceError,
+    NoiseProfile,
+    default_host_device,
+    graph_digest,
+    host_roofline,
+    measure_noise,
+    paired_latency,
+    reference_for,
+)
 from subnetsearch.errors import InputError
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.spaces import Mode
-from subnetsearch.storage import Store
+from subnetsearch.storage import StorageError, Store
 from subnetsearch.supernets import PLAIN, BaseSupernet, Realization
 
 
@@ -58,3 +71,18 @@ def refine_front(evaluator: CachedEvaluator, store: Store, windows: int = 4,
                            evaluator.book, meter=evaluator.paired_meter, remeasure=True, between=evaluator.between)
         measured += 1
     return measured
+
+
+def device_or_host(store: Store, name: str) -> Device:
+    """The recorded device `name`; `this-host` (the default host profile, with its roofline measured
+    here, ~4 s) is recorded on first use. Any other unknown name is refused (`DeviceError`)."""
+    try:
+        return store.get_device(name)
+    except DeviceError:
+        if name != default_host_device().name:
+            raise
+    device = default_host_device()
+    try:
+        return store.add_device(replace(device, roofline=host_roofline(device.protocol.threads, device.protocol.runtime)))
+    except StorageError:  # recorded by another process at the same moment
+        return store.get_device(name)

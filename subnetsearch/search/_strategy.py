@@ -11,7 +11,7 @@ import dataclasses
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -293,11 +293,3 @@ class PredictorStrategy(SearchStrategy):
 
 for _strategy in (GreedyDSE(), OptunaStrategy(), PredictorStrategy()):
     register_strategy(_strategy)
-
-
-def run_strategies(session: SearchSession, plan: Sequence[tuple[str, Mapping[str, object]]], say: Say = print
-                   ) -> list[Outcome]:
-    """Run registered strategies one after another on one session (the main job's DSE then TPE);
-    every option set is checked before the first one runs."""
-    checked = [(get_strategy(name), get_strategy(name).options(values)) for name, values in plan]
-    return [strategy.run(session, options, say) for strategy, options in checked]

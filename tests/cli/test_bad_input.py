@@ -148,12 +148,12 @@ CASES = [
     (["export", "%", "--device", "quick", "-o", "{folder}/m.json", "--storage", "{url}"], "no stored mode '%'"),
     # the main job: options checked before the store is opened or anything is computed
     (["run", "--epochs", "0", "--storage", "{url}"], "--epochs must be >= 1, got 0"),
-    (["run", "--trials", "-1", "--storage", "{url}"], "--trials must be >= 0"),
+    (["run", "--trials", "-1", "--storage", "{url}"], "trials must be >= 0, got -1"),
     (["run", "--strategy", "dse+grid", "--storage", "{url}"], "unknown strategy 'grid'"),
     # a checkpoint this host cannot serve is named before the device is looked at (an imported one)
     (["run", "--device", "board", "--checkpoint", "{folder}/bad-unknown-family.pt", "--storage", "{url}"],
      "unknown supernet family 'nope'"),
-    (["run", "--random-modes", "-2", "--storage", "{url}"], "--random-modes must be >= 0"),
+    (["run", "--random-modes", "-2", "--storage", "{url}"], "random_modes must be >= 0, got -2"),
     (["run", "--delta", "nan", "--storage", "{url}"], "delta must be in [0, 1], got nan"),
     (["run", "--report", "{folder}", "--storage", "{url}"], "is a directory"),
     # training commands: options and output folders checked before any data is read or work done
