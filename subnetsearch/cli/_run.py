@@ -21,6 +21,7 @@ from subnetsearch.search import (
     MainJob,
     MainJobPlan,
     ModeRow,
+    Outcome,
     SearchSession,
     evaluation_settings,
     get_strategy,
@@ -93,9 +94,11 @@ def run_command(
         console.print(f"{name} ({get_strategy(name).summary}) on accuracy and measured latency: "
                       + ", ".join(f"{k} {v}" for k, v in values.items() if k != "objectives"))
 
-    for _, outcome in job.search(announce, lambda line: console.print(f"  {line}")):
+    def done(name: str, outcome: Outcome) -> None:
         for line in outcome.lines:
             console.print(f"  {line}")
+
+    job.search(announce, lambda line: console.print(f"  {line}"), done)
     refined = job.refine()
     if refined:
         console.print(f"the front's {refined} graphs measured in {plan.front_windows} more paired windows each "

@@ -154,12 +154,16 @@ class MainJob:
                 for name, mode in modes]
 
     def search(self, announce: Callable[[str, dict[str, object]], None] = lambda name, values: None,
-               say: Callable[[str], None] = lambda line: None) -> list[tuple[str, Outcome]]:
-        """The plan's strategies in turn (each resumes by its default name when run again)."""
+               say: Callable[[str], None] = lambda line: None,
+               done: Callable[[str, Outcome], None] = lambda name, outcome: None) -> list[tuple[str, Outcome]]:
+        """The plan's strategies in turn (each resumes by its default name when run again): `announce`
+        before each, `say` its progress lines, `done` its outcome as soon as it has one."""
         outcomes = []
         for name, values, options in self.searches:
             announce(name, values)
-            outcomes.append((name, get_strategy(name).run(self.session, options, say)))
+            outcome = get_strategy(name).run(self.session, options, say)
+            done(name, outcome)
+            outcomes.append((name, outcome))
         return outcomes
 
     def refine(self) -> int:

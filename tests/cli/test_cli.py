@@ -52,6 +52,10 @@ def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage,
                                  "--report", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
     assert "iteration 1:" in result.output and "Optuna (tpe, seed 0)" in result.output
+    lines = result.output.splitlines()  # each strategy's outcome right after its own progress, before the next
+    dse_done = next(i for i, line in enumerate(lines) if line.strip().startswith("DSE:"))
+    optuna_starts = next(i for i, line in enumerate(lines) if line.startswith("optuna ("))
+    assert dse_done < optuna_starts, result.output
     assert sorted(record.strategy for record in Store(storage).list_searches()) == ["dse-latency", "optuna-tpe"]
     assert "stored Pareto front (accuracy, latency)" in result.output
     assert (tmp_path / "report.html").stat().st_size > 100_000 and "subnetsearch dashboard" in result.output
