@@ -256,25 +256,13 @@ class SearchSession:
         self.require_latency(cost == "latency" or "latency" in objectives)
         strategy = f"dse-{cost}"
         settings = {"delta": delta, "objectives": ",".join(objectives), "max_iterations": max_iterations}
-        record, study = self._start(name, strategy, settings, objectives, make_sampler("random", 0))
-        space = self.supernet.space
-        in_study = {t.user_attrs.get("mode_id") for t in study.get_trials(deepcopy=False)}
-
-        def evaluate_and_record(modes: Sequence[Mode]) -> list[StoredEvaluation]:
-            timed = self.timed_batch(modes)
-            for mode, (result, started, finished) in zip(modes, timed, strict=True):
-                if mode.id not in in_study:
-                    record_trial(study, space, mode, result, objectives, Constraints(min_accuracy=delta),
-                                 {"strategy": strategy}, started, finished)
-                    in_study.add(mode.id)
-            return [result for result, _, _ in timed]
-
-        with recorded(self.store, record.name) as summary:
-            result = greedy_dse(space, self.supernet.full_mode(), evaluate_and_record, delta, cost, max_iterations,
-                                on_step)
-            summary.update({"evaluations": result.evaluations, "trajectory": [s.mode.id for s in result.trajectory],
-                            "chosen": result.chosen.mode.id if result.chosen else None})
-        return result, study
+        with self.search(strategy, settings, objectives, name, Constraints(min_accuracy=delta)) as search:
+            result = greedy_dse(self.supernet.space, self.supernet.full_mode(), search.evaluate, delta, cost,
+                                max_iterations, on_step)
+            search.summary.update({"evaluations": result.evaluations,
+                                   "trajectory": [s.mode.id for s in result.trajectory],
+                                   "chosen": result.chosen.mode.id if result.chosen else None})
+        return result, search.study
 
     def optuna(self, sampler: str, trials: int, objectives: Sequence[str], constraints: Constraints,
                seed: int = 0, name: str | None = None) -> tuple[list[StoredEvaluation], optuna.Study]:

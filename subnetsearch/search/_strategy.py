@@ -180,7 +180,6 @@ class GreedyDSE(SearchStrategy):
     summary = "the WeNet paper's greedy design space exploration (Algorithm 2)"
     Options = DSEOptions
 
-
     def run(self, session: SearchSession, options: StrategyOptions, say: Say = print,
             name: str | None = None) -> Outcome:
         assert isinstance(options, DSEOptions)
@@ -237,7 +236,6 @@ class OptunaStrategy(SearchStrategy):
     summary = "Optuna's multi-objective samplers (TPE, NSGA-II/III, random, GP) until the study holds `trials`"
     Options = OptunaOptions
 
-
     def run(self, session: SearchSession, options: StrategyOptions, say: Say = print,
             name: str | None = None) -> Outcome:
         assert isinstance(options, OptunaOptions)
@@ -268,7 +266,6 @@ class PredictorStrategy(SearchStrategy):
     name = "predictor"
     summary = "a learned accuracy (and latency) model and NSGA-II on its predictions pick each batch of real evaluations"
     Options = PredictorOptions
-
 
     def run(self, session: SearchSession, options: StrategyOptions, say: Say = print,
             name: str | None = None) -> Outcome:
