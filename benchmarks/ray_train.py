@@ -31,9 +31,9 @@ import torch
 from _common import RESULTS, environment, write_result
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.distributed import RayTrainSettings, connect, train_wenet_ray
+from subnetsearch.distributed import RayTrainSettings, connect, train_on_ray
 from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, build_supernet
-from subnetsearch.trainers import WeNetRecipe, WeNetStep
+from subnetsearch.trainers import TrainJob, WeNetRecipe, WeNetStep
 
 ARCH = {**CIFAR_RESNET_DEFAULTS, "family": "wenet-cifar-resnet"}
 BATCH = 64
@@ -149,8 +149,8 @@ def training_run(workers: int, out: Path, epochs: int, steps: int, kill_after_fi
     started = time.perf_counter()
 
     def run() -> None:
-        outcome["result"] = train_wenet_ray(ARCH, DataSpec().to_dict(), recipe, out,
-                                            RayTrainSettings(workers=workers, max_failures=2))
+        job = TrainJob(DataSpec(), out, recipe.epochs, recipe.batch_size, max_steps_per_epoch=recipe.max_steps_per_epoch)
+        outcome["result"] = train_on_ray("wenet", job, RayTrainSettings(workers=workers, max_failures=2))
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -168,7 +168,7 @@ def training_run(workers: int, out: Path, epochs: int, steps: int, kill_after_fi
         killed_at = time.perf_counter() - started
     thread.join()
     wall = time.perf_counter() - started
-    history = outcome["result"]["history"]
+    history = outcome["result"].history
     train_seconds = sum(record["seconds"] for record in history)
     return {"workers": workers, "wall_s": round(wall, 1), "train_s": round(train_seconds, 1),
             "startup_and_reports_s": round(wall - train_seconds, 1),

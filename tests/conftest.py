@@ -87,10 +87,13 @@ def toy_family():
     """The toy fourth family of tests/supernets/toy_family.py, registered for a module's tests and
     unregistered after (nothing stays in the process-wide registry)."""
     from subnetsearch.supernets import register_family, unregister_family
-    from tests.supernets.toy_family import ToyMLP
+    from subnetsearch.trainers import register_trainer, unregister_trainer
+    from tests.supernets.toy_family import ToyMLP, ToyTrainer
 
     register_family("toy-mlp", ToyMLP)
+    register_trainer(ToyTrainer())
     yield "toy-mlp"
+    unregister_trainer(ToyTrainer.family)
     unregister_family("toy-mlp")
 
 

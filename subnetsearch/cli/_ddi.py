@@ -24,11 +24,13 @@ from subnetsearch.cli._common import (
     data_spec,
     fail,
     parse_range,
+    parse_widths,
     set_threads,
 )
 from subnetsearch.cli._devices import open_store
-from subnetsearch.cli._train import RESOURCE_HELP, load_backbone, train_ddi_family
+from subnetsearch.cli._train import train_family
 from subnetsearch.distributed import tune_ddi
+from subnetsearch.errors import SubnetsearchError
 from subnetsearch.search import (
     SkipTargetResult,
     make_sampler,
@@ -43,8 +45,9 @@ from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     GATINGS,
 )
-from subnetsearch.trainers import DDIRecipe
+from subnetsearch.trainers import DDIRecipe, TrainJob, load_backbone
 
+RESOURCE_HELP = "The cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's model, gates included)."
 ddi_app = typer.Typer(no_args_is_help=True, help="Dual dynamic inference: layer/channel skipping and early exits.")
 
 
@@ -74,12 +77,11 @@ def train_command(
     """Train a DDI network toward a skip target and write a searchable checkpoint (the same as
     `subnetsearch train --family ddi`)."""
     set_threads(threads)
-    check_output_folder(out)
-    common = {"depth": depth, "widths": widths, "epochs": backbone_epochs, "batch_size": 128, "lr": lr,
-              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
     options = {"skip_target": skip_target, "gating": gating, "exits": exits, "base": base, "gate_epochs": gate_epochs,
                "joint_epochs": joint_epochs, "exit_epochs": exit_epochs, "alpha": alpha, "resource": resource}
-    train_ddi_family(out, data_spec(data, data_root), common, options)
+    job = TrainJob(data_spec(data, data_root), out, backbone_epochs, 128, lr, max_steps_per_epoch, seed, depth,
+                   tuple(parse_widths(widths)), {k: v for k, v in options.items() if v is not None})
+    train_family("ddi", job)
 
 
 @ddi_app.command("search")
@@ -121,7 +123,10 @@ def search_command(
         fail(str(error))
     set_threads(threads)
     check_output_folder(out)
-    plain, splits, state = load_backbone(base)
+    try:
+        plain, splits, state = load_backbone(base)
+    except SubnetsearchError as error:
+        fail(str(error))
     url = storage_url(storage)
     shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
     study_name = name or (f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"

@@ -31,10 +31,11 @@ from subnetsearch.cli._common import (
     data_spec,
     fail,
     parse_range,
+    parse_widths,
     set_threads,
 )
 from subnetsearch.cli._devices import open_store
-from subnetsearch.cli._train import train_grouped_or_lasso
+from subnetsearch.cli._train import train_family
 from subnetsearch.data import DataSpec, Splits, load_data
 from subnetsearch.distributed import tune_lasso
 from subnetsearch.errors import SubnetsearchError
@@ -60,7 +61,7 @@ from subnetsearch.supernets import (
     LassoSupernet,
     load_checkpoint,
 )
-from subnetsearch.trainers import NEAR_ZERO, LassoRecipe, train_lasso
+from subnetsearch.trainers import NEAR_ZERO, LassoRecipe, TrainJob, train_lasso
 
 lasso_app = typer.Typer(no_args_is_help=True, help="Non-uniform subnets from clipped group-Lasso (Yang et al.).")
 
@@ -137,10 +138,9 @@ def base_command(
     """Train the full network with 1x1-conv shortcuts (Fig. 5b): what subnets are generated from
     (the same as `subnetsearch train --family lasso`)."""
     set_threads(threads)
-    check_output_folder(out)
-    common = {"depth": depth, "widths": widths, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-              "max_steps_per_epoch": max_steps_per_epoch, "seed": seed}
-    train_grouped_or_lasso("lasso", out, data_spec(data, data_root, val_size, split_seed), common, {})
+    job = TrainJob(data_spec(data, data_root, val_size, split_seed), out, epochs, batch_size, lr, max_steps_per_epoch,
+                   seed, depth, tuple(parse_widths(widths)))
+    train_family("lasso", job)
 
 
 @lasso_app.command("generate")

@@ -1,6 +1,6 @@
 """Distributed searches on a Ray cluster: DSE candidates fanned out to evaluation actors, Optuna
 searches run as Ray Tune trials, latency measured only on the nodes of the device measured, and
-supernets trained data parallel on Ray Train (`train_wenet_ray`).
+supernets trained data parallel on Ray Train (`train_on_ray`).
 Importing this package does not import Ray; the backend does when it connects."""
 
 from typing import Any
@@ -16,7 +16,7 @@ from subnetsearch.distributed._cluster import (
     requires_token,
     shared_storage_url,
 )
-from subnetsearch.distributed._train import RayTrainSettings, train_wenet_ray
+from subnetsearch.distributed._train import RayTrainSettings, train_on_ray
 
 
 def tune_lasso(*args: Any, **kwargs: Any) -> Any:
@@ -36,5 +36,5 @@ def tune_ddi(*args: Any, **kwargs: Any) -> Any:
 
 
 __all__ = ["ADDRESS_HELP", "ClusterError", "RayBackend", "RayTrainSettings", "check_reachable", "cluster_cpus",
-           "connect", "missing_device_message", "requires_token", "shared_storage_url", "train_wenet_ray", "tune_ddi",
+           "connect", "missing_device_message", "requires_token", "shared_storage_url", "train_on_ray", "tune_ddi",
            "tune_lasso"]

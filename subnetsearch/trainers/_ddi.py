@@ -22,22 +22,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subnetsearch.data import Splits
+from subnetsearch.data import DataSpec, Splits, load_data
 from subnetsearch.errors import InputError
 from subnetsearch.seeding import seeded
 from subnetsearch.supernets import (
+    DDI_RESNET_DEFAULTS,
     GATINGS,
     RESOURCES,
+    Checkpoint,
     DDIResNet,
     DDISupernet,
     build_supernet,
+    load_checkpoint,
     resource_loss,
     save_checkpoint,
     signed_alpha,
 )
 from subnetsearch.trainers._evaluate import evaluate_accuracy
-from subnetsearch.trainers._loop import Callbacks, Schedule, fit, timeless
+from subnetsearch.trainers._family import FamilyTrainer, TrainEvents, TrainJob, TrainOption, TrainOutcome
+from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, fit, timeless
 
+PHASES = "phases"  # under the output folder: each phase's resumable checkpoint and log
 GATE_PREFIXES = ("layer_proj", "channel_conv", "channel_fc", "lstm", "layer_out")
 
 
@@ -91,9 +96,12 @@ def _parameters(net: DDIResNet, phase: DDIPhase) -> Iterable[nn.Parameter]:
 
 
 def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
-                progress: Callable[[dict], None] | None = None) -> list[dict]:
+                progress: Callable[[dict], None] | None = None, saving: Saving | None = None,
+                on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train one phase through the one training loop; returns per-epoch records (train_loss,
-    train_skip_ratio, train_relative_macs: means over the epoch's batches)."""
+    train_skip_ratio, train_relative_macs: means over the epoch's batches). With `saving` (its
+    checkpoint: the supernet `net` belongs to), the phase writes a resumable `last.pt` each epoch and
+    continues from one it finds (a finished phase only restores its weights)."""
     if phase.exits and not net.heads:
         raise InputError("this network has no exits to train (build it with exits=True)")
     with seeded(phase.seed):
@@ -135,8 +143,8 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
         for p in frozen:
             p.requires_grad_(False)
         try:
-            history = fit(net, splits, phase.schedule(), optimizer, step, dict, train_mode=train_mode,
-                          callbacks=Callbacks(progress=progress))
+            history = fit(net, splits, phase.schedule(), optimizer, step, dict, train_mode=train_mode, saving=saving,
+                          callbacks=Callbacks(progress=progress, on_epoch=on_epoch))
         finally:
             for p in frozen:
                 p.requires_grad_(True)
@@ -208,13 +216,16 @@ def backbone_arch(plain: DDISupernet) -> dict:
 
 def train_gated(plain: DDISupernet, splits: Splits, recipe: DDIRecipe, target: float | None = None,
                 on_phase: Callable[[str, DDIPhase, list[dict] | None], None] | None = None,
-                ) -> tuple[DDISupernet, dict[str, list[dict]]]:
+                phases_dir: Path | None = None, data_spec: dict | None = None,
+                events: PhaseEvents | None = None) -> tuple[DDISupernet, dict[str, list[dict]]]:
     """A gated network (the recipe's gating and exits) started from the trained plain backbone
     `plain` and trained through the recipe's phases toward `target`; with each phase's history.
-    `on_phase(name, phase, None)` is called before a phase and `on_phase(name, phase, history)` after."""
+    `on_phase(name, phase, None)` is called before a phase and `on_phase(name, phase, history)` after.
+    With `phases_dir`, each phase checkpoints in `phases_dir/NAME` (resumable; see `train_phase`)."""
     target = recipe.skip_target if target is None else target
-    supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": recipe.exits,
-                               "skip_target": round(target, 4)})
+    with seeded(recipe.seed + 1):  # the gates' and exits' initial weights: the same recipe, the same network
+        supernet = build_supernet({**backbone_arch(plain), "gating": recipe.gating, "exits": recipe.exits,
+                                   "skip_target": round(target, 4)})
     if not isinstance(supernet, DDISupernet):  # the backbone's family builds DDI networks only
         raise TypeError(f"{plain.arch.get('family')!r} built a {type(supernet).__name__}, not a DDI network")
     copy_backbone(plain.network, supernet.network)
@@ -222,19 +233,38 @@ def train_gated(plain: DDISupernet, splits: Splits, recipe: DDIRecipe, target: f
     for name, phase in recipe.phases(target):
         if on_phase:
             on_phase(name, phase, None)
-        histories[name] = train_phase(supernet.network, splits, phase)
+        histories[name] = train_phase(supernet.network, splits, phase, **_phase_saving(
+            phases_dir, name, supernet, phase, data_spec, events))
         if on_phase:
             on_phase(name, phase, histories[name])
     supernet.set_mode(supernet.full_mode())
     return supernet, histories
 
 
+@dataclass(frozen=True)
+class PhaseEvents:
+    """Progress of DDI's phases, for a progress bar: the loop's state and each epoch's record."""
+
+    progress: Callable[[dict], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None
+
+
+def _phase_saving(phases_dir: Path | None, name: str, supernet: DDISupernet, phase: DDIPhase,
+                  data_spec: dict | None, events: PhaseEvents | None) -> dict:
+    found: dict = {"progress": events.progress, "on_epoch": events.on_epoch} if events else {}
+    if phases_dir is not None:
+        found["saving"] = Saving(phases_dir / name, supernet, {"phase": name, **asdict(phase)}, data_spec or {})
+    return found
+
+
 def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec: dict, arch: dict | None = None,
               base: DDISupernet | None = None, on_phase: Callable[[str, DDIPhase, list[dict] | None], None] | None = None,
-              ) -> dict:
+              events: PhaseEvents | None = None) -> dict:
     """The whole DDI training: the plain backbone of `arch` (written to `backbone.pt`; skipped when a
     trained plain `base` is given), then the gated network's phases (`train_gated`), written to
-    `supernet.pt` in `out_dir`. Returns the final metrics."""
+    `supernet.pt` in `out_dir`. Every phase checkpoints in `out_dir/phases/NAME`, so an interrupted
+    run continues where it stopped (finished phases are restored, not retrained). Returns the final
+    metrics."""
     out_dir = Path(out_dir)
     if base is None:
         if arch is None:
@@ -246,7 +276,8 @@ def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec:
             phase = recipe.backbone_phase()
             if on_phase:
                 on_phase("backbone", phase, None)
-            history = train_phase(plain.network, splits, phase)
+            history = train_phase(plain.network, splits, phase, **_phase_saving(
+                out_dir / PHASES, "backbone", plain, phase, data_spec, events))
             if on_phase:
                 on_phase("backbone", phase, history)
             plain.set_mode(plain.full_mode())
@@ -257,8 +288,85 @@ def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec:
         if base.arch.get("gating") != "none":
             raise InputError("the base must be a plain DDI backbone (gating none)")
         plain = base
-    supernet, histories = train_gated(plain, splits, recipe, on_phase=on_phase)
+    supernet, histories = train_gated(plain, splits, recipe, on_phase=on_phase, phases_dir=out_dir / PHASES,
+                                      data_spec=data_spec, events=events)
     accuracy = evaluate_accuracy(supernet, splits, splits.val)
     metrics = {"history": {name: timeless(h) for name, h in histories.items()}, "val_acc_full_mode": accuracy}
     save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, metrics)
     return metrics
+
+
+def load_backbone(path: str | Path) -> tuple[DDISupernet, Splits, Checkpoint]:
+    """A plain DDI backbone (gating none, `backbone.pt` of a DDI training), its data and checkpoint."""
+    state = load_checkpoint(path)
+    plain = state.build()
+    if not isinstance(plain, DDISupernet) or plain.arch["gating"] != "none":
+        raise InputError(f"{path} is not a plain DDI backbone (gating none) written by "
+                         "`subnetsearch train --family ddi`")
+    return plain, load_data(DataSpec.from_dict(state.data)), state
+
+
+class DDITrainer(FamilyTrainer):
+    """DDI's phases: the plain backbone (or `base`), the gates alone, gates and backbone toward the
+    skip target, then the exits; each phase resumable."""
+
+    family = "ddi"
+    summary = "layer/channel skipping and early exits (Dual Dynamic Inference)"
+    default_out = "runs/ddi"
+    default_epochs = 3  # of the plain backbone
+    options = (
+        TrainOption("skip_target", 0.5, "skip ratio the gates are trained toward"),
+        TrainOption("gating", "mgl2s", "mgl2s (layer + channel) | layer (SkipNet-style) | channel | none"),
+        TrainOption("exits", True, "add early-exit classifiers (RADI) and train them last"),
+        TrainOption("base", None, "a trained plain backbone (backbone.pt of an earlier run): skips the backbone "
+                                  "phase, and its data is used", kind=Path),
+        TrainOption("gate_epochs", 1, "IADI step 1, gates alone toward zero skipping"),
+        TrainOption("joint_epochs", 2, "IADI step 2, gates and backbone toward the skip target"),
+        TrainOption("exit_epochs", 1, "exits with the summed losses (Eq. 4)"),
+        TrainOption("alpha", 0.5, "|alpha| of Eq. (5) on the cost relative to the plain network"),
+        TrainOption("resource", "macs", "the cost E of Eq. (5): macs, or energy (Eq. 6, the devices module's "
+                                        "model, gates included)"),
+    )
+
+    def recipe(self, job: TrainJob) -> DDIRecipe:
+        options = {k: v for k, v in job.options.items() if k != "base"}
+        epochs = self.default_epochs if job.epochs is None else job.epochs
+        return DDIRecipe(**options, backbone_epochs=epochs, lr=job.lr, batch_size=job.batch_size,
+                         max_steps_per_epoch=job.max_steps_per_epoch, seed=job.seed)
+
+    def resolve(self, job: TrainJob) -> TrainJob:
+        job = super().resolve(job)
+        self.recipe(job)  # checks the skip target, gating and phases
+        return job
+
+    def train(self, job: TrainJob, events: TrainEvents = TrainEvents()) -> TrainOutcome:
+        job = self.resolve(job)
+        recipe = self.recipe(job)
+        base = job.options["base"]
+        if base is not None:
+            plain, splits, state = load_backbone(base)
+            arch, data = None, state.data
+        else:
+            plain, splits = None, load_data(job.data)
+            arch, data = job.resnet(splits, **{**DDI_RESNET_DEFAULTS, "family": "ddi-cifar-resnet"}), job.data.to_dict()
+
+        def show(name: str, phase: DDIPhase, history: list[dict] | None) -> None:
+            if history is None:
+                target = "" if name == "backbone" else f", skip target {phase.target}"
+                events.say(f"{name}: {phase.epochs} epoch(s) on {splits.name}{target}")
+            elif name != "backbone":
+                last = history[-1]
+                events.say(f"  skip ratio {last['train_skip_ratio']:.3f}, cost {last['train_relative_macs']:.3f} "
+                           "of the plain network")
+
+        metrics = train_ddi(splits, recipe, job.out, data, arch=arch, base=plain, on_phase=show,
+                            events=PhaseEvents(events.progress, events.epoch))
+        if base is None:
+            events.say(f"  backbone: {Path(job.out) / 'backbone.pt'}")
+        checkpoint = Path(job.out) / "supernet.pt"
+        history = [{"phase": name, **record} for name, records in metrics["history"].items() for record in records]
+        return TrainOutcome(checkpoint, float(metrics["val_acc_full_mode"]), history, asdict(recipe),
+                            self.next_command(checkpoint))
+
+    def next_command(self, checkpoint: Path) -> str:
+        return f"subnetsearch search --checkpoint {checkpoint} --strategy optuna --objectives accuracy,macs"

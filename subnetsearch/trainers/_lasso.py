@@ -23,11 +23,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subnetsearch.data import Splits
+from subnetsearch.data import Splits, load_data
 from subnetsearch.errors import InputError
 from subnetsearch.seeding import seeded
-from subnetsearch.supernets import LassoSupernet, SlimBatchNorm2d, SlimConv2d, save_checkpoint
+from subnetsearch.supernets import (
+    LASSO_RESNET_DEFAULTS,
+    LassoSupernet,
+    SlimBatchNorm2d,
+    SlimConv2d,
+    build_supernet_of,
+    save_checkpoint,
+)
 from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.trainers._family import (
+    FamilyTrainer,
+    TrainEvents,
+    TrainJob,
+    TrainOutcome,
+    last_accuracy,
+)
 from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, fit, sgd, timeless
 
 Penalty = Literal["none", "clipped", "group"]
@@ -272,3 +286,32 @@ def train_lasso(supernet: LassoSupernet, splits: Splits, recipe: LassoRecipe, ou
             save_checkpoint(Path(out_dir) / "supernet.pt", supernet, saved, data_spec,
                             {**final, "history": timeless(history)})
         return final
+
+
+class LassoTrainer(FamilyTrainer):
+    """The lasso family's full network with 1x1-conv shortcuts (Fig. 5b): what non-uniform subnets are
+    generated from (`subnetsearch lasso generate`/`search`), on the CPU."""
+
+    family = "lasso"
+    summary = "the full network non-uniform subnets are generated from (clipped group-Lasso)"
+    default_out = "runs/lasso/base"
+    default_epochs = 5
+
+    def train(self, job: TrainJob, events: TrainEvents = TrainEvents()) -> TrainOutcome:
+        job = self.resolve(job)
+        splits = load_data(job.data)
+        recipe = LassoRecipe(**job.settings())
+        with seeded(job.seed):  # the initial weights too: the same job gives the same checkpoint
+            supernet = build_supernet_of(LassoSupernet, job.resnet(splits, **{**LASSO_RESNET_DEFAULTS,
+                                                                      "family": "lasso-cifar-resnet"}))
+        events.say(f"training {supernet.arch['family']} depth {supernet.arch['depth']} on {splits.name} "
+                   f"({len(splits.train)} train / {len(splits.val)} val"
+                   f"{'; ' + splits.roles if splits.roles else ''}) on the CPU -> {job.out}")
+        result = train_lasso(supernet, splits, recipe, job.out, job.data.to_dict(), progress=events.progress,
+                             on_epoch=events.epoch)
+        checkpoint = Path(job.out) / "supernet.pt"
+        return TrainOutcome(checkpoint, last_accuracy(result["history"]), result["history"], asdict(recipe),
+                            self.next_command(checkpoint))
+
+    def next_command(self, checkpoint: Path) -> str:
+        return f"subnetsearch lasso search --base {checkpoint}"

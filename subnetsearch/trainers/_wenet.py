@@ -3,22 +3,41 @@ network, the smallest sub-network and s-2 random sub-networks, then take one opt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subnetsearch.data import Splits
+from subnetsearch.data import Splits, load_data
 from subnetsearch.errors import InputError
+from subnetsearch.files import file_digest
 from subnetsearch.seeding import seeded
 from subnetsearch.spaces import Mode
-from subnetsearch.supernets import WeNetSupernet, save_checkpoint
+from subnetsearch.supernets import (
+    CIFAR_RESNET_DEFAULTS,
+    MODEL_HELP,
+    BaseSupernet,
+    WeNetSupernet,
+    build_model_supernet,
+    build_supernet_of,
+    model_arch,
+    save_checkpoint,
+)
 from subnetsearch.trainers._accelerate import CPU, PRECISIONS, Accelerator
 from subnetsearch.trainers._evaluate import evaluate_accuracy
+from subnetsearch.trainers._family import (
+    FamilyTrainer,
+    TrainEvents,
+    TrainJob,
+    TrainOption,
+    TrainOutcome,
+    last_accuracy,
+)
 from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, Shard, fit, sgd, timeless
 from subnetsearch.trainers._parallel import DataParallel, sync_batchnorm
 
@@ -237,3 +256,142 @@ def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, ou
             save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec,
                             {**final, "history": timeless(history)})
         return final
+
+
+def _mode_from_text(supernet: WeNetSupernet, text: str) -> Mode:
+    """full | smallest | uniform:G, or a mode's JSON (its values, or layer -> groups) or a file of it."""
+    try:
+        named = supernet.mode_named(text)
+    except ValueError as error:  # ModeError and InputError alike
+        raise InputError(f"bad mode for --fixed-mode: {error}") from None
+    if named is not None:
+        return named
+    if Path(text).is_file():
+        text = Path(text).read_text()
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(f"--fixed-mode must be full, smallest, uniform:G or a mode's JSON, got {text[:80]!r}") from None
+    values = payload.get("values", payload) if isinstance(payload, dict) else None
+    if not isinstance(values, dict):
+        raise InputError(f"--fixed-mode must be full, smallest, uniform:G or a mode's JSON, got {text[:80]!r}")
+    try:
+        return supernet.make_mode(values)
+    except ValueError as error:  # ModeError and InputError alike
+        raise InputError(f"bad mode for --fixed-mode: {error}") from None
+
+
+def _group_choices(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--groups must be comma-separated group counts, e.g. 1,2,4,8,16; got {text!r}") from None
+
+
+class WeNetTrainer(FamilyTrainer):
+    """WeNet's Algorithm 1 (or one fixed mode), on the built-in CIFAR ResNet or your `--model`,
+    locally (on a CPU or GPU) or as one rank of data-parallel training (Ray Train)."""
+
+    family = "wenet"
+    summary = "group switching (WeNet's Algorithm 1)"
+    default_out = "runs/supernet"
+    default_epochs = 10
+    metric = "loss_full"
+    data_parallel = True
+    options = (
+        TrainOption("groups", "1,2,4,8,16", "allowed group counts"),
+        TrainOption("shuffle", True, "channel shuffle between the convolutions of a block"),
+        TrainOption("shuffle_rule", None, "balanced | max (the paper's G = max groups) [balanced; --model: max]",
+                    kind=str),
+        TrainOption("samples_per_step", 4, "s of Algorithm 1, sub-networks per iteration"),
+        TrainOption("sampling", "uniform-stats", "uniform-stats | independent (the paper's)"),
+        TrainOption("distill", True, "in-place distillation from the full network"),
+        TrainOption("fixed_mode", None, "train only this mode (full | smallest | uniform:G | JSON)", kind=str),
+        TrainOption("model", None, f"your model instead of the CIFAR ResNet: {MODEL_HELP}", kind=str),
+        TrainOption("weights", None, "with --model: start from this local state-dict file (nothing is downloaded; "
+                                     "a classifier for another number of classes starts fresh); default: random "
+                                     "initialization", kind=Path),
+        TrainOption("accelerator", "auto", "auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N"),
+        TrainOption("precision", "fp32", "fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)"),
+        TrainOption("channels_last", False, "channels-last memory format (faster on GPUs)"),
+        TrainOption("sync_bn", False, "data parallel: batch-norm statistics over all workers' batches (the "
+                                      "one-process batch)"),
+    )
+
+    def resolve(self, job: TrainJob) -> TrainJob:
+        job = super().resolve(job)
+        options = job.options
+        if options["model"] is not None and (job.depth is not None or job.widths is not None):
+            raise InputError("--depth and --widths describe the built-in CIFAR ResNet; --model brings its own "
+                             "architecture")
+        if options["weights"] is not None and options["model"] is None:
+            raise InputError("--weights needs --model (the built-in CIFAR ResNet starts from random weights)")
+        check_sampling(options["samples_per_step"], options["sampling"])
+        Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
+        return job
+
+    def normalization(self, options: Mapping[str, Any], channels: int | None) -> str:
+        """Pretrained torchvision weights were trained on ImageNet-normalized RGB."""
+        model = options.get("model") or ""
+        return "imagenet" if model.startswith("torchvision:") and options.get("weights") and channels != 1 else "data"
+
+    def build(self, job: TrainJob, splits: Splits, say: Callable[[str], None] = lambda line: None) -> WeNetSupernet:
+        job = self.resolve(job)
+        options = job.options
+        choices = _group_choices(options["groups"])
+        with seeded(job.seed):  # the initial weights too: the same job gives the same checkpoint
+            if options["model"] is None:
+                arch = job.resnet(splits, **{**CIFAR_RESNET_DEFAULTS, "family": "wenet-cifar-resnet",
+                                             "group_choices": choices, "shuffle": options["shuffle"],
+                                             "shuffle_rule": options["shuffle_rule"] or "balanced"})
+                return build_supernet_of(WeNetSupernet, arch)
+            channels, height, width = splits.input_shape
+            if height != width:
+                raise InputError(f"--model needs square images; {splits.name} has {height}x{width} (give "
+                                 "--image-size)")
+            arch = model_arch(options["model"], num_classes=splits.num_classes, input_size=height,
+                              in_channels=channels, group_choices=choices, shuffle=options["shuffle"],
+                              shuffle_rule=options["shuffle_rule"] or "max")
+            notes: list[str] = []
+            supernet = build_model_supernet(arch, options["weights"], notes)
+        for note in notes:
+            say(f"note: {note}")
+        if supernet.conversion:
+            say(f"{options['model']}: {supernet.conversion.summary()}")
+        return supernet
+
+    def recipe(self, job: TrainJob, supernet: WeNetSupernet) -> WeNetRecipe:
+        options = job.options
+        weights = options["weights"]
+        fixed = options["fixed_mode"]
+        return WeNetRecipe(**job.settings(), samples_per_step=options["samples_per_step"],
+                           sampling=options["sampling"], distill=options["distill"],
+                           fixed_mode=_mode_from_text(supernet, fixed).to_json() if fixed else None,
+                           precision=options["precision"], channels_last=options["channels_last"],
+                           sync_bn=options["sync_bn"],
+                           init=f"{Path(weights).name} sha256:{file_digest(Path(weights))[:16]}" if weights else None)
+
+    def fit(self, supernet: BaseSupernet, splits: Splits, job: TrainJob, events: TrainEvents,
+            parallel: DataParallel | None = None, device: torch.device | None = None) -> TrainOutcome:
+        job = self.resolve(job)
+        if not isinstance(supernet, WeNetSupernet):
+            raise InputError(f"the wenet trainer trains WeNet supernets, not a {type(supernet).__name__}")
+        recipe = self.recipe(job, supernet)
+        options = job.options
+        accelerator = (Accelerator(device, recipe.precision, recipe.channels_last) if device is not None else
+                       Accelerator.resolve(options["accelerator"], recipe.precision, recipe.channels_last))
+        if parallel is None:
+            what = supernet.arch.get("model") or supernet.arch.get("factory") or f"depth {supernet.arch.get('depth')}"
+            events.say(f"training {supernet.arch['family']} {what} on {splits.name} ({len(splits.train)} train / "
+                       f"{len(splits.val)} val{'; ' + splits.roles if splits.roles else ''}) on "
+                       f"{accelerator.describe()} -> {job.out}")
+        result = train_wenet(supernet, splits, recipe, job.out, job.data.to_dict(), progress=events.progress,
+                             on_epoch=events.epoch, accelerator=accelerator, parallel=parallel)
+        checkpoint = Path(job.out) / "supernet.pt"
+        return TrainOutcome(checkpoint, last_accuracy(result["history"]), result["history"], asdict(recipe),
+                            self.next_command(checkpoint))
+
+    def train(self, job: TrainJob, events: TrainEvents = TrainEvents()) -> TrainOutcome:
+        job = self.resolve(job)
+        splits = load_data(job.data)
+        return self.fit(self.build(job, splits, events.say), splits, job, events)

@@ -100,7 +100,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
 
 
 def test_ddi_train_bad_inputs(tmp_path) -> None:
-    for args, message in [(["--skip-target", "1.5"], "--skip-target must be in [0, 1)"),
+    for args, message in [(["--skip-target", "1.5"], "the skip target must be in [0, 1)"),
                           (["--gating", "random"], "gating must be one of"),
                           (["--resource", "latency"], "the resource must be one of"),
                           (["--base", str(tmp_path / "none.pt")], "checkpoint not found"),

@@ -19,9 +19,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.distributed import ClusterError, RayTrainSettings, train_wenet_ray
+from subnetsearch.distributed import ClusterError, RayTrainSettings, train_on_ray
 from subnetsearch.supernets import CIFAR_RESNET_DEFAULTS, build_supernet, load_checkpoint
-from subnetsearch.trainers import DataParallel, WeNetRecipe, train_wenet
+from subnetsearch.trainers import DataParallel, TrainJob, WeNetRecipe, train_wenet
 from tests.conftest import TINY_ARCH
 from tests.distributed.conftest import processes_titled
 
@@ -32,6 +32,10 @@ ARGS = ["--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--groups"
         "--epochs", str(EPOCHS), "--max-steps-per-epoch", "4", "--threads", "1"]
 ARCH = {**CIFAR_RESNET_DEFAULTS, **TINY_ARCH}  # what `train` ARGS builds
 RECIPE = WeNetRecipe(epochs=EPOCHS, batch_size=16, max_steps_per_epoch=4)
+
+
+def JOB(out: Path) -> TrainJob:  # noqa: N802 - what `train` ARGS asks for
+    return TrainJob(DataSpec(name="synthetic"), out, EPOCHS, 16, max_steps_per_epoch=4, depth=8, widths=(8, 16, 16))
 
 
 def _rank(rank: int, world: int, init: str, out: str) -> None:
@@ -102,6 +106,8 @@ def test_ray_train_settings_and_a_too_small_cluster_are_refused(ray_cluster, tmp
     with pytest.raises(ValueError, match="--workers must be >= 1"):
         RayTrainSettings(workers=0)
     with pytest.raises(ClusterError, match="3 workers x 1 CPUs need 3 CPUs; the cluster has 2"):
-        train_wenet_ray(ARCH, {"name": "synthetic"}, RECIPE, tmp_path, RayTrainSettings(workers=3))
+        train_on_ray("wenet", JOB(tmp_path), RayTrainSettings(workers=3))
     with pytest.raises(ClusterError, match="need 2 GPUs; the cluster has 0"):
-        train_wenet_ray(ARCH, {"name": "synthetic"}, RECIPE, tmp_path, RayTrainSettings(workers=2, gpus_per_worker=1))
+        train_on_ray("wenet", JOB(tmp_path), RayTrainSettings(workers=2, gpus_per_worker=1))
+    with pytest.raises(ValueError, match="the lasso family does not train data parallel"):
+        train_on_ray("lasso", JOB(tmp_path), RayTrainSettings(workers=1))

@@ -1,6 +1,6 @@
-"""The one training loop: its schedule, and, over every family's trainer (the toy fourth family's
-too), that an interrupted run resumes from last.pt to the same weights as a straight run, the log
-has one line per epoch, and a run with another recipe is refused."""
+"""The one training loop: its schedule, and, over every registered family trainer (the toy fourth
+family's too), that an interrupted run resumes from its checkpoints to the same weights as a
+straight run, the log has one line per epoch, and a run with another recipe is refused."""
 
 from __future__ import annotations
 
@@ -10,61 +10,65 @@ import math
 import pytest
 import torch
 
-from subnetsearch.supernets import build_supernet, load_checkpoint
-from subnetsearch.trainers import LassoRecipe, Schedule, WeNetRecipe, train_lasso, train_wenet
-from tests.conftest import TINY_ARCH
-from tests.supernets.toy_family import TOY_ARCH, train_toy
+from subnetsearch.data import DataSpec
+from subnetsearch.supernets import load_checkpoint
+from subnetsearch.trainers import TRAINERS, Schedule, TrainEvents, TrainJob, get_trainer
 
-LASSO_ARCH = {"family": "lasso-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "input_size": 12, "num_classes": 4,
-              "subnets": [{"name": "small", "channels": [2, 2, 3, 4, 5, 6, 7]}]}
-
-
-def _wenet(supernet, splits, epochs, out, progress=None):
-    return train_wenet(supernet, splits, WeNetRecipe(epochs=epochs, batch_size=32), out, {}, progress=progress)
-
-
-def _lasso(supernet, splits, epochs, out, progress=None):
-    return train_lasso(supernet, splits, LassoRecipe(epochs=epochs, batch_size=32), out, {}, progress=progress)
-
-
-def _toy(supernet, splits, epochs, out, progress=None):
-    return train_toy(supernet, splits, Schedule(epochs, 32, 0.05), out, progress=progress)
+# one line per family: the options that make its training quick on the synthetic set
+QUICK = {"wenet": {"groups": "1,2,4"}, "lasso": {}, "ddi": {"joint_epochs": 1, "exit_epochs": 1}, "toy": {}}
+FAMILIES = [*TRAINERS, "toy"]  # the built-in trainers, and the toy one the fixture registers
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _toy_registered(toy_family: str) -> None:
-    """The toy family, registered for this module's tests only."""
+    """The toy family and its trainer, registered for this module's tests only."""
 
 
-TRAINERS = {"wenet": (TINY_ARCH, _wenet), "lasso": (LASSO_ARCH, _lasso), "toy": (TOY_ARCH, _toy)}
+def test_every_registered_trainer_has_a_quick_job() -> None:
+    assert set(QUICK) == set(FAMILIES)
 
 
-@pytest.mark.parametrize("family", TRAINERS)
-def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, tiny_data, family) -> None:
-    arch, train = TRAINERS[family]
-    torch.manual_seed(1)
-    straight = build_supernet(arch)
-    train(straight, tiny_data, 2, tmp_path / "a")
-    log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
-    assert [record["epoch"] for record in log] == [1, 2]
-    assert all(any(key.startswith("train_loss") for key in record) and "seconds" in record for record in log)
+def _job(family: str, out, epochs: int = 2) -> TrainJob:
+    trainer = get_trainer(family)
+    return TrainJob(DataSpec(name="synthetic"), out, epochs, batch_size=32, max_steps_per_epoch=3,
+                    depth=8 if trainer.uses_resnet else None, widths=(8, 16, 16) if trainer.uses_resnet else None,
+                    options=QUICK[family])
 
-    def crash_in_epoch_2(state: dict) -> None:
-        if state["epoch"] == 2:
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, family) -> None:
+    """Through the trainer contract: a straight run, a run interrupted two thirds of the way in (a
+    later phase, for DDI) and resumed from its checkpoints, and the same weights at the end; the
+    log has one line per epoch; a rerun with another recipe in the same folder is refused."""
+    trainer = get_trainer(family)
+    steps: list[dict] = []
+    straight = trainer.train(_job(family, tmp_path / "a"), TrainEvents(progress=steps.append))
+    assert straight.checkpoint == tmp_path / "a" / "supernet.pt"
+    assert straight.history and all(any(key.startswith("train_") for key in record) for record in straight.history)
+    if family != "ddi":  # DDI logs per phase, under phases/
+        log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+        assert [record["epoch"] for record in log] == [1, 2]
+        assert 0 <= straight.accuracy <= 1
+
+    crash_at = len(steps) * 2 // 3
+    calls = 0
+
+    def crash(state: dict) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == crash_at:
             raise KeyboardInterrupt
 
-    torch.manual_seed(1)
     with pytest.raises(KeyboardInterrupt):
-        train(build_supernet(arch), tiny_data, 2, tmp_path / "b", crash_in_epoch_2)
-    assert load_checkpoint(tmp_path / "b" / "last.pt").metrics["epoch"] == 1
-    resumed = build_supernet(arch)  # fresh weights: everything must come from last.pt
-    history = train(resumed, tiny_data, 2, tmp_path / "b")
-    history = history["history"] if isinstance(history, dict) else history
-    assert [record["epoch"] for record in history] == [1, 2]
-    for name, tensor in straight.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+        trainer.train(_job(family, tmp_path / "b"), TrainEvents(progress=crash))
+    assert not (tmp_path / "b" / "supernet.pt").exists()
+    resumed = trainer.train(_job(family, tmp_path / "b"))
+    assert len(resumed.history) == len(straight.history)
+    reference = load_checkpoint(straight.checkpoint).state_dict
+    for name, tensor in load_checkpoint(resumed.checkpoint).state_dict.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-5, atol=1e-6, msg=name)
     with pytest.raises(ValueError, match="another recipe"):
-        train(build_supernet(arch), tiny_data, 3, tmp_path / "b")
+        trainer.train(_job(family, tmp_path / "b", epochs=3))
 
 
 def test_the_schedule_warms_up_then_decays_to_zero_and_checks_its_fields() -> None:
