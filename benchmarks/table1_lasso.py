@@ -32,8 +32,9 @@ import torch
 from _common import RESULTS, write_result
 
 from subnetsearch.data import DataSpec, load_data
-from subnetsearch.search import EvaluationSettings, make_sampler
-from subnetsearch.search._lasso import GeneratedSubnet, lasso_search, pick_subnets, stored_subnets, subnet_front
+from subnetsearch.search import EvaluationSettings, LassoSearch, run_training_search
+from subnetsearch.search._lasso import GeneratedSubnet, pick_subnets, stored_subnets, subnet_front
+from subnetsearch.storage import Store
 from subnetsearch.supernets import LASSO_RESNET_DEFAULTS, build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint
 from subnetsearch.supernets._lasso import LassoSupernet, uniform_match
@@ -68,18 +69,22 @@ def base_network(splits, epochs: int) -> LassoSupernet:
     return load_checkpoint(path).build()
 
 
-def search(full: LassoSupernet, splits, penalty: str, trials: int, finetune: int) -> list[GeneratedSubnet]:
-    study = optuna.create_study(storage=f"sqlite:///{HOME / 'studies.db'}", study_name=f"lasso-{penalty}",
-                                sampler=make_sampler("tpe", 0), directions=["maximize", "minimize"],
+def search(penalty: str, trials: int, finetune: int) -> list[GeneratedSubnet]:
+    """The penalty's training-time search through the library's one code path (recorded in a store of
+    its own, resumable: a rerun adds only the missing trials)."""
+    url = f"sqlite:///{HOME / 'store.db'}"
+    path = HOME / "base" / "supernet.pt"
+    recipe = LassoRecipe(epochs=finetune, lr=0.02, penalty=penalty, lam=1.0)
+    lasso = LassoSearch(load_checkpoint(path), path, penalty, recipe, SETTINGS, lambda_range=(0.01, 3.0))
+    study = optuna.create_study(storage=url, study_name=f"lasso-{penalty}", directions=["maximize", "minimize"],
                                 load_if_exists=True)
     done = len(stored_subnets(study))
     if done < trials:
         log(f"{penalty} search: {trials - done} more trials")
-        recipe = LassoRecipe(epochs=finetune, lr=0.02, penalty=penalty, lam=1.0)
-        lasso_search(full, splits, study, trials - done, penalty, recipe, SETTINGS, lambda_range=(0.01, 3.0),
-                     on_trial=lambda s: log(f"  lambda {s.lam:.3g} a {s.a:.3g}: {s.macs / 1e6:.2f} MMACs, "
-                                            f"pruned acc {s.accuracy:.4f}"))
-    return stored_subnets(study)
+        run_training_search(Store(url), url, lasso, trials - done, name=f"lasso-{penalty}", sampler="tpe",
+                            on_trial=lambda s: log(f"  lambda {s.lam:.3g} a {s.a:.3g}: {s.macs / 1e6:.2f} MMACs, "
+                                                   f"pruned acc {s.accuracy:.4f}"))
+    return stored_subnets(optuna.load_study(study_name=f"lasso-{penalty}", storage=url))
 
 
 def closest(subnets: list[GeneratedSubnet], macs: int, taken: list[GeneratedSubnet]) -> GeneratedSubnet:
@@ -151,8 +156,8 @@ def main() -> None:
     full_channels = list(full.configs[0])
     full_cost = full.cost(full.full_mode())
     full_test = cached("full", lambda: {"test_acc": test_accuracy(full, splits, 0)})["test_acc"]
-    clipped_all = search(full, splits, "clipped", args.trials, args.finetune)
-    group_all = search(full, splits, "group", max(3, args.trials * 3 // 4), args.finetune)
+    clipped_all = search("clipped", args.trials, args.finetune)
+    group_all = search("group", max(3, args.trials * 3 // 4), args.finetune)
     clipped = sorted(pick_subnets(clipped_all, 3, full_cost.macs), key=lambda s: s.macs)
     if len(clipped) < 3:
         raise SystemExit(f"the clipped search found only {len(clipped)} distinct pruned subnets; add --trials")

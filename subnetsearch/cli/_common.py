@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +18,9 @@ from subnetsearch.data import DataError, DataSpec
 from subnetsearch.distributed import ADDRESS_HELP
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import OutputPathError, check_output_path
+from subnetsearch.search import TrainingSearch, run_training_search
 from subnetsearch.spaces import Mode
+from subnetsearch.storage import storage_url
 from subnetsearch.supernets import BaseSupernet
 
 # Off a terminal tables are laid out 200 columns wide, but text lines are never wrapped (soft_wrap):
@@ -104,32 +106,38 @@ def parse_range(text: str) -> tuple[float, float] | None:
     return low, high
 
 
-def attach_ray(address: str | None, url: str, threads: int) -> tuple[str, int]:
-    """Attach to Ray (`address`) before anything is written: (the storage URL as its workers see it,
-    trial slots of `threads` CPUs); a cluster that cannot run the search fails with exit code 2."""
-    from subnetsearch.distributed import ClusterError, cluster_cpus, connect, shared_storage_url
-
-    try:
-        where = connect(address)
-        shared = shared_storage_url(url)
-    except ClusterError as error:
-        fail(str(error))
-    slots = max(1, cluster_cpus() // threads)
-    console.print(f"Ray Tune trials on {where}: {slots} at a time, {threads} thread(s) each")
-    return shared, slots
-
-
 def report_trial_errors(errors: list[str]) -> None:
     for error in errors:
         console.print(f"[yellow]a trial failed after its retries:[/] {error[:300]}")
 
 
-def after_tune_trials(errors: list[str], new_results: Sequence[Any], show: Callable[[Any], None]) -> None:
-    """After a training-time search's trials: report the trials that failed for good and show the
-    new results that Ray Tune trials wrote from other processes (local trials showed theirs)."""
+def training_search(search: TrainingSearch, trials: int, storage: str | None, name: str | None, sampler: str,
+                    seed: int, out: Path | None, backend: str, address: str | None, threads: int,
+                    show: Callable[[Any], None]) -> tuple[Any, str]:
+    """A training-time search's trials, here or as Ray Tune trials (`search.run_training_search`),
+    each result shown as it comes (a Ray search's after its trials); bad storage or an unreachable
+    cluster fail before anything is written. Returns the study and its name."""
+    import optuna
+
+    from subnetsearch.cli._devices import open_store
+    from subnetsearch.distributed import RayTrials
+
+    url = storage_url(storage)
+    runner = RayTrials(address, threads) if backend == "ray" else None
+    store = open_store(storage)
+    study_name = name or search.default_name()
+    console.print(f"search and study {study_name!r} in {store.url}: {trials} more trials")
+    try:
+        study, errors, study_name = run_training_search(store, url, search, trials, name=study_name, sampler=sampler,
+                                                        seed=seed, out=out, runner=runner, on_trial=show)
+    except SubnetsearchError as error:  # the store, the cluster, a bad setting
+        fail(str(error))
+    except (ValueError, optuna.exceptions.OptunaError) as error:
+        fail(f"cannot open the study in {url}: {error}")
+    if runner is not None:
+        console.print(runner.description)
     report_trial_errors(errors)
-    for result in new_results:
-        show(result)
+    return study, study_name
 
 
 def data_spec(name: str, root: str | None, val_size: int = 5000, split_seed: int = 0, **options: object) -> DataSpec:

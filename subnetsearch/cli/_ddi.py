@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import typer
 
 from subnetsearch.cli._common import (
@@ -16,8 +15,6 @@ from subnetsearch.cli._common import (
     STORAGE_OPTION,
     TRIAL_THREADS_OPTION,
     TRIALS_BACKEND_OPTION,
-    after_tune_trials,
-    attach_ray,
     check_backend,
     check_output_folder,
     console,
@@ -26,22 +23,15 @@ from subnetsearch.cli._common import (
     parse_range,
     parse_widths,
     set_threads,
+    training_search,
 )
-from subnetsearch.cli._devices import open_store
 from subnetsearch.cli._train import train_family
-from subnetsearch.distributed import tune_ddi
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.search import (
     SkipTargetResult,
-    make_sampler,
-    open_training_search,
-    run_training_trials,
-    skip_target_distributions,
-    skip_target_search,
-    skip_target_space,
+    SkipTargetSearch,
     stored_results,
 )
-from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     GATINGS,
 )
@@ -119,46 +109,20 @@ def search_command(
     try:
         recipe = DDIRecipe(low, gating, False, gate_epochs=gate_epochs, joint_epochs=joint_epochs, alpha=alpha, lr=lr,
                            max_steps_per_epoch=max_steps_per_epoch, seed=seed, resource=resource)
-    except ValueError as error:
+        plain, _, state = load_backbone(base)
+        search = SkipTargetSearch(state, base, recipe, low, high)
+    except SubnetsearchError as error:
         fail(str(error))
     set_threads(threads)
     check_output_folder(out)
-    try:
-        plain, splits, state = load_backbone(base)
-    except SubnetsearchError as error:
-        fail(str(error))
-    url = storage_url(storage)
-    shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
-    study_name = name or (f"ddi-cifar-resnet-{state.hash[:8]}/skip-target-{gating}/joint={joint_epochs},lr={lr}"
-                          + ("" if resource == "macs" else f",resource={resource}"))
-    store = open_store(storage)
-    settings = {"gating": gating, "gate_epochs": gate_epochs, "joint_epochs": joint_epochs, "alpha": alpha, "lr": lr,
-                "resource": resource, "target_range": [low, high], "sampler": sampler, "seed": seed}
-    try:
-        study = open_training_search(store, url, state, base, study_name, f"ddi-skip-target-{gating}",
-                                     skip_target_space(low, high), settings, make_sampler(sampler, seed))
-    except StorageError as error:
-        fail(str(error))
-    except (ValueError, optuna.exceptions.OptunaError) as error:
-        fail(f"cannot open the study in {url}: {error}")
-    console.print(f"search and study {study_name!r} in {store.url}: {len(stored_results(study))} stored trials; "
-                  f"{trials} more")
 
     def show(result: SkipTargetResult) -> None:
         console.print(f"trial: skip target {result.skip_target:.3f} -> skip ratio {result.skip_ratio:.3f}, "
                       f"{result.cost_profile['mean_macs'] / result.cost_profile['plain_macs']:.0%} of plain MACs, "
                       f"val accuracy {result.accuracy:.4f}")
 
-    def run() -> list[str]:
-        if backend == "local":
-            skip_target_search(plain, splits, state.data, study, trials, low, high, recipe, out, on_trial=show)
-            return []
-        _, errors = tune_ddi(study, shared, make_sampler(sampler, seed), skip_target_distributions(low, high), state,
-                             recipe, str(out.resolve()), trials, slots, threads, max_failures=3)
-        return errors
-
-    study, errors = run_training_trials(store, url, study_name, trials, run, stored_results)
-    after_tune_trials(errors, stored_results(study)[-trials:] if backend == "ray" else [], show)
+    study, study_name = training_search(search, trials, storage, name, sampler, seed, out, backend, address, threads,
+                                        show)
     results = stored_results(study)
     if not results:
         fail(f"no trial of study {study_name!r} completed", code=1)

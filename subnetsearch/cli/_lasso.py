@@ -12,7 +12,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import optuna
 import typer
 from rich.table import Table
 
@@ -22,8 +21,6 @@ from subnetsearch.cli._common import (
     STORAGE_OPTION,
     TRIAL_THREADS_OPTION,
     TRIALS_BACKEND_OPTION,
-    after_tune_trials,
-    attach_ray,
     check_backend,
     check_output_file,
     check_output_folder,
@@ -33,28 +30,21 @@ from subnetsearch.cli._common import (
     parse_range,
     parse_widths,
     set_threads,
+    training_search,
 )
-from subnetsearch.cli._devices import open_store
 from subnetsearch.cli._train import train_family
 from subnetsearch.data import DataSpec, Splits, load_data
-from subnetsearch.distributed import tune_lasso
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import OutputPathError, write_atomically
 from subnetsearch.search import (
     EvaluationSettings,
     GeneratedSubnet,
+    LassoSearch,
     fused_supernet,
     generate_subnet,
-    lasso_distributions,
-    lasso_search,
-    lasso_space,
-    make_sampler,
-    open_training_search,
     pick_subnets,
-    run_training_trials,
     stored_subnets,
 )
-from subnetsearch.storage import StorageError, storage_url
 from subnetsearch.supernets import (
     ArchError,
     Checkpoint,
@@ -209,42 +199,20 @@ def search_command(
     lambda_range = parse_range(lambda_range_text)
     if lambda_range is None or not 0 < lambda_range[0] < lambda_range[1]:
         fail(f"--lambda-range must be two numbers 0 < low < high, got {lambda_range_text!r}")
-    full, splits, checkpoint = _load_base(base)
+    full, _, checkpoint = _load_base(base)
     recipe = _recipe(epochs=epochs, lr=lr, max_steps_per_epoch=max_steps_per_epoch, penalty=penalty, lam=1.0)
-    url = storage_url(storage)
-    checkpoint_hash = checkpoint.hash
-    shared, slots = attach_ray(address, url, threads) if backend == "ray" else (url, 1)
-    # named after the family the checkpoint was written as (a legacy one keeps the name it resumes by)
-    study_name = name or (f"{checkpoint.arch['family']}-{checkpoint_hash[:8]}/lasso-{penalty}/epochs={epochs},"
-                          f"lr={lr},threshold={threshold:g}")
-    store = open_store(storage)
-    settings = {"penalty": penalty, "epochs": epochs, "lr": lr, "threshold": threshold,
-                "lambda_range": list(lambda_range), "sampler": sampler, "seed": seed}
-    try:
-        study = open_training_search(store, url, checkpoint, base, study_name, f"lasso-{penalty}",
-                                     lasso_space(penalty, lambda_range), settings, make_sampler(sampler, seed))
-    except StorageError as error:
-        fail(str(error))
-    except (ValueError, optuna.exceptions.OptunaError) as error:
-        fail(f"cannot open the study in {url}: {error}")
     full_macs = full.cost(full.full_mode()).macs
-    console.print(f"search and study {study_name!r} in {store.url}: {len(stored_subnets(study))} stored trials; "
-                  f"{trials} more")
 
     def show(subnet: GeneratedSubnet) -> None:
         console.print(f"trial: lambda {subnet.lam:.4g}, a {subnet.a:.3g} -> {subnet.macs / full_macs:.0%} of full "
                       f"MACs, pruned accuracy {subnet.accuracy:.4f}")
 
-    def run() -> list[str]:
-        if backend == "local":
-            lasso_search(full, splits, study, trials, penalty, recipe, QUICK, threshold, lambda_range, on_trial=show)
-            return []
-        _, errors = tune_lasso(study, shared, make_sampler(sampler, seed), lasso_distributions(penalty, lambda_range),
-                               checkpoint, penalty, recipe, QUICK, threshold, trials, slots, threads, max_failures=3)
-        return errors
-
-    study, errors = run_training_trials(store, url, study_name, trials, run, stored_subnets)
-    after_tune_trials(errors, stored_subnets(study)[-trials:] if backend == "ray" else [], show)
+    try:
+        search = LassoSearch(checkpoint, base, penalty, recipe, QUICK, threshold, lambda_range)
+    except SubnetsearchError as error:
+        fail(str(error))
+    study, study_name = training_search(search, trials, storage, name, sampler, seed, None, backend, address, threads,
+                                        show)
     subnets = stored_subnets(study)
     chosen = pick_subnets(subnets, pick, full_macs)
     if not chosen:

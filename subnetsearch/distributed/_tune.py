@@ -28,7 +28,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from subnetsearch.distributed._workers import WorkerSpec, build_evaluator, evaluate_counted
-from subnetsearch.search import DUPLICATE_OF, OBJECTIVES, Constraints, objective_values, set_constraints
+from subnetsearch.search import DUPLICATE_OF, OBJECTIVES, Constraints, TrainingSearch, objective_values, set_constraints
 from subnetsearch.spaces import SearchSpace, mode_from_params, to_optuna
 from subnetsearch.supernets import Checkpoint
 
@@ -178,44 +178,20 @@ def _run(trainable: Any, searcher: RecordingOptunaSearch, trials: int, concurren
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _network_and_data(checkpoint: Checkpoint, threads: int) -> tuple[Any, Any]:
+def _network_and_data(search: TrainingSearch, threads: int) -> tuple[Any, Any]:
     """A training trial's starting network and its data, loaded once per trial process (Tune reuses
     trial actors); torch runs `threads` threads."""
     import torch
 
-    from subnetsearch.data import DataSpec, load_data
-
     torch.set_num_threads(threads)
-    key = (checkpoint.hash, "network")
+    key = (search.base.hash, "network")
     if key not in _EVALUATORS:
-        _EVALUATORS[key] = (checkpoint.build(), load_data(DataSpec.from_dict(checkpoint.data)))
+        _EVALUATORS[key] = search.network_and_data()
     return _EVALUATORS[key]
 
 
-def _lasso_trial(config: dict, checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any, threshold: float,
-                 threads: int) -> None:
-    from subnetsearch.search import generate_subnet
-
-    full, splits = _network_and_data(checkpoint, threads)
-    subnet = generate_subnet(full, splits, penalty, config["lam"], config.get("a", 1.0), recipe, settings, threshold)
-    tune.report({"accuracy": subnet.accuracy, "macs": subnet.macs, "user_attrs_json": json.dumps(subnet.to_dict())})
-
-
-def tune_lasso(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler,
-               distributions: dict[str, Any], checkpoint: Checkpoint, penalty: str, recipe: Any, settings: Any,
-               threshold: float, trials: int, concurrency: int, threads: int,
-               max_failures: int) -> tuple[list[dict], list[str]]:
-    """Subnet-generation trials (a penalized fine-tune each) as Ray Tune trials on `study`."""
-    searcher = RecordingOptunaSearch(space=distributions, metric=["accuracy", "macs"], mode=["max", "min"],
-                                     sampler=sampler, study_name=study.study_name,
-                                     storage=optuna.storages.RDBStorage(storage_url))
-    trainable = tune.with_parameters(_lasso_trial, checkpoint=checkpoint, penalty=penalty, recipe=recipe,
-                                     settings=settings, threshold=threshold, threads=threads)
-    return _run(trainable, searcher, trials, concurrency, threads, max_failures)
-
-
 class _FileSink:
-    """Writes trial checkpoints on the machine that runs the search (trials may run on other nodes)."""
+    """Writes trial files on the machine that runs the search (trials may run on other nodes)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -226,38 +202,40 @@ class _FileSink:
         return str(write_atomically(Path(self.root) / relative, content).resolve())
 
 
-def _ddi_trial(config: dict, checkpoint: Checkpoint, recipe: Any, sink: Any, threads: int) -> None:
-    import dataclasses
-
+def _training_trial(config: dict, search: TrainingSearch, sink: Any, threads: int) -> None:
+    """One Tune trial of a training-time search: the same `search.trial` a local search runs."""
     import ray
 
-    from subnetsearch.search import train_to_target
+    network, splits = _network_and_data(search, threads)
+    outcome = search.trial(config, network, splits)
+    attrs = dict(outcome.attrs)
+    for relative, content in outcome.files.items():
+        written = ray.get(sink.write.remote(relative, content))
+        if outcome.path_key is not None:
+            attrs[outcome.path_key] = written
+    tune.report({"accuracy": outcome.accuracy, "macs": outcome.macs,
+                 "node": ray.get_runtime_context().get_node_id(), "user_attrs_json": json.dumps(attrs)})
 
-    plain, splits = _network_and_data(checkpoint, threads)
-    result, content = train_to_target(plain, splits, recipe, config["skip_target"], checkpoint.data)
-    result = dataclasses.replace(result, checkpoint=ray.get(sink.write.remote(result.checkpoint, content)))
-    tune.report({"accuracy": result.accuracy, "macs": result.mean_macs, "node": ray.get_runtime_context().get_node_id(),
-                 "user_attrs_json": json.dumps(result.user_attrs())})
 
-
-def tune_ddi(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, distributions: dict[str, Any],
-             checkpoint: Checkpoint, recipe: Any, out: str, trials: int, concurrency: int, threads: int,
-             max_failures: int) -> tuple[list[dict], list[str]]:
-    """Skip-target trials (gates trained from the plain backbone in `checkpoint`) as Ray Tune trials
-    on `study`; every trial's checkpoint is written under `out` on this machine."""
+def tune_training(search: TrainingSearch, study: optuna.Study, url: str, sampler: optuna.samplers.BaseSampler,
+                  trials: int, out: Path | None, slots: int, threads: int, max_failures: int) -> list[str]:
+    """`trials` trials of a training-time search as Ray Tune trials on `study` (`slots` at a time);
+    files a trial writes land under `out` on this machine. The errors of trials that failed for good."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    sink = ray.remote(num_cpus=0)(_FileSink).options(scheduling_strategy=here).remote(out)
-    searcher = RecordingOptunaSearch(space=distributions, metric=["accuracy", "macs"], mode=["max", "min"],
+    sink = (ray.remote(num_cpus=0)(_FileSink).options(scheduling_strategy=here).remote(str(out.resolve()))
+            if out is not None else None)
+    searcher = RecordingOptunaSearch(space=to_optuna(search.space), metric=["accuracy", "macs"], mode=["max", "min"],
                                      sampler=sampler, study_name=study.study_name,
-                                     storage=optuna.storages.RDBStorage(storage_url))
-    trainable = tune.with_parameters(_ddi_trial, checkpoint=checkpoint, recipe=recipe, sink=sink, threads=threads)
+                                     storage=optuna.storages.RDBStorage(url))
+    trainable = tune.with_parameters(_training_trial, search=search, sink=sink, threads=threads)
     try:
-        return _run(trainable, searcher, trials, concurrency, threads, max_failures)
+        return _run(trainable, searcher, trials, slots, threads, max_failures)[1]
     finally:
-        ray.kill(sink)  # type: ignore[arg-type]  # an actor handle
+        if sink is not None:
+            ray.kill(sink)  # type: ignore[arg-type]  # an actor handle
 
 
 def tune_search(study: optuna.Study, storage_url: str, sampler: optuna.samplers.BaseSampler, space: SearchSpace,

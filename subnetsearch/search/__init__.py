@@ -4,8 +4,7 @@ and export."""
 from subnetsearch.search._cache import CachedEvaluator, to_record
 from subnetsearch.search._ddi import (
     SkipTargetResult,
-    skip_target_distributions,
-    skip_target_search,
+    SkipTargetSearch,
     skip_target_space,
     stored_results,
     train_to_target,
@@ -25,10 +24,9 @@ from subnetsearch.search._evaluator import (
 from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model, mode_document
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
+    LassoSearch,
     fused_supernet,
     generate_subnet,
-    lasso_distributions,
-    lasso_search,
     lasso_space,
     pick_subnets,
     stored_subnets,
@@ -79,6 +77,7 @@ from subnetsearch.search._strategy import (
     strategy_of_record,
     unregister_strategy,
 )
+from subnetsearch.search._training import TrainingSearch, TrialOutcome, TrialRunner, run_training_search
 
 __all__ = [
     "MainJob",
@@ -106,9 +105,13 @@ __all__ = [
     "plan_round",
     "predictor_rounds",
     "SkipTargetResult",
-    "skip_target_distributions",
+    "SkipTargetSearch",
+    "LassoSearch",
+    "TrainingSearch",
+    "TrialOutcome",
+    "TrialRunner",
+    "run_training_search",
     "skip_target_space",
-    "skip_target_search",
     "stored_results",
     "train_to_target",
     "check_dse_inputs",
@@ -116,10 +119,8 @@ __all__ = [
     "format_for",
     "GeneratedSubnet",
     "generate_subnet",
-    "lasso_distributions",
     "lasso_space",
     "fused_supernet",
-    "lasso_search",
     "pick_subnets",
     "stored_subnets",
     "DUPLICATE_OF",

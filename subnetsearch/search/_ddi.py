@@ -8,23 +8,24 @@ by the target and the content hash, and recorded on the Optuna trial with the co
 runtime knobs (gate threshold, exit budget) of any trial's network are then searched, stored and
 queried by `subnetsearch search` like any supernet.
 
-`skip_target_search` runs the trials here, one after another; `subnetsearch.distributed.tune_ddi`
-runs the same trial function as Ray Tune trials.
+`SkipTargetSearch` is the search (`run_training_search` runs its trials here, one after another, or
+through `subnetsearch.distributed.RayTrials` as Ray Tune trials: the same trial either way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from subnetsearch.data import Splits
-from subnetsearch.files import write_atomically
-from subnetsearch.search._optuna import ask_and_tell
+from subnetsearch.errors import InputError
+from subnetsearch.search._training import TrainingSearch, TrialOutcome
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
-from subnetsearch.supernets import DDISupernet, checkpoint_bytes
+from subnetsearch.supernets import BaseSupernet, Checkpoint, DDISupernet, checkpoint_bytes
 from subnetsearch.trainers import DDIRecipe, evaluate_accuracy, train_gated
 
 
@@ -69,20 +70,44 @@ def train_to_target(plain: DDISupernet, splits: Splits, recipe: DDIRecipe, targe
     return result, content
 
 
-def skip_target_search(plain: DDISupernet, splits: Splits, data: dict, study: optuna.Study, trials: int,
-                       low: float, high: float, recipe: DDIRecipe, out: Path,
-                       on_trial: Callable[[SkipTargetResult], None] | None = None) -> list[SkipTargetResult]:
-    """`trials` skip-target trials sampled by the study's sampler (accuracy up, mean MACs down), run
-    here; each trial's checkpoint is written under `out` and its result kept on its Optuna trial."""
+class SkipTargetSearch(TrainingSearch):
+    """DDI's skip target as a training-time search: each trial trains a gated copy of the plain
+    backbone toward a sampled target (`train_to_target`; accuracy up, mean MACs down) and writes its
+    checkpoint under the search's output folder, its result kept on its Optuna trial."""
 
-    def run(params: dict) -> tuple[list[float], dict, SkipTargetResult]:
-        result, content = train_to_target(plain, splits, recipe, params["skip_target"], data)
-        result = replace(result, checkpoint=str(write_atomically(out / result.checkpoint, content).resolve()))
-        if on_trial:
-            on_trial(result)
-        return [result.accuracy, result.mean_macs], result.user_attrs(), result
+    def __init__(self, base: Checkpoint, base_path: Path, recipe: DDIRecipe, low: float, high: float) -> None:
+        super().__init__(base, base_path)
+        if recipe.gating == "none":
+            raise InputError("a skip-target search needs gates: gating mgl2s, layer or channel")
+        if not 0 <= low < high < 1:
+            raise InputError(f"the target range must be two numbers 0 <= low < high < 1, got {low}, {high}")
+        self.strategy = f"ddi-skip-target-{recipe.gating}"
+        self.recipe, self.low, self.high = recipe, low, high
 
-    return ask_and_tell(study, skip_target_distributions(low, high), trials, run)
+    @property
+    def space(self) -> SearchSpace:
+        return skip_target_space(self.low, self.high)
+
+    def settings(self) -> dict:
+        recipe = self.recipe
+        return {"gating": recipe.gating, "gate_epochs": recipe.gate_epochs, "joint_epochs": recipe.joint_epochs,
+                "alpha": recipe.alpha, "lr": recipe.lr, "resource": recipe.resource,
+                "target_range": [self.low, self.high]}
+
+    def default_name(self) -> str:
+        recipe = self.recipe
+        return (f"ddi-cifar-resnet-{self.base.hash[:8]}/skip-target-{recipe.gating}/joint={recipe.joint_epochs},"
+                f"lr={recipe.lr}" + ("" if recipe.resource == "macs" else f",resource={recipe.resource}"))
+
+    def trial(self, params: Mapping[str, Any], network: BaseSupernet, splits: Splits) -> TrialOutcome:
+        if not isinstance(network, DDISupernet):
+            raise InputError(f"a skip-target search starts from a DDI backbone, not a {type(network).__name__}")
+        result, content = train_to_target(network, splits, self.recipe, params["skip_target"], self.base.data)
+        return TrialOutcome(result.accuracy, result.mean_macs, result.user_attrs(), {result.checkpoint: content},
+                            path_key="checkpoint")
+
+    def results(self, study: optuna.Study) -> list[SkipTargetResult]:
+        return stored_results(study)
 
 
 def stored_results(study: optuna.Study) -> list[SkipTargetResult]:

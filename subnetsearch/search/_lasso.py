@@ -7,18 +7,20 @@ survivors come first), the subnet is the first c channels of each slot, its BN s
 recalibrated on training images, and its validation accuracy and MACs are the trial's objectives.
 On CPU the default fine-tune is one epoch from the trained full network instead of the paper's training from scratch.
 
-`lasso_search` runs trials with an Optuna multi-objective sampler (study in the project's storage,
-visible in the Optuna dashboard) and `pick_subnets` chooses N subnets from its front, spread over
-MACs, for fused training.
+`LassoSearch` is the search (`run_training_search` runs its trials with an Optuna multi-objective
+sampler, here or as Ray Tune trials; study in the project's storage, visible in the Optuna
+dashboard) and `pick_subnets` chooses N subnets from its front, spread over MACs, for fused
+training.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import optuna
 
@@ -26,9 +28,11 @@ from subnetsearch.data import Splits
 from subnetsearch.errors import InputError
 from subnetsearch.pareto import nondominated
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
-from subnetsearch.search._optuna import ask_and_tell
+from subnetsearch.search._training import TrainingSearch, TrialOutcome
 from subnetsearch.spaces import Knob, SearchSpace, to_optuna
 from subnetsearch.supernets import (
+    BaseSupernet,
+    Checkpoint,
     LassoSupernet,
     build_supernet,
     build_supernet_of,
@@ -112,22 +116,48 @@ def lasso_distributions(penalty: str, lambda_range: tuple[float, float] = LAMBDA
     return to_optuna(lasso_space(penalty, lambda_range))
 
 
-def lasso_search(full: LassoSupernet, splits: Splits, study: optuna.Study, trials: int, penalty: str,
-                 recipe: LassoRecipe, settings: EvaluationSettings, threshold: float = NEAR_ZERO,
-                 lambda_range: tuple[float, float] = LAMBDA_RANGE,
-                 on_trial: Callable[[GeneratedSubnet], None] | None = None) -> list[GeneratedSubnet]:
-    """`trials` generation trials (lambda log-uniform, a uniform for the clipped penalty) sampled by
-    the study's sampler, maximizing accuracy and minimizing MACs; each trial's subnet is stored on its
-    Optuna trial (user attrs) so the study alone holds the search's results."""
+class LassoSearch(TrainingSearch):
+    """Subnet generation as a training-time search: each trial fine-tunes the base full network with
+    the penalty at a sampled lambda (and a, for the clipped penalty: Eq. 3), counts the surviving
+    channels and scores the pruned network (accuracy up, MACs down); the subnet is kept on its Optuna
+    trial, so the study alone holds the search's results."""
 
-    def run(params: dict) -> tuple[list[float], dict, GeneratedSubnet]:
-        subnet = generate_subnet(full, splits, penalty, params["lam"], params.get("a", 1.0), recipe, settings,
-                                 threshold)
-        if on_trial:
-            on_trial(subnet)
-        return [subnet.accuracy, subnet.macs], subnet.to_dict(), subnet
+    def __init__(self, base: Checkpoint, base_path: Path, penalty: str, recipe: LassoRecipe,
+                 settings: EvaluationSettings, threshold: float = NEAR_ZERO,
+                 lambda_range: tuple[float, float] = LAMBDA_RANGE) -> None:
+        super().__init__(base, base_path)
+        if penalty not in ("clipped", "group"):
+            raise InputError(f"the penalty must be clipped or group, got {penalty!r}")
+        if not threshold > 0:
+            raise InputError(f"the threshold must be > 0, got {threshold}")
+        if not 0 < lambda_range[0] < lambda_range[1]:
+            raise InputError(f"the lambda range must be two numbers 0 < low < high, got {lambda_range}")
+        self.strategy = f"lasso-{penalty}"
+        self.penalty, self.recipe, self.evaluation, self.threshold = penalty, recipe, settings, threshold
+        self.lambda_range = lambda_range
 
-    return ask_and_tell(study, lasso_distributions(penalty, lambda_range), trials, run)
+    @property
+    def space(self) -> SearchSpace:
+        return lasso_space(self.penalty, self.lambda_range)
+
+    def settings(self) -> dict:
+        return {"penalty": self.penalty, "epochs": self.recipe.epochs, "lr": self.recipe.lr,
+                "threshold": self.threshold, "lambda_range": list(self.lambda_range)}
+
+    def default_name(self) -> str:
+        # named after the family the checkpoint was written as (a legacy one keeps the name it resumes by)
+        return (f"{self.base.arch['family']}-{self.base.hash[:8]}/lasso-{self.penalty}/epochs={self.recipe.epochs},"
+                f"lr={self.recipe.lr},threshold={self.threshold:g}")
+
+    def trial(self, params: Mapping[str, Any], network: BaseSupernet, splits: Splits) -> TrialOutcome:
+        if not isinstance(network, LassoSupernet):
+            raise InputError(f"subnet generation needs a lasso-family network, not a {type(network).__name__}")
+        subnet = generate_subnet(network, splits, self.penalty, params["lam"], params.get("a", 1.0), self.recipe,
+                                 self.evaluation, self.threshold)
+        return TrialOutcome(subnet.accuracy, subnet.macs, subnet.to_dict())
+
+    def results(self, study: optuna.Study) -> list[GeneratedSubnet]:
+        return stored_subnets(study)
 
 
 def stored_subnets(study: optuna.Study) -> list[GeneratedSubnet]:
