@@ -31,7 +31,7 @@ from _common import RESULTS, write_result
 from subnetsearch.data import DataSpec, load_data, synthetic
 from subnetsearch.supernets import build_supernet
 from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
-from subnetsearch.supernets._ddi import predict_under_budget
+from subnetsearch.supernets._ddi_network import predict_under_budget
 from subnetsearch.supernets._registry import DDI_RESNET_DEFAULTS
 from subnetsearch.trainers import DDIPhase, copy_backbone, timeless, train_phase
 

@@ -56,17 +56,9 @@ from subnetsearch.search._optuna import (
     set_constraints,
 )
 from subnetsearch.search._predictor import INITS as PREDICTOR_INITS
-from subnetsearch.search._predictor import PredictorSettings, fit_model, kendall_tau, plan_round
-from subnetsearch.search._session import (
-    TRAINING_OBJECTIVES,
-    Interrupted,
-    SearchSession,
-    open_training_search,
-    predictor_rounds,
-    recorded,
-    run_training_trials,
-    start_training_search,
-)
+from subnetsearch.search._predictor import PredictorSettings, fit_model, kendall_tau, plan_round, predictor_rounds
+from subnetsearch.search._recording import Interrupted, recorded
+from subnetsearch.search._session import SearchSession
 from subnetsearch.search._strategy import (
     STRATEGIES,
     Outcome,
@@ -77,7 +69,16 @@ from subnetsearch.search._strategy import (
     strategy_of_record,
     unregister_strategy,
 )
-from subnetsearch.search._training import TrainingSearch, TrialOutcome, TrialRunner, run_training_search
+from subnetsearch.search._training import (
+    TRAINING_OBJECTIVES,
+    TrainingSearch,
+    TrialOutcome,
+    TrialRunner,
+    open_training_search,
+    run_training_search,
+    run_training_trials,
+    start_training_search,
+)
 
 __all__ = [
     "MainJob",

@@ -35,6 +35,7 @@ from subnetsearch.errors import InputError
 from subnetsearch.pareto import SENSES, hypervolume, nondominated
 from subnetsearch.search._optuna import quiet_optuna
 from subnetsearch.spaces import Knob, Mode, SearchSpace, mode_from_params, to_optuna
+from subnetsearch.storage import distinct_trials
 
 INITS = ("random", "dse")  # the initial design: random modes (+ full and smallest), or Algorithm 2's first steps
 ALPHAS = tuple(10.0 ** k for k in np.arange(-3.0, 3.5, 0.5))
@@ -376,3 +377,29 @@ def predictor_rounds_loop(space: SearchSpace, objectives: Sequence[str], setting
             return round_number
         run(plan.modes, round_number, plan.predicted, plan.info)
         round_number += 1
+
+
+def predictor_rounds(study: optuna.Study, objectives: Sequence[str]) -> list[dict]:
+    """Per round of a predictor search: what it fitted and how long planning took (from the round's
+    first trial), and the held-out Kendall tau of each learned objective (its predictions for the
+    batch, made before the batch was evaluated, against the real values)."""
+    rounds: dict[int, dict] = {}
+    pairs: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for trial in distinct_trials(study):
+        number = int(trial.user_attrs.get("round", 0))
+        if number == 0:
+            continue
+        if "predictor_round" in trial.user_attrs:
+            rounds[number] = dict(trial.user_attrs["predictor_round"])
+        rounds.setdefault(number, {"round": number})
+        predicted = trial.user_attrs.get("predicted") or {}
+        for name, value in zip(objectives, trial.values, strict=True):
+            if name in predicted:
+                pairs.setdefault(number, {}).setdefault(name, []).append((float(predicted[name]), float(value)))
+    for number, entry in rounds.items():
+        learned = entry.get("models", {})
+        entry["evaluated"] = len(next(iter(pairs.get(number, {}).values()), []))
+        entry["kendall_tau"] = {name: (None if tau is None else round(tau, 4)) for name, values in
+                                pairs.get(number, {}).items() if name in learned
+                                for tau in [kendall_tau([a for a, _ in values], [b for _, b in values])]}
+    return [rounds[number] for number in sorted(rounds)]

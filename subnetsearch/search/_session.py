@@ -33,73 +33,14 @@ from subnetsearch.search._predictor import (
     Limits,
     PredictorSettings,
     initial_design,
-    kendall_tau,
+    predictor_rounds,
     predictor_rounds_loop,
 )
-from subnetsearch.spaces import Mode, SearchSpace
+from subnetsearch.search._recording import recorded
+from subnetsearch.spaces import Mode
 from subnetsearch.storage import SearchRecord, StorageError, Store, StoredEvaluation, distinct_trials
-from subnetsearch.supernets import Checkpoint, WeNetSupernet, load_checkpoint
+from subnetsearch.supernets import WeNetSupernet, load_checkpoint
 from subnetsearch.trainers import Accelerator
-
-
-class Interrupted(BaseException):  # noqa: N818 -- it is what happened, like KeyboardInterrupt
-    """A search stopped by a signal (SIGTERM): recorded as interrupted, resumable by name. A
-    BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a fallback for a
-    network FX cannot trace, a runtime's export error) turns it into something else and goes on."""
-
-
-@contextmanager
-def recorded(store: Store, name: str) -> Iterator[dict]:
-    """Around a started search (`Store.start_search`): marks it finished with the summary the body
-    fills in, interrupted on Ctrl-C or SIGTERM (see `Interrupted`), or failed on an error. Rerunning
-    it by name resumes it. Every strategy's search goes through it, training-time ones included."""
-    summary: dict = {}
-    try:
-        yield summary
-    except (KeyboardInterrupt, Interrupted) as error:
-        store.finish_search(name, "interrupted", {**summary, "error": str(error) or "interrupted (Ctrl-C)"})
-        raise
-    except BaseException as error:
-        store.finish_search(name, "failed", {**summary, "error": f"{type(error).__name__}: {error}"[:500]})
-        raise
-    store.finish_search(name, "finished", summary)
-
-
-def start_training_search(store: Store, checkpoint: Checkpoint, checkpoint_path: Path, name: str, strategy: str,
-                          space: SearchSpace, settings: dict) -> SearchRecord:
-    """Record a training-time search (knobs that need training, like clipped-Lasso lambda and a or a
-    DDI skip target; objectives accuracy and MACs, so no device) like every other search: listed by
-    `subnetsearch searches`, resumed by name, marked by `recorded`. Its study has the same name."""
-    store.register_supernet(checkpoint, Path(checkpoint_path).resolve())
-    record, _ = store.start_search(name, strategy, checkpoint.hash, None, space.to_dict(), settings, name)
-    return record
-
-
-TRAINING_OBJECTIVES = ("accuracy", "macs")
-
-
-def open_training_search(store: Store, url: str, checkpoint: Checkpoint, checkpoint_path: Path, name: str,
-                         strategy: str, space: SearchSpace, settings: dict,
-                         sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Start (or resume) a training-time search (`start_training_search`) and open its study of the
-    same name (accuracy up, MACs down)."""
-    start_training_search(store, checkpoint, checkpoint_path, name, strategy, space, settings)
-    return open_study(url, name, list(TRAINING_OBJECTIVES), sampler,
-                      {"supernet_hash": checkpoint.hash, "strategy": strategy, "search": name})
-
-
-def run_training_trials(store: Store, url: str, name: str, trials: int, run: Callable[[], list[str]],
-                        stored: Callable[[optuna.Study], Sequence[object]]) -> tuple[optuna.Study, list[str]]:
-    """Run a started training-time search's trials, wherever they run: `run()` runs `trials` trials
-    (here, or as Ray Tune trials that fill the study from other processes) and returns the errors of
-    trials that failed for good. Recorded (`recorded`): the summary says how many trials the study
-    holds and how many failed. Returns the study, read again after the run, and those errors."""
-    with recorded(store, name) as summary:
-        errors = run()
-        summary["failed_trials"] = len(errors)
-        study = optuna.load_study(study_name=name, storage=url)
-        summary.update({"trials": len(stored(study)), "new_trials": trials})
-    return study, errors
 
 
 @dataclass
@@ -430,29 +371,3 @@ class Recorder:
                 self.in_study.add(mode.id)
                 self.fresh.append(result)
         return [result for result, _, _ in timed]
-
-
-def predictor_rounds(study: optuna.Study, objectives: Sequence[str]) -> list[dict]:
-    """Per round of a predictor search: what it fitted and how long planning took (from the round's
-    first trial), and the held-out Kendall tau of each learned objective (its predictions for the
-    batch, made before the batch was evaluated, against the real values)."""
-    rounds: dict[int, dict] = {}
-    pairs: dict[int, dict[str, list[tuple[float, float]]]] = {}
-    for trial in distinct_trials(study):
-        number = int(trial.user_attrs.get("round", 0))
-        if number == 0:
-            continue
-        if "predictor_round" in trial.user_attrs:
-            rounds[number] = dict(trial.user_attrs["predictor_round"])
-        rounds.setdefault(number, {"round": number})
-        predicted = trial.user_attrs.get("predicted") or {}
-        for name, value in zip(objectives, trial.values, strict=True):
-            if name in predicted:
-                pairs.setdefault(number, {}).setdefault(name, []).append((float(predicted[name]), float(value)))
-    for number, entry in rounds.items():
-        learned = entry.get("models", {})
-        entry["evaluated"] = len(next(iter(pairs.get(number, {}).values()), []))
-        entry["kendall_tau"] = {name: (None if tau is None else round(tau, 4)) for name, values in
-                                pairs.get(number, {}).items() if name in learned
-                                for tau in [kendall_tau([a for a, _ in values], [b for _, b in values])]}
-    return [rounds[number] for number in sorted(rounds)]

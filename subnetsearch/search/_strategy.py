@@ -269,7 +269,7 @@ class PredictorStrategy(SearchStrategy):
 
     def run(self, session: SearchSession, options: StrategyOptions, say: Say = print,
             name: str | None = None) -> Outcome:
-        from subnetsearch.search._session import predictor_rounds
+        from subnetsearch.search._predictor import predictor_rounds
 
         assert isinstance(options, PredictorOptions)
         results, study = session.predictor(options.trials, options.objectives, options.constraints(), options.seed,

@@ -21,11 +21,48 @@ import optuna
 
 from subnetsearch.data import DataSpec, Splits, load_data
 from subnetsearch.files import write_atomically
-from subnetsearch.search._optuna import ask_and_tell, make_sampler
-from subnetsearch.search._session import open_training_search, run_training_trials
+from subnetsearch.search._optuna import ask_and_tell, make_sampler, open_study
+from subnetsearch.search._recording import recorded
 from subnetsearch.spaces import SearchSpace, to_optuna
-from subnetsearch.storage import Store
+from subnetsearch.storage import SearchRecord, Store
 from subnetsearch.supernets import BaseSupernet, Checkpoint
+
+
+def start_training_search(store: Store, checkpoint: Checkpoint, checkpoint_path: Path, name: str, strategy: str,
+                          space: SearchSpace, settings: dict) -> SearchRecord:
+    """Record a training-time search (knobs that need training, like clipped-Lasso lambda and a or a
+    DDI skip target; objectives accuracy and MACs, so no device) like every other search: listed by
+    `subnetsearch searches`, resumed by name, marked by `recorded`. Its study has the same name."""
+    store.register_supernet(checkpoint, Path(checkpoint_path).resolve())
+    record, _ = store.start_search(name, strategy, checkpoint.hash, None, space.to_dict(), settings, name)
+    return record
+
+
+TRAINING_OBJECTIVES = ("accuracy", "macs")
+
+
+def open_training_search(store: Store, url: str, checkpoint: Checkpoint, checkpoint_path: Path, name: str,
+                         strategy: str, space: SearchSpace, settings: dict,
+                         sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Start (or resume) a training-time search (`start_training_search`) and open its study of the
+    same name (accuracy up, MACs down)."""
+    start_training_search(store, checkpoint, checkpoint_path, name, strategy, space, settings)
+    return open_study(url, name, list(TRAINING_OBJECTIVES), sampler,
+                      {"supernet_hash": checkpoint.hash, "strategy": strategy, "search": name})
+
+
+def run_training_trials(store: Store, url: str, name: str, trials: int, run: Callable[[], list[str]],
+                        stored: Callable[[optuna.Study], Sequence[object]]) -> tuple[optuna.Study, list[str]]:
+    """Run a started training-time search's trials, wherever they run: `run()` runs `trials` trials
+    (here, or as Ray Tune trials that fill the study from other processes) and returns the errors of
+    trials that failed for good. Recorded (`recorded`): the summary says how many trials the study
+    holds and how many failed. Returns the study, read again after the run, and those errors."""
+    with recorded(store, name) as summary:
+        errors = run()
+        summary["failed_trials"] = len(errors)
+        study = optuna.load_study(study_name=name, storage=url)
+        summary.update({"trials": len(stored(study)), "new_trials": trials})
+    return study, errors
 
 
 @dataclass(frozen=True)

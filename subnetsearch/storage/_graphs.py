@@ -14,7 +14,7 @@ from subnetsearch.errors import InputError
 from subnetsearch.storage._models import DeviceRow, LatencyGraphRow
 
 if TYPE_CHECKING:
-    from subnetsearch.storage._store import Store
+    from subnetsearch.storage._store import RecordStore
 
 POOL_LIMIT = 20_000  # reference blocks kept per device and reference (the most recent): ~0.4 MB of JSON
 
@@ -35,7 +35,7 @@ class StoreBook(GraphBook):
     transaction that locks the graph's row and the reference's row (PostgreSQL: SELECT FOR UPDATE;
     SQLite: the write lock), so concurrent windows from several workers are all kept."""
 
-    def __init__(self, store: Store, device: str, protocol: LatencyProtocol, reference: str) -> None:
+    def __init__(self, store: RecordStore, device: str, protocol: LatencyProtocol, reference: str) -> None:
         self.store, self.device, self.reference = store, device, reference
         self.key = protocol_key(protocol)
 

@@ -1,310 +1,37 @@
-"""The store: one SQL URL (SQLite file by default, PostgreSQL for teams), migrated with Alembic on
-open. Frozen value objects cross this boundary; ORM rows never do.
-
-Thread safety: a Store may be shared by threads (each `session()` is its own unit of work); across
-processes use PostgreSQL (SQLite serializes writers, with WAL and a busy timeout).
-"""
+"""The store's records: devices, supernets, evaluations (with their BN state and correctness
+vectors), latency tables and searches, read and written in one session each."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import statistics
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
-from sqlalchemy import case, create_engine, event, func, inspect, literal, select
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from subnetsearch.devices import KERNEL_OPTIONS, PAIRING, Device, DeviceError, GraphSamples, LatencyProtocol, NoiseProfile
-from subnetsearch.errors import InputError, SubnetsearchError
-from subnetsearch.pareto import nondominated
-from subnetsearch.storage._fronts import ALL, COLUMNS, add_to_fronts, objective_sets
-from subnetsearch.storage._graphs import StoreBook, protocol_key
+from subnetsearch.devices import Device, DeviceError, LatencyProtocol, NoiseProfile
+from subnetsearch.errors import InputError
+from subnetsearch.storage._engine import StorageError, StoreEngine
+from subnetsearch.storage._fronts import add_to_fronts
+from subnetsearch.storage._graphs import StoreBook
 from subnetsearch.storage._models import (
     DeviceRow,
     EvaluationRow,
     FrontRow,
-    LatencyGraphRow,
     LatencyTableRow,
     SearchRow,
     SupernetRow,
 )
-from subnetsearch.storage._uncertain import Figures, Z, accuracy_interval, noise_front, sign_confidence
-
-DEFAULT_URL = "sqlite:///subnetsearch.db"
-URL_ENVIRONMENT = "SUBNETSEARCH_STORAGE"
-_ALEMBIC = Path(__file__).resolve().parent / "alembic"
+from subnetsearch.storage._records import SearchRecord, StoredEvaluation, SupernetRecord
 
 
-class StorageError(SubnetsearchError, RuntimeError):
-    """The store cannot be reached, or refuses an operation. Messages never contain passwords."""
+class RecordStore(StoreEngine):
+    """A store's records (`Store` adds its fronts and the best-mode query)."""
 
-
-def storage_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else $SUBNETSEARCH_STORAGE, else a SQLite file here."""
-    return url or os.environ.get(URL_ENVIRONMENT) or DEFAULT_URL
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable storage URL>"
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _sqlite_writer(connection: Any, record: Any) -> None:
-    """Writers take SQLite's write lock at BEGIN (BEGIN IMMEDIATE), so a read-then-write unit of work
-    (front maintenance) waits for the busy timeout instead of failing with "database is locked"
-    when another process wrote in between."""
-    _sqlite_pragmas(connection, record)
-    connection.isolation_level = None  # SQLAlchemy's "begin" event below emits BEGIN itself
-
-
-def _begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-@dataclass(frozen=True)
-class SupernetRecord:
-    id: int
-    content_hash: str
-    family: str
-    arch: dict
-    recipe: dict
-    data: dict
-    metrics: dict
-    checkpoint_path: str
-    preprocessing: dict | None = None
-
-
-@dataclass(frozen=True)
-class StoredEvaluation:
-    supernet_hash: str
-    device: str
-    mode_id: str
-    mode_json: str
-    settings_key: str
-    settings: dict
-    accuracy: float
-    loss: float
-    macs: int
-    params: int
-    latency_ms: float | None
-    latency: dict | None
-    energy_mj: float  # the Eq. (6) model
-    energy_source: str
-    energy_measured_mj: float | None = None  # measured (RAPL package counters) where the host exposes them
-    cost_profile: dict | None = None  # input-dependent modes: per-sample MACs distribution (`macs` is its mean)
-    accuracy_samples: int | None = None  # images behind `accuracy` (None: stored before it was kept)
-
-    def objective(self, name: str) -> float | None:
-        """The value of an objective (accuracy, latency, macs, energy) of this evaluation."""
-        value = getattr(self, COLUMNS[name])
-        return None if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class SearchRecord:
-    name: str
-    strategy: str
-    supernet_hash: str
-    device: str | None  # None: a training-time search
-    space: dict
-    settings: dict
-    status: str
-    study_name: str
-    summary: dict
-    started_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Constraints of the best-mode query (None: unconstrained)."""
-
-    max_latency_ms: float | None = None
-    max_macs: float | None = None
-    max_energy_mj: float | None = None
-    min_accuracy: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_latency_ms", "max_macs", "max_energy_mj"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise InputError(f"{name} must be positive, got {value}")
-        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
-            raise InputError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
-
-    def limits(self) -> list[tuple[str, str, float]]:
-        """(objective, "max" | "min", limit) for every set constraint."""
-        pairs = [("latency", "max", self.max_latency_ms), ("macs", "max", self.max_macs),
-                 ("energy", "max", self.max_energy_mj), ("accuracy", "min", self.min_accuracy)]
-        return [(name, kind, float(limit)) for name, kind, limit in pairs if limit is not None]
-
-    def violation(self, evaluation: StoredEvaluation) -> float:
-        """Sum of relative violations (0 when feasible; inf where a constrained value is unknown)."""
-        total = 0.0
-        for name, kind, limit in self.limits():
-            value = evaluation.objective(name)
-            if value is None:
-                return float("inf")
-            excess = value - limit if kind == "max" else limit - value
-            total += max(0.0, excess) / max(abs(limit), 1e-12)
-        return total
-
-
-@dataclass(frozen=True)
-class BestMode:
-    """The answer to "best mode for device X under budget Y": `best` is None when nothing stored
-    satisfies the budget; `closest` then lists the front modes that violate it least."""
-
-    device: str
-    objective: str
-    budget: Budget
-    best: StoredEvaluation | None
-    closest: tuple[StoredEvaluation, ...]
-    front_size: int | None  # Pareto-optimal modes considered (counted only when nothing satisfies the budget)
-    # how the budget was applied (intervals) and how sure the answer is, per constrained objective
-    rule: str = ""
-    confidence: dict = field(default_factory=dict)
-
-
-class Store:
-    def __init__(self, url: str | None = None) -> None:
-        if isinstance(url, str) and not url.strip():
-            raise StorageError("the storage URL is empty: give a database URL (e.g. sqlite:///subnetsearch.db) or "
-                               "leave --storage out for the default")
-        raw = storage_url(url)
-        self.url = safe_url(raw)
-        self._password = None
-        try:
-            parsed = make_url(raw)
-            parsed.port  # noqa: B018 -- parsed lazily: a non-numeric port fails here
-        except (ArgumentError, ValueError) as error:
-            raise StorageError(f"not a database URL: {self.url} ({error})") from None
-        self._password = parsed.password
-        uri = str(parsed.query.get("uri", "")).lower() == "true"  # file:...?mode=ro: SQLite reads the path itself
-        self._sqlite_file = (Path(parsed.database) if parsed.get_backend_name() == "sqlite" and not uri
-                             and parsed.database not in (None, "", ":memory:") else None)
-        if self._sqlite_file is not None:
-            folder = self._sqlite_file.parent
-            if not folder.is_dir():  # a typo in a path should not create directories
-                raise StorageError(f"cannot open storage {self.url}: directory {folder} does not exist")
-        self.backend = parsed.get_backend_name()
-        try:
-            self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
-            self._write_engine = create_engine(parsed, pool_pre_ping=True) if self.backend == "sqlite" else self.engine
-        except Exception as error:  # missing driver, bad options
-            raise StorageError(f"cannot use storage {self.url}: {type(error).__name__}") from error
-        if self.backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self._write_engine, "connect", _sqlite_writer)
-            event.listen(self._write_engine, "begin", _begin_immediate)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
-        self.upgrade()
-        self._check_optuna_schema()
-
-    def _check_optuna_schema(self) -> None:
-        """The studies live in the same database: Optuna tables written by another Optuna version are
-        refused here, naming both versions, instead of failing later inside a search or a report."""
-        with self.engine.connect() as connection:
-            tables = set(inspect(connection).get_table_names())
-            if not {"version_info", "alembic_version"} <= tables:
-                return  # no study yet: Optuna creates its tables on first use
-            revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            written_by = connection.exec_driver_sql("SELECT library_version FROM version_info").scalar()
-        if revision is None or written_by is None:
-            # Optuna creates its tables, then its version row, then stamps its revision: a process killed
-            # in between leaves a schema that is only incomplete, not another version's. Optuna finishes
-            # it (the row, the stamp) the next time a study is opened; nothing to refuse here.
-            return
-        import optuna
-        from alembic.script import ScriptDirectory
-
-        script = ScriptDirectory(str(Path(optuna.storages.__file__).parent / "_rdb" / "alembic"))
-        if revision == script.get_current_head():
-            return
-        if written_by == optuna.__version__:  # the same Optuna, another revision: the tables were changed by hand
-            raise StorageError(f"the Optuna studies in {self.url} have revision {revision!r}, which optuna "
-                               f"{optuna.__version__} (that wrote them) does not know: the store was modified by "
-                               "something else; use another store")
-        if revision in {r.revision for r in script.walk_revisions()}:
-            raise StorageError(f"the Optuna studies in {self.url} have an older schema (optuna {written_by}) than "
-                               f"optuna {optuna.__version__} uses: upgrade it with `optuna storage upgrade --storage "
-                               "URL`")
-        raise StorageError(f"the Optuna studies in {self.url} were written by a newer optuna ({written_by}) than this "
-                           f"one ({optuna.__version__}): upgrade optuna (pip install -U optuna) or use another store")
-
-    def upgrade(self) -> None:
-        """Create or upgrade the schema in place to the newest migration."""
-        config = Config()
-        config.set_main_option("script_location", str(_ALEMBIC))
-        try:
-            with self._write_engine.begin() as connection:
-                if self.backend == "postgresql":  # one migrating process at a time (SQLite: BEGIN IMMEDIATE)
-                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-        except DBAPIError as error:  # unreachable, not a database, read-only, ...
-            reason = self._reason(error)
-            if self._read_only(reason):
-                reason += ("; the store or its folder is read-only, and SQLite writes beside the file even to read it "
-                           "(its -wal and -shm files): copy it somewhere writable")
-            raise StorageError(f"cannot open storage {self.url}: {reason}") from None
-        except CommandError as error:  # a revision this version does not know
-            raise StorageError(f"storage {self.url} has a schema this version of subnetsearch does not know "
-                               f"({error}): it was migrated by a newer version; upgrade subnetsearch") from None
-
-    @contextmanager
-    def session(self, write: bool = False) -> Iterator[Session]:
-        """One unit of work: committed on success, rolled back on any error. Writers say so (on
-        SQLite they take the write lock at the start)."""
-        try:
-            with (self._write_sessions if write else self._sessions)() as session, session.begin():
-                yield session
-        except OperationalError as error:  # read-only, disk full, connection lost, ...: say so, no traceback
-            raise StorageError(f"storage {self.url}: {self._reason(error)}") from None
-
-    def _reason(self, error: DBAPIError) -> str:
-        """The first line of the database's own message, the password masked."""
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        return _redact(reason, self._password)
-
-    def _read_only(self, reason: str) -> bool:
-        """Whether a failure to open comes from a read-only store (SQLite: its file or its folder)."""
-        if "readonly" in reason.replace("-", "").lower():
-            return True
-        file = self._sqlite_file
-        return file is not None and (not os.access(file.parent, os.W_OK | os.X_OK)
-                                     or (file.exists() and not os.access(file, os.W_OK)))
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-        self._write_engine.dispose()
-
-    # ---- devices -----------------------------------------------------------------------------
     def add_device(self, device: Device, replace: bool = False) -> Device:
         """Record a device; one of that name is refused unless `replace` (also when another process
         adds the same name at the same moment: the unique name decides, and the loser is told)."""
@@ -574,204 +301,6 @@ class Store:
                             row.study_name, row.summary, row.started_at, row.finished_at)
 
     # ---- fronts and the best-mode query -----------------------------------------------------------
-    @staticmethod
-    def _front_rows(device: str, objectives: str, supernet_hash: str | None, *conditions: Any) -> Any:
-        query = (select(*_EVALUATION_COLUMNS)  # joined through the front row: its index is what makes this fast
-                 .join(FrontRow, FrontRow.evaluation_id == EvaluationRow.id)
-                 .join(SupernetRow, SupernetRow.id == FrontRow.supernet_id)
-                 .join(DeviceRow, DeviceRow.id == FrontRow.device_id)
-                 .where(DeviceRow.name == device, FrontRow.objectives == objectives, *conditions))
-        if supernet_hash is not None:
-            query = query.where(SupernetRow.content_hash == supernet_hash)
-        return query
-
-    def get_front(self, device: str, objectives: str = "accuracy,latency",
-                  supernet_hash: str | None = None, noise_aware: bool = True) -> list[StoredEvaluation]:
-        """The stored front of a device for an objective set, merged across supernets and evaluation
-        settings (a mode another stored front dominates is left out), sorted by its cost. Noise-aware
-        (`_uncertain`): a mode equal to a better one within the figures' intervals is left out, and
-        paired latencies are read as the store knows them now (`refresh_latency`)."""
-        self.get_device(device)  # unknown device: a clear error
-        if objectives not in objective_sets(True):
-            raise InputError(f"unknown objective set {objectives!r}; choose from {sorted(objective_sets(True))}")
-        with self.session() as session:
-            rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, objectives, supernet_hash))]
-        if not rows:
-            return []
-        names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL] if objectives == ALL \
-            else tuple(objectives.split(","))
-        rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
-        mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)  # none is None here
-        merged = [r for r, keep in zip(rows, mask, strict=True) if keep]
-        if noise_aware:
-            merged = self._noise_front(merged, names)
-        return sorted(merged, key=lambda r: tuple(r.objective(n) for n in names[1:]) + (-r.accuracy, r.mode_id))
-
-    # ---- figures with their intervals -------------------------------------------------------------
-    def refresh_latency(self, rows: Sequence[StoredEvaluation]) -> list[StoredEvaluation]:
-        """The evaluations with their paired latency as the store knows it now: each graph's ratio
-        over every window measured for it (later windows narrow it), times the reference's pooled
-        median now. Unpaired and predicted figures are returned as stored."""
-        wanted: dict[tuple[str, str, str], set[str]] = {}
-        for row in rows:
-            paired = (row.latency or {}).get("paired")
-            if paired:
-                key = (row.device, protocol_key(_protocol_of(row.latency or {})), paired["reference"])
-                wanted.setdefault(key, set()).update({paired["graph"], paired["reference"]})
-        if not wanted:
-            return list(rows)
-        graphs: dict[tuple[str, str, str, str], LatencyGraphRow] = {}
-        with self.session() as session:
-            for (device, options, reference), digests in wanted.items():
-                query = (select(LatencyGraphRow).join(DeviceRow, DeviceRow.id == LatencyGraphRow.device_id)
-                         .where(DeviceRow.name == device, LatencyGraphRow.protocol_key == options,
-                                LatencyGraphRow.reference == reference, LatencyGraphRow.digest.in_(digests)))
-                for found in session.scalars(query):
-                    graphs[(device, options, reference, found.digest)] = found
-        between = {}  # each device's between-window factor (its noise profile), widening one-window figures
-        for device in {row.device for row in rows}:
-            noise = self.get_device_noise(device)
-            between[device] = noise.between if noise is not None else 1.0
-        refreshed = []
-        for row in rows:
-            paired = (row.latency or {}).get("paired")
-            if not paired:
-                refreshed.append(row)
-                continue
-            key = (row.device, protocol_key(_protocol_of(row.latency or {})), paired["reference"])
-            pool = graphs.get((*key, paired["reference"]))
-            graph = graphs.get((*key, paired["graph"]))
-            if pool is None or not pool.reference_ms:
-                refreshed.append(row)
-                continue
-            pooled = statistics.median(pool.reference_ms)
-            confidence = paired.get("pairing", {}).get("confidence", PAIRING.confidence)
-            if paired["graph"] == paired["reference"]:
-                ratio, low, high, achieved, count, windows = 1.0, 1.0, 1.0, 1.0, paired.get("ratios", 0), 0
-            elif graph is not None and graph.ratios:
-                samples = GraphSamples(tuple(tuple(window) for window in graph.ratios))
-                ratio, low, high, achieved = samples.figure(confidence, between.get(row.device, 1.0))
-                count, windows = len(samples.ratios), samples.windows
-            else:
-                refreshed.append(row)
-                continue
-            latency = {**(row.latency or {}), "ms": ratio * pooled, "interval_ms": [low * pooled, high * pooled],
-                       "paired": {**paired, "ratio": ratio, "low": low, "high": high, "confidence": achieved,
-                                  "ratios": count, "windows": windows, "reference_ms": pooled,
-                                  "reference_blocks": len(pool.reference_ms)}}
-            refreshed.append(replace(row, latency_ms=ratio * pooled, latency=latency))
-        return refreshed
-
-    def figures(self, rows: Sequence[StoredEvaluation], correct: Sequence[bytes | None] | None = None) -> list[Figures]:
-        """Each evaluation's objective values with their intervals (see `_uncertain`)."""
-        figures = []
-        for index, row in enumerate(rows):
-            values = {name: float(value) for name in COLUMNS if (value := row.objective(name)) is not None}
-            low, high = dict(values), dict(values)
-            low["accuracy"], high["accuracy"] = accuracy_interval(row.accuracy, row.accuracy_samples)
-            interval = (row.latency or {}).get("interval_ms")
-            if interval and "latency" in values:
-                low["latency"], high["latency"] = float(interval[0]), float(interval[1])
-            packed = correct[index] if correct is not None else None
-            bits = (np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=row.accuracy_samples).astype(bool)
-                    if packed is not None and row.accuracy_samples else None)
-            figures.append(Figures(values, low, high, bits))
-        return figures
-
-    def _noise_front(self, rows: Sequence[StoredEvaluation], names: Sequence[str]) -> list[StoredEvaluation]:
-        rows = self.refresh_latency(rows)
-        correct = [self.get_correctness(row) for row in rows]
-        mask = noise_front(self.figures(rows, correct), names)
-        return [row for row, keep in zip(rows, mask, strict=True) if keep]
-
-    def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
-                  supernet_hash: str | None = None, closest: int = 3) -> BestMode:
-        """The stored mode that optimizes `objective` among those that meet `budget` on `device` with
-        stated confidence (`BUDGET_RULE`), from the device's "all" front (see `_fronts`; figures with
-        their intervals, `_uncertain`): one indexed lookup of the front rows, whatever the number of
-        evaluations. Ties
-        are broken by accuracy, then MACs, then mode id. `confidence` says, per constrained
-        objective, how sure the answer is."""
-        if objective not in COLUMNS:
-            raise InputError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
-        self.get_device(device)  # an unknown device is an error, not an empty answer
-        with self.session() as session:
-            rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]
-        if not rows:
-            return BestMode(device, objective, budget, None, (), 0, BUDGET_RULE)
-        names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL]
-        rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
-        mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)
-        # every Pareto-optimal mode is a candidate, not only the noise-aware front's: a mode left off
-        # it for one equal within noise may be the one whose interval fits the budget
-        front = self.refresh_latency([r for r, keep in zip(rows, mask, strict=True) if keep])
-        figures = {id(row): figure for row, figure in zip(front, self.figures(front), strict=True)}
-
-        def meets(row: StoredEvaluation) -> bool:
-            figure = figures[id(row)]
-            for name, kind, limit in budget.limits():
-                if name not in figure.values:
-                    return False
-                if (kind == "max" and figure.high[name] > limit) or (kind == "min" and figure.low[name] < limit):
-                    return False
-            return True
-
-        def order(row: StoredEvaluation) -> tuple:
-            value = float(row.objective(objective) or 0.0)
-            return (-value if objective == "accuracy" else value, -row.accuracy, row.macs, row.mode_id)
-
-        feasible = sorted((row for row in front if meets(row)), key=order)
-        if feasible:
-            best = feasible[0]
-            return BestMode(device, objective, budget, best, (), None, BUDGET_RULE, self._confidence(best, budget))
-        nearest = sorted(front, key=lambda r: (budget.violation(r), -r.accuracy, r.macs, r.mode_id))[:closest]
-        return BestMode(device, objective, budget, None, tuple(nearest), len(front), BUDGET_RULE)
-
-    def _confidence(self, evaluation: StoredEvaluation, budget: Budget) -> dict:
-        """Per constrained objective: how sure it is that the mode meets that limit."""
-        answer: dict = {}
-        for name, _kind, limit in budget.limits():
-            if name in ("macs", "energy"):
-                answer[name] = {"confidence": 1.0, "how": "exact (analytical model)"}
-            elif name == "accuracy":
-                low, _ = accuracy_interval(evaluation.accuracy, evaluation.accuracy_samples)
-                answer[name] = {"confidence": 0.975 if evaluation.accuracy_samples else None, "low": low,
-                                "how": f"lower end of the 95 % binomial interval over {evaluation.accuracy_samples} "
-                                       "validation images" if evaluation.accuracy_samples else "no interval stored"}
-            elif name == "latency":
-                answer[name] = self._latency_confidence(evaluation, limit)
-        return answer
-
-    def _latency_confidence(self, evaluation: StoredEvaluation, limit: float) -> dict:
-        latency = evaluation.latency or {}
-        paired = latency.get("paired")
-        if not paired:
-            return {"confidence": None, "how": "unpaired figure (measured alone in its window): no interval"}
-        if paired["graph"] == paired["reference"]:
-            return {"confidence": 1.0 if paired["reference_ms"] <= limit else 0.0,
-                    "how": "the reference graph: its pooled median is the figure"}
-        book = StoreBook(self, evaluation.device, _protocol_of(latency), paired["reference"])
-        samples = book.get(paired["graph"])
-        if samples is None:
-            return {"confidence": None, "how": "its graph's samples are not in this store"}
-        pooled = paired["reference_ms"]
-        # windows are the independent samples (GraphSamples); within a single window, its ratios
-        units = samples.window_medians if samples.windows > 1 else samples.ratios
-        what = f"{samples.windows} windows' median ratios" if samples.windows > 1 else \
-            f"the {len(units)} paired ratios of its one window (the host's between-window drift not included)"
-        return {"confidence": sign_confidence([ratio * pooled for ratio in units], limit),
-                "interval_ms": latency.get("interval_ms"),
-                "how": f"sign test over {what}, times the reference's pooled median {pooled:.4f} ms"}
-
-
-BUDGET_RULE = ("a mode meets a latency or energy or MACs budget when the upper end of its interval is within it "
-               "(paired latency: 95 % order-statistic interval; MACs and energy exact) and an accuracy floor when "
-               f"the lower end of its 95 % binomial interval (z = {Z}) is above it")
-
-
-def _protocol_of(latency: dict) -> LatencyProtocol:
-    """The kernel options a stored latency was measured under."""
-    return LatencyProtocol(**{key: latency[key] for key in KERNEL_OPTIONS if key in latency})
 
 
 def _supernet(row: SupernetRow) -> SupernetRecord:
@@ -782,13 +311,6 @@ def _supernet(row: SupernetRow) -> SupernetRecord:
 def _device(row: DeviceRow) -> Device:
     return Device.from_dict({"name": row.name, "location": row.location, "protocol": row.protocol,
                              "energy": row.energy, "description": row.description, "roofline": row.roofline})
-
-
-def _violation(column: Any, kind: str, limit: float) -> Any:
-    """SQL for the relative violation of one budget (as `Budget.violation`); unknown values violate."""
-    excess = column - limit if kind == "max" else limit - column
-    return case((column.is_(None), literal(1e9)), (excess > 0, excess / abs(limit or 1e-12)), else_=literal(0.0))
-
 
 _EVALUATION_COLUMNS = (SupernetRow.content_hash, DeviceRow.name, EvaluationRow.mode_id, EvaluationRow.mode_json,
                        EvaluationRow.settings_key, EvaluationRow.settings, EvaluationRow.accuracy, EvaluationRow.loss,
@@ -802,7 +324,6 @@ def _evaluations() -> Any:
     return (select(*_EVALUATION_COLUMNS).join(SupernetRow, EvaluationRow.supernet_id == SupernetRow.id)
             .join(DeviceRow, EvaluationRow.device_id == DeviceRow.id))
 
-
 def _ids(session: Session, supernet_hash: str, device: str, purpose: str, lock: bool = False) -> tuple[int, int]:
     """The row ids of a registered supernet and device (`lock`: row-lock the supernet, serializing
     its writers on PostgreSQL)."""
@@ -812,11 +333,6 @@ def _ids(session: Session, supernet_hash: str, device: str, purpose: str, lock: 
     if supernet_id is None or device_id is None:
         raise StorageError(f"register supernet {supernet_hash[:12]} and device {device!r} before {purpose}")
     return supernet_id, device_id
-
-
-def _redact(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
-
 
 def settings_key(payload: dict) -> str:
     """A stable key for evaluation settings (the evaluator's cache key part)."""

@@ -13,7 +13,8 @@ from subnetsearch.supernets._checkpoint import (
     save_checkpoint,
 )
 from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
-from subnetsearch.supernets._ddi import GATINGS, RESOURCES, DDIResNet, DDISupernet, resource_loss, signed_alpha
+from subnetsearch.supernets._ddi import DDISupernet
+from subnetsearch.supernets._ddi_network import GATINGS, RESOURCES, DDIResNet, resource_loss, signed_alpha
 from subnetsearch.supernets._lasso import LassoSupernet, SlimBatchNorm2d, SlimConv2d, scaled_channels, uniform_match
 from subnetsearch.supernets._layers import (
     DEFAULT_GROUP_CHOICES,

@@ -14,7 +14,8 @@ from subnetsearch.costs import layer_cost
 from subnetsearch.errors import InputError, SubnetsearchError
 from subnetsearch.supernets._base import BaseSupernet
 from subnetsearch.supernets._convert import ConversionError, convert_with_report
-from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, GATINGS, DDISupernet
+from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, DDISupernet
+from subnetsearch.supernets._ddi_network import GATINGS
 from subnetsearch.supernets._lasso import LassoSupernet
 from subnetsearch.supernets._models import build_model_supernet
 from subnetsearch.supernets._resnet import CifarResNet

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine
 
-from subnetsearch.storage._store import _ALEMBIC
+from subnetsearch.storage._engine import _ALEMBIC
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from subnetsearch.supernets._ddi import (
-    DDIResNet,
-    exit_positions,
-    predict_under_budget,
-    resource_loss,
-    signed_alpha,
-)
+from subnetsearch.supernets import DDIResNet, resource_loss, signed_alpha
+from subnetsearch.supernets._ddi_network import exit_positions, predict_under_budget
 from tests.conftest import randomize_batchnorm
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from subnetsearch.supernets._ddi import DDIResNet
+from subnetsearch.supernets import DDIResNet
 from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, gate_parameters, head_parameters, train_phase
 
 
