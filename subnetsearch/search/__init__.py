@@ -1,15 +1,9 @@
 """Evaluation of modes (cached in the store), the search strategies (greedy DSE, Optuna, predictor-guided),
 and export."""
 
-from subnetsearch.search._cache import CachedEvaluator, to_record
-from subnetsearch.search._ddi import (
-    SkipTargetResult,
-    SkipTargetSearch,
-    skip_target_space,
-    stored_results,
-    train_to_target,
-)
-from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, check_dse_inputs, cost_of, greedy_dse, next_candidates
+from subnetsearch.search._cache import CachedEvaluator
+from subnetsearch.search._ddi import SkipTargetResult, SkipTargetSearch, skip_target_space, stored_results, train_to_target
+from subnetsearch.search._dse import COSTS, DSEResult, DSEStep, cost_of, greedy_dse, next_candidates
 from subnetsearch.search._evaluator import (
     EvaluationSettings,
     Metrics,
@@ -18,10 +12,8 @@ from subnetsearch.search._evaluator import (
     evaluation_settings,
     measure_on_host,
     mode_accuracy,
-    mode_accuracy_and_loss,
-    mode_energy_mj,
 )
-from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model, mode_document
+from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
     LassoSearch,
@@ -46,7 +38,6 @@ from subnetsearch.search._optuna import (
     OBJECTIVES,
     SAMPLERS,
     Constraints,
-    check_objectives,
     finish_orphans,
     make_sampler,
     objective_values,
@@ -69,16 +60,7 @@ from subnetsearch.search._strategy import (
     strategy_of_record,
     unregister_strategy,
 )
-from subnetsearch.search._training import (
-    TRAINING_OBJECTIVES,
-    TrainingSearch,
-    TrialOutcome,
-    TrialRunner,
-    open_training_search,
-    run_training_search,
-    run_training_trials,
-    start_training_search,
-)
+from subnetsearch.search._training import TrainingSearch, TrialOutcome, TrialRunner, run_training_search
 
 __all__ = [
     "MainJob",
@@ -115,7 +97,6 @@ __all__ = [
     "skip_target_space",
     "stored_results",
     "train_to_target",
-    "check_dse_inputs",
     "measure_on_host",
     "format_for",
     "GeneratedSubnet",
@@ -129,18 +110,12 @@ __all__ = [
     "Interrupted",
     "SearchSession",
     "recorded",
-    "open_training_search",
-    "run_training_trials",
-    "start_training_search",
-    "TRAINING_OBJECTIVES",
     "FORMATS",
     "ExportError",
     "export_mode",
     "materialized_model",
-    "mode_document",
     "OBJECTIVES",
     "SAMPLERS",
-    "check_objectives",
     "Constraints",
     "finish_orphans",
     "make_sampler",
@@ -155,13 +130,10 @@ __all__ = [
     "greedy_dse",
     "next_candidates",
     "CachedEvaluator",
-    "to_record",
     "EvaluationSettings",
     "Metrics",
     "calibration_batches",
     "evaluate_mode",
     "evaluation_settings",
     "mode_accuracy",
-    "mode_accuracy_and_loss",
-    "mode_energy_mj",
 ]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import optuna
 
 from subnetsearch.data import DataSpec, Splits, load_data
+from subnetsearch.errors import InputError
 from subnetsearch.files import write_atomically
 from subnetsearch.search._optuna import ask_and_tell, make_sampler, open_study
 from subnetsearch.search._recording import recorded
@@ -118,7 +119,7 @@ def write_files(outcome: TrialOutcome, out: Path | None) -> dict[str, Any]:
     attrs = dict(outcome.attrs)
     for relative, content in outcome.files.items():
         if out is None:
-            raise ValueError("this search writes files: give it an output folder")
+            raise InputError("this search writes files: give it an output folder")
         written = str(write_atomically(out / relative, content).resolve())
         if outcome.path_key is not None:
             attrs[outcome.path_key] = written

@@ -12,12 +12,11 @@ from subnetsearch.supernets._checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet, convert_with_report
+from subnetsearch.supernets._convert import ConversionError, ConversionReport, convert_to_wenet
 from subnetsearch.supernets._ddi import DDISupernet
 from subnetsearch.supernets._ddi_network import GATINGS, RESOURCES, DDIResNet, resource_loss, signed_alpha
 from subnetsearch.supernets._lasso import LassoSupernet, SlimBatchNorm2d, SlimConv2d, scaled_channels, uniform_match
 from subnetsearch.supernets._layers import (
-    DEFAULT_GROUP_CHOICES,
     ChannelShuffle,
     GroupSwitchConv2d,
     GroupSwitchLinear,
@@ -25,22 +24,14 @@ from subnetsearch.supernets._layers import (
     allowed_groups,
     block_diagonal,
 )
-from subnetsearch.supernets._materialize import (
-    DynamicLeafTracer,
-    fold_shuffles,
-    is_relu,
-    materialize_network,
-    single_user,
-    to_static,
-)
-from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch, read_state_dict
+from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user, to_static
+from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, default_checkpoint
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
     FAMILIES,
     LASSO_RESNET_DEFAULTS,
-    LEGACY_FAMILIES,
     ArchError,
     build_supernet,
     build_supernet_of,
@@ -48,8 +39,8 @@ from subnetsearch.supernets._registry import (
     supernet_from_model,
     unregister_family,
 )
-from subnetsearch.supernets._resnet import CifarResNet, shuffle_groups
-from subnetsearch.supernets._wenet import SwitchUnit, WeNetSupernet, find_switch_units
+from subnetsearch.supernets._resnet import shuffle_groups
+from subnetsearch.supernets._wenet import WeNetSupernet
 
 __all__ = [
     "PLAIN",
@@ -79,9 +70,7 @@ __all__ = [
     "scaled_channels",
     "uniform_match",
     "CIFAR_RESNET_DEFAULTS",
-    "DEFAULT_GROUP_CHOICES",
     "FAMILIES",
-    "LEGACY_FAMILIES",
     "ArchError",
     "BaseSupernet",
     "ChannelShuffle",
@@ -91,14 +80,11 @@ __all__ = [
     "build_model_supernet",
     "model_arch",
     "module_device",
-    "read_state_dict",
     "ConversionReport",
-    "CifarResNet",
     "Cost",
     "GroupSwitchConv2d",
     "GroupSwitchLinear",
     "LayerShape",
-    "SwitchUnit",
     "SwitchableBatchNorm2d",
     "LASSO_RESNET_DEFAULTS",
     "WeNetSupernet",
@@ -112,11 +98,7 @@ __all__ = [
     "register_family",
     "unregister_family",
     "convert_to_wenet",
-    "convert_with_report",
-    "find_switch_units",
-    "fold_shuffles",
     "layer_cost",
-    "materialize_network",
     "network_cost",
     "shuffle_groups",
     "supernet_from_model",

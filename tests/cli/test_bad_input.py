@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from subnetsearch.cli import app
 from subnetsearch.devices import Roofline
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 runner = CliRunner()
 TINY = {"family": "wenet-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1, "num_classes": 4,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from subnetsearch.cli import app
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets import load_checkpoint
 
 runner = CliRunner()
 QUICK = ["--data", "synthetic", "--depth", "14", "--widths", "8,16,16", "--max-steps-per-epoch", "4", "--threads", "1",

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from subnetsearch.cli import app
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._lasso import scaled_channels, uniform_channels
+from subnetsearch.supernets import load_checkpoint, scaled_channels
+from subnetsearch.supernets._lasso import uniform_channels
 
 runner = CliRunner()
 SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]

@@ -9,10 +9,9 @@ import pytest
 
 from subnetsearch.dashboards import device_report, write_report
 from subnetsearch.devices import Device, LatencyProtocol, Roofline
-from subnetsearch.search import Constraints, EvaluationSettings
-from subnetsearch.search._session import SearchSession
+from subnetsearch.search import Constraints, EvaluationSettings, SearchSession
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import torch
 
-from subnetsearch.devices import LatencyProtocol
-from subnetsearch.devices._lookup import LatencyTable, build_table, conv_sites, layer_configs
+from subnetsearch.devices import LatencyProtocol, LatencyTable, build_table, conv_sites
+from subnetsearch.devices._lookup import layer_configs
 from subnetsearch.supernets import ChannelShuffle
 
 

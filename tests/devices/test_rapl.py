@@ -3,7 +3,8 @@ in a temporary directory with the kernel's layout; the counter advances as the w
 
 from pathlib import Path
 
-from subnetsearch.devices._rapl import POWERCAP, measure_energy_mj, rapl_domains
+from subnetsearch.devices import measure_energy_mj, rapl_domains
+from subnetsearch.devices._rapl import POWERCAP
 
 
 def _domain(root: Path, name: str, energy: int, limit: int) -> Path:

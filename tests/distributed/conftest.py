@@ -11,7 +11,7 @@ import pytest
 from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.distributed._cluster import OBJECT_STORE_BYTES
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 # Slow enough (a few tenths of a second per measurement) that a worker can be killed mid-evaluation.
 EDGE = Device("edge", "ray-node", LatencyProtocol(runtime="eager", threads=1, repeats=2, warmup=2, min_run_time=0.1))

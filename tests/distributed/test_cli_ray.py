@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
-from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets import load_checkpoint
 
 pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.toml
 

@@ -14,8 +14,7 @@ import pytest
 
 from subnetsearch.devices import Device
 from subnetsearch.distributed import ClusterError, RayBackend
-from subnetsearch.search import Constraints, EvaluationSettings
-from subnetsearch.search._session import SearchSession
+from subnetsearch.search import Constraints, EvaluationSettings, SearchSession
 from subnetsearch.spaces import to_optuna
 from subnetsearch.storage import Store
 from tests.distributed.conftest import EDGE, processes_titled

@@ -1,7 +1,7 @@
 from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.search import CachedEvaluator, EvaluationSettings
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
+from subnetsearch.supernets import load_checkpoint, save_checkpoint
 
 QUICK = EvaluationSettings(calibration_batches=2, calibration_batch_size=16)
 DEVICE = Device("test-host", protocol=LatencyProtocol(threads=1, warmup=1, repeats=1, min_run_time=0.01))

@@ -13,8 +13,7 @@ from subnetsearch.cli import app
 from subnetsearch.devices import Device, LatencyProtocol, export_formats
 from subnetsearch.search import EvaluationSettings, evaluate_mode
 from subnetsearch.storage import Store
-from subnetsearch.supernets import ArchError, build_supernet
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import ArchError, build_supernet, save_checkpoint
 from tests.conftest import randomize_batchnorm
 
 ARCH = {"family": "ddi-cifar-resnet", "depth": 14, "widths": [8, 16, 16], "input_size": 12, "num_classes": 4,

@@ -14,8 +14,8 @@ import pytest
 
 from subnetsearch.devices import Device
 from subnetsearch.pareto import nondominated
-from subnetsearch.search import EvaluationSettings, PredictorSettings, SearchSession, fit_model, kendall_tau
-from subnetsearch.search._predictor import Limits, initial_design, plan_round, predictor_rounds_loop
+from subnetsearch.search import EvaluationSettings, PredictorSettings, SearchSession, fit_model, kendall_tau, plan_round
+from subnetsearch.search._predictor import Limits, initial_design, predictor_rounds_loop
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.storage import Store, distinct_trials
 from subnetsearch.supernets import save_checkpoint

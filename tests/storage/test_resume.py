@@ -12,7 +12,7 @@ import pytest
 
 from subnetsearch.devices import Device, LatencyProtocol
 from subnetsearch.storage import Store
-from subnetsearch.supernets._checkpoint import save_checkpoint
+from subnetsearch.supernets import save_checkpoint
 
 pytestmark = pytest.mark.slow  # the full tier (pytest --full); see pyproject.toml
 

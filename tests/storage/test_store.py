@@ -3,7 +3,7 @@ from sqlalchemy import inspect
 
 from subnetsearch.devices import Device, DeviceError, LatencyProtocol
 from subnetsearch.storage import StorageError, Store, StoredEvaluation, safe_url
-from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
+from subnetsearch.supernets import load_checkpoint, save_checkpoint
 
 
 def test_schema_is_created_by_migration_and_reopening_is_idempotent(store_url) -> None:

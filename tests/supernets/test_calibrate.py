@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from subnetsearch.supernets._calibrate import calibrated_bn
+from subnetsearch.supernets import calibrated_bn
 
 
 def test_calibration_reestimates_active_stats_and_restores_everything(tiny_supernet, tiny_data) -> None:

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from subnetsearch.supernets import CheckpointError, build_supernet, load_checkpoint, save_checkpoint
 from tests.conftest import TINY_ARCH
 
 

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from subnetsearch.spaces import Mode, ModeError
-from subnetsearch.supernets import FAMILIES, BaseSupernet, Realization, build_supernet, register_family
-from subnetsearch.supernets._checkpoint import load_checkpoint, save_checkpoint
+from subnetsearch.supernets import (
+    FAMILIES,
+    BaseSupernet,
+    Realization,
+    build_supernet,
+    load_checkpoint,
+    register_family,
+    save_checkpoint,
+)
 from subnetsearch.supernets._lasso import full_channels
 from tests.conftest import TINY_ARCH
 from tests.supernets.test_converter_zoo import hook_macs

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from subnetsearch.spaces import ModeError
-from subnetsearch.supernets import ArchError, build_supernet
-from subnetsearch.supernets._lasso import ShortcutBlock, channel_slots, scaled_channels, uniform_channels
+from subnetsearch.supernets import ArchError, build_supernet, scaled_channels
+from subnetsearch.supernets._lasso import ShortcutBlock, channel_slots, uniform_channels
 from tests.conftest import randomize_batchnorm
 
 # depth 8: stem, layer1.0 (conv1, conv2), layer2.0, layer3.0 -> 7 channel slots

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from subnetsearch.supernets import DDIResNet
-from subnetsearch.trainers._ddi import DDIPhase, copy_backbone, gate_parameters, head_parameters, train_phase
+from subnetsearch.trainers import DDIPhase, copy_backbone, train_phase
+from subnetsearch.trainers._ddi import gate_parameters, head_parameters
 
 
 def _net(gating: str = "mgl2s", exits: bool = False) -> DDIResNet:

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets import build_supernet, load_checkpoint
 from subnetsearch.trainers import WeNetRecipe, evaluate_accuracy, sample_patterns, sgd, timeless, train_step, train_wenet
 from tests.conftest import TINY_ARCH
 
