@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,6 +129,32 @@ def tiny_arch() -> dict:
 @pytest.fixture
 def tiny_supernet() -> WeNetSupernet:
     return build_supernet(TINY_ARCH)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A quick trained checkpoint of a family (through its registered trainer, on the synthetic set),
+    trained once per test session and shared: `trained("lasso")` is the folder holding supernet.pt
+    (and, for DDI, backbone.pt; `trained("ddi")` is a plain backbone: gating none, no exits). Tests
+    that train because training is what they test do not use it; tests that need a trained base do."""
+    from subnetsearch.data import DataSpec
+    from subnetsearch.trainers import TrainJob, get_trainer
+
+    folders: dict[tuple, Path] = {}
+    defaults = {"ddi": {"gating": "none", "exits": False}}
+    depths = {"ddi": 14}  # depth 14: two blocks per stage, so DDI has skippable blocks
+
+    def get(family: str) -> Path:
+        key = (family,)
+        if key not in folders:
+            out = tmp_path_factory.mktemp(f"trained-{family}")
+            job = TrainJob(DataSpec(name="synthetic"), out, 1, 32, max_steps_per_epoch=3,
+                           depth=depths.get(family, 8), widths=(8, 16, 16), options=defaults.get(family, {}))
+            get_trainer(family).train(job)
+            folders[key] = out
+        return folders[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -126,7 +126,11 @@ def training_search(search: TrainingSearch, trials: int, storage: str | None, na
     runner = RayTrials(address, threads) if backend == "ray" else None
     store = open_store(storage)
     study_name = name or search.default_name()
-    console.print(f"search and study {study_name!r} in {store.url}: {trials} more trials")
+    try:
+        stored = len(search.results(optuna.load_study(study_name=study_name, storage=url)))
+    except KeyError:  # a new study
+        stored = 0
+    console.print(f"search and study {study_name!r} in {store.url}: {stored} stored trials; {trials} more")
     try:
         study, errors, study_name = run_training_search(store, url, search, trials, name=study_name, sampler=sampler,
                                                         seed=seed, out=out, runner=runner, on_trial=show)

@@ -127,6 +127,18 @@ class Shard:
         return self.rank == 0
 
 
+def _resume(last: Path, checkpoint: BaseSupernet, recipe: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> tuple[int, list[dict]]:
+    """Restore weights, optimizer and batch order from `last.pt`: the epoch it ended and its history."""
+    state = load_checkpoint(last, checkpoint.arch)
+    if state.recipe != recipe:
+        raise InputError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
+    load_weights(checkpoint, state.state_dict)
+    optimizer.load_state_dict(state.extra["optimizer"])
+    generator.set_state(state.extra["generator"])
+    return state.metrics["epoch"], list(state.metrics["history"])
+
+
 def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.optim.Optimizer, step: Step,
         evaluate: Callable[[], Mapping[str, Any]], *, saving: Saving | None = None,
         callbacks: Callbacks = Callbacks(), shard: Shard = Shard(), generator: torch.Generator | None = None,
@@ -148,15 +160,9 @@ def fit(model: nn.Module, splits: Splits, schedule: Schedule, optimizer: torch.o
         group.setdefault("scale", 1.0)
     folder = Path(out_dir) if out_dir is not None else None
     last = folder / "last.pt" if folder is not None and checkpoint is not None else None
-    start, history = 0, []
+    start, history = 0, list[dict]()
     if last is not None and checkpoint is not None and saving is not None and saving.resume and last.exists():
-        state = load_checkpoint(last, checkpoint.arch)
-        if state.recipe != recipe:
-            raise InputError(f"{last} was written with another recipe {state.recipe}; use a new out_dir or resume=False")
-        load_weights(checkpoint, state.state_dict)
-        optimizer.load_state_dict(state.extra["optimizer"])
-        generator.set_state(state.extra["generator"])
-        start, history = state.metrics["epoch"], list(state.metrics["history"])
+        start, history = _resume(last, checkpoint, recipe, optimizer, generator)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
 

@@ -37,14 +37,13 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
-    trained = runner.invoke(app, ["ddi", "train", *QUICK, "--gating", "none", "--no-exits", "--out", str(tmp_path)])
-    assert trained.exit_code == 0, trained.output
+def test_skip_target_search_trains_one_network_per_trial(tmp_path, trained) -> None:
+    backbone = trained("ddi") / "backbone.pt"
     url = f"sqlite:///{tmp_path / 'ddi.db'}"
     added = runner.invoke(app, ["devices", "add", "quick", "--runtime", "eager", "--threads", "1", "--repeats", "1",
                                 "--storage", url])
     assert added.exit_code == 0, added.output
-    searched = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "2",
+    searched = runner.invoke(app, ["ddi", "search", "--base", str(backbone), "--trials", "2",
                                    "--max-steps-per-epoch", "4", "--threads", "1", "--storage", url, "--name", "targets",
                                    "--out", str(tmp_path / "search")])
     assert searched.exit_code == 0, searched.output
@@ -75,7 +74,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     best = runner.invoke(app, ["best", "--device", "quick", "--objective", "macs", "--storage", url])
     assert best.exit_code == 0, best.output  # the cheapest mode of either skip target's network
     assert any(mode in best.output and supernet in best.output for mode, supernet in cheapest), best.output
-    more = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--trials", "1",
+    more = runner.invoke(app, ["ddi", "search", "--base", str(backbone), "--trials", "1",
                                "--max-steps-per-epoch", "2", "--threads", "1", "--storage", url, "--name", "targets",
                                "--out", str(tmp_path / "search")])
     assert more.exit_code == 0 and "2 stored trials; 1 more" in more.output, more.output
@@ -84,7 +83,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
     assert listed["targets"]["summary"]["trials"] == 3 and listed["targets"]["strategy"] == "ddi-skip-target-mgl2s"
     bad = runner.invoke(app, ["ddi", "search", "--base", complete[0].user_attrs["checkpoint"], "--storage", url])
     assert bad.exit_code == 2 and "is not a plain DDI backbone" in bad.output
-    bad_range = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--target-range", "0.5"])
+    bad_range = runner.invoke(app, ["ddi", "search", "--base", str(backbone), "--target-range", "0.5"])
     assert bad_range.exit_code == 2 and "--target-range must be" in bad_range.output
     for args, message in [(["--backend", "spark"], "--backend must be local or ray"),
                           (["--address", "auto"], "--address needs --backend ray"),
@@ -92,7 +91,7 @@ def test_skip_target_search_trains_one_network_per_trial(tmp_path) -> None:
                           (["--joint-epochs", "0"], "epochs must be >= 1"),
                           (["--resource", "flops"], "the resource must be one of"),
                           (["--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1")]:
-        refused = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--storage", url,
+        refused = runner.invoke(app, ["ddi", "search", "--base", str(backbone), "--storage", url,
                                       "--name", "refused", *args])
         assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
     assert "refused" not in optuna.get_all_study_names(url)  # refused before the study was created

@@ -19,12 +19,8 @@ SMALL = ["--max-steps-per-epoch", "3", "--threads", "1"]
 
 
 @pytest.mark.slow
-def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
-    base = tmp_path / "base"
-    trained = runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16",
-                                  "--epochs", "1", "--out", str(base), *SMALL])
-    assert trained.exit_code == 0, trained.output
-    checkpoint = base / "supernet.pt"
+def test_generate_search_fuse_then_search_store_and_query(tmp_path, trained) -> None:
+    checkpoint = trained("lasso") / "supernet.pt"  # what `lasso base` writes (tested in tests/cli/test_train_cli.py)
     # one subnet with a strong penalty: fewer channels than the full network
     generated = runner.invoke(app, ["lasso", "generate", "--base", str(checkpoint), "--lambda", "2", "--a", "1",
                                     "--lr", "0.1", "--epochs", "4", "--out", str(tmp_path / "one.json"),
@@ -92,13 +88,10 @@ def test_generate_search_fuse_then_search_store_and_query(tmp_path) -> None:
     assert best.exit_code == 0, best.output
 
 
-def test_lasso_bad_inputs(tmp_path) -> None:
+def test_lasso_bad_inputs(tmp_path, trained) -> None:
     missing = runner.invoke(app, ["lasso", "generate", "--base", str(tmp_path / "none.pt")])
     assert missing.exit_code == 2 and "checkpoint not found" in missing.output
-    base = tmp_path / "base"
-    runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--epochs", "1",
-                        "--out", str(base), *SMALL])
-    checkpoint = str(base / "supernet.pt")
+    checkpoint = str(trained("lasso") / "supernet.pt")
     for args, message in [
         (["generate", "--penalty", "l1"], "--penalty must be clipped or group"),
         (["generate", "--lambda", "0"], "lambda must be > 0"),

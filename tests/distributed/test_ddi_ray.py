@@ -16,14 +16,10 @@ pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.tom
 runner = CliRunner()
 
 
-def test_ddi_search_runs_skip_target_trials_on_ray_tune(ray_cluster, tmp_path) -> None:
+def test_ddi_search_runs_skip_target_trials_on_ray_tune(ray_cluster, tmp_path, trained) -> None:
     cluster, _ = ray_cluster
-    trained = runner.invoke(app, ["ddi", "train", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16",
-                                  "--gating", "none", "--no-exits", "--backbone-epochs", "1",
-                                  "--max-steps-per-epoch", "3", "--threads", "1", "--out", str(tmp_path)])
-    assert trained.exit_code == 0, trained.output
     url = f"sqlite:///{tmp_path / 'ddi.db'}"
-    searched = runner.invoke(app, ["ddi", "search", "--base", str(tmp_path / "backbone.pt"), "--backend", "ray",
+    searched = runner.invoke(app, ["ddi", "search", "--base", str(trained("ddi") / "backbone.pt"), "--backend", "ray",
                                    "--trials", "2", "--max-steps-per-epoch", "3", "--threads", "1", "--storage", url,
                                    "--name", "on-ray", "--out", str(tmp_path / "search")])
     assert searched.exit_code == 0, searched.output

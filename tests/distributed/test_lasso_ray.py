@@ -16,11 +16,8 @@ pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.tom
 runner = CliRunner()
 
 
-def test_lasso_search_runs_generation_trials_on_ray_tune(ray_cluster, tmp_path) -> None:
-    base = tmp_path / "base"
-    trained = runner.invoke(app, ["lasso", "base", "--data", "synthetic", "--depth", "8", "--widths", "8,16,16",
-                                  "--epochs", "1", "--max-steps-per-epoch", "3", "--threads", "1", "--out", str(base)])
-    assert trained.exit_code == 0, trained.output
+def test_lasso_search_runs_generation_trials_on_ray_tune(ray_cluster, tmp_path, trained) -> None:
+    base = trained("lasso")
     url = f"sqlite:///{tmp_path / 'lasso.db'}"
     searched = runner.invoke(app, ["lasso", "search", "--base", str(base / "supernet.pt"), "--backend", "ray",
                                    "--trials", "2", "--pick", "2", "--lambda-range", "1,3", "--epochs", "4",
