@@ -26,6 +26,7 @@ from subnetsearch.supernets._layers import (
 )
 from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user, to_static
 from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch
+from subnetsearch.supernets._nested import NESTED_RESNET_DEFAULTS, NestedSupernet
 from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, default_checkpoint
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
@@ -67,6 +68,8 @@ __all__ = [
     "default_checkpoint",
     "DEFAULT_TRAIN_COMMAND",
     "DDI_RESNET_DEFAULTS",
+    "NESTED_RESNET_DEFAULTS",
+    "NestedSupernet",
     "scaled_channels",
     "uniform_match",
     "CIFAR_RESNET_DEFAULTS",

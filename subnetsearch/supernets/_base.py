@@ -89,6 +89,26 @@ class Realization:
 PLAIN = Realization()
 
 
+def conv_areas(network: nn.Module, input_shape: tuple[int, ...], kind: type[nn.Module]) -> dict[str, tuple[int, int]]:
+    """(output area, input area) of every `kind` layer of `network`, from one forward pass at batch 1
+    in eval mode (the network's mode restored after)."""
+    areas: dict[str, tuple[int, int]] = {}
+    hooks = [module.register_forward_hook(
+        lambda mod, inputs, output, name=name: areas.__setitem__(
+            name, (output.shape[-2] * output.shape[-1], inputs[0].shape[-2] * inputs[0].shape[-1])))
+        for name, module in network.named_modules() if isinstance(module, kind)]
+    was_training = network.training
+    try:
+        network.eval()
+        with torch.no_grad():
+            network(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        network.train(was_training)
+    return areas
+
+
 class BaseSupernet(nn.Module, abc.ABC):
     """The supernet contract (see the module docstring). Subclasses set `arch` (the architecture
     config a checkpoint records), `input_shape` (C, H, W) and `space` in `__init__`."""
@@ -140,6 +160,12 @@ class BaseSupernet(nn.Module, abc.ABC):
         for knob in self.space.knobs:
             values[knob.name] = knob.values[int(torch.randint(len(knob.values), (1,), generator=generator))]
         return self.space.mode(values)
+
+    def uniform_modes(self) -> list[Mode]:
+        """The uniform modes strictly between full and smallest (every layer at the same share: WeNet's
+        1/g networks, a nested supernet's width ratios), which training's "uniform-stats" sampling
+        draws from; none by default (random modes are drawn instead)."""
+        return []
 
     def named_modes(self) -> dict[str, Mode]:
         """The modes worth showing by name (the main job's table): full and smallest; families add

@@ -27,7 +27,7 @@ from torch.fx.experimental.optimization import fuse
 from subnetsearch.costs import Cost, LayerShape, network_cost
 from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, ModeError, SearchSpace
-from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._base import BaseSupernet, conv_areas
 from subnetsearch.supernets._materialize import warn_untraceable
 
 KNOB = "width"  # the one knob: index of a configuration, 0 = the full network, last = the smallest
@@ -350,18 +350,4 @@ class LassoSupernet(BaseSupernet):
 
     def _trace_areas(self) -> dict[str, tuple[int, int]]:
         """(output area, input area) of every conv, from one forward pass at batch 1."""
-        areas: dict[str, tuple[int, int]] = {}
-        hooks = [module.register_forward_hook(
-            lambda mod, inputs, output, name=name: areas.__setitem__(
-                name, (output.shape[-2] * output.shape[-1], inputs[0].shape[-2] * inputs[0].shape[-1])))
-            for name, module in self.network.named_modules() if isinstance(module, SlimConv2d)]
-        was_training = self.network.training
-        try:
-            self.network.eval()
-            with torch.no_grad():
-                self.network(torch.zeros(1, *self.input_shape))
-        finally:
-            for hook in hooks:
-                hook.remove()
-            self.network.train(was_training)
-        return areas
+        return conv_areas(self.network, self.input_shape, SlimConv2d)

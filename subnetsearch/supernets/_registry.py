@@ -18,6 +18,7 @@ from subnetsearch.supernets._ddi import DEFAULT_BUDGETS, DEFAULT_THRESHOLDS, DDI
 from subnetsearch.supernets._ddi_network import GATINGS
 from subnetsearch.supernets._lasso import LassoSupernet
 from subnetsearch.supernets._models import build_model_supernet
+from subnetsearch.supernets._nested import NESTED_RESNET_DEFAULTS, NestedSupernet
 from subnetsearch.supernets._resnet import CifarResNet
 from subnetsearch.supernets._wenet import WeNetSupernet
 
@@ -115,6 +116,15 @@ def _ddi_resnet(arch: Mapping[str, Any]) -> DDISupernet:
     return DDISupernet(config)
 
 
+def _nested_resnet(arch: Mapping[str, Any]) -> NestedSupernet:
+    fields = _take(arch, set(NESTED_RESNET_DEFAULTS))
+    config = {"family": "nested-cifar-resnet", **NESTED_RESNET_DEFAULTS, **fields}
+    try:
+        return NestedSupernet(config)
+    except InputError as error:
+        raise ArchError(str(error)) from None
+
+
 # Dual dynamic inference: gating mgl2s | layer | channel | none; exits (RADI); the runtime knobs'
 # values; skip_target: the skip ratio the gates were trained for (a training-time knob, recorded).
 DDI_RESNET_DEFAULTS: dict[str, Any] = {
@@ -181,6 +191,7 @@ register_family("wenet-torchvision", _torchvision)
 register_family("wenet-module", _module_factory)
 register_family("lasso-cifar-resnet", _lasso_resnet)
 register_family("ddi-cifar-resnet", _ddi_resnet)
+register_family("nested-cifar-resnet", _nested_resnet)
 
 
 S = TypeVar("S", bound=BaseSupernet)

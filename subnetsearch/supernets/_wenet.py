@@ -109,6 +109,11 @@ class WeNetSupernet(BaseSupernet):
             values[knob.name] = max(allowed)
         return self.space.mode(values)
 
+    def uniform_modes(self) -> list[Mode]:
+        """The uniform 1/g networks between full and smallest (the full one where there is none)."""
+        choices = sorted({g for knob in self.space.knobs for g in knob.values})[1:-1] or [1]
+        return [self.uniform_mode(g) for g in choices]
+
     def named_modes(self) -> dict[str, Mode]:
         """Full, the uniform 1/2, 1/4, 1/8 networks (those the layers allow), smallest."""
         offered = {g for knob in self.space.knobs for g in knob.values}

@@ -45,10 +45,11 @@ from subnetsearch.trainers._lasso import (
     train_lasso,
 )
 from subnetsearch.trainers._loop import Callbacks, Saving, Schedule, Shard, fit, sgd, timeless
+from subnetsearch.trainers._nested import NestedTrainer
 from subnetsearch.trainers._parallel import DataParallel, SyncedBatchNorm2d, sync_batchnorm
 from subnetsearch.trainers._wenet import WeNetRecipe, WeNetStep, WeNetTrainer, sample_patterns, train_step, train_wenet
 
-for _trainer in (WeNetTrainer(), LassoTrainer(), DDITrainer()):  # the built-in families, in this order
+for _trainer in (WeNetTrainer(), LassoTrainer(), DDITrainer(), NestedTrainer()):  # the built-in families, in this order
     register_trainer(_trainer)
 del _trainer
 
@@ -68,6 +69,7 @@ __all__ = [
     "FamilyTrainer",
     "LassoRecipe",
     "LassoTrainer",
+    "NestedTrainer",
     "Penalty",
     "PhaseEvents",
     "Saving",

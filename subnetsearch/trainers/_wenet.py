@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -98,12 +98,12 @@ class WeNetRecipe:
         return Schedule(self.epochs, self.batch_size, self.lr, self.seed, self.augment, self.max_steps_per_epoch)
 
 
-def sample_patterns(supernet: WeNetSupernet, recipe: WeNetRecipe, generator: torch.Generator) -> list[tuple[Mode, bool]]:
+def sample_patterns(supernet: BaseSupernet, recipe: WeNetRecipe, generator: torch.Generator) -> list[tuple[Mode, bool]]:
     """The sub-networks of one iteration, each with whether it may update BN running statistics."""
     return _patterns(supernet, recipe.samples_per_step, recipe.sampling, recipe.fixed_mode, generator)
 
 
-def _patterns(supernet: WeNetSupernet, samples_per_step: int, sampling: str, fixed_mode: str | None,
+def _patterns(supernet: BaseSupernet, samples_per_step: int, sampling: str, fixed_mode: str | None,
               generator: torch.Generator) -> list[tuple[Mode, bool]]:
     if fixed_mode is not None:
         return [(Mode.from_json(fixed_mode), True)]
@@ -112,10 +112,9 @@ def _patterns(supernet: WeNetSupernet, samples_per_step: int, sampling: str, fix
         patterns.append((supernet.smallest_mode(), True))
     uniform_first = sampling == "uniform-stats"
     for index in range(samples_per_step - 2):
-        if uniform_first and index == 0:
-            choices = sorted({g for knob in supernet.space.knobs for g in knob.values})[1:-1] or [1]
-            g = choices[int(torch.randint(len(choices), (1,), generator=generator))]
-            patterns.append((supernet.uniform_mode(g), True))
+        uniform = supernet.uniform_modes() if uniform_first and index == 0 else []
+        if uniform:
+            patterns.append((uniform[int(torch.randint(len(uniform), (1,), generator=generator))], True))
         else:
             patterns.append((supernet.random_mode(generator), not uniform_first))
     return patterns
@@ -142,13 +141,13 @@ class WeNetStep:
     on the model once all gradients are in, before the optimizer step) relies on. Mixed precision
     comes from the `accelerator` (autocast; a gradient scaler for fp16)."""
 
-    def __init__(self, supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, *, samples_per_step: int = 4,
+    def __init__(self, supernet: BaseSupernet, optimizer: torch.optim.Optimizer, *, samples_per_step: int = 4,
                  sampling: Sampling = "uniform-stats", distill: bool = True, loss: Loss = F.cross_entropy,
                  seed: int = 0, generator: torch.Generator | None = None, accelerator: Accelerator = CPU,
                  fixed_mode: Mode | str | None = None, reduce_gradients: GradientReduce | None = None) -> None:
         check_sampling(samples_per_step, sampling)
-        if not isinstance(supernet, WeNetSupernet):
-            raise TypeError(f"WeNetStep trains a WeNetSupernet, got {type(supernet).__name__}")
+        if not isinstance(supernet, BaseSupernet):
+            raise TypeError(f"WeNetStep trains a supernet (a BaseSupernet), got {type(supernet).__name__}")
         self.supernet, self.optimizer, self.loss = supernet, optimizer, loss
         self.samples_per_step, self.sampling, self.distill = samples_per_step, sampling, distill
         self.fixed_mode = fixed_mode.to_json() if isinstance(fixed_mode, Mode) else fixed_mode
@@ -201,13 +200,13 @@ class WeNetStep:
         return {"loss_full": losses[0], "loss_mean": sum(losses) / len(losses), "acc_full": correct_full}
 
 
-def train_step(supernet: WeNetSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+def train_step(supernet: BaseSupernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                labels: torch.Tensor, patterns: list[tuple[Mode, bool]], distill: bool) -> dict[str, float]:
     """One iteration of Algorithm 1 (lines 5-19) on given sub-networks, in fp32 on the batch's device."""
     return WeNetStep(supernet, optimizer, distill=distill).run(images, labels, patterns)
 
 
-def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, out_dir: str | Path,
+def train_wenet(supernet: BaseSupernet, splits: Splits, recipe: WeNetRecipe, out_dir: str | Path,
                 data_spec: dict, progress: Callable[[dict], None] | None = None,
                 resume: bool = True, on_epoch: Callable[[dict], None] | None = None,
                 accelerator: Accelerator | None = None, parallel: DataParallel | None = None) -> dict:
@@ -258,7 +257,7 @@ def train_wenet(supernet: WeNetSupernet, splits: Splits, recipe: WeNetRecipe, ou
         return final
 
 
-def _mode_from_text(supernet: WeNetSupernet, text: str) -> Mode:
+def _mode_from_text(supernet: BaseSupernet, text: str) -> Mode:
     """full | smallest | uniform:G, or a mode's JSON (its values, or layer -> groups) or a file of it."""
     try:
         named = supernet.mode_named(text)
@@ -294,11 +293,12 @@ class WeNetTrainer(FamilyTrainer):
 
     family = "wenet"
     summary = "group switching (WeNet's Algorithm 1)"
+    supernet_class: type[BaseSupernet] = WeNetSupernet
     default_out = "runs/supernet"
     default_epochs = 10
     metric = "loss_full"
     data_parallel = True
-    options = (
+    options: ClassVar[tuple[TrainOption, ...]] = (
         TrainOption("groups", "1,2,4,8,16", "allowed group counts"),
         TrainOption("shuffle", True, "channel shuffle between the convolutions of a block"),
         TrainOption("shuffle_rule", None, "balanced | max (the paper's G = max groups) [balanced; --model: max]",
@@ -335,7 +335,7 @@ class WeNetTrainer(FamilyTrainer):
         model = options.get("model") or ""
         return "imagenet" if model.startswith("torchvision:") and options.get("weights") and channels != 1 else "data"
 
-    def build(self, job: TrainJob, splits: Splits, say: Callable[[str], None] = lambda line: None) -> WeNetSupernet:
+    def build(self, job: TrainJob, splits: Splits, say: Callable[[str], None] = lambda line: None) -> BaseSupernet:
         job = self.resolve(job)
         options = job.options
         choices = _group_choices(options["groups"])
@@ -360,9 +360,9 @@ class WeNetTrainer(FamilyTrainer):
             say(f"{options['model']}: {supernet.conversion.summary()}")
         return supernet
 
-    def recipe(self, job: TrainJob, supernet: WeNetSupernet) -> WeNetRecipe:
+    def recipe(self, job: TrainJob, supernet: BaseSupernet) -> WeNetRecipe:
         options = job.options
-        weights = options["weights"]
+        weights = options.get("weights")
         fixed = options["fixed_mode"]
         return WeNetRecipe(**job.settings(), samples_per_step=options["samples_per_step"],
                            sampling=options["sampling"], distill=options["distill"],
@@ -374,8 +374,9 @@ class WeNetTrainer(FamilyTrainer):
     def fit(self, supernet: BaseSupernet, splits: Splits, job: TrainJob, events: TrainEvents,
             parallel: DataParallel | None = None, device: torch.device | None = None) -> TrainOutcome:
         job = self.resolve(job)
-        if not isinstance(supernet, WeNetSupernet):
-            raise InputError(f"the wenet trainer trains WeNet supernets, not a {type(supernet).__name__}")
+        if not isinstance(supernet, self.supernet_class):
+            raise InputError(f"the {self.family} trainer trains {self.supernet_class.__name__}s, not a "
+                             f"{type(supernet).__name__}")
         recipe = self.recipe(job, supernet)
         options = job.options
         accelerator = (Accelerator(device, recipe.precision, recipe.channels_last) if device is not None else

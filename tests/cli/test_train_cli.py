@@ -18,7 +18,8 @@ FAMILY_OPTIONS = {name: tuple(o.name for o in trainer.options) for name, trainer
 runner = CliRunner()
 QUICK = ["--data", "synthetic", "--depth", "8", "--widths", "8,16,16", "--batch-size", "32", "--epochs", "2",
          "--max-steps-per-epoch", "3", "--threads", "1"]
-PER_FAMILY = {"wenet": ["--groups", "1,2,4"], "lasso": [], "ddi": ["--joint-epochs", "1", "--exit-epochs", "1"]}
+PER_FAMILY = {"wenet": ["--groups", "1,2,4"], "lasso": [], "ddi": ["--joint-epochs", "1", "--exit-epochs", "1"],
+              "nested": ["--ratios", "1,0.5,0.25"]}
 
 
 def test_every_family_with_a_registered_architecture_is_trainable() -> None:
@@ -47,7 +48,8 @@ def test_train_any_family_then_search_its_checkpoint(tmp_path, family) -> None:
 @pytest.mark.parametrize(("family", "option"), [(f, o) for owner, options in FAMILY_OPTIONS.items()
                                                 for o in options[:2] for f in TRAIN_FAMILIES if o not in FAMILY_OPTIONS[f]])
 def test_another_familys_option_is_refused_before_any_work(tmp_path, family, option) -> None:
-    value = {"groups": "1,2", "shuffle": None, "skip_target": "0.3", "gating": "layer"}[option]
+    value = {"groups": "1,2", "shuffle": None, "skip_target": "0.3", "gating": "layer", "ratios": "1,0.5",
+             "samples_per_step": "3"}[option]
     flag = [f"--{option.replace('_', '-')}"] + ([value] if value is not None else [])
     result = runner.invoke(app, ["train", "--family", family, *QUICK, *flag, "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "is an option of --family" in result.output, result.output
@@ -56,7 +58,7 @@ def test_another_familys_option_is_refused_before_any_work(tmp_path, family, opt
 
 def test_an_unknown_family_is_refused() -> None:
     result = runner.invoke(app, ["train", "--family", "width", *QUICK])
-    assert result.exit_code == 2 and "--family must be one of wenet, lasso, ddi, got 'width'" in result.output
+    assert result.exit_code == 2 and "--family must be one of wenet, lasso, ddi, nested, got 'width'" in result.output
 
 
 def test_a_family_registered_with_its_trainer_is_trainable_from_the_command_line(tmp_path, toy_family) -> None:

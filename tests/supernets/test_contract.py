@@ -35,6 +35,8 @@ TINY = {
                                        {"name": "half", "channels": [max(1, c // 2) for c in _FULL]}]},
     "ddi-cifar-resnet": {"family": "ddi-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
                          "num_classes": 4, "input_size": 12, "gating": "mgl2s", "exits": False},
+    "nested-cifar-resnet": {"family": "nested-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
+                            "num_classes": 4, "input_size": 12, "ratios": [1.0, 0.5, 0.25]},
     "toy-mlp": TOY_ARCH,
 }
 

@@ -15,7 +15,8 @@ from subnetsearch.supernets import load_checkpoint
 from subnetsearch.trainers import TRAINERS, Schedule, TrainEvents, TrainJob, get_trainer
 
 # one line per family: the options that make its training quick on the synthetic set
-QUICK = {"wenet": {"groups": "1,2,4"}, "lasso": {}, "ddi": {"joint_epochs": 1, "exit_epochs": 1}, "toy": {}}
+QUICK = {"wenet": {"groups": "1,2,4"}, "lasso": {}, "ddi": {"joint_epochs": 1, "exit_epochs": 1},
+         "nested": {"ratios": "1,0.5,0.25"}, "toy": {}}
 FAMILIES = [*TRAINERS, "toy"]  # the built-in trainers, and the toy one the fixture registers
 
 

@@ -36,8 +36,8 @@ def test_the_readme_own_loop_example_trains_and_writes_a_checkpoint(tmp_path, mo
             assert supernet(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
-def test_the_step_refuses_what_is_not_a_wenet_supernet() -> None:
+def test_the_step_refuses_what_is_not_a_supernet() -> None:
     from subnetsearch.trainers import WeNetStep
 
-    with pytest.raises(TypeError, match="WeNetStep trains a WeNetSupernet"):
+    with pytest.raises(TypeError, match="WeNetStep trains a supernet"):
         WeNetStep(torch.nn.Linear(2, 2), torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1))  # type: ignore[arg-type]

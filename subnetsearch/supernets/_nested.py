@@ -1,0 +1,298 @@
+"""Nested widths (slimmable networks, Once-for-All's elastic width): a CIFAR-style ResNet whose
+layers run on a prefix of their channels, chosen per layer at run time.
+
+Knobs: `stageS` is the width of stage S's residual stream (the stem's output for stage 1, every
+block's output and its shortcut: what residual additions sum must be one width), and `layerS.B` the
+inner width of block B of stage S (its first convolution's output). Each knob's values are the
+stage's width times the architecture's `ratios` (1, 3/4, 1/2, 1/4 by default), largest first, so
+a narrower width is a prefix of a wider one: every layer uses the first `c` output channels and as
+many input channels as its input has of one full weight (and the first `c` entries of its BN), and
+a switch is a few integer assignments. Narrower dense layers are what pays on CPUs, where grouped
+convolutions often do not (measured in issue 31's table).
+
+BN is one layer per convolution, sliced with it: training updates the statistics of the channels a
+mode uses (`set_bn_tracking(False)` stops a sampled mode from updating them), and evaluation
+recalibrates each mode's statistics (the evaluator's per-mode calibration), as US-Nets do.
+`materialize` slices the weights into a physically smaller plain network (BN folded into the
+convolutions), which exports on every runtime. The first block of stages 2 and 3 has a 1x1-conv
+shortcut (the stride and the width change there); the others add their input unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
+
+from subnetsearch.costs import Cost, LayerShape, network_cost
+from subnetsearch.errors import InputError
+from subnetsearch.spaces import Knob, Mode, SearchSpace
+from subnetsearch.supernets._base import BaseSupernet, conv_areas
+from subnetsearch.supernets._materialize import warn_untraceable
+
+NESTED_RESNET_DEFAULTS: dict[str, Any] = {"depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10,
+                                          "input_size": 28, "ratios": [1.0, 0.75, 0.5, 0.25]}
+
+
+class NestState:
+    """The active width of every knob, shared by the layers of one network."""
+
+    __slots__ = ("track_running_stats", "widths")
+
+    def __init__(self, widths: Mapping[str, int]) -> None:
+        self.widths = dict(widths)
+        self.track_running_stats = True
+
+
+class NestedConv2d(nn.Conv2d):
+    """A conv on the first `widths[knob]` output channels (all of them without a knob) and as many
+    input channels as its input has, of one full weight."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, state: NestState,
+                 knob: str | None) -> None:
+        super().__init__(in_channels, out_channels, kernel, stride, kernel // 2, bias=False)
+        self.state, self.knob = state, knob
+
+    @property
+    def active_out(self) -> int:
+        return self.out_channels if self.knob is None else self.state.widths[self.knob]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight[:self.active_out, :x.shape[1]], None, self.stride, self.padding)
+
+    def to_static(self, in_channels: int) -> nn.Conv2d:
+        out = self.active_out
+        padding = cast(tuple[int, ...], self.padding)[0]
+        conv = nn.Conv2d(in_channels, out, self.kernel_size[0], self.stride[0], padding, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight[:out, :in_channels])
+        return conv
+
+
+class NestedBatchNorm2d(nn.BatchNorm2d):
+    """BN over the first channels of its input (as many as it has)."""
+
+    def __init__(self, channels: int, state: NestState) -> None:
+        super().__init__(channels)
+        self.state = state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        assert self.running_mean is not None and self.running_var is not None
+        tracking = self.training and self.state.track_running_stats
+        if tracking and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        mean = self.running_mean[:c] if (tracking or not self.training) else None
+        var = self.running_var[:c] if (tracking or not self.training) else None
+        return F.batch_norm(x, mean, var, self.weight[:c], self.bias[:c], self.training, self.momentum or 0.1,
+                            self.eps)
+
+    def to_static(self, channels: int) -> nn.BatchNorm2d:
+        norm = nn.BatchNorm2d(channels, eps=self.eps)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(norm, name).copy_(getattr(self, name)[:channels])
+        return norm.eval()
+
+
+class NestedLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight[:, :x.shape[1]], self.bias)
+
+    def to_static(self, in_features: int) -> nn.Linear:
+        linear = nn.Linear(in_features, self.out_features)
+        with torch.no_grad():
+            linear.weight.copy_(self.weight[:, :in_features])
+            linear.bias.copy_(self.bias)
+        return linear
+
+
+class Block(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), shortcut a 1x1 conv + BN or the input."""
+
+    def __init__(self, conv1: nn.Module, bn1: nn.Module, conv2: nn.Module, bn2: nn.Module,
+                 shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class Network(nn.Module):
+    def __init__(self, stem: nn.Module, stem_bn: nn.Module, blocks: Sequence[nn.Module], fc: nn.Module) -> None:
+        super().__init__()
+        self.stem, self.stem_bn, self.blocks, self.fc = stem, stem_bn, nn.Sequential(*blocks), fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.relu(self.stem_bn(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _widths_of(full: int, ratios: Sequence[float]) -> tuple[int, ...]:
+    return tuple(sorted({max(1, round(full * ratio)) for ratio in ratios}, reverse=True))
+
+
+class NestedSupernet(BaseSupernet):
+    family = "nested"
+
+    def __init__(self, arch: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.arch = {**NESTED_RESNET_DEFAULTS, **dict(arch)}
+        depth, widths = int(self.arch["depth"]), [int(w) for w in self.arch["widths"]]
+        if (depth - 2) % 6 or depth < 8:
+            raise InputError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        if len(widths) != 3 or min(widths) < 1:
+            raise InputError(f"widths must be three positive stage widths, got {widths}")
+        ratios = [float(r) for r in self.arch["ratios"]]
+        if not ratios or any(not 0 < r <= 1 for r in ratios) or 1.0 not in ratios:
+            raise InputError(f"ratios must be shares of a layer's channels in (0, 1], 1 among them; got {ratios}")
+        self.in_channels, self.num_classes = int(self.arch["in_channels"]), int(self.arch["num_classes"])
+        size = int(self.arch["input_size"])
+        self.input_shape = (self.in_channels, size, size)
+        per_stage = (depth - 2) // 6
+        knobs = [Knob(f"stage{s + 1}", "categorical", _widths_of(w, ratios)) for s, w in enumerate(widths)]
+        knobs += [Knob(f"layer{s + 1}.{b}", "categorical", _widths_of(w, ratios))
+                  for s, w in enumerate(widths) for b in range(per_stage)]
+        self.space = SearchSpace(knobs, context={k: v for k, v in self.arch.items() if k != "family"})
+        self.state = NestState({knob.name: knob.values[0] for knob in knobs})
+        state = self.state
+        stem = NestedConv2d(self.in_channels, widths[0], 3, 1, state, "stage1")
+        blocks = []
+        previous = widths[0]
+        for s, width in enumerate(widths):
+            for b in range(per_stage):
+                stride = 2 if s > 0 and b == 0 else 1
+                shortcut = None
+                if stride != 1 or previous != width:
+                    shortcut = nn.Sequential(NestedConv2d(previous, width, 1, stride, state, f"stage{s + 1}"),
+                                             NestedBatchNorm2d(width, state))
+                blocks.append(Block(NestedConv2d(previous, width, 3, stride, state, f"layer{s + 1}.{b}"),
+                                    NestedBatchNorm2d(width, state),
+                                    NestedConv2d(width, width, 3, 1, state, f"stage{s + 1}"),
+                                    NestedBatchNorm2d(width, state), shortcut))
+                previous = width
+        self.network = Network(stem, NestedBatchNorm2d(widths[0], state), blocks,
+                               NestedLinear(widths[-1], self.num_classes))
+        self._areas = self._trace_areas()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.network(x))
+
+    @property
+    def mode(self) -> Mode:
+        return self.space.mode(dict(self.state.widths))
+
+    def set_mode(self, mode: Mode) -> None:
+        self.space.validate(mode)
+        self.state.widths = {name: int(value) for name, value in mode.values.items()}
+
+    def set_bn_tracking(self, enabled: bool) -> None:
+        self.state.track_running_stats = enabled
+
+    def uniform_mode(self, ratio: float) -> Mode:
+        """Every knob at `ratio` of its full width (the architecture's ratios)."""
+        ratios = [float(r) for r in self.arch["ratios"]]
+        if ratio not in ratios:
+            raise InputError(f"no width ratio {ratio}; this supernet offers {ratios}")
+        return self.space.mode({knob.name: max(1, round(knob.values[0] * ratio)) for knob in self.space.knobs})
+
+    def uniform_modes(self) -> list[Mode]:
+        """Every knob at one of the ratios between 1 and the smallest."""
+        ratios = sorted({float(r) for r in self.arch["ratios"]}, reverse=True)[1:-1]
+        return [self.uniform_mode(ratio) for ratio in ratios]
+
+    def named_modes(self) -> dict[str, Mode]:
+        named = super().named_modes()
+        for ratio in self.arch["ratios"]:
+            if 0 < float(ratio) < 1:
+                named[f"width:{float(ratio):g}"] = self.uniform_mode(float(ratio))
+        return named
+
+    def mode_named(self, text: str) -> Mode | None:
+        if text.startswith("width:"):
+            try:
+                ratio = float(text.split(":", 1)[1])
+            except ValueError:
+                raise InputError(f"width:R needs a ratio, got {text!r}") from None
+            return self.uniform_mode(ratio)
+        return super().mode_named(text)
+
+    def describe(self, mode: Mode) -> str:
+        return "-".join(str(mode.values[knob.name]) for knob in self.space.knobs)
+
+    def mode_layout(self) -> str:
+        return "widths (" + ", ".join(knob.name for knob in self.space.knobs) + ")"
+
+    def materialize(self, mode: Mode) -> nn.Module:
+        previous = self.mode
+        self.set_mode(mode)
+        try:
+            static = self._static_copy()
+        finally:
+            self.set_mode(previous)
+        try:
+            return fuse(fx.symbolic_trace(static), inplace=True).eval()
+        except Exception as error:  # not traceable: the unfused copy computes the same function
+            warn_untraceable(static, error)
+            return static
+
+    def _static_copy(self) -> Network:
+        net = self.network
+        stem = cast(NestedConv2d, net.stem).to_static(self.in_channels)
+        width = stem.out_channels
+        blocks = []
+        for block in net.blocks:
+            assert isinstance(block, Block)
+            conv1 = cast(NestedConv2d, block.conv1).to_static(width)
+            conv2 = cast(NestedConv2d, block.conv2).to_static(conv1.out_channels)
+            shortcut = None
+            if isinstance(block.shortcut, nn.Sequential):
+                conv = cast(NestedConv2d, block.shortcut[0]).to_static(width)
+                shortcut = nn.Sequential(conv, cast(NestedBatchNorm2d, block.shortcut[1]).to_static(conv.out_channels))
+            blocks.append(Block(conv1, cast(NestedBatchNorm2d, block.bn1).to_static(conv1.out_channels), conv2,
+                                cast(NestedBatchNorm2d, block.bn2).to_static(conv2.out_channels), shortcut))
+            width = conv2.out_channels
+        static = Network(stem, cast(NestedBatchNorm2d, net.stem_bn).to_static(stem.out_channels), blocks,
+                         cast(NestedLinear, net.fc).to_static(width))
+        return static.eval()
+
+    def layer_shapes(self, mode: Mode) -> tuple[LayerShape, ...]:
+        """Each conv and the classifier at the mode's widths (BN folded: every conv has a bias)."""
+        self.space.validate(mode)
+        widths = {name: int(value) for name, value in mode.values.items()}
+        shapes = []
+        width = self.in_channels
+        for name, module in self.network.named_modules():
+            if isinstance(module, NestedConv2d):
+                out = module.out_channels if module.knob is None else widths[module.knob]
+                source = width if not name.endswith("shortcut.0") else self._block_input(name, widths)
+                shapes.append(LayerShape(name, "conv", source, out, module.kernel_size[0] ** 2, *self._areas[name], 1,
+                                         None, True))
+                if not name.endswith("shortcut.0"):
+                    width = out
+        shapes.append(LayerShape("fc", "linear", width, self.num_classes, 1, 1, 1, 1, None, True))
+        return tuple(shapes)
+
+    def _block_input(self, shortcut_name: str, widths: Mapping[str, int]) -> int:
+        """The input width of the block a shortcut belongs to: the previous stage's stream."""
+        index = int(shortcut_name.split(".")[1])
+        per_stage = (int(self.arch["depth"]) - 2) // 6
+        stage = index // per_stage  # 0-based stage of this block (a shortcut starts stages 2 and 3)
+        return widths[f"stage{stage}"]
+
+    def cost(self, mode: Mode) -> Cost:
+        return network_cost(self.layer_shapes(mode), {})
+
+    def layers_for(self, mode: Mode) -> tuple[tuple[LayerShape, ...], dict[str, int]]:
+        return self.layer_shapes(mode), {}
+
+    def _trace_areas(self) -> dict[str, tuple[int, int]]:
+        """(output area, input area) of every conv, from one forward pass at batch 1."""
+        return conv_areas(self.network, self.input_shape, NestedConv2d)

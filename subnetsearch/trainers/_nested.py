@@ -1,0 +1,62 @@
+"""Training the nested-width family: the sandwich rule with in-place distillation (the widest
+network, the narrowest, a uniform width, then random per-layer widths each step) through the same
+step and loop as WeNet's Algorithm 1 (`WeNetStep`, `train_wenet`), so it trains on a CPU or a GPU,
+resumes, and runs data parallel on Ray Train alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from subnetsearch.data import Splits
+from subnetsearch.errors import InputError
+from subnetsearch.seeding import seeded
+from subnetsearch.supernets import NESTED_RESNET_DEFAULTS, BaseSupernet, NestedSupernet, build_supernet_of
+from subnetsearch.trainers._accelerate import Accelerator
+from subnetsearch.trainers._family import TrainJob, TrainOption
+from subnetsearch.trainers._wenet import WeNetTrainer, check_sampling
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--ratios must be comma-separated shares of the channels, e.g. 1,0.75,0.5,0.25; "
+                         f"got {text!r}") from None
+    if not ratios or 1.0 not in ratios or any(not 0 < r <= 1 for r in ratios):
+        raise InputError(f"--ratios must be shares in (0, 1], 1 among them; got {text!r}")
+    return ratios
+
+
+class NestedTrainer(WeNetTrainer):
+    """`train --family nested`: a CIFAR ResNet of nested per-layer widths (see `NestedSupernet`)."""
+
+    family = "nested"
+    summary = "nested per-layer widths (slimmable; the sandwich rule with in-place distillation)"
+    default_out = "runs/nested"
+    default_epochs = 10
+    supernet_class = NestedSupernet
+    options: ClassVar[tuple[TrainOption, ...]] = (
+        TrainOption("ratios", "1,0.75,0.5,0.25", "the widths each layer offers, as shares of its channels"),
+        *(option for option in WeNetTrainer.options
+          if option.name in ("samples_per_step", "sampling", "distill", "fixed_mode", "accelerator", "precision",
+                             "channels_last", "sync_bn")),
+    )
+
+    def resolve(self, job: TrainJob) -> TrainJob:
+        job = super(WeNetTrainer, self).resolve(job)
+        options = job.options
+        _ratios(options["ratios"])
+        check_sampling(options["samples_per_step"], options["sampling"])
+        Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
+        return job
+
+    def normalization(self, options: Mapping[str, Any], channels: int | None) -> str:
+        return "data"
+
+    def build(self, job: TrainJob, splits: Splits, say: Callable[[str], None] = lambda line: None) -> BaseSupernet:
+        job = self.resolve(job)
+        arch = job.resnet(splits, **{**NESTED_RESNET_DEFAULTS, "family": "nested-cifar-resnet",
+                                     "ratios": _ratios(job.options["ratios"])})
+        with seeded(job.seed):  # the initial weights too: the same job gives the same checkpoint
+            return build_supernet_of(NestedSupernet, arch)
