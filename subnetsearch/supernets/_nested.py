@@ -203,6 +203,55 @@ class NestedSupernet(BaseSupernet):
             raise InputError(f"no width ratio {ratio}; this supernet offers {ratios}")
         return self.space.mode({knob.name: max(1, round(knob.values[0] * ratio)) for knob in self.space.knobs})
 
+    def channel_groups(self) -> dict[str, tuple[list[nn.Module], list[tuple[nn.Module, int]]]]:
+        """Per knob: the (conv, BN) modules that produce its channels, and the modules that consume
+        them with the dimension of their weight that indexes them (1 for convs and the classifier)."""
+        net = self.network
+        groups: dict[str, tuple[list[nn.Module], list[tuple[nn.Module, int]]]] = {
+            knob.name: ([], []) for knob in self.space.knobs}
+        groups["stage1"][0].extend([net.stem, net.stem_bn])
+        stream = "stage1"
+        for block in net.blocks:
+            assert isinstance(block, Block)
+            conv1, conv2 = cast(NestedConv2d, block.conv1), cast(NestedConv2d, block.conv2)
+            inner, out = cast(str, conv1.knob), cast(str, conv2.knob)
+            groups[stream][1].append((conv1, 1))
+            if isinstance(block.shortcut, nn.Sequential):
+                groups[stream][1].append((block.shortcut[0], 1))
+                groups[out][0].extend([block.shortcut[0], block.shortcut[1]])
+            groups[inner][0].extend([conv1, block.bn1])
+            groups[inner][1].append((conv2, 1))
+            groups[out][0].extend([conv2, block.bn2])
+            stream = out
+        groups[stream][1].append((net.fc, 1))
+        return groups
+
+    def sort_channels(self) -> dict[str, list[int]]:
+        """Put every knob's most important channels first (once, on trained weights: the nesting order
+        of slimmable training started from a network trained without it). A channel's importance is the
+        norm of its filter scaled as its BN scales it (|gamma| / sqrt(var + eps)), summed over the
+        layers that write it (a residual stream's: the stem or shortcut and every block's output). The
+        full network computes the same function after. Returns each knob's permutation (new -> old)."""
+        orders = {}
+        with torch.no_grad():
+            for name, (producers, consumers) in self.channel_groups().items():
+                score = torch.zeros(next(k for k in self.space.knobs if k.name == name).values[0])
+                for conv, norm in zip(producers[::2], producers[1::2], strict=True):
+                    assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+                    assert norm.running_var is not None
+                    scale = norm.weight.abs() / torch.sqrt(norm.running_var + norm.eps)
+                    score += conv.weight.flatten(1).norm(dim=1) * scale
+                order = torch.argsort(score, descending=True, stable=True)
+                for module in producers:
+                    for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+                        if tensor.dim() > 0:
+                            tensor.copy_(tensor[order])
+                for module, dim in consumers:
+                    weight = cast(torch.Tensor, module.weight)
+                    weight.copy_(weight.index_select(dim, order))
+                orders[name] = order.tolist()
+        return orders
+
     def uniform_modes(self) -> list[Mode]:
         """Every knob at one of the ratios between 1 and the smallest."""
         ratios = sorted({float(r) for r in self.arch["ratios"]}, reverse=True)[1:-1]

@@ -6,15 +6,24 @@ resumes, and runs data parallel on Ray Train alike."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from subnetsearch.data import Splits
 from subnetsearch.errors import InputError
+from subnetsearch.files import file_digest
 from subnetsearch.seeding import seeded
-from subnetsearch.supernets import NESTED_RESNET_DEFAULTS, BaseSupernet, NestedSupernet, build_supernet_of
+from subnetsearch.supernets import (
+    NESTED_RESNET_DEFAULTS,
+    BaseSupernet,
+    NestedSupernet,
+    build_supernet_of,
+    load_checkpoint,
+)
 from subnetsearch.trainers._accelerate import Accelerator
 from subnetsearch.trainers._family import TrainJob, TrainOption
-from subnetsearch.trainers._wenet import WeNetTrainer, check_sampling
+from subnetsearch.trainers._wenet import WeNetRecipe, WeNetTrainer, check_sampling
 
 
 def _ratios(text: str) -> list[float]:
@@ -38,24 +47,51 @@ class NestedTrainer(WeNetTrainer):
     supernet_class = NestedSupernet
     options: ClassVar[tuple[TrainOption, ...]] = (
         TrainOption("ratios", "1,0.75,0.5,0.25", "the widths each layer offers, as shares of its channels"),
+        TrainOption("start", None, "a trained nested checkpoint (e.g. its full network alone: --fixed-mode full) "
+                                   "to start from, its channels sorted by importance first (--ratios and the "
+                                   "architecture come from it)", kind=Path),
         *(option for option in WeNetTrainer.options
           if option.name in ("samples_per_step", "sampling", "distill", "fixed_mode", "accelerator", "precision",
                              "channels_last", "sync_bn")),
     )
 
     def resolve(self, job: TrainJob) -> TrainJob:
+        if job.options.get("start") is not None and ("ratios" in job.options or job.depth or job.widths):
+            raise InputError("--start brings its own architecture: --ratios, --depth and --widths do not apply")
         job = super(WeNetTrainer, self).resolve(job)
-        options = job.options
-        _ratios(options["ratios"])
+        options = dict(job.options)
+        if options["start"] is not None:
+            del options["ratios"]  # the start checkpoint's (resolving the job again finds none given)
+        else:
+            _ratios(options["ratios"])
         check_sampling(options["samples_per_step"], options["sampling"])
         Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
-        return job
+        return replace(job, options=options)
+
+    def recipe(self, job: TrainJob, supernet: BaseSupernet) -> WeNetRecipe:
+        recipe = super().recipe(job, supernet)
+        start = job.options.get("start")
+        if start is None:
+            return recipe
+        return replace(recipe, init=f"{Path(start).name} sha256:{file_digest(Path(start))[:16]} (channels sorted)")
 
     def normalization(self, options: Mapping[str, Any], channels: int | None) -> str:
         return "data"
 
     def build(self, job: TrainJob, splits: Splits, say: Callable[[str], None] = lambda line: None) -> BaseSupernet:
         job = self.resolve(job)
+        start = job.options["start"]
+        if start is not None:
+            supernet = load_checkpoint(start).build()
+            if not isinstance(supernet, NestedSupernet):
+                raise InputError(f"--start must be a nested checkpoint (train --family nested), not a "
+                                 f"{supernet.arch.get('family')!r} one: {start}")
+            if supernet.input_shape != splits.input_shape or supernet.num_classes != splits.num_classes:
+                raise InputError(f"{start} was trained on {supernet.input_shape} images of {supernet.num_classes} "
+                                 f"classes; this data has {splits.input_shape} and {splits.num_classes}")
+            supernet.sort_channels()
+            say(f"started from {start}, its channels sorted by importance")
+            return supernet
         arch = job.resnet(splits, **{**NESTED_RESNET_DEFAULTS, "family": "nested-cifar-resnet",
                                      "ratios": _ratios(job.options["ratios"])})
         with seeded(job.seed):  # the initial weights too: the same job gives the same checkpoint

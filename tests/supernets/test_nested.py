@@ -1,0 +1,67 @@
+"""The nested-width family beyond the contract suite (tests/supernets/test_contract.py): its knobs,
+sorting channels by importance (the full network unchanged, the order then stable), and training a
+full network alone, then the nested supernet started from it with its channels sorted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from subnetsearch.cli import app
+from subnetsearch.supernets import NestedSupernet, build_supernet, load_checkpoint
+from tests.conftest import randomize_batchnorm
+
+ARCH = {"family": "nested-cifar-resnet", "depth": 14, "widths": [8, 16, 16], "in_channels": 1, "num_classes": 4,
+        "input_size": 12}
+runner = CliRunner()
+
+
+def test_knobs_are_nested_widths_per_stage_and_block_and_half_width_is_a_quarter_of_the_macs() -> None:
+    supernet = build_supernet(ARCH)
+    assert isinstance(supernet, NestedSupernet)
+    names = [knob.name for knob in supernet.space.knobs]
+    assert names == ["stage1", "stage2", "stage3", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0",
+                     "layer3.1"]
+    assert supernet.space.knobs[1].values == (16, 12, 8, 4)
+    half = supernet.mode_named("width:0.5")
+    assert half is not None and set(half.values.values()) == {4, 8}
+    full, narrow = supernet.cost(supernet.full_mode()).macs, supernet.cost(half).macs
+    assert 0.2 < narrow / full < 0.3  # MACs go with the square of the width
+    assert [m.values["stage1"] for m in supernet.uniform_modes()] == [6, 4]  # between full and smallest
+    with pytest.raises(ValueError, match="no width ratio 0.3"):
+        supernet.mode_named("width:0.3")
+
+
+def test_sorting_channels_keeps_the_full_network_and_puts_the_important_channels_first() -> None:
+    torch.manual_seed(0)
+    supernet = build_supernet(ARCH).eval()
+    assert isinstance(supernet, NestedSupernet)
+    randomize_batchnorm(supernet)
+    images = torch.randn(6, 1, 12, 12)
+    with torch.no_grad():
+        before = supernet(images)
+        orders = supernet.sort_channels()
+        after = supernet(images)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert any(order != sorted(order) for order in orders.values())  # random weights were not in order
+    again = supernet.sort_channels()  # sorted now: every knob's order is the identity
+    assert all(order == list(range(len(order))) for order in again.values())
+
+
+@pytest.mark.slow
+def test_train_the_full_network_then_the_nested_supernet_from_it(tmp_path) -> None:
+    quick = ["--family", "nested", "--data", "synthetic", "--batch-size", "32", "--epochs", "1",
+             "--max-steps-per-epoch", "3", "--threads", "1"]
+    full = runner.invoke(app, ["train", *quick, "--depth", "8", "--widths", "8,16,16", "--fixed-mode", "full",
+                               "--out", str(tmp_path / "full")])
+    assert full.exit_code == 0, full.output
+    nested = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "full" / "supernet.pt"),
+                                 "--out", str(tmp_path / "nested")])
+    assert nested.exit_code == 0, nested.output
+    assert "channels sorted by importance" in nested.output
+    state = load_checkpoint(tmp_path / "nested" / "supernet.pt")
+    assert "(channels sorted)" in state.recipe["init"] and state.arch["widths"] == [8, 16, 16]
+    refused = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "full" / "supernet.pt"), "--depth", "8",
+                                  "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--start brings its own architecture" in refused.output
