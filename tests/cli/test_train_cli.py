@@ -48,7 +48,7 @@ def test_train_any_family_then_search_its_checkpoint(tmp_path, family) -> None:
 @pytest.mark.parametrize(("family", "option"), [(f, o) for owner, options in FAMILY_OPTIONS.items()
                                                 for o in options[:2] for f in TRAIN_FAMILIES if o not in FAMILY_OPTIONS[f]])
 def test_another_familys_option_is_refused_before_any_work(tmp_path, family, option) -> None:
-    value = {"groups": "1,2", "shuffle": None, "skip_target": "0.3", "gating": "layer", "ratios": "1,0.5",
+    value = {"groups": "1,2", "shuffle": None, "skip_target": "0.3", "gating": "layer", "ratios": "1,0.5", "start": "x.pt",
              "samples_per_step": "3"}[option]
     flag = [f"--{option.replace('_', '-')}"] + ([value] if value is not None else [])
     result = runner.invoke(app, ["train", "--family", family, *QUICK, *flag, "--out", str(tmp_path / "x")])
