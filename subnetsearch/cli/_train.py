@@ -73,11 +73,10 @@ def _common(
 def _family_parameters() -> list[inspect.Parameter]:
     """One `--NAME` per option of the registered families (an option two families declare is one
     option, valid for both); None when not given, so a family's default applies."""
-    owners: dict[str, list[str]] = {}
+    owners = family_options()
     first: dict[str, Any] = {}
     for trainer in TRAINERS.values():
         for option in trainer.options:
-            owners.setdefault(option.name, []).append(trainer.family)
             first.setdefault(option.name, option)
     parameters = []
     for name, option in first.items():

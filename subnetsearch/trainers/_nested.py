@@ -21,9 +21,8 @@ from subnetsearch.supernets import (
     build_supernet_of,
     load_checkpoint,
 )
-from subnetsearch.trainers._accelerate import Accelerator
 from subnetsearch.trainers._family import TrainJob, TrainOption
-from subnetsearch.trainers._wenet import WeNetRecipe, WeNetTrainer, check_sampling
+from subnetsearch.trainers._wenet import WeNetRecipe, WeNetTrainer
 
 
 def _ratios(text: str) -> list[float]:
@@ -58,14 +57,12 @@ class NestedTrainer(WeNetTrainer):
     def resolve(self, job: TrainJob) -> TrainJob:
         if job.options.get("start") is not None and ("ratios" in job.options or job.depth or job.widths):
             raise InputError("--start brings its own architecture: --ratios, --depth and --widths do not apply")
-        job = super(WeNetTrainer, self).resolve(job)
+        job = super().resolve(job)  # WeNet's checks: sampling, accelerator
         options = dict(job.options)
         if options["start"] is not None:
             del options["ratios"]  # the start checkpoint's (resolving the job again finds none given)
         else:
             _ratios(options["ratios"])
-        check_sampling(options["samples_per_step"], options["sampling"])
-        Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
         return replace(job, options=options)
 
     def recipe(self, job: TrainJob, supernet: BaseSupernet) -> WeNetRecipe:

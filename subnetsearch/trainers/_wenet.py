@@ -321,10 +321,11 @@ class WeNetTrainer(FamilyTrainer):
     def resolve(self, job: TrainJob) -> TrainJob:
         job = super().resolve(job)
         options = job.options
-        if options["model"] is not None and (job.depth is not None or job.widths is not None):
+        # .get: a family built on this trainer (nested) may not take --model
+        if options.get("model") is not None and (job.depth is not None or job.widths is not None):
             raise InputError("--depth and --widths describe the built-in CIFAR ResNet; --model brings its own "
                              "architecture")
-        if options["weights"] is not None and options["model"] is None:
+        if options.get("weights") is not None and options.get("model") is None:
             raise InputError("--weights needs --model (the built-in CIFAR ResNet starts from random weights)")
         check_sampling(options["samples_per_step"], options["sampling"])
         Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
