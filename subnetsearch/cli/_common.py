@@ -16,9 +16,9 @@ from rich.markup import escape
 from subnetsearch import files
 from subnetsearch.data import DataError, DataSpec
 from subnetsearch.distributed import ADDRESS_HELP
-from subnetsearch.errors import SubnetsearchError
+from subnetsearch.errors import InputError, SubnetsearchError
 from subnetsearch.files import OutputPathError, check_output_path
-from subnetsearch.search import TrainingSearch, run_training_search
+from subnetsearch.search import Fidelity, TrainingSearch, run_training_search
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import storage_url
 from subnetsearch.supernets import BaseSupernet
@@ -82,6 +82,19 @@ DATA_ROOT_OPTION = typer.Option(None, "--data-root", help="Where the checkpoint'
                                                           "(default: the folder recorded at training).")
 CALIBRATION_OPTION = typer.Option(20, "--calibration-batches", help="BN calibration per evaluated mode: this many "
                                   "batches of training images (0: the trained BN statistics).")
+FIDELITY_OPTION = typer.Option("multi", "--fidelity", help="multi: a cheap first look at every candidate (4 BN "
+                                "calibration batches, 1,000 validation images, a short paired latency window), the "
+                                "full evaluation only where the look could join the front (fronts and `best` use "
+                                "full figures only) | full: every candidate in full.")
+
+
+def fidelity_of(text: str) -> Fidelity | None:
+    """--fidelity: the first look of a multi-fidelity search, or None (every candidate in full)."""
+    if text not in ("multi", "full"):
+        raise InputError(f"--fidelity must be multi or full, got {text!r}")
+    return Fidelity() if text == "multi" else None
+
+
 EVAL_BATCHES_OPTION = typer.Option(None, "--eval-batches", help="Score each mode on at most this many validation "
                                    "batches (default: the whole validation split). Recorded with every evaluation, "
                                    "so results stay comparable.")

@@ -11,9 +11,17 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, console, fail
+from subnetsearch.cli._common import (
+    CALIBRATION_OPTION,
+    DATA_ROOT_OPTION,
+    EVAL_BATCHES_OPTION,
+    FIDELITY_OPTION,
+    console,
+    fail,
+    fidelity_of,
+)
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
-from subnetsearch.cli._query import accuracy_text, evaluations_table, latency_text, speedup_text
+from subnetsearch.cli._query import accuracy_text, latency_text, speedup_text
 from subnetsearch.dashboards import build_report
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import check_output_path
@@ -29,7 +37,8 @@ from subnetsearch.search import (
     suggested_budget,
     train_default_supernet,
 )
-from subnetsearch.storage import storage_url
+from subnetsearch.spaces import Mode
+from subnetsearch.storage import StoredEvaluation, storage_url
 from subnetsearch.supernets import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, Realization, load_checkpoint
 
 
@@ -54,6 +63,7 @@ def run_command(
     data_root: str | None = DATA_ROOT_OPTION,
     calibration_batches: int = CALIBRATION_OPTION,
     eval_batches: int | None = EVAL_BATCHES_OPTION,
+    fidelity: str = FIDELITY_OPTION,
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """The main job: load (or train) the default supernet, evaluate a few modes on a device, run a
@@ -64,6 +74,7 @@ def run_command(
     try:
         plan = MainJobPlan(strategy, dse_iterations, delta, trials, random_modes, seed)
         settings = evaluation_settings(calibration_batches, eval_batches)
+        first_look = fidelity_of(fidelity)
         check_output_path(report)
         if checkpoint.exists():  # a checkpoint this host cannot serve is named before the store or device is read
             load_checkpoint(checkpoint)
@@ -78,7 +89,8 @@ def run_command(
             console.print(f"{checkpoint} not found: training the default supernet ({epochs} epochs), "
                           f"as `{DEFAULT_TRAIN_COMMAND}` does")
             train_default_supernet(checkpoint, epochs, seed)
-        session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root)
+        session = SearchSession(store, storage_url(storage), device, checkpoint, settings, data_root=data_root,
+                                fidelity=first_look)
         job = MainJob(session, plan)
     except SubnetsearchError as error:
         fail(str(error))
@@ -104,17 +116,46 @@ def run_command(
         console.print(f"the front's {refined} graphs measured in {plan.front_windows} more paired windows each "
                       "(windows are the samples a latency interval rests on)")
     front = job.front()
-    console.print(evaluations_table(f"stored Pareto front (accuracy, latency) of this supernet on {device.name}: "
-                                     f"{len(front)} modes, merged across all searches", front))
+    console.print(_front_table(session, front))
     budget = suggested_budget(front)
-    console.print(f"{session.evaluator.misses} modes evaluated now, {session.evaluator.hits} reused from stored results "
-                  "(a mode is never evaluated twice for the same supernet, device and settings)")
+    console.print(_evaluated_line(session))
     where = "" if storage is None else f" --storage '{store.url}'"
     path, _ = build_report(store, storage_url(storage), report)
     console.print(f"report: {path.resolve()} (open it in a browser); the same data in the Optuna dashboard:\n"
                   f"  subnetsearch dashboard{where}")
     console.print("next, ask for the best mode under a latency budget (and export it):\n"
                   f"  subnetsearch best --device {device.name} --max-latency-ms {budget:.3f}{where}")
+
+
+def _front_table(session: SearchSession, front: list[StoredEvaluation]) -> Table:
+    """The stored front as a newcomer reads it: fastest last, each mode's kind, its speedup over the
+    full network and its accuracy, both with their 95 % intervals."""
+    supernet, device = session.supernet, session.device
+    table = Table(title=f"the Pareto front of this supernet on {device.name} (accuracy vs measured latency, merged "
+                        f"across all searches): {len(front)} modes", caption=(
+                            "speedup: the full network's latency / the mode's, paired in the same windows, with its "
+                            "95 % interval; accuracy: validation images, 95 % binomial interval; a mode is on the "
+                            "front only if no other is at least as good on both beyond those intervals"))
+    for column in ("kind", supernet.mode_layout(), "speedup vs full", "accuracy", "latency ms", "MMACs", "id"):
+        table.add_column(column, justify="left" if column in ("kind", supernet.mode_layout(), "id") else "right")
+    for e in sorted(front, key=lambda e: -e.accuracy):
+        mode = Mode.from_json(e.mode_json)
+        table.add_row(supernet.kind_of(mode), supernet.describe(mode), speedup_text(e), accuracy_text(e),
+                      latency_text(e)[0], f"{e.macs / 1e6:.1f}", e.mode_id)
+    return table
+
+
+def _evaluated_line(session: SearchSession) -> str:
+    evaluator = session.evaluator
+    line = (f"{evaluator.misses} modes evaluated in full now, {evaluator.hits} reused from stored results (a mode "
+            "is never evaluated twice for the same supernet, device and settings)")
+    if session.screening is not None and session.screens:
+        promoted = sum(screen.promoted for screen in session.screens)
+        dismissed = sum(screen.dismissed for screen in session.screens)
+        line += (f"; multi-fidelity: {session.screening.misses} cheap first looks now, {promoted} candidates promoted "
+                 f"to a full evaluation and {dismissed} dismissed as beaten beyond noise by another's look "
+                 "(--fidelity full: every candidate in full)")
+    return line
 
 
 def _mode_table(session: SearchSession, rows: list[ModeRow]) -> None:

@@ -10,7 +10,16 @@ import torch
 import typer
 from rich.table import Table
 
-from subnetsearch.cli._common import CALIBRATION_OPTION, DATA_ROOT_OPTION, EVAL_BATCHES_OPTION, check_backend, console, fail
+from subnetsearch.cli._common import (
+    CALIBRATION_OPTION,
+    DATA_ROOT_OPTION,
+    EVAL_BATCHES_OPTION,
+    FIDELITY_OPTION,
+    check_backend,
+    console,
+    fail,
+    fidelity_of,
+)
 from subnetsearch.cli._devices import STORAGE_HELP, device_or_default, open_store
 from subnetsearch.distributed import ADDRESS_HELP, RayBackend
 from subnetsearch.errors import InputError, SubnetsearchError
@@ -22,6 +31,7 @@ from subnetsearch.search import (
     Interrupted,
     SearchSession,
     evaluation_settings,
+    full_fidelity_front,
     get_strategy,
 )
 from subnetsearch.storage import storage_url
@@ -62,6 +72,7 @@ def search_command(
     data_root: str | None = DATA_ROOT_OPTION,
     calibration_batches: int = CALIBRATION_OPTION,
     eval_batches: int | None = EVAL_BATCHES_OPTION,
+    fidelity: str = FIDELITY_OPTION,
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
     backend: str = typer.Option("local", help="local (this process) | ray (DSE candidates on Ray actors, Optuna "
                                               "trials as Ray Tune trials, latency on the device's Ray node)."),
@@ -83,6 +94,7 @@ def search_command(
         values.update(parse_settings(set_options))
         options = chosen.options(values)
         settings = evaluation_settings(calibration_batches, eval_batches)
+        first_look = fidelity_of(fidelity)
         Accelerator.resolve(accelerator)
     except SubnetsearchError as error:
         fail(str(error))
@@ -98,7 +110,7 @@ def search_command(
     try:
         session = SearchSession(store, storage_url(storage), device, checkpoint,
                                 predicted_latency=latency == "predicted", backend=ray_backend,
-                                data_root=data_root, settings=settings, accelerator=accelerator)
+                                data_root=data_root, settings=settings, accelerator=accelerator, fidelity=first_look)
     except SubnetsearchError as error:
         fail(str(error))
     if ray_backend is not None:
@@ -121,7 +133,7 @@ def search_command(
     study, names = outcome.study, list(options.objectives)
     if outcome.failure:
         fail(outcome.failure, code=1)
-    front = study.best_trials  # feasible trials only, when there are constraints
+    front = full_fidelity_front(study)  # feasible full-fidelity trials only
     table = Table(title=f"Pareto front ({', '.join(names)}) of the study's {len(study.trials)} trials "
                         f"({len(outcome.evaluations)} new)")
     for column in ("trial", *names, "mode id"):

@@ -118,8 +118,9 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     if not evaluations:
         return report
     by_mode = {}
-    for e in sorted(evaluations, key=lambda e: e.settings.get("calibration_batches", 0)):
-        by_mode[e.mode_id] = e  # prefer recalibrated BN where a mode was evaluated both ways
+    for e in sorted(evaluations, key=lambda e: (e.settings.get("fidelity", "full") == "full",
+                                                e.settings.get("calibration_batches", 0))):
+        by_mode[e.mode_id] = e  # prefer full fidelity, then recalibrated BN, where a mode was evaluated several ways
     full = by_mode.get(full_mode_id) if full_mode_id else None
     if full_mode_id is None:
         report.full_missing = "the supernet's full mode is unknown (its architecture cannot be built here)"

@@ -79,7 +79,7 @@ class RayBackend:
         table = session.latency_table.to_dict() if session.latency_table is not None else None
         plan = session.plan_table.to_dict() if session.plan_table is not None else None
         return WorkerSpec(self.storage_url, session.device.to_dict(), session.settings, session.evaluator.measure,
-                          table, threads or self.threads, plan)
+                          table, threads or self.threads, plan, session.fidelity)
 
     def _meter_handle(self) -> Any:
         session = self.session
@@ -126,9 +126,10 @@ class RayBackend:
             self._meter = None
 
     # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate_batch(self, modes: Sequence[Mode]) -> list[tuple[StoredEvaluation, bool]]:
+    def evaluate_batch(self, modes: Sequence[Mode], fidelity: str = "full") -> list[tuple[StoredEvaluation, bool]]:
         """The modes on the workers, at most one per worker at a time (ActorPool), results in the
-        order of `modes` with whether each was computed now."""
+        order of `modes` with whether each was computed now; `fidelity` "low": the session's first
+        looks (its `Fidelity`)."""
         import ray
         from ray.util import ActorPool
 
@@ -137,7 +138,7 @@ class RayBackend:
         pool = ActorPool(self._pool())
         try:
             context = [self._checkpoint(), self._meter_handle()]
-            return list(pool.map(lambda actor, text: actor.evaluate.remote(context, text),
+            return list(pool.map(lambda actor, text: actor.evaluate.remote(context, text, fidelity),
                                  [mode.to_json() for mode in modes]))
         except ray.exceptions.RayTaskError as error:  # the evaluation itself failed: raise its own error
             raise error.as_instanceof_cause() from None

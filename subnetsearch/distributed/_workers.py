@@ -33,7 +33,7 @@ from subnetsearch.devices import (
     Pairing,
     measure_paired,
 )
-from subnetsearch.search import CachedEvaluator, EvaluationSettings, measure_on_host
+from subnetsearch.search import CachedEvaluator, EvaluationSettings, Fidelity, measure_on_host, screening_evaluator
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation
 from subnetsearch.supernets import Checkpoint
@@ -53,6 +53,7 @@ class WorkerSpec:
     latency_table: dict | None
     threads: int = 1
     plan_table: dict | None = None  # measured latency: the device's table, whose per-layer plan is also timed
+    fidelity: Fidelity | None = None  # a multi-fidelity search's first looks
 
 
 class RemoteMeter:
@@ -132,11 +133,17 @@ class EvaluationWorker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        self.evaluator: CachedEvaluator | None = None
+        self.evaluators: dict[str, CachedEvaluator] = {}
 
-    def evaluate(self, context: list[Any], mode_json: str) -> tuple[StoredEvaluation, bool]:
-        """`context`: [the checkpoint's ObjectRef, the device meter's handle or None]."""
-        if self.evaluator is None:
+    def evaluate(self, context: list[Any], mode_json: str, fidelity: str = "full") -> tuple[StoredEvaluation, bool]:
+        """`context`: [the checkpoint's ObjectRef, the device meter's handle or None]; `fidelity`
+        "low": a first look (the spec's `Fidelity`)."""
+        if not self.evaluators:
             checkpoint, meter = context
-            self.evaluator = build_evaluator(ray.get(checkpoint), self.spec, meter)
-        return evaluate_counted(self.evaluator, mode_json)
+            self.evaluators["full"] = build_evaluator(ray.get(checkpoint), self.spec, meter)
+        if fidelity not in self.evaluators:
+            if fidelity != "low" or self.spec.fidelity is None:
+                raise ValueError(f"this worker evaluates fidelity 'full'{' and low' if self.spec.fidelity else ''}, "
+                                 f"not {fidelity!r}")
+            self.evaluators["low"] = screening_evaluator(self.evaluators["full"], self.spec.fidelity)
+        return evaluate_counted(self.evaluators[fidelity], mode_json)

@@ -14,6 +14,7 @@ from subnetsearch.search._evaluator import (
     mode_accuracy,
 )
 from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model
+from subnetsearch.search._fidelity import Fidelity, Screen, look_figures, screening_evaluator
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
     LassoSearch,
@@ -39,6 +40,7 @@ from subnetsearch.search._optuna import (
     SAMPLERS,
     Constraints,
     finish_orphans,
+    full_fidelity_front,
     make_sampler,
     objective_values,
     open_study,
@@ -63,6 +65,11 @@ from subnetsearch.search._strategy import (
 from subnetsearch.search._training import TrainingSearch, TrialOutcome, TrialRunner, run_training_search
 
 __all__ = [
+    "Fidelity",
+    "full_fidelity_front",
+    "Screen",
+    "look_figures",
+    "screening_evaluator",
     "MainJob",
     "MainJobPlan",
     "MainJobResult",

@@ -28,9 +28,10 @@ class Backend(Protocol):
     def require_device(self) -> None:
         """Fail before any work if latency is needed and nothing can measure it."""
 
-    def evaluate_batch(self, modes: Sequence[Mode]) -> list[tuple[StoredEvaluation, bool]]:
+    def evaluate_batch(self, modes: Sequence[Mode], fidelity: str = "full") -> list[tuple[StoredEvaluation, bool]]:
         """Evaluate modes the session did not find stored: (evaluation, computed now) per mode, in
-        order (an evaluation another process stored meanwhile comes back with False)."""
+        order (an evaluation another process stored meanwhile comes back with False); `fidelity`
+        "low": the first looks of the session's `Fidelity`."""
 
     def optuna_trials(self, study: optuna.Study, sampler: optuna.samplers.BaseSampler, trials: int,
                       objectives: Sequence[str], constraints: Constraints) -> list[tuple[Mode, bool]]:

@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 
 from subnetsearch.data import Splits
-from subnetsearch.devices import Device, GraphBook, LatencyPredictor, MemoryBook, PairedMeter, Reference, reference_for
+from subnetsearch.devices import (
+    PAIRING,
+    Device,
+    GraphBook,
+    LatencyPredictor,
+    MemoryBook,
+    PairedMeter,
+    Pairing,
+    Reference,
+    reference_for,
+)
 from subnetsearch.search._evaluator import EvaluationSettings, Meter, Metrics, calibration_batches, evaluate_mode
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation, settings_key
@@ -18,7 +26,7 @@ from subnetsearch.supernets import PLAIN, BaseSupernet
 def to_record(metrics: Metrics, supernet_hash: str, key: str) -> StoredEvaluation:
     latency = metrics.latency.to_dict() if metrics.latency else None
     return StoredEvaluation(supernet_hash, metrics.device, metrics.mode.id, metrics.mode.to_json(), key,
-                            asdict(metrics.settings), metrics.accuracy, metrics.loss, metrics.macs, metrics.params,
+                            metrics.settings.to_dict(), metrics.accuracy, metrics.loss, metrics.macs, metrics.params,
                             metrics.latency.ms if metrics.latency else None, latency, metrics.energy_mj,
                             metrics.energy_source, metrics.energy_measured_mj, metrics.cost_profile,
                             metrics.accuracy_samples)
@@ -31,25 +39,29 @@ class CachedEvaluator:
                  store: Store | None = None, settings: EvaluationSettings = EvaluationSettings(),
                  measure: bool = True, predictor: LatencyPredictor | None = None, meter: Meter | None = None,
                  planner: LatencyPredictor | None = None, paired_meter: PairedMeter | None = None,
-                 paired: bool = True) -> None:
+                 paired: bool = True, pairing: Pairing = PAIRING, book: GraphBook | None = None) -> None:
         self.supernet, self.supernet_hash, self.splits = supernet, supernet_hash, splits
         self.device, self.store, self.settings, self.measure = device, store, settings, measure
         self.predictor, self.meter, self.planner, self.paired_meter = predictor, meter, planner, paired_meter
         # measured latency of input-independent modes is paired against the device's reference
         # (devices._paired) unless `paired` is False (the protocol of stores from before it)
         self.paired = paired and measure and predictor is None and not supernet.dynamic_cost
+        self.paired_arguments = paired  # as given (`screening_evaluator` builds a sibling from them)
+        self.pairing = pairing  # how a paired window is timed (a multi-fidelity search's first look: shorter)
         self._reference: Reference | None = None
-        self._book: GraphBook | None = None
+        self._book: GraphBook | None = book  # given: a private book (short windows never join the store's)
         self._between: float | None = None
         # The roofline is a property of the device that no measurement depends on (it is left out so
         # that measuring it again, or a store from before it was kept, reuses the evaluations).
         profile = {key: value for key, value in device.to_dict().items() if key != "roofline"}
-        payload = {"settings": asdict(settings), "device": profile, "measure": measure,
+        payload = {"settings": settings.to_dict(), "device": profile, "measure": measure,
                    "data": splits.name, "split_seed": splits.split_seed}
         if predictor is not None:  # predicted latencies are kept apart from measured ones
             payload["latency_table"] = predictor.table.digest
         if self.paired:  # paired figures are kept apart from those measured alone in their windows
             payload["latency"] = "paired"
+            if pairing != PAIRING:
+                payload["pairing"] = pairing.to_dict()
         self.key = settings_key(payload)
         self._memory: dict[str, StoredEvaluation] = {}
         self._calibration: list[torch.Tensor] | None = None
@@ -115,7 +127,7 @@ class CachedEvaluator:
                                 meter=self.meter, planner=self.planner,
                                 book=self.book if self.paired else None,
                                 reference=self.reference if self.paired else None, paired_meter=self.paired_meter,
-                                between=self.between)
+                                between=self.between, pairing=self.pairing)
         record = to_record(metrics, self.supernet_hash, self.key)
         if self.store is not None:
             self.store.put_evaluation(record, metrics.bn_state, metrics.correct)

@@ -4,7 +4,7 @@ measured latency, modelled energy. Every figure says how it was obtained."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -12,12 +12,14 @@ from torch import nn
 
 from subnetsearch.data import Splits
 from subnetsearch.devices import (
+    PAIRING,
     Device,
     GraphBook,
     Latency,
     LatencyPredictor,
     LatencyProtocol,
     PairedMeter,
+    Pairing,
     Reference,
     compute_lock,
     energy_pj,
@@ -37,13 +39,16 @@ from subnetsearch.trainers import evaluate_split_correct
 @dataclass(frozen=True)
 class EvaluationSettings:
     """How accuracy is measured. Calibration uses training images only; accuracy uses `split`
-    (validation for every selection; "test" only for reports)."""
+    (validation for every selection; "test" only for reports). `fidelity` "low" marks the cheap
+    first look of a multi-fidelity search (`search._fidelity`): such evaluations are stored and
+    reused, but never enter a front or answer `best`."""
 
     split: str = "val"
     calibration_batches: int = 20
     calibration_batch_size: int = 128
     calibration_seed: int = 0
     max_eval_batches: int | None = None
+    fidelity: str = "full"
 
     def __post_init__(self) -> None:
         if self.split not in ("val", "test"):
@@ -54,6 +59,16 @@ class EvaluationSettings:
             raise InputError(f"calibration_batch_size must be >= 1, got {self.calibration_batch_size}")
         if self.max_eval_batches is not None and self.max_eval_batches < 1:
             raise InputError(f"max_eval_batches must be >= 1 (or unset: the whole split), got {self.max_eval_batches}")
+        if self.fidelity not in ("full", "low"):
+            raise InputError(f"fidelity must be 'full' or 'low', got {self.fidelity!r}")
+
+    def to_dict(self) -> dict:
+        """The settings as stored and keyed: `fidelity` only where it is low, so that full-fidelity
+        evaluations keep the keys of stores from before multi-fidelity evaluation."""
+        payload = asdict(self)
+        if self.fidelity == "full":
+            del payload["fidelity"]
+        return payload
 
 
 def evaluation_settings(calibration_batches: int, eval_batches: int | None) -> EvaluationSettings:
@@ -222,7 +237,7 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
                   predictor: LatencyPredictor | None = None, meter: Meter | None = None,
                   planner: LatencyPredictor | None = None, book: GraphBook | None = None,
                   reference: Reference | None = None, paired_meter: PairedMeter | None = None,
-                  between: float = 1.0) -> Metrics:
+                  between: float = 1.0, pairing: Pairing = PAIRING) -> Metrics:
     """Cost from the analytical model, accuracy and loss with per-mode BN calibration, energy from
     the device's energy model, and latency: predicted by `predictor` (a lookup table) if given, else
     (if `measure`) measured on the materialized mode with its calibrated BN folded in, by `meter`
@@ -231,7 +246,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     fastest) is timed and the fastest kept. With a `book` and the device's `reference` (input-independent
     modes), each realization's figure is its graph's paired ratio against the reference
     (`devices.paired_latency`): identical graphs share one figure, a new window adds to a graph's
-    ratios, and `paired_meter` times the window where the device is not this host. The accuracy part holds the
+    ratios, and `paired_meter` times the window where the device is not this host; `pairing` says how a
+    window is timed. The accuracy part holds the
     host's shared compute lock, so it never overlaps a latency measurement on this host."""
     cost = supernet.cost(mode)
     macs, energy_mj, profile = cost.macs, mode_energy_mj(supernet, mode, device), None
@@ -265,7 +281,8 @@ def evaluate_mode(supernet: BaseSupernet, mode: Mode, splits: Splits, device: De
     elif statics and book is not None and reference is not None and examples is None:
         labels = [realization.describe(len(grouped)) for realization in realizations]
         best_label, latency = paired_latency(dict(zip(labels, statics, strict=True)), reference, supernet.input_shape,
-                                             device.protocol, book, meter=paired_meter, between=between)
+                                             device.protocol, book, pairing, meter=paired_meter,
+                                             between=between)
         chosen = labels.index(best_label)
         assert latency.paired is not None
         pooled = latency.paired["reference_ms"]

@@ -150,8 +150,11 @@ class MainJob:
         trained_bn = EvaluationSettings(calibration_batches=0, max_eval_batches=session.settings.max_eval_batches)
         stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, session.device, session.store,
                                     trained_bn, measure=False)
+        unique: dict[str, tuple[str, Mode]] = {}
+        for name, mode in modes:  # one row per mode, named by all its names (e.g. "width:0.25 = smallest")
+            unique[mode.id] = (f"{unique[mode.id][0]} = {name}", mode) if mode.id in unique else (name, mode)
         return [ModeRow(name, mode, session.evaluator.evaluate(mode), stored_bn.evaluate(mode).accuracy)
-                for name, mode in modes]
+                for name, mode in unique.values()]
 
     def search(self, announce: Callable[[str, dict[str, object]], None] = lambda name, values: None,
                say: Callable[[str], None] = lambda line: None,

@@ -127,6 +127,12 @@ def ask_and_tell(study: optuna.Study, distributions: Mapping[str, optuna.distrib
     return results
 
 
+def _fidelity(evaluation: StoredEvaluation) -> dict[str, str]:
+    """A first look's trial attribute (full-fidelity trials carry none, as before multi-fidelity)."""
+    fidelity = evaluation.settings.get("fidelity", "full")
+    return {} if fidelity == "full" else {"fidelity": fidelity}
+
+
 def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation: StoredEvaluation,
                  objectives: Sequence[str], constraints: Constraints, attributes: Mapping[str, object],
                  started: datetime | None = None, finished: datetime | None = None) -> None:
@@ -135,11 +141,28 @@ def record_trial(study: optuna.Study, space: SearchSpace, mode: Mode, evaluation
     the dashboard's timeline draws with zero width)."""
     trial = optuna.trial.create_trial(
         params=dict(mode.values), distributions=to_optuna(space), values=objective_values(evaluation, objectives),
-        user_attrs={"mode_id": mode.id, "mode_json": mode.to_json(), **attributes},
+        user_attrs={"mode_id": mode.id, "mode_json": mode.to_json(), **_fidelity(evaluation), **attributes},
         constraints=constraints.values(evaluation) or None)
     if started is not None and finished is not None:
         trial.datetime_start, trial.datetime_complete = started, finished
     study.add_trial(trial)
+
+
+def full_fidelity_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's Pareto-optimal trials among those evaluated at full fidelity (a multi-fidelity
+    search's first looks, marked `fidelity: low`, are trials the sampler learns from, never front
+    members); feasible ones only where the trials carry constraints, as `study.best_trials`."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.user_attrs.get("fidelity") != "low"]
+    feasible = [t for t in trials if all(c <= 0 for c in t.system_attrs.get("constraints") or ())]
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    vectors = [[s * v for s, v in zip(signs, t.values, strict=True)] for t in feasible]
+
+    def dominated(i: int) -> bool:
+        return any(all(a <= b for a, b in zip(other, vectors[i], strict=True)) and other != vectors[i]
+                   for other in vectors)
+
+    return [t for i, t in enumerate(feasible) if not dominated(i)]
 
 
 def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, objectives: Sequence[str],
@@ -166,6 +189,8 @@ def finish_orphans(study: optuna.Study, space: SearchSpace, evaluate: Evaluate, 
 def _tell(study: optuna.Study, trial: optuna.Trial, mode: Mode, evaluation: StoredEvaluation,
           objectives: Sequence[str], constraints: Constraints) -> None:
     set_constraints(trial, constraints.values(evaluation))
+    for key, value in _fidelity(evaluation).items():
+        trial.set_user_attr(key, value)
     trial.set_user_attr("mode_id", mode.id)
     trial.set_user_attr("mode_json", mode.to_json())
     study.tell(trial, objective_values(evaluation, objectives))

@@ -19,10 +19,12 @@ from subnetsearch.search._backend import Backend
 from subnetsearch.search._cache import CachedEvaluator
 from subnetsearch.search._dse import DSEResult, DSEStep, check_dse_inputs, greedy_dse
 from subnetsearch.search._evaluator import EvaluationSettings, mode_energy_mj
+from subnetsearch.search._fidelity import Fidelity, Screen, screening_evaluator
 from subnetsearch.search._optuna import (
     Constraints,
     check_objectives,
     finish_orphans,
+    full_fidelity_front,
     make_sampler,
     open_study,
     optuna_search,
@@ -59,6 +61,8 @@ class SearchSession:
     # where BN calibration and accuracy run: auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N;
     # latency is still measured on the device profile's runtime
     accelerator: str = "auto"
+    # multi-fidelity: a first look at every candidate, the full evaluation only where it could join the front
+    fidelity: Fidelity | None = None
 
     def __post_init__(self) -> None:
         self.compute = Accelerator.resolve(self.accelerator)  # an unusable choice is refused before any work
@@ -83,6 +87,9 @@ class SearchSession:
         measure = self.backend.prepare(self) if self.backend is not None else self.device.location == "host"
         self.evaluator = CachedEvaluator(self.supernet, self.checkpoint.hash, self.splits, self.device, self.store,
                                          self.settings, measure=measure, predictor=predictor, planner=planner)
+        self.screening = None if self.fidelity is None else screening_evaluator(self.evaluator, self.fidelity)
+        self.screen: Screen | None = None  # the promotion rule of the search started last
+        self.screens: list[Screen] = []  # every search's, in order (their counts)
 
     def _plan_table(self) -> LatencyTable | None:
         """For measured latency: the device's lookup table for this supernet, if it has one, measured
@@ -112,30 +119,57 @@ class SearchSession:
 
     def timed_batch(self, modes: Sequence[Mode]) -> list[tuple[StoredEvaluation, datetime, datetime]]:
         """`evaluate_batch` with when each evaluation started and finished (fanned out by a backend,
-        they run side by side: each gets the batch's span)."""
+        they run side by side: each gets the batch's span). Multi-fidelity (a `fidelity` and a search
+        started): a first look at each mode not evaluated in full yet, then the full evaluation of
+        those the promotion rule keeps (`search._fidelity`); a dismissed mode's first look is its result."""
+        if self.screening is None or self.screen is None:
+            return self._timed(modes, self.evaluator)
+        results: dict[str, tuple[StoredEvaluation, datetime, datetime]] = {}
+        looking = []
+        for mode in modes:
+            known = self.evaluator.lookup(mode)
+            if known is None:
+                looking.append(mode)
+            else:
+                self.evaluator.count(False)
+                now = datetime.now()
+                results[mode.id] = (known, now, now)
+        looks = self._timed(looking, self.screening)
+        promoted = [mode for mode, (look, _, _) in zip(looking, looks, strict=True) if self.screen.promote(look)]
+        full = {mode.id: timed for mode, timed in zip(promoted, self._timed(promoted, self.evaluator), strict=True)}
+        for mode, (look, started, finished) in zip(looking, looks, strict=True):
+            record, _, done = full.get(mode.id, (look, started, finished))
+            results[mode.id] = (record, started, done)
+        return [results[mode.id] for mode in modes]
+
+    def _timed(self, modes: Sequence[Mode], evaluator: CachedEvaluator
+               ) -> list[tuple[StoredEvaluation, datetime, datetime]]:
+        if not modes:
+            return []
         if self.backend is not None:
             started = datetime.now()
-            results = self._fan_out(modes)
+            results = self._fan_out(modes, evaluator)
             finished = datetime.now()
             return [(result, started, finished) for result in results]
         timed = []
         for mode in modes:
             started = datetime.now()
-            result = self.evaluator.evaluate(mode)
+            result = evaluator.evaluate(mode)
             timed.append((result, started, datetime.now()))
         return timed
 
-    def _fan_out(self, modes: Sequence[Mode]) -> list[StoredEvaluation]:
+    def _fan_out(self, modes: Sequence[Mode], evaluator: CachedEvaluator) -> list[StoredEvaluation]:
         """Stored modes from the evaluator's cache; the rest computed by the backend."""
         assert self.backend is not None
-        results: list[StoredEvaluation | None] = [self.evaluator.lookup(mode) for mode in modes]
+        results: list[StoredEvaluation | None] = [evaluator.lookup(mode) for mode in modes]
         todo = [index for index, result in enumerate(results) if result is None]
-        self.evaluator.hits += len(modes) - len(todo)
+        evaluator.hits += len(modes) - len(todo)
         if todo:
-            answers = self.backend.evaluate_batch([modes[index] for index in todo])
+            fidelity = evaluator.settings.fidelity
+            answers = self.backend.evaluate_batch([modes[index] for index in todo], fidelity)
             for index, (record, fresh) in zip(todo, answers, strict=True):
                 results[index] = record
-                self.evaluator.remember(record, fresh)
+                evaluator.remember(record, fresh)
         return [result for result in results if result is not None]
 
     def evaluate(self, mode: Mode) -> StoredEvaluation:
@@ -167,6 +201,9 @@ class SearchSession:
                                                   self.supernet.space.to_dict(), settings, name)
         study = open_study(self.storage_url, record.study_name, objectives, sampler,
                            {**self.attributes(strategy), "search": name})
+        if self.screening is not None and self.fidelity is not None:
+            self.screen = Screen(self.store, self.screening, objectives, self.fidelity.z)
+            self.screens.append(self.screen)
         return record, study
 
     @contextmanager
@@ -184,7 +221,7 @@ class SearchSession:
             recorder = Recorder(self, study, list(objectives), constraints, strategy, summary)
             yield recorder
             summary.update({"trials": len(distinct_trials(study)), "new_trials": len(recorder.fresh),
-                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in full_fidelity_front(study)})})
 
     def dse(self, delta: float, cost: str, objectives: Sequence[str], max_iterations: int | None = None,
             on_step: Callable[[DSEStep], None] | None = None, name: str | None = None) -> tuple[DSEResult, optuna.Study]:
@@ -224,9 +261,11 @@ class SearchSession:
             done = len({t.user_attrs.get("mode_id") for t in
                         study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))})
             if self.backend is None:
-                results = optuna_search(study, self.supernet.space, self.evaluator.evaluate, max(0, trials - done),
+                results = optuna_search(study, self.supernet.space, self.evaluate, max(0, trials - done),
                                         objectives, constraints)
             elif trials > done:  # Ray Tune trials; OptunaSearch reopens the study with this sampler
+                if self.screening is not None:  # a Tune trial is one evaluation: no first look
+                    summary["fidelity"] = "full (Ray Tune trials evaluate each mode in full)"
                 completed = self.backend.optuna_trials(study, make_sampler(sampler, seed), trials - done, objectives,
                                                        constraints)
                 results = [self._stored(mode, fresh) for mode, fresh in completed]
@@ -234,7 +273,7 @@ class SearchSession:
             else:
                 results = []
             summary.update({"trials": len(study.get_trials(deepcopy=False)), "new_trials": len(results),
-                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in full_fidelity_front(study)})})
         return results, study
 
     def exact_costs(self, objectives: Sequence[str]) -> dict[str, Exact]:
@@ -312,7 +351,7 @@ class SearchSession:
                                   self.predictor_hints())
             summary.update({"trials": len(distinct_trials(study)), "new_trials": len(fresh),
                             "rounds": predictor_rounds(study, objectives),
-                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in study.best_trials})})
+                            "front": sorted({str(t.user_attrs.get("mode_id")) for t in full_fidelity_front(study)})})
         return fresh, study
 
     @staticmethod
@@ -338,7 +377,7 @@ class SearchSession:
             evaluated += min(room, len(modes))
             if evaluated >= size:
                 raise Enough
-            return [self.evaluator.evaluate(mode) for mode in modes]  # from the store now
+            return self.evaluate_batch(modes)  # from the store now
 
         try:
             greedy_dse(self.supernet.space, self.supernet.full_mode(), evaluate, constraints.min_accuracy or 0.0, cost)

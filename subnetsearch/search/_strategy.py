@@ -19,7 +19,7 @@ import optuna
 
 from subnetsearch.errors import InputError
 from subnetsearch.search._dse import DSEStep, check_dse_inputs
-from subnetsearch.search._optuna import Constraints, check_objectives, make_sampler
+from subnetsearch.search._optuna import Constraints, check_objectives, full_fidelity_front, make_sampler
 from subnetsearch.search._predictor import PredictorSettings
 from subnetsearch.storage import StoredEvaluation
 
@@ -242,7 +242,7 @@ class OptunaStrategy(SearchStrategy):
         results, study = session.optuna(options.sampler, options.trials, options.objectives, options.constraints(),
                                         options.seed, name=name)
         return Outcome(study, results, [f"Optuna ({options.sampler}, seed {options.seed}): {len(study.trials)} trials, "
-                                        f"{len(results)} new, {len(study.best_trials)} on the study's front"])
+                                        f"{len(results)} new, {len(full_fidelity_front(study))} on the study's front"])
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ class PredictorStrategy(SearchStrategy):
             planning = entry.get("fit_s", 0) + entry.get("evolve_s", 0) + entry.get("select_s", 0)
             lines.append(f"round {entry['round']}: fitted on {entry.get('trained_on', '?')}, evaluated "
                          f"{entry.get('evaluated', 0)}; held-out Kendall tau {taus or '-'}; planning {planning:.1f} s")
-        lines.append(f"predictor: {len(study.trials)} trials, {len(results)} new, {len(study.best_trials)} on the "
+        lines.append(f"predictor: {len(study.trials)} trials, {len(results)} new, {len(full_fidelity_front(study))} on the "
                      "study's front")
         return Outcome(study, results, lines)
 

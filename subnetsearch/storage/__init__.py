@@ -6,12 +6,23 @@ from subnetsearch.storage._queries import Store
 from subnetsearch.storage._records import BestMode, Budget, SearchRecord, StoredEvaluation, SupernetRecord
 from subnetsearch.storage._store import settings_key
 from subnetsearch.storage._studies import distinct_trials
-from subnetsearch.storage._uncertain import Figures, accuracy_interval, noise_front, paired_accuracy_difference
+from subnetsearch.storage._uncertain import (
+    Figures,
+    Z,
+    accuracy_interval,
+    could_join,
+    noise_front,
+    paired_accuracy_difference,
+    surely_no_worse,
+)
 
 __all__ = [
     "Figures",
     "accuracy_interval",
     "noise_front",
+    "could_join",
+    "surely_no_worse",
+    "Z",
     "paired_accuracy_difference",
     "distinct_trials",
     "DEFAULT_URL",

@@ -5,7 +5,8 @@ A front is kept per (supernet, device, evaluation settings) and objective set. "
 plus every cost the evaluations have (latency only where it was measured): the mode that is best
 under any budgets on latency / MACs / energy / accuracy, for any of those objectives, is always on
 the "all" front, so the best-mode query reads only that front. Test-split evaluations never enter
-a front (selection uses validation data only).
+a front (selection uses validation data only), nor do low-fidelity ones (a multi-fidelity search's
+cheap first looks).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def objective_sets(has_latency: bool) -> dict[str, tuple[str, ...]]:
 
 
 def selects(settings: Mapping) -> bool:
-    return settings.get("split", "val") == "val"
+    """Whether an evaluation may enter a front: validation data, full fidelity (a multi-fidelity
+    search's cheap first looks are kept, never compared with the figures a front rests on)."""
+    return settings.get("split", "val") == "val" and settings.get("fidelity", "full") == "full"
 
 
 def _vector(row: Mapping, objectives: Sequence[str]) -> list[float]:

@@ -103,3 +103,28 @@ def sign_confidence(samples: Sequence[float], limit: float) -> float:
     m = sum(1 for sample in samples if sample <= limit)
     tail = sum(math.comb(n, j) for j in range(m, n + 1)) / 2 ** n
     return 1.0 - tail
+
+
+def surely_no_worse(b: Figures, a: Figures, name: str, z: float = Z) -> bool:
+    """Whether `b` is at least as good as `a` on `name` beyond noise: b's pessimistic end is no
+    worse than a's optimistic end (exact values: b's value no worse), or, for two accuracies on the
+    same images, their paired difference is at least z standard errors in b's favour (or exactly 0
+    because they classify every image alike)."""
+    maximize = SENSES[name] == "maximize"
+    if name == "accuracy" and a.correct is not None and b.correct is not None and a.correct.shape == b.correct.shape:
+        difference, error = paired_accuracy_difference(b.correct, a.correct)
+        return difference >= z * error if error > 0 else difference >= 0
+    return b.low[name] >= a.high[name] if maximize else b.high[name] <= a.low[name]
+
+
+def could_join(candidate: Figures, others: Sequence[Figures], objectives: Sequence[str], z: float = Z) -> bool:
+    """The promotion rule of a multi-fidelity search, on cheap figures: a candidate could join the
+    front unless some other point is at least as good on every objective beyond noise (`surely_no_worse`)
+    and better on one (its figures not all equal to the candidate's). Multi-objective, where Optuna's
+    pruners and Ray Tune's schedulers rank one objective."""
+    for other in others:
+        if all(other.values[name] == candidate.values[name] for name in objectives):
+            continue
+        if all(surely_no_worse(other, candidate, name, z) for name in objectives):
+            return False
+    return True

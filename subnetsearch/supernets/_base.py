@@ -114,6 +114,7 @@ class BaseSupernet(nn.Module, abc.ABC):
     config a checkpoint records), `input_shape` (C, H, W) and `space` in `__init__`."""
 
     family: ClassVar[str]  # one name per family, everywhere (checkpoints record `arch["family"]`)
+    mode_kind: ClassVar[str] = "subnet"  # what a mode other than full changes, in a word (tables, reports)
     dynamic_cost: ClassVar[bool] = False  # cost depends on the input: measured per evaluated sample
     arch: dict
     input_shape: tuple[int, int, int]
@@ -189,6 +190,12 @@ class BaseSupernet(nn.Module, abc.ABC):
     def mode_layout(self) -> str:
         """What `describe` shows, as a column title."""
         return "knobs"
+
+    def kind_of(self, mode: Mode) -> str:
+        """What `mode` changes, in a word: "full" for the full network, else the family's
+        `mode_kind` (groups, width, skipping, ...); a family whose modes combine knobs of several
+        kinds says which per mode (e.g. "width+groups")."""
+        return "full" if mode.id == self.full_mode().id else self.mode_kind
 
     # ---- realizations: a family with grouped layers overrides both ------------------------------
     def grouped_layers(self, mode: Mode) -> tuple[str, ...]:

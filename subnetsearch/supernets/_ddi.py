@@ -49,6 +49,7 @@ class DDISupernet(BaseSupernet):
     """
 
     family = "ddi"
+    mode_kind = "skipping"
     dynamic_cost = True
 
     def __init__(self, arch: dict) -> None:

@@ -224,6 +224,7 @@ class LassoSupernet(BaseSupernet):
     """
 
     family = "lasso"
+    mode_kind = "channels"
     knob = KNOB
 
     def __init__(self, arch: Mapping[str, Any]) -> None:

@@ -141,6 +141,7 @@ def _widths_of(full: int, ratios: Sequence[float]) -> tuple[int, ...]:
 
 class NestedSupernet(BaseSupernet):
     family = "nested"
+    mode_kind = "width"
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
         super().__init__()
@@ -274,10 +275,25 @@ class NestedSupernet(BaseSupernet):
         return super().mode_named(text)
 
     def describe(self, mode: Mode) -> str:
-        return "-".join(str(mode.values[knob.name]) for knob in self.space.knobs)
+        """Each knob's share of its channels: "all .5" for a uniform mode, else the stages' residual
+        widths, then each stage's block widths ("stages 1 .5 .75; blocks 1 .25 .25 | .5 .5 1 | ...")."""
+        shares = {knob.name: mode.values[knob.name] / knob.values[0] for knob in self.space.knobs}
+
+        def text(share: float) -> str:
+            return f"{share:.2f}".rstrip("0").rstrip(".").removeprefix("0") or "0"
+
+        if len(set(shares.values())) == 1:
+            return f"all {text(next(iter(shares.values())))}"
+        stages = [name for name in shares if name.startswith("stage")]
+        blocks: dict[str, list[str]] = {}
+        for name in shares:
+            if not name.startswith("stage"):
+                blocks.setdefault(name.split(".")[0], []).append(text(shares[name]))
+        return (f"stages {' '.join(text(shares[name]) for name in stages)}; blocks "
+                + " | ".join(" ".join(values) for values in blocks.values()))
 
     def mode_layout(self) -> str:
-        return "widths (" + ", ".join(knob.name for knob in self.space.knobs) + ")"
+        return "width shares (stages; blocks by stage)"
 
     def materialize(self, mode: Mode) -> nn.Module:
         previous = self.mode

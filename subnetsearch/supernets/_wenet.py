@@ -63,6 +63,7 @@ class WeNetSupernet(BaseSupernet):
     """
 
     family = "wenet"
+    mode_kind = "groups"
 
     def __init__(self, network: nn.Module, arch: Mapping, input_shape: tuple[int, int, int]) -> None:
         super().__init__()

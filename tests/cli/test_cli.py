@@ -1,4 +1,5 @@
 import dataclasses
+import re
 import shlex
 import subprocess
 import sys
@@ -39,9 +40,9 @@ def test_run_prints_a_table_of_modes_and_stores_them(tiny_checkpoint, storage, t
     assert result.exit_code == 0, result.output
     for text in ("full", "uniform 1/2", "smallest", "random 1", "MMACs", "latency ms", "8-8-8-8-8-8-8-8", "energy"):
         assert text in result.output
-    assert "5 modes evaluated now, 1 reused" in result.output  # uniform 1/8 and smallest coincide here
+    assert "5 modes evaluated in full now, 0 reused" in result.output  # uniform 1/8 is smallest here: one row
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "0 modes evaluated now, 6 reused" in again.output
+    assert again.exit_code == 0 and "0 modes evaluated in full now, 5 reused" in again.output
 
 
 def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage, tmp_path) -> None:
@@ -57,7 +58,13 @@ def test_run_searches_and_ends_with_a_query_that_works(tiny_checkpoint, storage,
     optuna_starts = next(i for i, line in enumerate(lines) if line.startswith("optuna ("))
     assert dse_done < optuna_starts, result.output
     assert sorted(record.strategy for record in Store(storage).list_searches()) == ["dse-latency", "optuna-tpe"]
-    assert "stored Pareto front (accuracy, latency)" in result.output
+    assert "the Pareto front of this supernet on quick" in result.output
+    for column in ("kind", "speedup vs full", "accuracy"):
+        assert column in result.output
+    looks = re.search(r"multi-fidelity: (\d+) cheap first looks now, (\d+) candidates promoted to a full evaluation "
+                      r"and (\d+) dismissed", " ".join(result.output.split()))
+    assert looks is not None, result.output
+    assert int(looks[1]) == int(looks[2]) + int(looks[3]) > 0  # every look decided once
     assert (tmp_path / "report.html").stat().st_size > 100_000 and "subnetsearch dashboard" in result.output
     query = [line.strip() for line in result.output.splitlines() if line.strip().startswith("subnetsearch best")]
     assert len(query) == 1, result.output
@@ -80,7 +87,8 @@ def test_run_can_search_with_the_predictor_and_shows_its_rounds(tiny_checkpoint,
     searches = Store(storage).list_searches()
     assert [record.strategy for record in searches] == ["predictor"] and searches[0].status == "finished"
     again = runner.invoke(app, args)  # resumed by name: nothing evaluated twice
-    assert again.exit_code == 0 and "0 modes evaluated now" in again.output, again.output
+    assert again.exit_code == 0, again.output
+    assert "0 modes evaluated in full now" in again.output and "0 cheap first looks now" in again.output, again.output
 
 
 def test_run_without_checkpoint_fails_clearly(tmp_path, storage) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from subnetsearch.devices import Device
 from subnetsearch.distributed import ClusterError, RayBackend
-from subnetsearch.search import Constraints, EvaluationSettings, SearchSession
+from subnetsearch.search import Constraints, EvaluationSettings, Fidelity, SearchSession
 from subnetsearch.spaces import to_optuna
 from subnetsearch.storage import Store
 from tests.distributed.conftest import EDGE, processes_titled
@@ -24,10 +24,11 @@ pytestmark = pytest.mark.ray  # the full tier (pytest --full); see pyproject.tom
 QUICK = EvaluationSettings(calibration_batches=2, calibration_batch_size=32)
 
 
-def _session(url: str, checkpoint, device: Device = EDGE, backend: RayBackend | None = None) -> SearchSession:
+def _session(url: str, checkpoint, device: Device = EDGE, backend: RayBackend | None = None,
+             fidelity: Fidelity | None = None) -> SearchSession:
     store = Store(url)
     return SearchSession(store, url, store.get_device(device.name), checkpoint, QUICK,
-                         backend=backend if backend is not None else RayBackend())
+                         backend=backend if backend is not None else RayBackend(), fidelity=fidelity)
 
 
 def _kill_one_when_running(title: str, killed: list[int], stop: threading.Event) -> None:
@@ -172,9 +173,9 @@ def test_a_predictor_round_fans_out_over_the_evaluation_actors(ray_cluster, clus
     calls = []
     fan_out = session.backend.evaluate_batch
 
-    def counted(modes):
+    def counted(modes, fidelity="full"):
         calls.append(len(modes))
-        return fan_out(modes)
+        return fan_out(modes, fidelity)
 
     session.backend.evaluate_batch = counted  # the real backend, counted
     try:
@@ -187,3 +188,33 @@ def test_a_predictor_round_fans_out_over_the_evaluation_actors(ray_cluster, clus
     assert {evaluation.latency["node"] for evaluation in stored} == {edge_node}  # measured on the device's node
     [round_one] = session.store.get_search(study.study_name).summary["rounds"]
     assert round_one["trained_on"] == 4 and round_one["evaluated"] == 3
+
+
+def test_first_looks_and_promoted_modes_fan_out_over_the_evaluation_actors(ray_cluster, cluster_store) -> None:
+    """Multi-fidelity on Ray: each batch's first looks go out as one batch (latency timed in short
+    windows on the device's node), then the promoted modes' full evaluations as another."""
+    _, edge_node = ray_cluster
+    url, checkpoint = cluster_store
+    session = _session(url, checkpoint, fidelity=Fidelity(calibration_batches=1, eval_batches=1, rounds=3))
+    calls = []
+    fan_out = session.backend.evaluate_batch
+
+    def counted(modes, fidelity="full"):
+        calls.append((fidelity, len(modes)))
+        return fan_out(modes, fidelity)
+
+    session.backend.evaluate_batch = counted  # the real backend, counted
+    try:
+        fresh, study = session.predictor(7, ["accuracy", "latency"], init_size=4, batch=3, seed=1, name="mf")
+    finally:
+        session.backend.close()
+    stored = session.store.list_evaluations("edge")
+    looks = [e for e in stored if e.settings.get("fidelity") == "low"]
+    full = [e for e in stored if e.settings.get("fidelity", "full") == "full"]
+    assert len(looks) == 7 == len(study.trials) and {e.mode_id for e in full} <= {e.mode_id for e in looks}
+    kinds = [kind for kind, _ in calls]
+    assert kinds.count("low") == 2 and all(kinds[i - 1] == "low" for i, kind in enumerate(kinds) if kind == "full")
+    assert sum(n for kind, n in calls if kind == "low") == 7 and sum(n for kind, n in calls if kind == "full") == len(full)
+    assert all(e.latency["paired"]["pairing"]["rounds"] == 3 for e in looks)  # the short window
+    assert {e.latency["node"] for e in stored} == {edge_node}  # both fidelities timed on the device's node
+    assert {e.mode_id for e in session.store.get_front("edge")} <= {e.mode_id for e in full}

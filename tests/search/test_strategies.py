@@ -7,6 +7,7 @@ those evaluations; rerunning it by name resumes without evaluating anything agai
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import optuna
 import pytest
@@ -48,6 +49,17 @@ def test_every_registered_strategy_is_in_the_suite() -> None:
     assert {name for name, _ in CASES} == set(STRATEGIES) | {TOY}
 
 
+def board_store(tmp_path, supernet) -> tuple[Path, str, Store]:
+    """The supernet's checkpoint (synthetic data), a SQLite store's URL and the store, holding the
+    imported device "board" (no latency here: accuracy and MACs)."""
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    store.add_device(Device("board", location="imported"))
+    return checkpoint, url, store
+
+
 def _run(session: SearchSession, strategy: str, options: dict, name: str) -> optuna.Study:
     chosen = get_strategy(strategy)
     return chosen.run(session, chosen.options(options), say=lambda line: None, name=name).study
@@ -56,11 +68,7 @@ def _run(session: SearchSession, strategy: str, options: dict, name: str) -> opt
 @pytest.mark.parametrize(("strategy", "options"), CASES, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in CASES])
 def test_every_strategy_records_stores_and_resumes(tmp_path, tiny_supernet, toy_strategy, strategy: str,
                                                    options: dict) -> None:
-    checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, tiny_supernet, {}, {"name": "synthetic", "split_seed": 0}, {})
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = Store(url)
-    store.add_device(Device("board", location="imported"))  # no latency: accuracy and MACs
+    checkpoint, url, store = board_store(tmp_path, tiny_supernet)
 
     def session() -> SearchSession:
         return SearchSession(store, url, store.get_device("board"), checkpoint, QUICK)
