@@ -4,7 +4,7 @@ one of two: these functions are tested; `_render` only draws what they return)."
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -14,6 +14,7 @@ from subnetsearch.pareto import COSTS as PARETO_COSTS
 from subnetsearch.pareto import OBJECTIVES, hypervolume, nondominated
 from subnetsearch.search import strategy_of_record
 from subnetsearch.storage import Store, StoredEvaluation, accuracy_interval, distinct_trials
+from subnetsearch.supernets import BaseSupernet
 
 COSTS = {name: OBJECTIVES[name].title for name in PARETO_COSTS}
 
@@ -27,9 +28,10 @@ class Point:
     # 95 % intervals (equal to the value where the figure is exact or has none: MACs, unpaired latency)
     accuracy_interval: tuple[float, float] = (0.0, 0.0)
     cost_interval: tuple[float, float] = (0.0, 0.0)
+    kind: str = ""  # what the mode changes (full, groups, width, ...: `BaseSupernet.kind_of`), where known
 
     @classmethod
-    def of(cls, evaluation: StoredEvaluation, cost: str, device: str) -> Point:
+    def of(cls, evaluation: StoredEvaluation, cost: str, device: str, kind: str = "") -> Point:
         value = evaluation.objective(cost)
         if value is None:
             raise InputError(f"evaluation of mode {evaluation.mode_id} has no {cost}: it has no point on that axis")
@@ -42,12 +44,12 @@ class Point:
         bound = (evaluation.latency or {}).get("bound_ms")
         if bound and evaluation.latency_ms:  # how much of the device's roofline this mode reaches
             latency += f" ({bound / evaluation.latency_ms:.0%} of its roofline bound {bound:.3f} ms)"
-        label = (f"mode {evaluation.mode_id}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
+        label = (f"mode {evaluation.mode_id}{f' ({kind})' if kind else ''}<br>val acc {evaluation.accuracy:.4f}, {latency}, "
                  f"{evaluation.macs / 1e6:.2f} MMACs, {evaluation.energy_mj:.4f} mJ<br>"
                  f"subnetsearch export {evaluation.mode_id} --device {device} -o {evaluation.mode_id}.onnx")
         accuracy = accuracy_interval(evaluation.accuracy, evaluation.accuracy_samples)
         costs = (float(interval[0]), float(interval[1])) if cost == "latency" and interval else (value, value)
-        return cls(evaluation.mode_id, evaluation.accuracy, float(value), label, accuracy, costs)
+        return cls(evaluation.mode_id, evaluation.accuracy, float(value), label, accuracy, costs, kind)
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,11 @@ def _points(mode_ids: Sequence[str], by_mode: dict[str, StoredEvaluation], cost:
 
 
 def device_report(store: Store, storage_url: str, device: str, supernet_hash: str,
-                  full_mode_id: str | None = None) -> DeviceReport:
+                  full_mode_id: str | None = None, kind_of: Callable[[str], str] | None = None) -> DeviceReport:
     """Fronts per cost, the full network (the mode `full_mode_id`, marked only if it was evaluated on
     this device), per-strategy fronts, DSE trajectories, hypervolume against evaluations for every
-    search, and the per-layer view of the front's modes."""
+    search, and the per-layer view of the front's modes. `kind_of` (a mode's JSON -> its kind) marks
+    each front mode with what it changes."""
     evaluations = [e for e in store.list_evaluations(device, supernet_hash) if e.settings.get("split", "val") == "val"]
     evaluations = store.refresh_latency(evaluations)  # paired figures as every window measured so far has them
     costs = tuple(c for c in COSTS if any(e.objective(c) is not None for e in evaluations))
@@ -130,8 +133,9 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     searches = [s for s in store.list_searches(device) if s.supernet_hash == supernet_hash]
     visited = {search.name: _study_modes(storage_url, search.study_name) for search in searches}
     for cost in costs:
-        report.fronts[cost] = Series("stored front", tuple(Point.of(e, cost, device) for e in
-                                                           store.get_front(device, f"accuracy,{cost}", supernet_hash)))
+        report.fronts[cost] = Series("stored front", tuple(
+            Point.of(e, cost, device, kind_of(e.mode_json) if kind_of else "")
+            for e in store.get_front(device, f"accuracy,{cost}", supernet_hash)))
         if full is not None and full.objective(cost) is not None:
             report.full[cost] = Point.of(full, cost, device)
         by_strategy: dict[str, list[Point]] = {}
@@ -173,14 +177,20 @@ def device_report(store: Store, storage_url: str, device: str, supernet_hash: st
     return report
 
 
-def full_mode_of(arch: dict) -> str | None:
-    """The id of a supernet's full mode, from its stored architecture (None if it cannot be built)."""
+def built_supernet(arch: dict) -> BaseSupernet | None:
+    """A stored supernet's architecture built (untrained: for its modes), None if it cannot be here."""
     from subnetsearch.supernets import ArchError, build_supernet
 
     try:
-        return build_supernet(arch).full_mode().id
+        return build_supernet(arch)
     except (ArchError, ValueError, TypeError, KeyError):
         return None
+
+
+def full_mode_of(arch: dict) -> str | None:
+    """The id of a supernet's full mode, from its stored architecture (None if it cannot be built)."""
+    supernet = built_supernet(arch)
+    return None if supernet is None else supernet.full_mode().id
 
 
 def cross_device(store: Store, supernet_hash: str, devices: Sequence[str], cost: str) -> list[Series]:

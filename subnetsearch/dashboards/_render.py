@@ -4,16 +4,18 @@ JavaScript inlined once; no network fetch when the file is opened)."""
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from subnetsearch.dashboards._data import COSTS, DeviceReport, Series, cross_device, device_report, full_mode_of
+from subnetsearch.dashboards._data import COSTS, DeviceReport, Series, built_supernet, cross_device, device_report
 from subnetsearch.files import write_atomically
+from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store
+from subnetsearch.supernets import BaseSupernet
 
 
 def _scatter(series: Series, mode: str = "markers", intervals: bool = False, **style) -> go.Scatter:
@@ -166,6 +168,10 @@ def write_report(path: Path, reports: Sequence[DeviceReport], cross: tuple[list[
     return path
 
 
+def _kinds(supernet: BaseSupernet) -> Callable[[str], str]:
+    return lambda mode_json: supernet.kind_of(Mode.from_json(mode_json))
+
+
 def build_report(store: Store, url: str, out: Path, devices: list[str] | None = None,
                  supernet: str | None = None) -> tuple[Path, int]:
     """Write the report for the given devices (default: every device with evaluations, every stored
@@ -173,11 +179,14 @@ def build_report(store: Store, url: str, out: Path, devices: list[str] | None = 
     sections; the cross-device chart is drawn once two devices have latency (or energy) results."""
     names = devices or [d.name for d in store.list_devices()]
     supernets = [store.get_supernet(supernet)] if supernet else store.list_supernets()
-    full_modes = {record.content_hash: full_mode_of(record.arch) for record in supernets}  # builds each once
+    built = {record.content_hash: built_supernet(record.arch) for record in supernets}  # each once
     reports = []
     for name in names:
         for record in supernets:
-            report = device_report(store, url, name, record.content_hash, full_modes[record.content_hash])
+            network = built[record.content_hash]
+            report = device_report(store, url, name, record.content_hash,
+                                   None if network is None else network.full_mode().id,
+                                   None if network is None else _kinds(network))
             if report.costs or devices:
                 reports.append(report)
     cross = None

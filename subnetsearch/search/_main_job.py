@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from subnetsearch.data import DataSpec, load_data
+from subnetsearch.data import DataSpec
 from subnetsearch.devices import Device, NoiseProfile
 from subnetsearch.errors import InputError
 from subnetsearch.search._cache import CachedEvaluator
@@ -22,10 +22,9 @@ from subnetsearch.search._evaluator import EvaluationSettings
 from subnetsearch.search._noise import record_device_noise, refine_front
 from subnetsearch.search._session import SearchSession
 from subnetsearch.search._strategy import Outcome, StrategyOptions, get_strategy
-from subnetsearch.seeding import seeded
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import StoredEvaluation
-from subnetsearch.supernets import WeNetSupernet, build_supernet_of
+from subnetsearch.supernets import DEFAULT_FAMILY, DEFAULT_WIDTHS
 
 OBJECTIVES = ("accuracy", "latency")
 TRIALS = {"optuna": 20, "predictor": 60}  # dse+tpe and predictor evaluate about as many distinct modes
@@ -112,15 +111,14 @@ def main_job_device(device: Device) -> Device:
 
 
 def train_default_supernet(checkpoint: Path, epochs: int = 10, seed: int = 0) -> Path:
-    """Train the default supernet (a ResNet-20 WeNet on Fashion-MNIST, as `subnetsearch train` does)
-    into `checkpoint`'s folder; returns the checkpoint path."""
-    from subnetsearch.trainers import WeNetRecipe, train_wenet
+    """Train the default supernet (`supernets.DEFAULT_FAMILY`, `DEFAULT_WIDTHS`: a ResNet-20 of
+    nested widths on Fashion-MNIST, as `supernets.DEFAULT_TRAIN_COMMAND` does) into `checkpoint`'s
+    folder, resuming where an interrupted run stopped; returns the checkpoint path."""
+    from subnetsearch.trainers import TrainEvents, TrainJob, get_trainer
 
-    with seeded(seed):  # the initial weights too, as `train --seed` does
-        supernet = build_supernet_of(WeNetSupernet, {"family": "wenet-cifar-resnet"})
-    train_wenet(supernet, load_data(DataSpec()), WeNetRecipe(epochs=epochs, seed=seed), checkpoint.parent,
-                DataSpec().to_dict())
-    return checkpoint
+    trainer = get_trainer(DEFAULT_FAMILY)
+    job = TrainJob(DataSpec(), checkpoint.parent, epochs=epochs, seed=seed, widths=DEFAULT_WIDTHS)
+    return trainer.train(trainer.resolve(job), TrainEvents()).checkpoint
 
 
 class MainJob:

@@ -27,7 +27,15 @@ from subnetsearch.supernets._layers import (
 from subnetsearch.supernets._materialize import DynamicLeafTracer, is_relu, single_user, to_static
 from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_supernet, model_arch
 from subnetsearch.supernets._nested import NESTED_RESNET_DEFAULTS, NestedSupernet
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, default_checkpoint
+from subnetsearch.supernets._pretrained import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_FAMILY,
+    DEFAULT_SHA256,
+    DEFAULT_TRAIN_COMMAND,
+    DEFAULT_WIDTHS,
+    WENET_CHECKPOINT,
+    default_checkpoint,
+)
 from subnetsearch.supernets._registry import (
     CIFAR_RESNET_DEFAULTS,
     DDI_RESNET_DEFAULTS,
@@ -65,6 +73,10 @@ __all__ = [
     "is_relu",
     "single_user",
     "DEFAULT_CHECKPOINT",
+    "DEFAULT_FAMILY",
+    "DEFAULT_WIDTHS",
+    "DEFAULT_SHA256",
+    "WENET_CHECKPOINT",
     "default_checkpoint",
     "DEFAULT_TRAIN_COMMAND",
     "DDI_RESNET_DEFAULTS",

@@ -10,6 +10,7 @@ import pytest
 from subnetsearch.dashboards import device_report, write_report
 from subnetsearch.devices import Device, LatencyProtocol, Roofline
 from subnetsearch.search import Constraints, EvaluationSettings, SearchSession
+from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store
 from subnetsearch.supernets import save_checkpoint
 
@@ -58,6 +59,13 @@ def test_plot_data_follows_the_store(searched) -> None:
     hover = report.fronts["latency"].points[0].label
     assert "subnetsearch export" in hover and report.fronts["latency"].points[0].mode_id in hover
     assert "of its roofline bound" in hover  # the device has a roofline: each latency says how close it is
+    supernet = session.supernet
+    marked = device_report(store, url, "quick", session.checkpoint.hash, supernet.full_mode().id,
+                           lambda mode_json: supernet.kind_of(Mode.from_json(mode_json)))
+    kinds = {p.mode_id: p.kind for p in marked.fronts["latency"].points}
+    assert kinds and set(kinds.values()) <= {"full", "groups"}  # each front mode marked with what it changes
+    assert all(f"({kind})" in p.label for p, kind in zip(marked.fronts["latency"].points, kinds.values(), strict=True))
+    assert (kinds.get(supernet.full_mode().id) or "full") == "full"
 
 
 def test_the_full_network_is_marked_only_where_it_was_evaluated(searched) -> None:

@@ -1,0 +1,82 @@
+"""The shipped supernets: the default loads as described (nested widths 24-48-96 on Fashion-MNIST),
+its file is the one trained (its recorded SHA-256), the recipe stored in it reproduces that
+training's first steps with today's code, and the previous default still loads."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from subnetsearch.data import DataSpec
+from subnetsearch.files import file_digest
+from subnetsearch.supernets import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_FAMILY,
+    DEFAULT_SHA256,
+    DEFAULT_TRAIN_COMMAND,
+    DEFAULT_WIDTHS,
+    WENET_CHECKPOINT,
+    Checkpoint,
+    NestedSupernet,
+    WeNetSupernet,
+    load_checkpoint,
+)
+from subnetsearch.trainers import TrainEvents, TrainJob, get_trainer, last_accuracy
+
+FIRST_STEPS = DEFAULT_CHECKPOINT.parent / "first_steps.json"
+
+
+class _Enough(Exception):
+    pass
+
+
+def first_steps(checkpoint: Checkpoint, steps: int, out: Path) -> list[dict]:
+    """The running training metrics of the first `steps` steps of the recipe stored in `checkpoint`
+    (its architecture, data, schedule, seed and the family's options), trained from scratch."""
+    trainer = get_trainer(DEFAULT_FAMILY)
+    recipe = checkpoint.recipe
+    options = {o.name: recipe[o.name] for o in trainer.options if o.name in recipe and recipe[o.name] is not None}
+    options["ratios"] = ",".join(f"{r:g}" for r in checkpoint.arch["ratios"])
+    job = TrainJob(DataSpec.from_dict(checkpoint.data), out, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                   lr=recipe["lr"], seed=recipe["seed"], depth=checkpoint.arch["depth"],
+                   widths=tuple(checkpoint.arch["widths"]), options=options)
+    seen: list[dict] = []
+
+    def progress(state: dict) -> None:
+        seen.append({key: round(float(value), 6) for key, value in state.items() if key not in ("epochs", "steps")})
+        if len(seen) == steps:
+            raise _Enough
+
+    with pytest.raises(_Enough):
+        trainer.train(trainer.resolve(job), TrainEvents(progress=progress))
+    return seen
+
+
+def test_the_default_is_the_trained_nested_supernet_it_says() -> None:
+    assert DEFAULT_SHA256 and file_digest(DEFAULT_CHECKPOINT) == DEFAULT_SHA256
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    supernet = checkpoint.build()
+    assert isinstance(supernet, NestedSupernet) and tuple(supernet.arch["widths"]) == DEFAULT_WIDTHS
+    assert checkpoint.data["name"] == "fashion-mnist" and checkpoint.recipe["epochs"] == 10
+    assert last_accuracy(checkpoint.metrics["history"]) >= 0.926  # at least the previous default's
+    readme = (DEFAULT_CHECKPOINT.parent / "README.md").read_text()
+    assert DEFAULT_TRAIN_COMMAND in readme and DEFAULT_SHA256 in readme
+    log = [json.loads(line) for line in (DEFAULT_CHECKPOINT.parent / "train_log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log] == list(range(1, 11))
+
+
+def test_the_previous_default_still_loads() -> None:
+    assert isinstance(load_checkpoint(WENET_CHECKPOINT).build(), WeNetSupernet)
+
+
+@pytest.mark.slow
+def test_the_stored_recipe_reproduces_the_training_runs_first_steps(tmp_path) -> None:
+    recorded = json.loads(FIRST_STEPS.read_text())
+    again = first_steps(load_checkpoint(DEFAULT_CHECKPOINT), len(recorded["steps"]), tmp_path)
+    for mine, theirs in zip(again, recorded["steps"], strict=True):
+        assert mine.keys() == theirs.keys()
+        for key, value in theirs.items():
+            assert math.isclose(mine[key], value, rel_tol=1e-4, abs_tol=1e-5), (key, mine, theirs)
