@@ -20,7 +20,7 @@ from _common import RESULTS, write_result
 from subnetsearch.data import DataSpec, load_data
 from subnetsearch.search import EvaluationSettings, mode_accuracy
 from subnetsearch.supernets._checkpoint import load_checkpoint
-from subnetsearch.supernets._pretrained import DEFAULT_CHECKPOINT
+from subnetsearch.supernets._pretrained import WENET_CHECKPOINT
 from subnetsearch.trainers import evaluate_accuracy
 
 MODES = {"full": 1, "uniform2": 2, "uniform4": 4, "uniform8": 8, "smallest": 16}
@@ -28,7 +28,7 @@ MODES = {"full": 1, "uniform2": 2, "uniform4": 4, "uniform8": 8, "smallest": 16}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--supernet", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--supernet", type=Path, default=WENET_CHECKPOINT)
     parser.add_argument("--twins", type=Path, default=Path.home() / ".cache/subnetsearch-runs")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -46,7 +46,8 @@ from subnetsearch.devices import (
 from subnetsearch.devices._latency import measurement_lock
 from subnetsearch.devices._roofline import _conv_peak, levels_text
 from subnetsearch.supernets import build_supernet
-from subnetsearch.supernets._pretrained import default_checkpoint
+from subnetsearch.supernets._checkpoint import load_checkpoint
+from subnetsearch.supernets._pretrained import WENET_CHECKPOINT
 
 GROUPS = (1, 2, 4, 8, 16)
 PARTIAL = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" / "subnetsearch-bench")) / "realized"
@@ -55,7 +56,7 @@ PARTIAL = Path(os.environ.get("SUBNETSEARCH_BENCH_HOME", Path.home() / ".cache" 
 
 def build(model: str, input_size: int):
     if model == "shipped":
-        return default_checkpoint().build().eval(), "shipped ResNet-20 WeNet supernet (Fashion-MNIST, 1x28x28)"
+        return load_checkpoint(WENET_CHECKPOINT).build().eval(), "shipped ResNet-20 WeNet supernet (Fashion-MNIST, 1x28x28)"
     supernet = build_supernet({"family": "wenet-torchvision", "model": "resnet50", "input_size": input_size}).eval()
     return supernet, "torchvision resnet50 WeNet supernet (every dense conv group-switchable, shuffles as in the paper)"
 

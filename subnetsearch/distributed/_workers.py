@@ -33,6 +33,7 @@ from subnetsearch.devices import (
     Pairing,
     measure_paired,
 )
+from subnetsearch.errors import InputError
 from subnetsearch.search import CachedEvaluator, EvaluationSettings, Fidelity, measure_on_host, screening_evaluator
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import Store, StoredEvaluation
@@ -143,7 +144,7 @@ class EvaluationWorker:
             self.evaluators["full"] = build_evaluator(ray.get(checkpoint), self.spec, meter)
         if fidelity not in self.evaluators:
             if fidelity != "low" or self.spec.fidelity is None:
-                raise ValueError(f"this worker evaluates fidelity 'full'{' and low' if self.spec.fidelity else ''}, "
+                raise InputError(f"this worker evaluates fidelity 'full'{' and low' if self.spec.fidelity else ''}, "
                                  f"not {fidelity!r}")
             self.evaluators["low"] = screening_evaluator(self.evaluators["full"], self.spec.fidelity)
         return evaluate_counted(self.evaluators[fidelity], mode_json)

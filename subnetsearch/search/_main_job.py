@@ -38,7 +38,7 @@ class MainJobPlan:
     0: skip the strategies that take one), the random modes shown beside the named ones, the seed."""
 
     strategy: str = "dse+tpe"
-    dse_iterations: int = 2
+    dse_iterations: int = 0  # the DSE off by default: see `subnetsearch run --help`
     delta: float = 0.90
     trials: int | None = None
     random_modes: int = 2

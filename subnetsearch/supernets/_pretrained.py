@@ -15,7 +15,7 @@ DEFAULT_FAMILY, DEFAULT_WIDTHS = "nested", (24, 48, 96)
 # The exact command that produced DEFAULT_CHECKPOINT (its log is train_log.jsonl beside it).
 DEFAULT_TRAIN_COMMAND = "subnetsearch train --family nested --widths 24,48,96 --out runs/default --epochs 10"
 # The shipped file's SHA-256 (tests check the file is the one trained and described)
-DEFAULT_SHA256 = ""
+DEFAULT_SHA256 = "0a90e1f0337831543760a25ddb6231a95064b9434e1de5a5c4f824f3d73299ce"
 WENET_CHECKPOINT = PRETRAINED_DIR / "wenet-resnet20-fmnist" / "supernet.pt"  # the default until 2026-12
 
 

@@ -168,7 +168,7 @@ def test_devices_noise_measures_stores_and_judges_a_resolution(tiny_checkpoint, 
     (["devices", "add", "x", "--location", "moon"], "location"),
     (["devices", "add", "x", "--runtime", "auto", "--location", "ray-node"], "use it with --location host"),
     (["devices", "add", "x", "--runtime", "auto", "--runtimes", "eager,tpu"], "runtime must be one of"),
-    (["devices", "add", "x", "--runtime", "auto", "--modes", "full,uniform:3"], "unknown: ['uniform:3: no layer allows 3"),
+    (["devices", "add", "x", "--runtime", "auto", "--modes", "full,width:0.3"], "unknown: ['width:0.3: no width ratio 0.3"),
     (["devices", "measure", "ghost"], "unknown device 'ghost'"),
     (["devices", "remove", "ghost"], "unknown device 'ghost'"),
 ])

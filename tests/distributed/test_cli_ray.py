@@ -32,7 +32,12 @@ def test_search_on_the_embedded_local_ray_instance(tmp_path, tiny_supernet) -> N
     store = Store(url)
     try:
         stored = store.list_evaluations("quick")
-        assert len(stored) == 1 + 8  # the full network and one candidate per layer of the depth-8 net
+        # multi-fidelity (the default): a first look at the full network and one candidate per layer of
+        # the depth-8 net, each fanned out to the workers; the full evaluation of those that could join
+        looks = [evaluation for evaluation in stored if evaluation.settings.get("fidelity") == "low"]
+        full = [evaluation for evaluation in stored if evaluation.settings.get("fidelity", "full") == "full"]
+        assert len(looks) == 1 + 8 and 1 <= len(full) <= 1 + 8 and len(looks) + len(full) == len(stored)
+        assert {evaluation.mode_id for evaluation in full} <= {evaluation.mode_id for evaluation in looks}
         assert all(evaluation.latency["measured"] and evaluation.latency.get("node") for evaluation in stored)
         assert [search.status for search in store.list_searches("quick")] == ["finished"]
     finally:

@@ -57,7 +57,14 @@ def test_a_killed_search_resumes_without_losing_or_duplicating(store_url, tmp_pa
                or t.state == states.PRUNED and "duplicate_of" in t.user_attrs for t in everything)
     trials = [t for t in everything if t.state == states.COMPLETE]
     modes = [t.user_attrs["mode_id"] for t in trials]
-    assert store.count_evaluations() == len(set(modes)) >= killed_at  # each trial's mode stored once, none lost
+    # multi-fidelity (the default): every trial's mode has its first look stored, and its full evaluation
+    # where it was promoted; each (mode, fidelity) stored once, nothing lost, nothing outside the trials
+    stored = store.list_evaluations("quick")
+    at = {(evaluation.mode_id, evaluation.settings.get("fidelity", "full")) for evaluation in stored}
+    assert len(at) == len(stored) == store.count_evaluations() >= killed_at
+    assert {mode_id for mode_id, _ in at} == set(modes)
+    promoted = {t.user_attrs["mode_id"] for t in trials if t.user_attrs.get("fidelity", "full") == "full"}
+    assert {mode_id for mode_id, fidelity in at if fidelity == "full"} == promoted
     if strategy == "optuna":
         assert len(trials) == 16 == len(set(modes))
         # the same modes, in the same order, as an uninterrupted run with the same seed
