@@ -19,7 +19,7 @@ extras=dev
 for tool in "$@"; do
   case "$tool" in
     chromium) command -v chromium >/dev/null || { echo "setup: installing chromium"; apt_install chromium chromium-driver; } ;;
-    runtimes) extras="dev,openvino,executorch" ;;  # the optional deployment runtimes (the tests cover them all)
+    runtimes) extras="dev,openvino,executorch,serve" ;;  # the optional runtimes and the query service (the tests cover them all)
     *) echo "setup: unknown argument $tool (known: chromium, runtimes)" >&2; exit 2 ;;
   esac
 done

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 PACKAGES = ["costs", "data", "spaces", "supernets", "trainers", "devices", "search", "storage", "dashboards", "distributed",
-            "cli"]
+            "deploy", "service", "cli"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -21,8 +21,8 @@ def test_subpackage_imports_first(package: str) -> None:
 
 # Each package may import the packages of lower layers only, through their public __init__ (never
 # another package's private module): data flows one way.
-LAYERS = [{"errors", "seeding"}, {"costs", "files", "pareto"}, {"data", "spaces"}, {"supernets"}, {"trainers", "devices"},
-          {"storage"}, {"search"}, {"distributed", "dashboards"}, {"cli"}, {"__main__"}]
+LAYERS = [{"errors", "seeding"}, {"costs", "files", "pareto", "deploy"}, {"data", "spaces"}, {"supernets"},
+          {"trainers", "devices"}, {"storage"}, {"search"}, {"distributed", "dashboards", "service"}, {"cli"}, {"__main__"}]
 
 
 def _imports_of(path) -> list[tuple[int, str]]:

@@ -16,6 +16,7 @@ from subnetsearch.cli._query import best_command, export_command, front_command,
 from subnetsearch.cli._report import dashboard_command, report_command
 from subnetsearch.cli._run import run_command
 from subnetsearch.cli._search import search_command
+from subnetsearch.cli._serve import serve_command
 from subnetsearch.cli._train import train_command
 from subnetsearch.errors import SubnetsearchError
 
@@ -30,6 +31,7 @@ app.command("best")(best_command)
 app.command("export")(export_command)
 app.command("report")(report_command)
 app.command("dashboard")(dashboard_command)
+app.command("serve")(serve_command)
 app.add_typer(devices_app, name="devices")
 app.add_typer(lasso_app, name="lasso")
 app.add_typer(ddi_app, name="ddi")

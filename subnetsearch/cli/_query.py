@@ -15,7 +15,7 @@ from subnetsearch.cli._devices import STORAGE_HELP, open_store
 from subnetsearch.devices import export_formats, get_runtime
 from subnetsearch.errors import SubnetsearchError
 from subnetsearch.files import check_output_path
-from subnetsearch.search import FORMATS, ExportError, export_mode, format_for
+from subnetsearch.search import FORMATS, ExportError, export_front, export_mode, format_for
 from subnetsearch.storage import Budget, Store, StoredEvaluation, accuracy_interval
 from subnetsearch.supernets import Realization
 
@@ -224,15 +224,30 @@ def _export(store: Store, evaluation: StoredEvaluation, path: Path, format: str 
 
 
 def export_command(
-    mode_id: str = typer.Argument(..., help="A stored mode's id (or a unique prefix)."),
+    mode_id: str | None = typer.Argument(None, help="A stored mode's id (or a unique prefix); not with --front."),
     device: str = typer.Option("this-host", help="The device it was evaluated on."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file: .onnx, .pt (TorchScript), .xml (OpenVINO IR), "
-                                                          ".pte (ExecuTorch) or .json."),
-    format: str | None = typer.Option(None, help=f"{', '.join(FORMATS)} (default: from the suffix)."),
+                                                          ".pte (ExecuTorch) or .json; with --front: .onnx, .pte, "
+                                                          ".xml or a new folder."),
+    format: str | None = typer.Option(None, help=f"{', '.join(FORMATS)} (default: from the suffix; a --front "
+                                                 "folder: onnx)."),
+    front: bool = typer.Option(False, "--front", help="Every mode `best` chooses from for --device (its "
+                                                      "Pareto-optimal modes) in one artifact that switches modes "
+                                                      "on the device (subnetsearch.deploy.DynamicModel)."),
+    modes: str | None = typer.Option(None, help="With --front: these stored modes instead (ids or prefixes, "
+                                                "comma-separated)."),
     supernet: str | None = typer.Option(None, help="The supernet (content hash or prefix) if several have this mode."),
     storage: str | None = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript, OpenVINO, ExecuTorch)."""
+    """Export a stored mode as JSON or as its materialized network (ONNX, TorchScript, OpenVINO, ExecuTorch),
+    or a device's front as one artifact that switches modes (--front)."""
+    if front or modes is not None:
+        if mode_id is not None:
+            fail("give a mode id or --front/--modes, not both")
+        _export_front(device, out, format, modes, supernet, storage)
+        return
+    if mode_id is None:
+        fail("give the id of a stored mode to export, or --front for the device's front")
     _check_output(out, format)
     store = open_store(storage)
     try:
@@ -242,3 +257,27 @@ def export_command(
     if not found:
         fail(f"no stored mode {mode_id!r} on device {device}")
     _export(store, found[0], out, format)
+
+
+def _export_front(device: str, out: Path, format: str | None, modes: str | None, supernet: str | None,
+                  storage: str | None) -> None:
+    ids = [part.strip() for part in modes.split(",") if part.strip()] if modes is not None else None
+    if ids is not None and not ids:
+        fail("--modes names no mode: give stored mode ids, comma-separated")
+    store = open_store(storage)
+    try:
+        supernet_hash = store.get_supernet(supernet).content_hash if supernet else None
+        written = export_front(store, device, out, format, ids, supernet_hash)
+    except SubnetsearchError as error:
+        fail(str(error))
+    manifest = written.manifest
+    table = Table(title=f"{out}: {len(manifest.modes)} modes of {device} ({manifest.form}, {manifest.runtime})")
+    for column in ("index", "mode", "kind", "accuracy", "latency (ms)"):
+        table.add_column(column)
+    for entry in manifest.modes:
+        latency = entry.metrics.get("latency_ms")
+        table.add_row(str(entry.index), entry.id[:12], entry.kind, f"{entry.metrics['accuracy']:.4f}",
+                      "-" if latency is None else f"{latency:.4f}")
+    console.print(table)
+    console.print(f"wrote {', '.join(str(f) for f in written.files)}; load it with "
+                  f"subnetsearch.deploy.DynamicModel.load({str(out)!r})")

@@ -14,6 +14,7 @@ from subnetsearch.search._evaluator import (
     mode_accuracy,
 )
 from subnetsearch.search._export import FORMATS, ExportError, export_mode, format_for, materialized_model
+from subnetsearch.search._export_front import FILE_FORMS, FrontExport, export_front, front_evaluations
 from subnetsearch.search._fidelity import Fidelity, Screen, look_figures, screening_evaluator
 from subnetsearch.search._lasso import (
     GeneratedSubnet,
@@ -106,6 +107,7 @@ __all__ = [
     "train_to_target",
     "measure_on_host",
     "format_for",
+    "front_evaluations",
     "GeneratedSubnet",
     "generate_subnet",
     "lasso_space",
@@ -117,8 +119,11 @@ __all__ = [
     "Interrupted",
     "SearchSession",
     "recorded",
+    "FILE_FORMS",
     "FORMATS",
+    "FrontExport",
     "ExportError",
+    "export_front",
     "export_mode",
     "materialized_model",
     "OBJECTIVES",

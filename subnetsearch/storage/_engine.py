@@ -100,6 +100,7 @@ class StoreEngine:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self._write_engine, "connect", _sqlite_writer)
             event.listen(self._write_engine, "begin", _begin_immediate)
+        self.read_only = False
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self.upgrade()
@@ -178,6 +179,25 @@ class StoreEngine:
         file = self._sqlite_file
         return file is not None and (not os.access(file.parent, os.W_OK | os.X_OK)
                                      or (file.exists() and not os.access(file, os.W_OK)))
+
+    def make_read_only(self) -> None:
+        """From now on, refuse every write at the database itself (SQLite `PRAGMA query_only`,
+        PostgreSQL read-only transactions): for services that only answer queries. The schema was
+        brought up to date when the store was opened."""
+        statement = "PRAGMA query_only = ON" if self.backend == "sqlite" else \
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+
+        def on_connect(connection: Any, record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute(statement)
+            cursor.close()
+            if self.backend != "sqlite":
+                connection.commit()  # a SET in a transaction rolled back at check-in would be undone
+
+        for engine in {id(self.engine): self.engine, id(self._write_engine): self._write_engine}.values():
+            event.listen(engine, "connect", on_connect)
+            engine.dispose()  # pooled connections were opened writable
+        self.read_only = True
 
     def dispose(self) -> None:
         self.engine.dispose()

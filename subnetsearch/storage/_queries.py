@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import case, literal, select
 
+from subnetsearch.deploy import BUDGET_RULE, Candidate, choose
 from subnetsearch.devices import KERNEL_OPTIONS, PAIRING, GraphSamples, LatencyProtocol
 from subnetsearch.errors import InputError
 from subnetsearch.pareto import nondominated
@@ -26,12 +27,7 @@ from subnetsearch.storage._models import (
 )
 from subnetsearch.storage._records import BestMode, Budget, StoredEvaluation
 from subnetsearch.storage._store import _EVALUATION_COLUMNS, RecordStore
-from subnetsearch.storage._uncertain import Figures, Z, accuracy_interval, noise_front, sign_confidence
-
-BUDGET_RULE = ("a mode meets a latency or energy or MACs budget when the upper end of its interval is within it "
-               "(paired latency: 95 % order-statistic interval; MACs and energy exact) and an accuracy floor when "
-               f"the lower end of its 95 % binomial interval (z = {Z}) is above it")
-
+from subnetsearch.storage._uncertain import Figures, accuracy_interval, noise_front, sign_confidence
 
 
 class Store(RecordStore):
@@ -147,46 +143,41 @@ class Store(RecordStore):
         mask = noise_front(self.figures(rows, correct), names)
         return [row for row, keep in zip(rows, mask, strict=True) if keep]
 
-    def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
-                  supernet_hash: str | None = None, closest: int = 3) -> BestMode:
-        """The stored mode that optimizes `objective` among those that meet `budget` on `device` with
-        stated confidence (`BUDGET_RULE`), from the device's "all" front (see `_fronts`; figures with
-        their intervals, `_uncertain`): one indexed lookup of the front rows, whatever the number of
-        evaluations. Ties
-        are broken by accuracy, then MACs, then mode id. `confidence` says, per constrained
-        objective, how sure the answer is."""
-        if objective not in COLUMNS:
-            raise InputError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
+    def best_candidates(self, device: str, supernet_hash: str | None = None) -> list[tuple[StoredEvaluation, Figures]]:
+        """The modes `best_mode` chooses from, with their figures: every Pareto-optimal mode of the
+        device's "all" front (see `_fronts`), latency refreshed from the graph book; not only the
+        noise-aware front's, since a mode left off it for one equal within noise may be the one whose
+        interval fits a budget. One indexed lookup of the front rows, whatever the number of
+        evaluations. What `export --front` puts in a device's artifact by default."""
         self.get_device(device)  # an unknown device is an error, not an empty answer
         with self.session() as session:
             rows = [StoredEvaluation(*row) for row in session.execute(self._front_rows(device, ALL, supernet_hash))]
         if not rows:
-            return BestMode(device, objective, budget, None, (), 0, BUDGET_RULE)
+            return []
         names = objective_sets(all(r.latency_ms is not None for r in rows))[ALL]
         rows = [r for r in rows if all(r.objective(n) is not None for n in names)]
         mask = nondominated([[float(r.objective(n) or 0.0) for n in names] for r in rows], names)
-        # every Pareto-optimal mode is a candidate, not only the noise-aware front's: a mode left off
-        # it for one equal within noise may be the one whose interval fits the budget
         front = self.refresh_latency([r for r, keep in zip(rows, mask, strict=True) if keep])
-        figures = {id(row): figure for row, figure in zip(front, self.figures(front), strict=True)}
+        return list(zip(front, self.figures(front), strict=True))
 
-        def meets(row: StoredEvaluation) -> bool:
-            figure = figures[id(row)]
-            for name, kind, limit in budget.limits():
-                if name not in figure.values:
-                    return False
-                if (kind == "max" and figure.high[name] > limit) or (kind == "min" and figure.low[name] < limit):
-                    return False
-            return True
-
-        def order(row: StoredEvaluation) -> tuple:
-            value = float(row.objective(objective) or 0.0)
-            return (-value if objective == "accuracy" else value, -row.accuracy, row.macs, row.mode_id)
-
-        feasible = sorted((row for row in front if meets(row)), key=order)
-        if feasible:
-            best = feasible[0]
+    def best_mode(self, device: str, budget: Budget = Budget(), objective: str = "accuracy",
+                  supernet_hash: str | None = None, closest: int = 3) -> BestMode:
+        """The stored mode that optimizes `objective` among those that meet `budget` on `device` with
+        stated confidence (`BUDGET_RULE`, applied by `subnetsearch.deploy.choose`, as a deployed
+        front's `select` applies it), from `best_candidates`. Ties are broken by accuracy, then MACs,
+        then mode id. `confidence` says, per constrained objective, how sure the answer is."""
+        if objective not in COLUMNS:
+            raise InputError(f"unknown objective {objective!r}; choose from {sorted(COLUMNS)}")
+        candidates = self.best_candidates(device, supernet_hash)
+        if not candidates:
+            return BestMode(device, objective, budget, None, (), 0, BUDGET_RULE)
+        rows = {row.mode_id + row.supernet_hash: row for row, _ in candidates}
+        chosen = choose([Candidate(row.mode_id + row.supernet_hash, figure.values, figure.low, figure.high)
+                         for row, figure in candidates], budget.limits(), objective)
+        if chosen is not None:
+            best = rows[chosen.mode_id]
             return BestMode(device, objective, budget, best, (), None, BUDGET_RULE, self._confidence(best, budget))
+        front = [row for row, _ in candidates]
         nearest = sorted(front, key=lambda r: (budget.violation(r), -r.accuracy, r.macs, r.mode_id))[:closest]
         return BestMode(device, objective, budget, None, tuple(nearest), len(front), BUDGET_RULE)
 

@@ -184,8 +184,11 @@ class RecordStore(StoreEngine):
             return [StoredEvaluation(*row) for row in session.execute(query)]
 
     def find_evaluations(self, device: str, mode_id: str, supernet_hash: str | None = None) -> list[StoredEvaluation]:
-        """Stored evaluations of a mode (id or unique prefix) on a device, front members and
-        validation-split ones first, then the newest."""
+        """Stored evaluations of a mode (id or unique prefix) on a device, the one to show or export
+        first: front members, then full-fidelity ones (a cheap first look last), validation-split
+        ones, then the most accurate (of one mode, evaluation settings differ in how its BN
+        statistics were set: the calibrated ones, not the stored-statistics column of a nested
+        supernet, are what the tables and `best` show), then the newest."""
         self.get_device(device)
         in_front = select(FrontRow.id).where(FrontRow.evaluation_id == EvaluationRow.id).exists()
         query = (_evaluations().add_columns(EvaluationRow.id, in_front)
@@ -197,7 +200,8 @@ class RecordStore(StoreEngine):
         found = [(StoredEvaluation(*row[:-2]), row[-2], row[-1]) for row in rows]
         if len({evaluation.mode_id for evaluation, _, _ in found}) > 1:
             raise StorageError(f"mode id prefix {mode_id!r} matches several modes on {device}: give more characters")
-        found.sort(key=lambda f: (not f[2], f[0].settings.get("split", "val") != "val", -f[1]))
+        found.sort(key=lambda f: (not f[2], f[0].settings.get("fidelity") == "low",
+                                  f[0].settings.get("split", "val") != "val", -f[0].accuracy, -f[1]))
         return [evaluation for evaluation, _, _ in found]
 
     # ---- latency lookup tables ---------------------------------------------------------------------

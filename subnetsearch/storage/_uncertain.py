@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from subnetsearch.deploy import Z  # two-sided 95 %: the budget rule's, one value for store and device
 from subnetsearch.errors import InputError
 from subnetsearch.pareto import SENSES
-
-Z = 1.96  # two-sided 95 %
 
 
 def accuracy_interval(accuracy: float, samples: int | None, z: float = Z) -> tuple[float, float]:

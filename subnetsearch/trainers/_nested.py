@@ -36,6 +36,13 @@ def _ratios(text: str) -> list[float]:
     return ratios
 
 
+def _trained_alone(recipe: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint of this recipe holds one sub-network trained alone (`--fixed-mode`),
+    whose channels are in no nesting order yet; a supernet trained by the sandwich rule has one,
+    which sorting would scramble (its narrow widths are its first channels, not its largest)."""
+    return recipe.get("fixed_mode") is not None
+
+
 class NestedTrainer(WeNetTrainer):
     """`train --family nested`: a CIFAR ResNet of nested per-layer widths (see `NestedSupernet`)."""
 
@@ -46,9 +53,10 @@ class NestedTrainer(WeNetTrainer):
     supernet_class = NestedSupernet
     options: ClassVar[tuple[TrainOption, ...]] = (
         TrainOption("ratios", "1,0.75,0.5,0.25", "the widths each layer offers, as shares of its channels"),
-        TrainOption("start", None, "a trained nested checkpoint (e.g. its full network alone: --fixed-mode full) "
-                                   "to start from, its channels sorted by importance first (--ratios and the "
-                                   "architecture come from it)", kind=Path),
+        TrainOption("start", None, "a trained nested checkpoint to start from (--ratios and the architecture come "
+                                   "from it): its full network alone (--fixed-mode full), whose channels are "
+                                   "sorted by importance first, or a nested supernet, trained on in the nesting "
+                                   "order it has (a second, fine-tuning schedule)", kind=Path),
         *(option for option in WeNetTrainer.options
           if option.name in ("samples_per_step", "sampling", "distill", "fixed_mode", "accelerator", "precision",
                              "channels_last", "sync_bn")),
@@ -70,7 +78,8 @@ class NestedTrainer(WeNetTrainer):
         start = job.options.get("start")
         if start is None:
             return recipe
-        return replace(recipe, init=f"{Path(start).name} sha256:{file_digest(Path(start))[:16]} (channels sorted)")
+        how = "channels sorted" if _trained_alone(load_checkpoint(start).recipe) else "nesting order kept"
+        return replace(recipe, init=f"{Path(start).name} sha256:{file_digest(Path(start))[:16]} ({how})")
 
     def normalization(self, options: Mapping[str, Any], channels: int | None) -> str:
         return "data"
@@ -79,15 +88,19 @@ class NestedTrainer(WeNetTrainer):
         job = self.resolve(job)
         start = job.options["start"]
         if start is not None:
-            supernet = load_checkpoint(start).build()
+            checkpoint = load_checkpoint(start)
+            supernet = checkpoint.build()
             if not isinstance(supernet, NestedSupernet):
                 raise InputError(f"--start must be a nested checkpoint (train --family nested), not a "
                                  f"{supernet.arch.get('family')!r} one: {start}")
             if supernet.input_shape != splits.input_shape or supernet.num_classes != splits.num_classes:
                 raise InputError(f"{start} was trained on {supernet.input_shape} images of {supernet.num_classes} "
                                  f"classes; this data has {splits.input_shape} and {splits.num_classes}")
-            supernet.sort_channels()
-            say(f"started from {start}, its channels sorted by importance")
+            if _trained_alone(checkpoint.recipe):
+                supernet.sort_channels()
+                say(f"started from {start}, its channels sorted by importance")
+            else:
+                say(f"started from {start}, a nested supernet: training on in its nesting order")
             return supernet
         arch = job.resnet(splits, **{**NESTED_RESNET_DEFAULTS, "family": "nested-cifar-resnet",
                                      "ratios": _ratios(job.options["ratios"])})

@@ -237,3 +237,17 @@ def test_devices_stored_before_rooflines_were_kept_upgrade_and_back(store_url, m
         assert "roofline" not in {c["name"] for c in inspect(connection).get_columns("ss_devices")}
         assert sorted(connection.execute(devices.select().with_only_columns(devices.c.name)).scalars()) == [
             "new-dev", "old-dev"]
+
+
+def test_a_mode_evaluated_several_ways_is_found_as_the_tables_show_it(stored) -> None:
+    """`export <id>` and `export --modes` take the first: the calibrated, full-fidelity evaluation of
+    a mode, not the stored-BN column nor a cheap first look, whatever was stored last."""
+    from dataclasses import replace
+
+    store, h = stored
+    calibrated = evaluation(h, "m", 0.90, 1.0, 100, 1.0, key="calibrated")
+    stored_bn = evaluation(h, "m", 0.13, 1.0, 100, 1.0, key="stored-bn")
+    look = replace(evaluation(h, "m", 0.95, 1.0, 100, 1.0, key="look"), settings={"split": "val", "fidelity": "low"})
+    for row in (calibrated, stored_bn, look):
+        store.put_evaluation(row)
+    assert [e.settings_key for e in store.find_evaluations("dev-a", "m")] == ["calibrated", "stored-bn", "look"]

@@ -9,7 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from subnetsearch.cli import app
+from subnetsearch.data import DataSpec, load_data
 from subnetsearch.supernets import NestedSupernet, build_supernet, load_checkpoint
+from subnetsearch.trainers import TrainJob, get_trainer
 from tests.conftest import randomize_batchnorm
 
 ARCH = {"family": "nested-cifar-resnet", "depth": 14, "widths": [8, 16, 16], "in_channels": 1, "num_classes": 4,
@@ -62,6 +64,17 @@ def test_train_the_full_network_then_the_nested_supernet_from_it(tmp_path) -> No
     assert "channels sorted by importance" in nested.output
     state = load_checkpoint(tmp_path / "nested" / "supernet.pt")
     assert "(channels sorted)" in state.recipe["init"] and state.arch["widths"] == [8, 16, 16]
+    # a nested supernet trains on (a fine-tuning schedule) in the nesting order it already has
+    again = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "nested" / "supernet.pt"),
+                                "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert "training on in its nesting order" in again.output
+    assert "(nesting order kept)" in load_checkpoint(tmp_path / "again" / "supernet.pt").recipe["init"]
+    job = TrainJob(DataSpec(name="synthetic"), tmp_path / "unused", 1, 32,
+                   options={"start": tmp_path / "nested" / "supernet.pt"})
+    started = get_trainer("nested").build(job, load_data(DataSpec(name="synthetic")))
+    for name, tensor in state.state_dict.items():  # the weights it starts from: no channel moved
+        torch.testing.assert_close(started.state_dict()[name], tensor, msg=name)
     refused = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "full" / "supernet.pt"), "--depth", "8",
                                   "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--start brings its own architecture" in refused.output

@@ -39,7 +39,8 @@ class ExecuTorchModel:
 
         self.program_bytes = program
         _unsafe_reset_threadpool(threads)
-        self.method = ExecuTorchRuntime.get().load_program(self.program_bytes).load_method("forward")
+        self.program = ExecuTorchRuntime.get().load_program(self.program_bytes)  # alive as long as its method
+        self.method = self.program.load_method("forward")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.execute([x.contiguous()])[0]
