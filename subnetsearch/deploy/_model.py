@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from subnetsearch.deploy._manifest import DeployError, Manifest, ModeEntry, manifest_path
-from subnetsearch.deploy._onnx_front import INPUT, SELECTOR
+from subnetsearch.deploy._onnx_front import INPUT, SELECTOR, onnx_metadata
 from subnetsearch.deploy._select import budget_limits, choose
+from subnetsearch.errors import InputError
 
 MANIFEST_KEY = "subnetsearch.manifest"  # the ONNX metadata_props key that holds the manifest
 _INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'subnetsearch[openvino]'",
@@ -104,21 +105,21 @@ class DynamicModel:
     @classmethod
     def _load_onnx(cls, path: Path, threads: int | None) -> DynamicModel:
         _require("onnxruntime", "onnxruntime")
-        data = path.read_bytes()
-        try:
-            session = _onnx_session(data, 1)  # the manifest first: it names the threads
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise DeployError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
-        text = session.get_modelmeta().custom_metadata_map.get(MANIFEST_KEY)
+        try:  # the manifest first (it names the threads), read without a session: one session is built
+            text = onnx_metadata(path.read_bytes()).get(MANIFEST_KEY)
+        except InputError:
+            raise DeployError(f"{path} is not an ONNX model ONNX Runtime can load: it is not a protobuf message") \
+                from None
         if text is None:
             raise DeployError(f"{path} has no subnetsearch manifest in its metadata: a single mode's export? "
                               "Load it with onnxruntime, or export a front (subnetsearch export --front)")
         manifest = Manifest.from_json(text, f"{path}'s manifest")
         if manifest.form != "onnx":
             raise DeployError(f"{path}'s manifest says {manifest.form}, not onnx")
-        wanted = _threads(manifest, threads)
-        if wanted != 1:
-            session = _onnx_session(data, wanted)
+        try:
+            session = _onnx_session(str(path), _threads(manifest, threads))
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise DeployError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
         return cls(manifest, [_onnx_branch(session, index) for index in range(len(manifest.modes))], str(path))
 
     @property

@@ -130,3 +130,53 @@ def _int64(value: int):  # noqa: ANN202 - a numpy scalar array
     import numpy as np
 
     return np.array(value, dtype=np.int64)
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if position >= len(data):
+            raise InputError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def onnx_metadata(data: bytes) -> dict[str, str]:
+    """The metadata_props of a serialized ONNX ModelProto (field 14: key 1, value 2), read from the
+    protobuf wire format without the onnx package and without building a session: a device reads the
+    manifest first, then creates the one session it runs. An InputError if the bytes are not a
+    well-formed protobuf message."""
+    found: dict[str, str] = {}
+    position = 0
+    while position < len(data):
+        tag, position = _varint(data, position)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, position = _varint(data, position)
+        elif wire == 1:
+            position += 8
+        elif wire == 5:
+            position += 4
+        elif wire == 2:
+            length, position = _varint(data, position)
+            end = position + length
+            if end > len(data):
+                raise InputError("truncated field")
+            if field == 14:
+                entry, inner = {}, position
+                while inner < end:
+                    inner_tag, inner = _varint(data, inner)
+                    inner_length, inner = _varint(data, inner)
+                    if inner_tag & 7 != 2 or inner + inner_length > end:
+                        raise InputError("malformed metadata entry")
+                    entry[inner_tag >> 3] = data[inner:inner + inner_length].decode("utf-8", "replace")
+                    inner += inner_length
+                found[entry.get(1, "")] = entry.get(2, "")
+            position = end
+        else:
+            raise InputError(f"unsupported protobuf wire type {wire}")
+    return found
