@@ -14,8 +14,8 @@ network with its interval and accuracy with its interval, and checks the issue's
   beyond their paired difference's 95 % bound (the store's noise-aware rule);
 - accuracy falling monotonically with latency along the front.
 
-Run: .venv/bin/python benchmarks/quickstart.py [--keep DIR] (about 10 minutes; nothing else may
-run meanwhile).
+Run: .venv/bin/python benchmarks/quickstart.py [--keep DIR] [--dse-iterations N] (about 10 minutes,
+16 with --dse-iterations 2; nothing else may run meanwhile).
 """
 
 from __future__ import annotations
@@ -90,6 +90,9 @@ def separated(a: dict, b: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="clone into this folder (kept) instead of a temporary one")
+    parser.add_argument("--dse-iterations", type=int, default=0,
+                        help="the main job's greedy DSE iterations (its option; 0, the default, skips the DSE); "
+                             "results go to quickstart_dse<N>.json for N > 0")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         clone = args.keep or Path(scratch) / "subnetsearch"
@@ -97,7 +100,8 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
                                 check=True).stdout.strip()
         setup_s = timed(["bash", "scripts/setup.sh"], clone, clone.parent / "setup.log")
-        job_s = timed([".venv/bin/subnetsearch", "run"], clone, clone.parent / "run.log")
+        job_s = timed([".venv/bin/subnetsearch", "run", "--dse-iterations", str(args.dse_iterations)], clone,
+                      clone.parent / "run.log")
         rows, counts = front_rows(clone)
         output = (clone.parent / "run.log").read_text()
     pairs = [separated(a, b) for a, b in zip(rows, rows[1:], strict=False)]
@@ -109,8 +113,8 @@ def main() -> None:
               "front_modes": len(rows) >= TARGETS["front_modes"], "latency_span": fastest >= TARGETS["latency_span"],
               "neighbours_separated": all(p["either"] for p in pairs), "accuracy_monotone": monotone}
     print(f"set-up {setup_s:.0f} s, main job {job_s:.0f} s; front of {len(rows)} modes, fastest {fastest:.2f}x; {checks}")
-    write_result("quickstart", {
-        "commit": commit, "setup_s": round(setup_s, 1), "main_job_s": round(job_s, 1),
+    write_result("quickstart" if not args.dse_iterations else f"quickstart_dse{args.dse_iterations}", {
+        "commit": commit, "dse_iterations": args.dse_iterations, "setup_s": round(setup_s, 1), "main_job_s": round(job_s, 1),
         "first_command_s": round(setup_s + job_s, 1), "pip_cache": "warm (this machine)", "targets": TARGETS,
         "checks": checks, "front": rows, "neighbours": pairs, "evaluations": counts,
         "main_job_output_tail": output.splitlines()[-60:]})
