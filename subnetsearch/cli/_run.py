@@ -58,8 +58,9 @@ def run_command(
     dse_iterations: int = typer.Option(0, help="dse+tpe: iterations of the greedy DSE (0: skip it). Off by default: "
                                                "on the default nested supernet it walks one knob at a time from the "
                                                "full network (12 near-full candidates per iteration), and with 2 "
-                                               "iterations the main job took 11 min 54 s against 5 min 27 s "
-                                               "without (2026-12-07, 2 cores)."),
+                                               "iterations the main job took 11 min 55 s against 5 min 57 s "
+                                               "without (fresh clones, 2 cores, 2026-12-07: "
+                                               "benchmarks/results/quickstart*.json)."),
     delta: float = typer.Option(0.90, help="dse+tpe: DSE accuracy threshold (validation)."),
     trials: int | None = typer.Option(None, help="predictor: distinct modes evaluated [60]; tpe (optuna): trials "
                                                  "[20]; any strategy with a trial budget (0: skip it)."),
