@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from subnetsearch.deploy import budget_limits
 from subnetsearch.errors import InputError
 from subnetsearch.storage._fronts import COLUMNS
 
@@ -81,10 +82,8 @@ class Budget:
             raise InputError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
 
     def limits(self) -> list[tuple[str, str, float]]:
-        """(objective, "max" | "min", limit) for every set constraint."""
-        pairs = [("latency", "max", self.max_latency_ms), ("macs", "max", self.max_macs),
-                 ("energy", "max", self.max_energy_mj), ("accuracy", "min", self.min_accuracy)]
-        return [(name, kind, float(limit)) for name, kind, limit in pairs if limit is not None]
+        """(objective, "max" | "min", limit) for every set constraint (as a deployed front reads them)."""
+        return budget_limits(self.max_latency_ms, self.max_macs, self.max_energy_mj, self.min_accuracy)
 
     def violation(self, evaluation: StoredEvaluation) -> float:
         """Sum of relative violations (0 when feasible; inf where a constrained value is unknown)."""
