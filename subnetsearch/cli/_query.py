@@ -195,9 +195,9 @@ def best_command(
 
 def _suffix_for(store: Store, evaluation: StoredEvaluation) -> str:
     """The file a deployment of this mode wants: its device runtime's format (ONNX where the runtime
-    has none of its own); JSON for input-dependent modes, which do not trace to a graph."""
+    has none of its own); ONNX for input-dependent modes (their branches export to If nodes)."""
     if evaluation.cost_profile:
-        return ".json"
+        return ".onnx"
     runtime = get_runtime(store.get_device(evaluation.device).protocol.runtime)
     return runtime.suffixes[0] if runtime.suffixes and runtime.missing() is None else ".onnx"
 

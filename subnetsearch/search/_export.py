@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from subnetsearch.data import DataError, DataSpec, Splits, load_data
-from subnetsearch.devices import Device, RuntimeUnavailable, export_formats
+from subnetsearch.devices import Device, Runtime, RuntimeUnavailable, export_formats
 from subnetsearch.errors import ExportError
 from subnetsearch.files import write_atomically
 from subnetsearch.search._evaluator import EvaluationSettings, calibration_batches
@@ -74,8 +74,8 @@ class RawPixels(torch.nn.Module):
         self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, channels, 1, 1))
         self.scale = float(preprocessing["pixel_scale"])
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model((pixels / self.scale - self.mean) / self.std)
+    def forward(self, pixels: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels / self.scale - self.mean) / self.std, *inputs)
 
 
 def _checkpoint_of(store: Store, evaluation: StoredEvaluation) -> tuple[Any, Checkpoint]:
@@ -154,26 +154,14 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
         model, input_shape = materialized_model(store, evaluation)
     except StorageError as error:
         raise ExportError(str(error)) from None
-    if getattr(model, "data_dependent", False):
-        raise ExportError(f"mode {evaluation.mode_id} decides per input which blocks and channels run (data-dependent "
-                          f"control flow); {format} export traces one input and would freeze its decisions for "
-                          "every input. Export the mode as JSON (-o mode.json) and run it from the supernet's "
-                          "checkpoint (set_mode, or materialize for a module that skips per sample)")
-    shape = (device.protocol.batch_size, *input_shape)
-    example = torch.rand(shape) * 255
-    model = RawPixels(model, preprocessing).eval()
     metadata = {"subnetsearch.preprocessing": json.dumps(preprocessing), "subnetsearch.mode_id": evaluation.mode_id,
                 "subnetsearch.supernet_hash": evaluation.supernet_hash,
                 "subnetsearch.input": "raw pixels 0..255, float32 NCHW; the graph normalizes them"}
     runtime = export_formats()[format]
-    try:
-        runtime.require()
-        files = runtime.save(model, example, metadata)
-    except RuntimeUnavailable as error:
-        raise ExportError(f"{format} export: {error}") from None
-    except RuntimeError as error:
-        raise ExportError(f"{format} export of mode {evaluation.mode_id} failed: {error}") from None
-    assert files is not None, f"runtime {runtime.name} names format {format} but writes no files"
+    if getattr(model, "data_dependent", False):
+        files = _control_flow_files(model, evaluation, runtime, format, preprocessing, input_shape, metadata)
+    else:
+        files = _static_files(model, evaluation, runtime, format, preprocessing, device, input_shape, metadata)
     main = runtime.suffixes[0]
     # Companion files first (OpenVINO's .bin beside its .xml), each atomically: the main file appears
     # last, so a reader that finds it finds everything it refers to.
@@ -182,3 +170,48 @@ def export_mode(store: Store, evaluation: StoredEvaluation, path: Path, format: 
             write_atomically(path.with_suffix(suffix), payload)
     write_atomically(path, files[main])
     return path
+
+
+def _control_flow_files(model: Any, evaluation: StoredEvaluation, runtime: Runtime, format: str, preprocessing: dict,
+                        input_shape: tuple[int, ...], metadata: dict[str, str]) -> dict[str, bytes]:
+    """A mode that decides per input what runs (DDI's gates): its graph with real branches, for
+    batch 1, its budget an input (the mode's is in the metadata)."""
+    graph, defaults = model.control_flow()
+    examples = (torch.rand(1, *input_shape) * 255, *(torch.full((1,), value) for value in defaults.values()))
+    metadata = {**metadata, "subnetsearch.control_flow": json.dumps({
+        "batch": 1, "inputs": {"input": metadata["subnetsearch.input"],
+                               **{name: f"float32 [1], required; this mode's: {value:g}" for name, value in
+                                  defaults.items()}},
+        "outputs": {"logits": "float32 [1, classes]", "cost": "float32 [1]: what the answer cost, a fraction of the "
+                    "plain network's MACs", "exit": "int64 [1]: the exit that answered (the last: the final "
+                    "classifier)"},
+        "budget": "a fraction of the plain network's MACs; inference halts at the last exit that fits (1: no budget)",
+        "skipping": "a skipped block is an If branch that computes nothing; a channel-gated block computes all its "
+                    "channels when any is selected (the graph has static shapes)"})}
+    try:
+        runtime.require()
+        return runtime.save_control_flow(RawPixels(graph, preprocessing).eval(), examples, defaults, metadata)
+    except RuntimeUnavailable as error:
+        raise ExportError(f"{format} export: {error}") from None
+    except ExportError as error:
+        raise ExportError(f"mode {evaluation.mode_id} decides per input which blocks and channels run "
+                          f"(data-dependent control flow), and {format} export of it is refused: {error}. Export "
+                          "the mode as .onnx or .xml, or as JSON (-o mode.json) to run it from the supernet's "
+                          "checkpoint") from None
+
+
+def _static_files(model: torch.nn.Module, evaluation: StoredEvaluation, runtime: Runtime, format: str,
+                  preprocessing: dict, device: Device, input_shape: tuple[int, ...],
+                  metadata: dict[str, str]) -> dict[str, bytes]:
+    shape = (device.protocol.batch_size, *input_shape)
+    example = torch.rand(shape) * 255
+    model = RawPixels(model, preprocessing).eval()
+    try:
+        runtime.require()
+        files = runtime.save(model, example, metadata)
+    except RuntimeUnavailable as error:
+        raise ExportError(f"{format} export: {error}") from None
+    except RuntimeError as error:
+        raise ExportError(f"{format} export of mode {evaluation.mode_id} failed: {error}") from None
+    assert files is not None, f"runtime {runtime.name} names format {format} but writes no files"
+    return files

@@ -15,6 +15,7 @@ from subnetsearch.costs import Cost, LayerShape
 from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet
+from subnetsearch.supernets._ddi_graph import GatedGraph
 from subnetsearch.supernets._ddi_network import (
     DDIResNet,
     predict_under_budget,
@@ -26,8 +27,9 @@ DEFAULT_BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # fractions of the plain netwo
 
 class DDIExecutor(nn.Module):
     """A DDI mode as a module that really skips: every sample of a batch runs alone through
-    `run_one` (gates decide per sample; skipped blocks and channels are not computed). Eager only:
-    its control flow depends on the data, so it does not export to ONNX or TorchScript."""
+    `run_one` (gates decide per sample; skipped blocks and channels are not computed). Its control
+    flow depends on the data, so tracing it would freeze one input's decisions: `control_flow()`
+    gives the same mode as a graph with real branches (`torch.cond`), which exports keep."""
 
     data_dependent = True  # tracing would freeze one input's skipping decisions into the graph
 
@@ -37,6 +39,12 @@ class DDIExecutor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.network.run_one(x[i:i + 1], self.budget_macs)[0] for i in range(x.shape[0])])
+
+    def control_flow(self) -> tuple[GatedGraph, dict[str, float]]:
+        """The mode as a batch-1 graph with `torch.cond` branches (`forward(x, budget)`), and the
+        value of its `budget` input for this mode (a fraction of the plain network's MACs; 1: none)."""
+        plain = self.network.static_macs()
+        return GatedGraph(self.network), {"budget": 1.0 if self.budget_macs is None else self.budget_macs / plain}
 
 
 class DDISupernet(BaseSupernet):

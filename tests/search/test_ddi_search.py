@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from subnetsearch.cli import app
 from subnetsearch.devices import Device, LatencyProtocol, export_formats
-from subnetsearch.search import EvaluationSettings, evaluate_mode
+from subnetsearch.search import EvaluationSettings, evaluate_mode, materialized_model
 from subnetsearch.storage import Store
 from subnetsearch.supernets import ArchError, build_supernet, save_checkpoint
 from tests.conftest import randomize_batchnorm
@@ -90,16 +90,56 @@ def test_search_store_and_query_a_ddi_checkpoint(tmp_path) -> None:
         store.dispose()
     best = runner.invoke(app, ["best", "--device", "quick", "--objective", "macs", "--min-accuracy", "0",
                                "--storage", url])
-    assert best.exit_code == 0 and ".json" in best.output and ".onnx" not in best.output, best.output
-    mode_id = min(stored, key=lambda e: e.macs).mode_id
-    for runtime in export_formats().values():  # a traced graph would freeze one input's skipping decisions
+    assert best.exit_code == 0 and ".onnx" in best.output, best.output  # its branches export to If nodes
+    evaluation = min(stored, key=lambda e: e.macs)
+    mode_id = evaluation.mode_id
+    store = Store(url)
+    try:  # the mode as exported: with the BN statistics it was evaluated with
+        executor, _ = materialized_model(store, evaluation)
+        preprocessing = store.get_supernet(evaluation.supernet_hash).preprocessing
+    finally:
+        store.dispose()
+    budget = 1.0 if executor.budget_macs is None else executor.budget_macs / supernet.plain_macs
+    mean, std = preprocessing["mean"][0], preprocessing["std"][0]
+    pixels = torch.rand(6, *supernet.input_shape) * 255
+    expected = [executor((x / 255 - mean) / std) for x in pixels.split(1)]
+    for runtime in export_formats().values():
         if runtime.missing():
             continue  # refused for its missing extra instead (tested with the runtimes)
-        refused = runner.invoke(app, ["export", mode_id, "--device", "quick", "-o",
-                                      str(tmp_path / f"m{runtime.suffixes[0]}"),
-                                      "--storage", url])
-        assert refused.exit_code == 2 and "data-dependent control flow" in refused.output, refused.output
-        assert not list(tmp_path.glob("m.*"))
+        path = tmp_path / f"m{runtime.suffixes[0]}"
+        result = runner.invoke(app, ["export", mode_id, "--device", "quick", "-o", str(path), "--storage", url])
+        if runtime.name in ("onnxruntime", "openvino"):  # control flow kept: the file skips per input
+            assert result.exit_code == 0, result.output
+            _check_control_flow(runtime.name, path, expected, pixels, budget)
+        else:  # TorchScript cannot keep torch.cond; ExecuTorch's lowering answers wrongly: both refused
+            assert result.exit_code == 2 and "data-dependent control flow" in result.output, result.output
+            assert not path.exists()
     exported = runner.invoke(app, ["export", mode_id, "--device", "quick", "-o", str(tmp_path / "m.json"),
                                    "--storage", url])
     assert exported.exit_code == 0 and json.loads((tmp_path / "m.json").read_text()), exported.output
+
+
+def _check_control_flow(runtime: str, path, expected: list[torch.Tensor], pixels: torch.Tensor,
+                        budget: float) -> None:
+    """Each sample through the exported file (its budget fed) answers as the mode's executor, which
+    skips per sample in eager PyTorch."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        assert names == ["input", "budget"]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {"input": x.numpy(), "budget": [budget]})[0])
+    else:
+        import openvino
+
+        request = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) \
+            .create_infer_request()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            request.infer({0: x.numpy(), 1: torch.tensor([budget]).numpy()})
+            return torch.from_numpy(request.get_output_tensor(0).data.copy())
+    for x, logits in zip(pixels.split(1), expected, strict=True):
+        torch.testing.assert_close(run(x), logits, rtol=1e-4, atol=1e-4)

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from subnetsearch.errors import InputError, SubnetsearchError
+from subnetsearch.errors import ExportError, InputError, SubnetsearchError
 
 Runnable = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,6 +65,13 @@ class Runtime(ABC):
 
     def save(self, model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> dict[str, bytes] | None:
         return None
+
+    def save_control_flow(self, model: nn.Module, examples: tuple[torch.Tensor, ...], defaults: dict[str, float],
+                          metadata: dict[str, str]) -> dict[str, bytes]:
+        """Like `save`, for a model with data-dependent control flow written with `torch.cond` (DDI's
+        gated blocks): the runtime's files keep the branches. `examples`: its inputs (the first is the
+        pixels; the others are named by `defaults`, with this mode's value of each, for the metadata)."""
+        raise ExportError(f"{self.name} has no export of data-dependent control flow")
 
     def load(self, path: Path, threads: int = 1) -> Runnable:
         """Run a file `save` wrote (as a deployment would), for runtimes with a format."""

@@ -31,6 +31,36 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+def export_onnx_control_flow(model: nn.Module, examples: tuple[torch.Tensor, ...], defaults: dict[str, float],
+                             output_names: tuple[str, ...]) -> bytes:
+    """ONNX bytes of a batch-1 model with `torch.cond` control flow (If nodes): `torch.export`, then
+    the dynamo-based exporter (the TorchScript one cannot keep branches). Inputs: `input` (the
+    pixels), then the names of `defaults`, every one required: an initializer of an input's name
+    would make it optional, but ONNX Runtime 1.2x then refuses it as a feed ("Failed to find input
+    with name"), so the defaults are the caller's to document (the export's metadata)."""
+    import onnx
+
+    names = ["input", *defaults]
+    if len(names) != len(examples):
+        raise ExportError(f"{len(examples)} example inputs for {len(names)} names {names}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exported = torch.export.export(model.eval(), examples)
+            program = torch.onnx.export(exported, dynamo=True, input_names=names, output_names=list(output_names),
+                                        verbose=False)
+    except Exception as error:  # torch.export and the exporter raise many kinds
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(f"ONNX export of the control flow failed ({type(error).__name__}): {first_line}") from error
+    assert program is not None
+    graph = program.model_proto
+    onnx.checker.check_model(graph)
+    return graph.SerializeToString()
+
+
+CONTROL_FLOW_OUTPUTS = ("logits", "cost", "exit")  # a gated network's: its answer, what it cost, which exit
+
+
 class OnnxRuntimeModel:
     """A materialized mode exported to ONNX and run by ONNX Runtime's CPU provider."""
 
@@ -71,6 +101,14 @@ class OnnxRuntime(Runtime):
         import onnx
 
         graph = onnx.load_from_string(export_onnx(model, example))
+        onnx.helper.set_model_props(graph, metadata)
+        return {".onnx": graph.SerializeToString()}
+
+    def save_control_flow(self, model: nn.Module, examples: tuple[torch.Tensor, ...], defaults: dict[str, float],
+                          metadata: dict[str, str]) -> dict[str, bytes]:
+        import onnx
+
+        graph = onnx.load_from_string(export_onnx_control_flow(model, examples, defaults, CONTROL_FLOW_OUTPUTS))
         onnx.helper.set_model_props(graph, metadata)
         return {".onnx": graph.SerializeToString()}
 

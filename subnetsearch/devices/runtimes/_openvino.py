@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from subnetsearch.devices.runtimes import Runnable, Runtime, register_runtime
-from subnetsearch.devices.runtimes._onnxruntime import export_onnx
+from subnetsearch.devices.runtimes._onnxruntime import CONTROL_FLOW_OUTPUTS, export_onnx, export_onnx_control_flow
 
 
 class OpenVinoModel:
@@ -53,9 +53,18 @@ class OpenVino(Runtime):
         return OpenVinoModel(export_onnx(model, example), threads, tuple(example.shape))
 
     def save(self, model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> dict[str, bytes]:
+        return self._ir(export_onnx(model, example), metadata)
+
+    def save_control_flow(self, model: nn.Module, examples: tuple[torch.Tensor, ...], defaults: dict[str, float],
+                          metadata: dict[str, str]) -> dict[str, bytes]:
+        """The ONNX form's If nodes read by OpenVINO (its ONNX reader keeps them as If operations)."""
+        return self._ir(export_onnx_control_flow(model, examples, defaults, CONTROL_FLOW_OUTPUTS), metadata)
+
+    @staticmethod
+    def _ir(onnx_bytes: bytes, metadata: dict[str, str]) -> dict[str, bytes]:
         import openvino
 
-        network = openvino.Core().read_model(export_onnx(model, example))
+        network = openvino.Core().read_model(onnx_bytes)
         for key, value in metadata.items():
             network.set_rt_info(value, ["subnetsearch", key.removeprefix("subnetsearch.")])
         with tempfile.TemporaryDirectory() as folder:
