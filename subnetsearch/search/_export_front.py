@@ -108,7 +108,9 @@ def export_front(store: Store, device_name: str, path: Path, format: str | None 
             model, input_shape = materialized_model(store, evaluation)
             if getattr(model, "data_dependent", False):
                 raise ExportError(f"mode {evaluation.mode_id} decides per input which blocks run (data-dependent "
-                                  "control flow); a front export traces one input and would freeze its decisions")
+                                  "control flow): a front export holds static graphs only. Export the mode alone "
+                                  f"(`export {evaluation.mode_id} -o mode.onnx`): one graph with its branches, "
+                                  "whose exit budget is an input")
             models.append(RawPixels(model, preprocessing).eval())
             kind = supernet.kind_of(Mode.from_json(evaluation.mode_json))
             entries.append(_entry(index, evaluation, figure, kind, device, preprocessing))
