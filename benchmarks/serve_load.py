@@ -6,7 +6,8 @@ warms the artifact cache (the first request of an artifact exports it), then run
 concurrent clients (threads, one persistent HTTP connection each) for a bounded number of requests
 each and a bounded time: `best` queries with varied budgets, and requests of the cached front
 artifact and of one mode's ONNX file. Reports per mix and concurrency: p50 / p99 latency,
-throughput, and the count of errors (target: none).
+throughput, and the count of errors (target: none); once per `--workers` count (server processes
+sharing the port), one server after the other.
 
 Run: .venv/bin/python benchmarks/serve_load.py [--store DIR] (about 3 minutes; nothing else may
 run meanwhile).
@@ -35,11 +36,11 @@ REQUESTS_PER_CLIENT = {1: 300, 10: 60, 100: 10}
 TIME_LIMIT_S = 60
 
 
-def start(storage: str, home: Path) -> tuple[subprocess.Popen, str]:
+def start(storage: str, home: Path, workers: int) -> tuple[subprocess.Popen, str]:
     environment = {"XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
     import os
 
-    process = subprocess.Popen([SUBNETSEARCH, "serve", "--port", "0", "--storage", storage],
+    process = subprocess.Popen([SUBNETSEARCH, "serve", "--port", "0", "--storage", storage, "--workers", str(workers)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **environment})
     assert process.stdout is not None
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=Path("/tmp/deploy-front"),
                         help="a folder with store.db holding this-host's front (deploy_front.py --keep)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="serve-load-"))
     if not (args.store / "store.db").exists():
@@ -108,10 +110,26 @@ def main() -> None:
         subprocess.run([SUBNETSEARCH, "run", "--trials", "8", "--storage", f"sqlite:///{home / 'store.db'}",
                         "--report", str(home / "report.html")], check=True, cwd=home, stdout=subprocess.DEVNULL)
     storage = f"sqlite:///{args.store / 'store.db'}"
-    process, address = start(storage, home)
+    by_workers = {}
+    for workers in args.workers:
+        front, warm, by_workers[str(workers)] = measure(storage, home, workers)
+    for workers, results in by_workers.items():
+        for mix, rows in results.items():
+            for row in rows:
+                print(f"{workers} workers", mix, json.dumps(row))
+    errors = sum(row["errors"] for results in by_workers.values() for rows in results.values() for row in rows)
+    write_result("serve_load", {"device": "this host (2 cores), loopback; server and clients on the same cores",
+                                "front_modes": len(front), "warm_up": warm, "results_by_workers": by_workers,
+                                "requests_per_client": REQUESTS_PER_CLIENT, "time_limit_s": TIME_LIMIT_S,
+                                "checks": {"no_error": errors == 0}})
+
+
+def measure(storage: str, home: Path, workers: int) -> tuple[list, dict, dict]:
+    process, address = start(storage, home, workers)
     try:
         import urllib.request
 
+        time.sleep(2)  # the workers fork once the address is printed
         with urllib.request.urlopen(f"{address}/devices/this-host/front", timeout=60) as response:
             front = json.loads(response.read())
         latencies = sorted(row["latency_ms"] for row in front)
@@ -132,14 +150,7 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    for mix, rows in results.items():
-        for row in rows:
-            print(mix, json.dumps(row))
-    errors = sum(row["errors"] for rows in results.values() for row in rows)
-    write_result("serve_load", {"device": "this host (2 cores), loopback; server and clients on the same cores",
-                                "front_modes": len(front), "warm_up": warm, "results": results,
-                                "requests_per_client": REQUESTS_PER_CLIENT, "time_limit_s": TIME_LIMIT_S,
-                                "checks": {"no_error": errors == 0}})
+    return front, warm, results
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,6 +39,9 @@ def serve_command(
                                                       "[~/.config/subnetsearch/serve-token.sha256]."),
     cache: Path | None = typer.Option(None, help="Folder of the exported artifacts served "
                                                  "[~/.cache/subnetsearch/serve/<store>]."),
+    workers: int = typer.Option(1, help="Server processes sharing the port (each with its own read-only "
+                                        "connection to the store); more than 1 answers concurrent clients on "
+                                        "several cores."),
 ) -> None:
     """Serve the store read-only over HTTP: devices, fronts, the best mode under a budget, and the
     files to deploy (one mode, or a device's front in one file). OpenAPI schema at /openapi.json."""
@@ -42,6 +49,8 @@ def serve_command(
         fail("serve needs FastAPI and uvicorn, which are not installed here: pip install 'subnetsearch[serve]'")
     if not 0 <= port <= 65535:
         fail(f"--port must be in 0..65535 (0: any free port), got {port}")
+    if not 1 <= workers <= 64:
+        fail(f"--workers must be in 1..64, got {workers}")
     from subnetsearch.service import LOOPBACK, create_app, read_token_digest
     from subnetsearch.service import new_token as make_token
 
@@ -65,8 +74,6 @@ def serve_command(
         app = create_app(storage, cache, digest)
     except (SubnetsearchError, OSError) as error:
         fail(str(error))
-    import uvicorn
-
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it a kept-alive
@@ -80,11 +87,64 @@ def serve_command(
         fail(f"cannot serve on {host}:{port}: {error.strerror or error}")
     bound = listener.getsockname()[1]
     console.print(f"subnetsearch service for {url} at http://{host}:{bound} (read-only; "
-                  f"{'bearer token required' if digest else 'no token: loopback only'}; Ctrl-C stops it)")
+                  f"{'bearer token required' if digest else 'no token: loopback only'}"
+                  f"{f'; {workers} worker processes' if workers > 1 else ''}; Ctrl-C stops it)")
+    if workers == 1:
+        _run(app, listener)
+    else:
+        _run_workers(workers, lambda: create_app(storage, cache, digest), listener)
+    console.print("service stopped")
+
+
+def _run(app: Any, listener: socket.socket) -> None:
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5,
                                            timeout_graceful_shutdown=5))
     try:
         server.run(sockets=[listener])
     except KeyboardInterrupt:
         pass
-    console.print("service stopped")
+
+
+def _run_workers(workers: int, make_app: Callable[[], Any], listener: socket.socket) -> None:
+    """`workers` forked processes, each with its own application (its own read-only engine: a
+    connection pool must not cross a fork) accepting on the one listening socket. Ctrl-C (SIGINT to
+    the process group) or SIGTERM to this process stops them all; one that dies stops the others."""
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.default_int_handler)
+                _run(make_app(), listener)
+            except BaseException:  # noqa: BLE001 - a worker reports and exits, whatever stopped it
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listener.close()  # the workers hold it
+
+    def stop(*_: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    failed = []
+    try:
+        while children:
+            try:
+                pid, status = os.wait()
+            except KeyboardInterrupt:
+                stop()
+                continue
+            children.remove(pid)
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed.append(pid)
+                stop()
+    finally:
+        stop()
+    if failed:
+        fail(f"worker process {failed[0]} stopped with an error; the service stopped")

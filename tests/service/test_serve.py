@@ -5,6 +5,7 @@ naming the problem; the service cannot write to the store, and reads while a sea
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -236,3 +237,24 @@ def test_readers_are_answered_while_a_search_writes_to_the_same_postgresql_store
     with pytest.raises(Exception, match="read-only transaction"):
         store.remove_device("edge")
     store.dispose()
+
+
+def test_several_worker_processes_share_the_port_and_stop_together(stored, tmp_path) -> None:
+    storage, _ = stored
+    running = start(storage, tmp_path, "--workers", "2")
+    pid = running.process.pid
+    deadline = time.monotonic() + 30  # the workers are forked once the address is printed
+    while len(workers := [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]) < 2 \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) == 2 and "2 worker processes" in "".join(running.output)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent clients, every one answered
+        answers = list(pool.map(lambda _: running.json("/devices"), range(32)))
+    assert all([d["name"] for d in answer] == ["edge"] for answer in answers)
+    stop(running)  # SIGTERM to the parent stops every worker
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{worker}").exists() for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{worker}").exists() for worker in workers)
+    refused = runner.invoke(app, ["serve", "--workers", "0", "--storage", storage])
+    assert refused.exit_code == 2 and "--workers must be in 1..64" in refused.output
