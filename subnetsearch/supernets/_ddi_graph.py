@@ -10,7 +10,8 @@ ExecuTorch control flow) and a skipped block costs nothing on the runtime either
   cost (MACs) still counts only the selected channels, as the paper does.
 - The exit budget is an input (`budget`: a fraction of the plain network's MACs; >= 1 means no
   budget), not frozen into the graph: one file serves every budget, and inference halts at the exit
-  `run_one` would answer from (the remaining blocks sit in the other branch of an `If`).
+  `run_one` would answer from (every later block takes the empty branch of its `If`; only the layer
+  gates' small computations still run).
 
 Outputs: the logits (1 x classes), the cost of the answer as a fraction of the plain network's MACs,
 and which exit answered (0-based; the last is the final classifier), each as `run_one` gives them.
@@ -44,8 +45,9 @@ class GatedGraph(nn.Module):
         return macs / self.plain
 
     # The graph is flat (one `If` per gated block, none nested in another's branch: tracing nested
-    # conds grows with their depth). Halting is a flag: once set, every later block and exit takes
-    # its empty branch, so nothing after the halt is computed.
+    # conds grows with their depth). Halting is a flag: once set, every later block, exit and the
+    # classifier take their empty branches. The layer gates' own small work (pooling, a 1x1 conv, the
+    # LSTM cell) still runs after a halt, where `run_one` returns at once: the price of a flat graph.
     def forward(self, x: torch.Tensor, budget: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         net = self.network
         x = F.relu(net.stem_bn(net.stem(x)))
