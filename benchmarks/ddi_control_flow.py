@@ -6,8 +6,10 @@ exported as a static graph (no gates).
 The network: DDIResNet-20 (layer gates, the LSTM of the paper; or MGL2S), random weights with BN
 statistics set (latency does not depend on the weights' values); the layer gates' output layer is
 scaled so that its decision depends on the input, and from 400 random inputs of varied brightness
-the one that executes the fewest gated blocks and the one that executes all are kept. Each input's
-cost (a fraction of the plain MACs) is the graph's own `cost` output, checked against `run_one`.
+the one that executes the fewest gated blocks and the one that executes all are kept. With
+`--checkpoint`, also a trained DDI network (`train --family ddi`) on the most and the least skipping
+of its first 1,000 validation images (and how the rest spread). Each input's cost (a fraction of the
+plain MACs) is the graph's own `cost` output, checked against `run_one`.
 
 Timing: per runtime, the configurations are timed in turn within each round (interleaved), each as
 the median of `--calls` calls after warm-up; the figures are medians over rounds with their
@@ -21,13 +23,16 @@ import argparse
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from _common import write_result
 
+from subnetsearch.data import DataSpec, load_data
 from subnetsearch.devices import get_runtime
 from subnetsearch.devices.runtimes._onnxruntime import CONTROL_FLOW_OUTPUTS, export_onnx, export_onnx_control_flow
 from subnetsearch.errors import ExportError
+from subnetsearch.supernets import load_checkpoint
 from subnetsearch.supernets._ddi_graph import GatedGraph
 from subnetsearch.supernets._ddi_network import DDIResNet
 
@@ -118,15 +123,30 @@ def quartiles(values: list[float]) -> list[float]:
     return [round(q[0], 4), round(q[2], 4)]
 
 
-def measure(gating: str, widths: tuple[int, ...], runtimes: list[str], rounds: int, calls: int, threads: int) -> dict:
-    net = build(gating, widths)
-    inputs = pick_inputs(net)
+def trained(checkpoint: Path, images: int = 1000) -> tuple[DDIResNet, dict[str, torch.Tensor], dict]:
+    """A trained DDI checkpoint's network and, among its first `images` validation images, the one
+    that executes the fewest gated blocks and the one that executes the most (with how the rest
+    spread)."""
+    state = load_checkpoint(checkpoint)
+    net = state.build().network.eval()
+    splits = load_data(DataSpec.from_dict(state.data))
+    with torch.no_grad():
+        pixels = splits.normalize(splits.val.images[:images])
+        share = (lambda d: (d.layer * d.channel).mean(0))(net.forward_with_decisions(pixels))
+    spread = {"images": int(share.numel()), "executed_median": round(float(share.median()), 3),
+              "executed_min": round(float(share.min()), 3), "executed_max": round(float(share.max()), 3)}
+    return net, {"skipping": pixels[int(share.argmin())][None],
+                 "not_skipping": pixels[int(share.argmax())][None]}, spread
+
+
+def measure(net: DDIResNet, inputs: dict[str, torch.Tensor], label: str, runtimes: list[str], rounds: int,
+            calls: int, threads: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gated = export_onnx_control_flow(GatedGraph(net), (torch.rand(1, 1, 28, 28), torch.ones(1)),
                                          {"budget": 1.0}, CONTROL_FLOW_OUTPUTS)
         plain = export_onnx(DDIResNetPlain(net), torch.rand(1, 1, 28, 28))
-    result: dict = {"network": f"DDIResNet-20 {'-'.join(map(str, widths))}, {gating} gates, 28x28, batch 1",
+    result: dict = {"network": label,
                     "plain_mmacs": round(net.static_macs() / 1e6, 2), "inputs": {}, "runtimes": {}}
     with torch.no_grad():
         for name, x in inputs.items():
@@ -159,7 +179,7 @@ def measure(gating: str, widths: tuple[int, ...], runtimes: list[str], rounds: i
             "ms": {k: {"median": round(statistics.median(v), 4), "quartiles": quartiles(v)} for k, v in ms.items()},
             "ratios": {k: {"median": round(statistics.median(v), 3), "quartiles": quartiles(v)}
                        for k, v in per_round.items()}}
-        print(runtime, gating, result["runtimes"][runtime]["ratios"], flush=True)
+        print(runtime, label, result["runtimes"][runtime]["ratios"], flush=True)
     try:
         get_runtime("executorch").save_control_flow(GatedGraph(net), (torch.rand(1, 1, 28, 28), torch.ones(1)),
                                                     {"budget": 1.0}, {})
@@ -189,12 +209,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="also a trained DDI checkpoint (`train --family ddi`) on its own validation images")
     parser.add_argument("--smoke", action="store_true", help="3 rounds of 10 calls: a check that it runs")
     args = parser.parse_args()
     rounds, calls = (3, 10) if args.smoke else (args.rounds, args.calls)
     torch.set_num_threads(args.threads)
-    networks = [measure(gating, widths, ["onnxruntime", "openvino"], rounds, calls, args.threads)
-                for gating, widths in (("layer", (16, 32, 64)), ("layer", (32, 64, 128)), ("mgl2s", (32, 64, 128)))]
+    runtimes = ["onnxruntime", "openvino"]
+    networks = []
+    for gating, widths in (("layer", (16, 32, 64)), ("layer", (32, 64, 128)), ("mgl2s", (32, 64, 128))):
+        net = build(gating, widths)
+        label = f"DDIResNet-20 {'-'.join(map(str, widths))}, {gating} gates, random weights, 28x28, batch 1"
+        networks.append(measure(net, pick_inputs(net), label, runtimes, rounds, calls, args.threads))
+    if args.checkpoint is not None:
+        net, inputs, spread = trained(args.checkpoint)
+        depth = len(net.gated_blocks) * 2 + 2
+        label = (f"trained {args.checkpoint.parent.name}: DDIResNet-{depth} {net.gating} gates (skip target "
+                 f"{load_checkpoint(args.checkpoint).recipe.get('skip_target')}), its validation images")
+        networks.append({**measure(net, inputs, label, runtimes, rounds, calls, args.threads),
+                         "validation_spread": spread})
     checks = {f"{n['network']} / {runtime}: skipping faster than not skipping":
               r["ratios"]["skipping_over_not_skipping"]["median"] < 1
               for n in networks for runtime, r in n["runtimes"].items() if "ratios" in r}
