@@ -6,7 +6,7 @@ exported as a static graph (no gates).
 The network: DDIResNet-20 (layer gates, the LSTM of the paper; or MGL2S), random weights with BN
 statistics set (latency does not depend on the weights' values); the layer gates' output layer is
 scaled so that its decision depends on the input, and from 400 random inputs of varied brightness
-the one that executes the fewest gated blocks and the one that executes all are kept. With
+the one that executes the fewest gated blocks and the one that executes the most are kept. With
 `--checkpoint`, also a trained DDI network (`train --family ddi`) on the most and the least skipping
 of its first 1,000 validation images (and how the rest spread). Each input's cost (a fraction of the
 plain MACs) is the graph's own `cost` output, checked against `run_one`.
@@ -57,7 +57,7 @@ def executed(net: DDIResNet, x: torch.Tensor) -> tuple[float, float]:
     """(fraction of gated blocks executed, cost as a fraction of the plain MACs) by `run_one`."""
     decisions = net.forward_with_decisions(x)
     _, macs, _ = net.run_one(x)
-    return float((decisions.layer * decisions.channel).mean()), macs / net.static_macs()
+    return float(1 - decisions.skip_ratio.mean()), macs / net.static_macs()
 
 
 def pick_inputs(net: DDIResNet, candidates: int = 400) -> dict[str, torch.Tensor]:
@@ -72,7 +72,7 @@ def pick_inputs(net: DDIResNet, candidates: int = 400) -> dict[str, torch.Tensor
             if bias is not None and net.layer_out is not None:
                 net.layer_out.bias.fill_(bias)
             decisions = net.forward_with_decisions(inputs)
-            share = (decisions.layer * decisions.channel).mean(0)
+            share = 1 - decisions.skip_ratio  # per input: the share of gated blocks' work executed
             spread = float(share.max() - share.min())
             if best is None or spread > best[0]:
                 best = (spread, 0.0 if bias is None else bias, share)
@@ -132,7 +132,7 @@ def trained(checkpoint: Path, images: int = 1000) -> tuple[DDIResNet, dict[str, 
     splits = load_data(DataSpec.from_dict(state.data))
     with torch.no_grad():
         pixels = splits.normalize(splits.val.images[:images])
-        share = (lambda d: (d.layer * d.channel).mean(0))(net.forward_with_decisions(pixels))
+        share = 1 - net.forward_with_decisions(pixels).skip_ratio
     spread = {"images": int(share.numel()), "executed_median": round(float(share.median()), 3),
               "executed_min": round(float(share.min()), 3), "executed_max": round(float(share.max()), 3)}
     return net, {"skipping": pixels[int(share.argmin())][None],
