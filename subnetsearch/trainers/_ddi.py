@@ -6,7 +6,8 @@
    of Eq. (5) and the sign of alpha flipped each batch (positive while the batch skips less than
    the target, negative while it skips more);
 4. RADI: exit classifiers added and trained with the summed losses of Eq. (4), gates and backbone
-   tuned end to end (the alpha rule still holds the skip ratio).
+   tuned end to end (the alpha rule still holds the skip ratio, its alpha multiplied by the number of
+   classifiers whose losses are summed, so the cost keeps the weight it had against one loss).
 
 Schedules are CPU-sized: cosine decay over each phase, SGD with momentum 0.9 and weight decay 1e-4
 (the paper's), learning rate 0.05.
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subnetsearch.data import DataSpec, Splits, load_data
+from subnetsearch.data import ArraySplit, DataSpec, Splits, load_data
 from subnetsearch.errors import InputError
 from subnetsearch.seeding import seeded
 from subnetsearch.supernets import (
@@ -34,6 +35,7 @@ from subnetsearch.supernets import (
     DDISupernet,
     build_supernet,
     load_checkpoint,
+    module_device,
     resource_loss,
     save_checkpoint,
     signed_alpha,
@@ -130,7 +132,11 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
             ratio = float(decisions.skip_ratio.detach().mean())
             cost = resource_loss(decisions, net, phase.resource)
             if phase.target is not None:
-                loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * cost
+                # Eq. (4) sums one loss per classifier: alpha weighs the cost against each of them, as it
+                # did against the one loss of the joint phase (unscaled, the summed losses outweighed it
+                # and reopened the gates: a network trained with exits skipped nothing at evaluation)
+                summed = len(decisions.exits) if phase.exits else 1
+                loss = loss + signed_alpha(phase.alpha, ratio, phase.target) * summed * cost
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -150,6 +156,26 @@ def train_phase(net: DDIResNet, splits: Splits, phase: DDIPhase,
                 p.requires_grad_(True)
         net.eval()
         return history
+
+
+def evaluate_skipping(net: DDIResNet, splits: Splits, split: ArraySplit, batch_size: int = 500) -> dict[str, float]:
+    """What the gates decide at evaluation (eval mode, hard decisions), over `split`: the mean skip
+    ratio (share of gated blocks' work skipped) and the mean cost relative to the plain network
+    (final classifier, no early exit). Training reports the straight-through gates' ratio, which
+    can differ from what the deployed network does."""
+    was_training = net.training
+    net.eval()
+    ratios, macs = [], []
+    with torch.inference_mode():
+        for images, _ in splits.batches(split, batch_size, device=module_device(net)):
+            decisions = net.forward_with_decisions(images)
+            ratios.append(decisions.skip_ratio.cpu())
+            macs.append(decisions.macs.cpu())
+    net.train(was_training)
+    if not ratios:
+        raise InputError("cannot measure skipping on an empty split")
+    return {"skip_ratio": round(float(torch.cat(ratios).mean()), 5),
+            "relative_macs": round(float(torch.cat(macs).double().mean()) / net.static_macs(), 5)}
 
 
 def copy_backbone(source: DDIResNet, target: DDIResNet) -> None:
@@ -292,6 +318,8 @@ def train_ddi(splits: Splits, recipe: DDIRecipe, out_dir: str | Path, data_spec:
                                       data_spec=data_spec, events=events)
     accuracy = evaluate_accuracy(supernet, splits, splits.val)
     metrics = {"history": {name: timeless(h) for name, h in histories.items()}, "val_acc_full_mode": accuracy}
+    if recipe.gating != "none":
+        metrics["val_skipping"] = evaluate_skipping(supernet.network, splits, splits.val)
     save_checkpoint(out_dir / "supernet.pt", supernet, asdict(recipe), data_spec, metrics)
     return metrics
 
@@ -357,12 +385,16 @@ class DDITrainer(FamilyTrainer):
             elif name != "backbone":
                 last = history[-1]
                 events.say(f"  skip ratio {last['train_skip_ratio']:.3f}, cost {last['train_relative_macs']:.3f} "
-                           "of the plain network")
+                           "of the plain network (training's gates)")
 
         metrics = train_ddi(splits, recipe, job.out, data, arch=arch, base=plain, on_phase=show,
                             events=PhaseEvents(events.progress, events.epoch))
         if base is None:
             events.say(f"  backbone: {Path(job.out) / 'backbone.pt'}")
+        skipping = metrics.get("val_skipping")
+        if skipping is not None:
+            events.say(f"at evaluation (validation images, hard gates): skip ratio {skipping['skip_ratio']:.3f}, "
+                       f"cost {skipping['relative_macs']:.3f} of the plain network (target {recipe.skip_target})")
         checkpoint = Path(job.out) / "supernet.pt"
         history = [{"phase": name, **record} for name, records in metrics["history"].items() for record in records]
         return TrainOutcome(checkpoint, float(metrics["val_acc_full_mode"]), history, asdict(recipe),

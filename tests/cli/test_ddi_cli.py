@@ -24,6 +24,9 @@ def test_ddi_train_then_another_skip_target_from_the_same_backbone(tmp_path) -> 
     state = load_checkpoint(tmp_path / "a" / "supernet.pt")
     assert state.arch["skip_target"] == 0.3 and state.arch["gating"] == "mgl2s" and state.arch["exits"]
     assert set(state.metrics["history"]) == {"gates", "joint", "exits"}
+    skipping = state.metrics["val_skipping"]  # what the hard gates decide on the validation images, reported
+    assert 0 <= skipping["skip_ratio"] <= 1 and 0 < skipping["relative_macs"]
+    assert f"at evaluation (validation images, hard gates): skip ratio {skipping['skip_ratio']:.3f}" in result.output
     layer = runner.invoke(app, ["ddi", "train", "--base", str(tmp_path / "a" / "backbone.pt"), "--gating", "layer",
                                 "--resource", "energy",
                                 "--no-exits", "--max-steps-per-epoch", "4", "--threads", "1", "--joint-epochs", "1",

@@ -8,7 +8,7 @@ import torch
 
 from subnetsearch.supernets import DDIResNet
 from subnetsearch.trainers import DDIPhase, copy_backbone, train_phase
-from subnetsearch.trainers._ddi import gate_parameters, head_parameters
+from subnetsearch.trainers._ddi import evaluate_skipping, gate_parameters, head_parameters
 
 
 def _net(gating: str = "mgl2s", exits: bool = False) -> DDIResNet:
@@ -56,3 +56,32 @@ def test_phases_that_cannot_apply_are_refused(tiny_data) -> None:
         train_phase(_net("none"), tiny_data, DDIPhase(train="gates"))
     with pytest.raises(ValueError, match="no exits to train"):
         train_phase(_net("layer"), tiny_data, DDIPhase(exits=True))
+
+
+@pytest.mark.parametrize("gating", ["layer", "mgl2s"])
+def test_the_exits_phase_keeps_the_skipping_of_the_joint_phase(tiny_data, gating) -> None:
+    """At evaluation (hard gates), not only in training: with alpha weighed against one of Eq. (4)'s
+    summed losses, the layer-gated network skipped 0.02 of its blocks after the exits phase (0.25 now)."""
+    plain = _net("none")
+    train_phase(plain, tiny_data, DDIPhase(epochs=1, batch_size=32, augment=False))
+    gated = _net(gating, exits=True)
+    copy_backbone(plain, gated)
+    train_phase(gated, tiny_data, DDIPhase(epochs=2, batch_size=32, train="gates", target=0.0, augment=False))
+    train_phase(gated, tiny_data, DDIPhase(epochs=4, batch_size=32, target=0.5, alpha=5.0, augment=False))
+    assert evaluate_skipping(gated, tiny_data, tiny_data.val)["skip_ratio"] > 0.4
+    train_phase(gated, tiny_data, DDIPhase(epochs=2, batch_size=32, target=0.5, exits=True, augment=False))
+    assert evaluate_skipping(gated, tiny_data, tiny_data.val)["skip_ratio"] > 0.15
+
+
+def test_evaluation_skipping_is_what_the_hard_gates_decide(tiny_data) -> None:
+    gated = _net("layer")
+    opened = evaluate_skipping(gated, tiny_data, tiny_data.val)
+    layer_out = [m for name, m in gated.named_modules() if name.split(".")[-1] == "layer_out"]
+    assert layer_out, "the layer gates' output layer"
+    with torch.no_grad():
+        for module in layer_out:  # every layer gate says skip, whatever the input
+            module.weight.zero_()
+            module.bias.fill_(-10.0)
+    closed = evaluate_skipping(gated, tiny_data, tiny_data.val)
+    assert closed["skip_ratio"] == 1.0 and closed["relative_macs"] < opened["relative_macs"]
+    assert gated.training  # restored
