@@ -253,6 +253,36 @@ class NestedSupernet(BaseSupernet):
                 orders[name] = order.tolist()
         return orders
 
+    def grown(self, widths: Sequence[int]) -> NestedSupernet:
+        """A wider copy (Net2Net-style growth, function preserving): stage widths `widths`, each at
+        least this one's, the same depth and ratios. Every weight of this supernet becomes the prefix
+        of the wider one's (so its nesting order holds, and where this one's widths are among the
+        wider one's, e.g. 24 = 3/4 of 32, its full network is the wider one's mode there); the added
+        channels start from the initialization of a new supernet (the
+        caller seeds it) and every weight that reads them starts at zero, so the wider full network
+        computes what this one's full network does until training moves them. Raises InputError
+        for a narrower or ill-formed `widths`."""
+        widths = [int(w) for w in widths]
+        old = [int(w) for w in self.arch["widths"]]
+        if len(widths) != 3 or any(new < was for new, was in zip(widths, old, strict=True)):
+            raise InputError(f"growing needs three stage widths, each at least this supernet's {old}; got {widths}")
+        wider = NestedSupernet({**self.arch, "widths": widths})
+        wider.set_mode(wider.space.mode({k.name: k.values[0] for k in wider.space.knobs}))
+        source = self.state_dict()
+        with torch.no_grad():
+            for name, tensor in wider.state_dict().items():
+                was = source[name]
+                if tensor.dim() == 0:
+                    tensor.copy_(was)
+                    continue
+                tensor[tuple(slice(0, n) for n in was.shape)].copy_(was)
+            full = {knob.name: knob.values[0] for knob in self.space.knobs}
+            for name, (_, consumers) in wider.channel_groups().items():
+                for module, dim in consumers:
+                    weight = cast(torch.Tensor, module.weight)
+                    weight.narrow(dim, full[name], weight.shape[dim] - full[name]).zero_()
+        return wider
+
     def uniform_modes(self) -> list[Mode]:
         """Every knob at one of the ratios between 1 and the smallest."""
         ratios = sorted({float(r) for r in self.arch["ratios"]}, reverse=True)[1:-1]

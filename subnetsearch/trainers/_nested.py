@@ -56,15 +56,18 @@ class NestedTrainer(WeNetTrainer):
         TrainOption("start", None, "a trained nested checkpoint to start from (--ratios and the architecture come "
                                    "from it): its full network alone (--fixed-mode full), whose channels are "
                                    "sorted by importance first, or a nested supernet, trained on in the nesting "
-                                   "order it has (a second, fine-tuning schedule)", kind=Path),
+                                   "order it has (a second, fine-tuning schedule); with --widths wider than its "
+                                   "own it is grown first (its weights the prefix, the added channels read by "
+                                   "zero weights: the wider full network starts as the trained one)", kind=Path),
         *(option for option in WeNetTrainer.options
           if option.name in ("samples_per_step", "sampling", "distill", "fixed_mode", "accelerator", "precision",
                              "channels_last", "sync_bn")),
     )
 
     def resolve(self, job: TrainJob) -> TrainJob:
-        if job.options.get("start") is not None and ("ratios" in job.options or job.depth or job.widths):
-            raise InputError("--start brings its own architecture: --ratios, --depth and --widths do not apply")
+        if job.options.get("start") is not None and ("ratios" in job.options or job.depth):
+            raise InputError("--start brings its own architecture: --ratios and --depth do not apply (--widths "
+                             "grows it)")
         job = super().resolve(job)  # WeNet's checks: sampling, accelerator
         options = dict(job.options)
         if options["start"] is not None:
@@ -78,7 +81,11 @@ class NestedTrainer(WeNetTrainer):
         start = job.options.get("start")
         if start is None:
             return recipe
-        how = "channels sorted" if _trained_alone(load_checkpoint(start).recipe) else "nesting order kept"
+        checkpoint = load_checkpoint(start)
+        how = "channels sorted" if _trained_alone(checkpoint.recipe) else "nesting order kept"
+        was = [int(w) for w in checkpoint.arch["widths"]]
+        if job.widths is not None and list(job.widths) != was:
+            how += f"; grown from widths {'-'.join(map(str, was))}"
         return replace(recipe, init=f"{Path(start).name} sha256:{file_digest(Path(start))[:16]} ({how})")
 
     def normalization(self, options: Mapping[str, Any], channels: int | None) -> str:
@@ -101,6 +108,12 @@ class NestedTrainer(WeNetTrainer):
                 say(f"started from {start}, its channels sorted by importance")
             else:
                 say(f"started from {start}, a nested supernet: training on in its nesting order")
+            if job.widths is not None and list(job.widths) != [int(w) for w in supernet.arch["widths"]]:
+                was = "-".join(str(w) for w in supernet.arch["widths"])
+                with seeded(job.seed):  # the added channels' initial weights: the same job, the same checkpoint
+                    supernet = supernet.grown(job.widths)
+                say(f"grown from widths {was} to {'-'.join(map(str, job.widths))} (the trained network is the "
+                    f"prefix; the added channels start read by zero weights)")
             return supernet
         arch = job.resnet(splits, **{**NESTED_RESNET_DEFAULTS, "family": "nested-cifar-resnet",
                                      "ratios": _ratios(job.options["ratios"])})

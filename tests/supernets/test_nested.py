@@ -1,6 +1,7 @@
 """The nested-width family beyond the contract suite (tests/supernets/test_contract.py): its knobs,
 sorting channels by importance (the full network unchanged, the order then stable), and training a
-full network alone, then the nested supernet started from it with its channels sorted."""
+full network alone, then the nested supernet started from it with its channels sorted; growing a
+trained supernet to wider stages (function preserving)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,46 @@ def test_sorting_channels_keeps_the_full_network_and_puts_the_important_channels
     assert all(order == list(range(len(order))) for order in again.values())
 
 
+@pytest.mark.parametrize("widths", [(12, 16, 16), (8, 24, 32), (16, 32, 32), (8, 32, 32)])
+def test_growing_keeps_the_function_and_makes_the_trained_network_a_mode_of_the_wider_one(widths) -> None:
+    torch.manual_seed(0)
+    supernet = build_supernet(ARCH).eval()
+    assert isinstance(supernet, NestedSupernet)
+    randomize_batchnorm(supernet)
+    for module in supernet.modules():  # large weights everywhere, so a read of an added channel would show
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.3)
+    images = torch.randn(6, 1, 12, 12)
+    trained_widths = {knob.name: knob.values[0] for knob in supernet.space.knobs}
+    with torch.no_grad():
+        before = supernet(images)
+        wider = supernet.grown(widths).eval()
+        assert list(wider.arch["widths"]) == list(widths) and wider.full_mode().values["stage3"] == widths[2]
+        assert wider.arch["ratios"] == supernet.arch["ratios"]
+        for name, tensor in supernet.state_dict().items():  # the trained weights are the prefix
+            grown = wider.state_dict()[name]
+            torch.testing.assert_close(grown[tuple(slice(0, n) for n in tensor.shape)] if tensor.dim() else grown,
+                                       tensor, msg=name)
+        # the wider full network computes the trained one's function (the added channels are read by
+        # zero weights), and where the trained widths are among the wider one's (16 = 1/2 of 32), the
+        # trained network is the wider one's mode at them
+        torch.testing.assert_close(wider(images), before, rtol=1e-5, atol=1e-5)
+        offered = all(trained_widths[knob.name] in knob.values for knob in wider.space.knobs)
+        assert offered == (widths in ((16, 32, 32), (8, 32, 32)))
+        if offered:
+            wider.set_mode(wider.space.mode(trained_widths))
+            torch.testing.assert_close(wider(images), before, rtol=1e-5, atol=1e-5)
+            wider.set_mode(wider.full_mode())
+
+
+def test_growing_to_narrower_or_ill_formed_widths_is_refused() -> None:
+    supernet = build_supernet(ARCH)
+    assert isinstance(supernet, NestedSupernet)
+    for widths in ([8, 8, 16], [8, 16], [4, 16, 16]):
+        with pytest.raises(ValueError, match=r"each at least this supernet's \[8, 16, 16\]"):
+            supernet.grown(widths)
+
+
 @pytest.mark.slow
 def test_train_the_full_network_then_the_nested_supernet_from_it(tmp_path) -> None:
     quick = ["--family", "nested", "--data", "synthetic", "--batch-size", "32", "--epochs", "1",
@@ -78,3 +119,14 @@ def test_train_the_full_network_then_the_nested_supernet_from_it(tmp_path) -> No
     refused = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "full" / "supernet.pt"), "--depth", "8",
                                   "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--start brings its own architecture" in refused.output
+    # --widths wider than the start's grows it first (the shipped default was made so)
+    grown = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "nested" / "supernet.pt"),
+                                "--widths", "16,32,32", "--out", str(tmp_path / "grown")])
+    assert grown.exit_code == 0, grown.output
+    assert "grown from widths 8-16-16 to 16-32-32" in grown.output
+    wide = load_checkpoint(tmp_path / "grown" / "supernet.pt")
+    assert wide.arch["widths"] == [16, 32, 32] and "grown from widths 8-16-16" in wide.recipe["init"]
+    narrower = runner.invoke(app, ["train", *quick, "--start", str(tmp_path / "nested" / "supernet.pt"),
+                                   "--widths", "4,16,16", "--out", str(tmp_path / "narrower")])
+    assert narrower.exit_code == 2 and "each at least this supernet's [8, 16, 16]" in narrower.output
+    assert not (tmp_path / "narrower" / "supernet.pt").exists()
