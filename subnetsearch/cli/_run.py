@@ -39,13 +39,20 @@ from subnetsearch.search import (
 )
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import StoredEvaluation, storage_url
-from subnetsearch.supernets import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_COMMAND, Realization, load_checkpoint
+from subnetsearch.supernets import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_EPOCHS,
+    DEFAULT_TRAIN_COMMAND,
+    Realization,
+    load_checkpoint,
+)
 
 
 def run_command(
     checkpoint: Path = typer.Option(DEFAULT_CHECKPOINT, help="Supernet checkpoint (default: the shipped one)."),
     train_if_missing: bool = typer.Option(True, help="Train the default supernet if the checkpoint is missing."),
-    epochs: int = typer.Option(10, help="Epochs when training is needed."),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, help="Epochs when training is needed (the default supernet: the "
+                                                    "shipped 24-48-96 one grown to 32-64-128 and trained on)."),
     device_name: str = typer.Option("this-host", "--device", help="A recorded device (this-host is added if missing)."),
     random_modes: int = typer.Option(2, help="Random mixed modes to add to the uniform ones."),
     seed: int = typer.Option(0, help="Seed of the random modes and of the search."),

@@ -24,7 +24,7 @@ from subnetsearch.search._session import SearchSession
 from subnetsearch.search._strategy import Outcome, StrategyOptions, get_strategy
 from subnetsearch.spaces import Mode
 from subnetsearch.storage import StoredEvaluation
-from subnetsearch.supernets import DEFAULT_FAMILY, DEFAULT_WIDTHS
+from subnetsearch.supernets import DEFAULT_EPOCHS, DEFAULT_FAMILY, DEFAULT_LR, DEFAULT_WIDTHS, NESTED_CHECKPOINT
 
 OBJECTIVES = ("accuracy", "latency")
 TRIALS = {"optuna": 20, "predictor": 60}  # dse+tpe and predictor evaluate about as many distinct modes
@@ -110,14 +110,16 @@ def main_job_device(device: Device) -> Device:
     return device
 
 
-def train_default_supernet(checkpoint: Path, epochs: int = 10, seed: int = 0) -> Path:
+def train_default_supernet(checkpoint: Path, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> Path:
     """Train the default supernet (`supernets.DEFAULT_FAMILY`, `DEFAULT_WIDTHS`: a ResNet-20 of
-    nested widths on Fashion-MNIST, as `supernets.DEFAULT_TRAIN_COMMAND` does) into `checkpoint`'s
-    folder, resuming where an interrupted run stopped; returns the checkpoint path."""
+    nested widths on Fashion-MNIST, grown from the shipped `NESTED_CHECKPOINT` and trained on, as
+    `supernets.DEFAULT_TRAIN_COMMAND` does) into `checkpoint`'s folder, resuming where an interrupted
+    run stopped; returns the checkpoint path."""
     from subnetsearch.trainers import TrainEvents, TrainJob, get_trainer
 
     trainer = get_trainer(DEFAULT_FAMILY)
-    job = TrainJob(DataSpec(), checkpoint.parent, epochs=epochs, seed=seed, widths=DEFAULT_WIDTHS)
+    job = TrainJob(DataSpec(), checkpoint.parent, epochs=epochs, lr=DEFAULT_LR, seed=seed, widths=DEFAULT_WIDTHS,
+                   options={"start": NESTED_CHECKPOINT})
     return trainer.train(trainer.resolve(job), TrainEvents()).checkpoint
 
 

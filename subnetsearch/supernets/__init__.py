@@ -29,10 +29,14 @@ from subnetsearch.supernets._models import MODEL_HELP, ModelError, build_model_s
 from subnetsearch.supernets._nested import NESTED_RESNET_DEFAULTS, NestedSupernet
 from subnetsearch.supernets._pretrained import (
     DEFAULT_CHECKPOINT,
+    DEFAULT_EPOCHS,
     DEFAULT_FAMILY,
+    DEFAULT_LR,
     DEFAULT_SHA256,
     DEFAULT_TRAIN_COMMAND,
     DEFAULT_WIDTHS,
+    NESTED_CHECKPOINT,
+    NESTED_SHA256,
     WENET_CHECKPOINT,
     default_checkpoint,
 )
@@ -76,6 +80,10 @@ __all__ = [
     "DEFAULT_FAMILY",
     "DEFAULT_WIDTHS",
     "DEFAULT_SHA256",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_LR",
+    "NESTED_CHECKPOINT",
+    "NESTED_SHA256",
     "WENET_CHECKPOINT",
     "default_checkpoint",
     "DEFAULT_TRAIN_COMMAND",

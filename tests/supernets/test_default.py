@@ -1,6 +1,7 @@
-"""The shipped supernets: the default loads as described (nested widths 24-48-96 on Fashion-MNIST),
-its file is the one trained (its recorded SHA-256), the recipe stored in it reproduces that
-training's first steps with today's code, and the previous default still loads."""
+"""The shipped supernets: the default loads as described (nested widths 32-64-128 on Fashion-MNIST,
+grown from the shipped 24-48-96 supernet), its file is the one trained (its recorded SHA-256), the
+recipe stored in it reproduces that training's first steps with today's code, and the previous
+defaults still load (the 24-48-96 one is the file the default started from)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from subnetsearch.files import file_digest
 from subnetsearch.search import EvaluationSettings, mode_accuracy
 from subnetsearch.supernets import (
     DEFAULT_CHECKPOINT,
+    DEFAULT_EPOCHS,
     DEFAULT_FAMILY,
+    DEFAULT_LR,
     DEFAULT_SHA256,
     DEFAULT_TRAIN_COMMAND,
     DEFAULT_WIDTHS,
+    NESTED_CHECKPOINT,
+    NESTED_SHA256,
     WENET_CHECKPOINT,
     Checkpoint,
     NestedSupernet,
@@ -38,13 +43,18 @@ class _Enough(Exception):
 
 def first_steps(checkpoint: Checkpoint, steps: int, out: Path) -> list[dict]:
     """The running training metrics of the first `steps` steps of the recipe stored in `checkpoint`
-    (its architecture, data, schedule, seed and the family's options), trained from scratch."""
+    (its architecture, data, schedule, seed and the family's options), trained from the start its
+    recipe names (the shipped 24-48-96 supernet, grown) or from scratch."""
     trainer = get_trainer(DEFAULT_FAMILY)
     recipe = checkpoint.recipe
     options = {o.name: recipe[o.name] for o in trainer.options if o.name in recipe and recipe[o.name] is not None}
-    options["ratios"] = ",".join(f"{r:g}" for r in checkpoint.arch["ratios"])
+    if recipe.get("init"):
+        assert recipe["init"].startswith(f"{NESTED_CHECKPOINT.name} sha256:{NESTED_SHA256[:16]}")
+        options["start"] = NESTED_CHECKPOINT
+    else:
+        options["ratios"] = ",".join(f"{r:g}" for r in checkpoint.arch["ratios"])
     job = TrainJob(DataSpec.from_dict(checkpoint.data), out, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-                   lr=recipe["lr"], seed=recipe["seed"], depth=checkpoint.arch["depth"],
+                   lr=recipe["lr"], seed=recipe["seed"], depth=None if "start" in options else checkpoint.arch["depth"],
                    widths=tuple(checkpoint.arch["widths"]), options=options)
     seen: list[dict] = []
 
@@ -63,25 +73,31 @@ def test_the_default_is_the_trained_nested_supernet_it_says() -> None:
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     supernet = checkpoint.build()
     assert isinstance(supernet, NestedSupernet) and tuple(supernet.arch["widths"]) == DEFAULT_WIDTHS
-    assert checkpoint.data["name"] == "fashion-mnist" and checkpoint.recipe["epochs"] == 10
+    assert checkpoint.data["name"] == "fashion-mnist" and checkpoint.recipe["epochs"] == DEFAULT_EPOCHS
+    assert checkpoint.recipe["lr"] == DEFAULT_LR
+    # grown from the shipped 24-48-96 supernet, which is still the file it started from
+    assert file_digest(NESTED_CHECKPOINT) == NESTED_SHA256
+    assert checkpoint.recipe["init"] == (f"{NESTED_CHECKPOINT.name} sha256:{NESTED_SHA256[:16]} (nesting order kept; "
+                                         "grown from widths 24-48-96)")
     previous = load_checkpoint(WENET_CHECKPOINT)  # its stored-BN accuracy is its full network's
     assert last_accuracy(previous.metrics["history"]) == pytest.approx(PREVIOUS_ACCURACY, abs=5e-4)
     readme = (DEFAULT_CHECKPOINT.parent / "README.md").read_text()
     assert DEFAULT_TRAIN_COMMAND in readme and DEFAULT_SHA256 in readme
     log = [json.loads(line) for line in (DEFAULT_CHECKPOINT.parent / "train_log.jsonl").read_text().splitlines()]
-    assert [record["epoch"] for record in log] == list(range(1, 11))
+    assert [record["epoch"] for record in log] == list(range(1, DEFAULT_EPOCHS + 1))
 
 
-def test_the_previous_default_still_loads() -> None:
+def test_the_previous_defaults_still_load() -> None:
     assert isinstance(load_checkpoint(WENET_CHECKPOINT).build(), WeNetSupernet)
+    nested = load_checkpoint(NESTED_CHECKPOINT).build()
+    assert isinstance(nested, NestedSupernet) and nested.arch["widths"] == [24, 48, 96]
 
 
 @pytest.mark.slow
 def test_the_defaults_full_network_scores_what_its_readme_states() -> None:
     """Scored as every evaluation scores a mode: BN statistics recalibrated for it (the nested
     supernet's stored ones are a mix of the widths trained, one BN per convolution sliced with it).
-    The issue's target is the previous default's 0.926; this one reached 0.9176 in its 10 epochs,
-    which its README and the issue's note say."""
+    The issue's target: at least the WeNet default's 0.926 (this one: 0.9292)."""
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     previous = load_checkpoint(WENET_CHECKPOINT)
     split = ("name", "val_size", "split_seed")
@@ -92,7 +108,7 @@ def test_the_defaults_full_network_scores_what_its_readme_states() -> None:
     splits = load_data(DataSpec.from_dict(checkpoint.data))
     accuracy = mode_accuracy(supernet, supernet.full_mode(), splits, EvaluationSettings())
     assert accuracy == pytest.approx(float(stated[1]), abs=1e-4)
-    assert accuracy > PREVIOUS_ACCURACY - 0.01  # within a point of the previous default's
+    assert accuracy >= PREVIOUS_ACCURACY
 
 
 @pytest.mark.slow
