@@ -177,8 +177,10 @@ def _mode_table(session: SearchSession, rows: list[ModeRow]) -> None:
                         f"{p.threads} threads, paired against the full network (ratio x its pooled median, 95 % "
                         "interval); energy: Eq. (6) model")
     layout = supernet.mode_layout()
-    for column in ("mode", layout, "MMACs", "params", "val acc (stored BN)", "val acc (calibrated)",
-                   "latency ms (vs full, grouped layers as)", "latency: how", "of bound", "energy mJ (model)", "id"):
+    stored = supernet.stored_bn_per_mode  # else the stored statistics are a mix of modes: no column
+    for column in ("mode", layout, "MMACs", "params", *(("val acc (stored BN)",) if stored else ()),
+                   "val acc (calibrated)", "latency ms (vs full, grouped layers as)",
+                   "latency: how", "of bound", "energy mJ (model)", "id"):
         table.add_column(column, justify="left" if column in ("mode", layout, "id") else "right")
     full_latency = None
     for row in rows:
@@ -193,8 +195,9 @@ def _mode_table(session: SearchSession, rows: list[ModeRow]) -> None:
             latency = f"{figure} ({speedup_text(result, full_latency)}, {kernels})"
             if result.latency.get("bound_ms"):  # the roofline time: how much of the machine this mode uses
                 bound = f"{result.latency['bound_ms'] / result.latency_ms:.0%}"
+        scored = () if row.stored_bn_accuracy is None else (f"{row.stored_bn_accuracy:.4f}",)
         table.add_row(row.name, supernet.describe(mode), f"{result.macs / 1e6:.2f}", f"{result.params:,}",
-                      f"{row.stored_bn_accuracy:.4f}", accuracy_text(result), latency, how, bound,
+                      *scored, accuracy_text(result), latency, how, bound,
                       f"{result.energy_mj:.3f}" + (
                           "" if result.energy_measured_mj is None else f" / RAPL {result.energy_measured_mj:.3f}"),
                       mode.id)

@@ -86,7 +86,7 @@ class ModeRow:
     name: str
     mode: Mode
     evaluation: StoredEvaluation
-    stored_bn_accuracy: float
+    stored_bn_accuracy: float | None  # None where the family's stored statistics are no mode's own
 
 
 @dataclass
@@ -140,7 +140,8 @@ class MainJob:
 
     def mode_rows(self) -> list[ModeRow]:
         """Full, the family's named modes, smallest and `random_modes` random mixes: each evaluated
-        (BN recalibrated, latency measured here) and scored with the trained BN statistics too."""
+        (BN recalibrated, latency measured here) and, where the family's stored BN statistics are
+        each mode's own (`stored_bn_per_mode`), scored with them too."""
         session = self.session
         supernet = session.supernet
         generator = torch.Generator().manual_seed(self.plan.seed)
@@ -153,7 +154,8 @@ class MainJob:
         unique: dict[str, tuple[str, Mode]] = {}
         for name, mode in modes:  # one row per mode, named by all its names (e.g. "width:0.25 = smallest")
             unique[mode.id] = (f"{unique[mode.id][0]} = {name}", mode) if mode.id in unique else (name, mode)
-        return [ModeRow(name, mode, session.evaluator.evaluate(mode), stored_bn.evaluate(mode).accuracy)
+        return [ModeRow(name, mode, session.evaluator.evaluate(mode),
+                        stored_bn.evaluate(mode).accuracy if supernet.stored_bn_per_mode else None)
                 for name, mode in unique.values()]
 
     def search(self, announce: Callable[[str, dict[str, object]], None] = lambda name, values: None,

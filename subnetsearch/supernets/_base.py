@@ -116,6 +116,10 @@ class BaseSupernet(nn.Module, abc.ABC):
     family: ClassVar[str]  # one name per family, everywhere (checkpoints record `arch["family"]`)
     mode_kind: ClassVar[str] = "subnet"  # what a mode other than full changes, in a word (tables, reports)
     dynamic_cost: ClassVar[bool] = False  # cost depends on the input: measured per evaluated sample
+    # Whether a mode scored with the stored BN running statistics means something: True where each
+    # mode has its own (a private BN per group count or subnet); False where modes share sliced
+    # statistics (nested widths), which only the per-mode recalibration makes right
+    stored_bn_per_mode: ClassVar[bool] = True
     arch: dict
     input_shape: tuple[int, int, int]
     space: SearchSpace

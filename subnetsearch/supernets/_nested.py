@@ -142,6 +142,7 @@ def _widths_of(full: int, ratios: Sequence[float]) -> tuple[int, ...]:
 class NestedSupernet(BaseSupernet):
     family = "nested"
     mode_kind = "width"
+    stored_bn_per_mode = False  # one BN per convolution, sliced: its statistics are a mix of the widths trained
 
     def __init__(self, arch: Mapping[str, Any]) -> None:
         super().__init__()
