@@ -151,6 +151,7 @@ def _bn_rank(rank: int, world: int, init: str, out: str) -> None:
         bn = SyncedBatchNorm2d(3).train()
         result = bn(_large_mean_batch()[rank::world])
         torch.save({"out": result.detach(), "running_var": bn.running_var.clone()}, Path(out) / f"bn{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it (an abort at exit otherwise)
     finally:
         dist.destroy_process_group()
 
