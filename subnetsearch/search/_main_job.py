@@ -148,14 +148,16 @@ class MainJob:
         modes = list(supernet.named_modes().items())
         if len(supernet.space) > 1:  # random mixes where modes combine several knobs
             modes += [(f"random {i + 1}", supernet.random_mode(generator)) for i in range(self.plan.random_modes)]
-        trained_bn = EvaluationSettings(calibration_batches=0, max_eval_batches=session.settings.max_eval_batches)
-        stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, session.device, session.store,
-                                    trained_bn, measure=False)
+        stored_bn = None
+        if supernet.stored_bn_per_mode:  # else the stored statistics are a mix of modes: nothing to score
+            trained_bn = EvaluationSettings(calibration_batches=0, max_eval_batches=session.settings.max_eval_batches)
+            stored_bn = CachedEvaluator(supernet, session.checkpoint.hash, session.splits, session.device,
+                                        session.store, trained_bn, measure=False)
         unique: dict[str, tuple[str, Mode]] = {}
         for name, mode in modes:  # one row per mode, named by all its names (e.g. "width:0.25 = smallest")
             unique[mode.id] = (f"{unique[mode.id][0]} = {name}", mode) if mode.id in unique else (name, mode)
         return [ModeRow(name, mode, session.evaluator.evaluate(mode),
-                        stored_bn.evaluate(mode).accuracy if supernet.stored_bn_per_mode else None)
+                        None if stored_bn is None else stored_bn.evaluate(mode).accuracy)
                 for name, mode in unique.values()]
 
     def search(self, announce: Callable[[str, dict[str, object]], None] = lambda name, values: None,
