@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,16 @@ class LayerShape:
     fixed_groups: int  # groups of a static layer (depthwise convs keep theirs); 1 for switchable ones
     knob: str | None  # the knob that sets this layer's group count, if it is switchable
     bias: bool  # whether the materialized layer has a bias (own bias, or a folded BN)
+    out_knob: str | None = None  # the width knob that sets its output channels (a prefix of them)
+    in_knob: str | None = None  # the width knob of the layer whose output it reads
+
+    def at_widths(self, widths: Mapping[str, int]) -> LayerShape:
+        """This layer with its width knobs at `widths` (a knob missing from `widths`: full width)."""
+        if self.out_knob is None and self.in_knob is None:
+            return self
+        return replace(self, out_channels=int(widths.get(self.out_knob, self.out_channels)) if self.out_knob
+                       else self.out_channels,
+                       in_channels=int(widths.get(self.in_knob, self.in_channels)) if self.in_knob else self.in_channels)
 
 
 @dataclass(frozen=True)

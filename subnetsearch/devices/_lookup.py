@@ -81,6 +81,9 @@ class _ConvSite:
 
 def conv_sites(supernet: WeNetSupernet) -> list[_ConvSite]:
     """Trace the supernet once: every convolution, the activation and shuffle that follow it."""
+    if getattr(supernet, "width_knobs", None):
+        raise InputError(f"latency lookup tables cover group counts; this supernet also has {len(supernet.width_knobs)} "
+                         "width knobs, which no table entry models yet: measure its latency instead")
     network = supernet.network
     modules = dict(network.named_modules())
     graph = DynamicLeafTracer().trace(network)

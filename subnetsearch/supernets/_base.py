@@ -114,7 +114,8 @@ class BaseSupernet(nn.Module, abc.ABC):
     config a checkpoint records), `input_shape` (C, H, W) and `space` in `__init__`."""
 
     family: ClassVar[str]  # one name per family, everywhere (checkpoints record `arch["family"]`)
-    mode_kind: ClassVar[str] = "subnet"  # what a mode other than full changes, in a word (tables, reports)
+    mode_kind: str = "subnet"  # what a mode other than full changes, in a word (tables, reports); per instance where a
+    # converted supernet's knobs decide it (WeNet with width knobs: "width" or "width+groups")
     dynamic_cost: ClassVar[bool] = False  # cost depends on the input: measured per evaluated sample
     # Whether a mode scored with the stored BN running statistics means something: True where each
     # mode has its own (a private BN per group count or subnet); False where modes share sliced

@@ -19,11 +19,14 @@ from subnetsearch.supernets._layers import (
     GroupSwitchLinear,
     SwitchableBatchNorm2d,
 )
+from subnetsearch.supernets._width import WIDTH_LAYERS, is_attention
 
 
 def _static_module(module: nn.Module, dense: bool = False) -> nn.Module | None:
     if isinstance(module, (GroupSwitchConv2d, GroupSwitchLinear)):
         return module.to_static(dense)
+    if isinstance(module, WIDTH_LAYERS):
+        return module.to_static()
     if isinstance(module, SwitchableBatchNorm2d):
         return copy.deepcopy(module.active)
     if isinstance(module, ChannelShuffle) and (not module.enabled or module.max_groups == 1):
@@ -48,12 +51,12 @@ def to_static(network: nn.Module, dense: Collection[str] = ()) -> nn.Module:
 
 
 class DynamicLeafTracer(fx.Tracer):
-    """Keeps every dynamic layer and ChannelShuffle as one graph node (the graph passes of
+    """Keeps every dynamic layer (group or width), ChannelShuffle and attention module as one graph node (the graph passes of
     materialize, S-BN pairing and the latency lookup table all look for them)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        leaves = (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, ChannelShuffle)
-        return isinstance(module, leaves) or super().is_leaf_module(module, qualified_name)
+        leaves = (GroupSwitchConv2d, GroupSwitchLinear, SwitchableBatchNorm2d, ChannelShuffle, *WIDTH_LAYERS)
+        return isinstance(module, leaves) or is_attention(module) or super().is_leaf_module(module, qualified_name)
 
 
 def single_user(node: fx.Node | None) -> fx.Node | None:

@@ -32,13 +32,19 @@ class ModelError(SubnetsearchError, ValueError):
     """A model spec, factory or weights file that cannot give a supernet; the message says which and why."""
 
 
+WIDTH_RATIOS = [1.0, 0.75, 0.5, 0.25]  # the shares of its channels a converted model's width knob offers
+
+
 def model_arch(spec: str, *, num_classes: int, input_size: int, in_channels: int = 3,
                group_choices: list[int] | None = None, shuffle: bool = True,
-               shuffle_rule: str = "max") -> dict[str, Any]:
-    """The architecture config of `--model SPEC` on data of `in_channels` x `input_size`^2 images."""
+               shuffle_rule: str = "max", width_ratios: list[float] | None = None) -> dict[str, Any]:
+    """The architecture config of `--model SPEC` on data of `in_channels` x `input_size`^2 images:
+    group counts where a private BN follows a conv, widths (`width_ratios`, default
+    `WIDTH_RATIOS`; [1.0] for none) where a layer's output reaches only dense layers."""
     common: dict[str, Any] = {"num_classes": num_classes, "input_size": input_size, "in_channels": in_channels,
                               "group_choices": list(group_choices or [1, 2, 4, 8, 16]), "shuffle": shuffle,
-                              "shuffle_rule": shuffle_rule}
+                              "shuffle_rule": shuffle_rule,
+                              "width_ratios": [float(r) for r in (width_ratios or WIDTH_RATIOS)]}
     kind, _, name = spec.partition(":")
     if not name or not kind:
         raise ModelError(f"--model must be {MODEL_HELP}; got {spec!r}")
@@ -67,7 +73,15 @@ def original_model(arch: Mapping[str, Any]) -> nn.Module:
         name = str(arch.get("model", "resnet50"))
         check_torchvision_name(name)
         builder = torchvision.models.get_model_builder(name)
-        return builder(weights=None, num_classes=num_classes, **_TORCHVISION_KWARGS.get(name, {}))
+        kwargs: dict[str, Any] = dict(_TORCHVISION_KWARGS.get(name, {}))
+        if name.startswith("vit_"):  # a ViT's position embedding is sized for its input: the data's
+            size = int(arch.get("input_size", 224))
+            patch = int(name.rsplit("_", 1)[1])
+            if size % patch:
+                raise ModelError(f"{name} cuts images into {patch}x{patch} patches: the input size {size} must be a "
+                                 f"multiple of {patch}")
+            kwargs["image_size"] = size
+        return builder(weights=None, num_classes=num_classes, **kwargs)
     return _from_factory(str(arch["factory"]), num_classes)
 
 

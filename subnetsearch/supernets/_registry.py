@@ -51,7 +51,7 @@ def _cifar_resnet(arch: Mapping[str, Any]) -> WeNetSupernet:
     return WeNetSupernet(network, config, (fields.get("in_channels", 1), input_size, input_size))
 
 
-_MODEL_FIELDS = {"num_classes", "input_size", "in_channels", "group_choices", "shuffle", "shuffle_rule"}
+_MODEL_FIELDS = {"num_classes", "input_size", "in_channels", "group_choices", "shuffle", "shuffle_rule", "width_ratios"}
 
 
 def _torchvision(arch: Mapping[str, Any]) -> WeNetSupernet:
@@ -74,18 +74,20 @@ LOW_SHARE, USELESS_SHARE = 0.5, 0.2
 
 def supernet_from_model(model: nn.Module, name: str, arch: Mapping[str, Any], input_shape: tuple[int, int, int],
                         group_choices: Sequence[int] = (1, 2, 4, 8, 16), shuffle: bool = True,
-                        shuffle_rule: str = "max") -> WeNetSupernet:
+                        shuffle_rule: str = "max", width_ratios: Sequence[float] | None = None) -> WeNetSupernet:
     """Convert `model` and wrap it as a supernet with its `conversion` report. Refuses a model with
     nothing switchable or with under 20 % of its MACs switchable (measured at `input_shape`); warns
-    under 50 %."""
-    report = convert_with_report(model, group_choices, shuffle, shuffle_rule)
+    under 50 %. `width_ratios` (default: the arch's, else none) give width knobs (`_width`)."""
+    ratios = width_ratios if width_ratios is not None else arch.get("width_ratios", (1.0,))
+    report = convert_with_report(model, group_choices, shuffle, shuffle_rule, ratios)
     if not report.switchable:
         reasons = "; ".join(f"{layer}: {why}" for layer, why in list(report.static.items())[:4])
         raise ConversionError(f"{name}: no layer can be made switchable ({len(report.static)} static: {reasons}"
                               f"{' ...' if len(report.static) > 4 else ''})")
     supernet = WeNetSupernet(model, arch, input_shape)
     total = sum(layer_cost(layer, layer.fixed_groups).macs for layer in supernet.layer_shapes)
-    switchable = sum(layer_cost(layer, 1).macs for layer in supernet.layer_shapes if layer.knob)
+    switchable = sum(layer_cost(layer, 1).macs for layer in supernet.layer_shapes
+                     if layer.knob or layer.out_knob or layer.in_knob)
     share = switchable / total if total else 0.0
     supernet.conversion = replace(report, switchable_macs_share=share)
     if share < USELESS_SHARE:

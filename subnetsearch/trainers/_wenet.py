@@ -258,7 +258,7 @@ def train_wenet(supernet: BaseSupernet, splits: Splits, recipe: WeNetRecipe, out
 
 
 def _mode_from_text(supernet: BaseSupernet, text: str) -> Mode:
-    """full | smallest | uniform:G, or a mode's JSON (its values, or layer -> groups) or a file of it."""
+    """full | smallest | uniform:G | width:R, or a mode's JSON (its values, or layer -> groups) or a file of it."""
     try:
         named = supernet.mode_named(text)
     except ValueError as error:  # ModeError and InputError alike
@@ -287,6 +287,17 @@ def _group_choices(text: str) -> list[int]:
         raise InputError(f"--groups must be comma-separated group counts, e.g. 1,2,4,8,16; got {text!r}") from None
 
 
+def _width_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        ratios = []
+    if not ratios or 1.0 not in ratios or any(not 0 < r <= 1 for r in ratios):
+        raise InputError(f"--width-ratios must be comma-separated shares of a layer's channels in (0, 1], 1 among "
+                         f"them, e.g. 1,.75,.5,.25 (1 alone: no width knobs); got {text!r}")
+    return ratios
+
+
 class WeNetTrainer(FamilyTrainer):
     """WeNet's Algorithm 1 (or one fixed mode), on the built-in CIFAR ResNet or your `--model`,
     locally (on a CPU or GPU) or as one rank of data-parallel training (Ray Train)."""
@@ -306,8 +317,11 @@ class WeNetTrainer(FamilyTrainer):
         TrainOption("samples_per_step", 4, "s of Algorithm 1, sub-networks per iteration"),
         TrainOption("sampling", "uniform-stats", "uniform-stats | independent (the paper's)"),
         TrainOption("distill", True, "in-place distillation from the full network"),
-        TrainOption("fixed_mode", None, "train only this mode (full | smallest | uniform:G | JSON)", kind=str),
+        TrainOption("fixed_mode", None, "train only this mode (full | smallest | uniform:G | width:R | JSON)", kind=str),
         TrainOption("model", None, f"your model instead of the CIFAR ResNet: {MODEL_HELP}", kind=str),
+        TrainOption("width_ratios", "1,.75,.5,.25", "with --model: the shares of its output channels a layer that "
+                    "feeds only dense layers (transformer MLPs, convolutions without BN) offers as a width knob "
+                    "(1: none)"),
         TrainOption("weights", None, "with --model: start from this local state-dict file (nothing is downloaded; "
                                      "a classifier for another number of classes starts fresh); default: random "
                                      "initialization", kind=Path),
@@ -328,6 +342,8 @@ class WeNetTrainer(FamilyTrainer):
         if options.get("weights") is not None and options.get("model") is None:
             raise InputError("--weights needs --model (the built-in CIFAR ResNet starts from random weights)")
         check_sampling(options["samples_per_step"], options["sampling"])
+        if "width_ratios" in options:
+            _width_ratios(options["width_ratios"])  # checked before any work
         Accelerator.resolve(options["accelerator"], options["precision"], options["channels_last"])  # checks them
         return job
 
@@ -352,7 +368,8 @@ class WeNetTrainer(FamilyTrainer):
                                  "--image-size)")
             arch = model_arch(options["model"], num_classes=splits.num_classes, input_size=height,
                               in_channels=channels, group_choices=choices, shuffle=options["shuffle"],
-                              shuffle_rule=options["shuffle_rule"] or "max")
+                              shuffle_rule=options["shuffle_rule"] or "max",
+                              width_ratios=_width_ratios(options["width_ratios"]))
             notes: list[str] = []
             supernet = build_model_supernet(arch, options["weights"], notes)
         for note in notes:

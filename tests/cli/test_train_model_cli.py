@@ -52,6 +52,32 @@ def test_a_model_trains_round_trips_and_is_searched_stored_and_queried(tmp_path,
     assert best.exit_code == 0 and "accuracy" in best.output, best.output
 
 
+@pytest.mark.slow
+def test_a_vit_and_a_cnn_without_bn_train_as_width_supernets_and_are_searched_and_exported(
+        tmp_path, user_models_on_path) -> None:
+    """A transformer and a BN-less CNN, refused before width knobs: trained through the CLI, searched,
+    the best mode exported and run by ONNX Runtime."""
+    import onnxruntime
+
+    for model in ("tests.supernets.user_models:tiny_vit", "tests.supernets.user_models:without_batchnorm"):
+        out = tmp_path / model.rsplit(":", 1)[1]
+        result = runner.invoke(app, ["train", "--model", model, *QUICK, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "switchable layers" in " ".join(result.output.split()), result.output
+        supernet = load_checkpoint(out / "supernet.pt").build()
+        assert supernet.width_knobs and supernet.mode_kind == "width"
+        storage = f"sqlite:///{out / 'store.db'}"
+        search = runner.invoke(app, ["search", "--checkpoint", str(out / "supernet.pt"), "--strategy", "optuna",
+                                     "--sampler", "random", "--trials", "3", "--objectives", "accuracy,macs",
+                                     "--storage", storage])
+        assert search.exit_code == 0, search.output
+        best = runner.invoke(app, ["best", "--storage", storage, "--objective", "accuracy", "-o",
+                                   str(out / "mode.onnx")])
+        assert best.exit_code == 0, best.output
+        session = onnxruntime.InferenceSession(str(out / "mode.onnx"))
+        assert session.run(None, {"input": torch.rand(1, 1, 12, 12).numpy() * 255})[0].shape == (1, 4)
+
+
 def test_pretrained_weights_carry_over_exactly_and_a_classifier_of_another_size_starts_fresh(tmp_path) -> None:
     torch.manual_seed(0)
     pretrained = torchvision.models.resnet18(num_classes=1000)
@@ -91,8 +117,12 @@ def test_train_from_a_weights_file_records_it_in_the_recipe(tmp_path) -> None:
     (["--model", "tests.supernets.user_models:missing"], "has no callable 'missing'"),
     (["--model", "tests.supernets.user_models:not_a_module"], "returned a str, not a torch nn.Module"),
     (["--model", "tests.supernets.user_models:broken"], "the factory failed: RuntimeError: weights server unreachable"),
-    (["--model", "tests.supernets.user_models:without_batchnorm"],
+    (["--model", "tests.supernets.user_models:without_batchnorm", "--width-ratios", "1"],
      "no layer can be made switchable .*0: no private BN: its output feeds ReLU"),
+    (["--model", "tests.supernets.user_models:nothing_sliceable"],
+     "no layer can be made switchable .*0: no private BN: its output feeds ReLU 1, not a BatchNorm2d; no width knob: "
+     "its output feeds AdaptiveAvgPool2d 2, not only a dense convolution"),
+    (["--model", "tests.supernets.user_models:tiny_vit", "--width-ratios", ".5,.25"], "--width-ratios must be"),
     (["--model", "torchvision:resnet18", "--depth", "8"], "--depth and --widths describe the built-in CIFAR ResNet"),
     (["--weights", "w.pth"], "--weights needs --model"),
     (["--workers", "2"], "--workers applies to --backend ray"),

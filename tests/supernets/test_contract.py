@@ -27,8 +27,9 @@ TINY = {
     "wenet-cifar-resnet": TINY_ARCH,
     "wenet-torchvision": {"family": "wenet-torchvision", "model": "resnet18", "num_classes": 4, "input_size": 32,
                           "group_choices": [1, 2, 4]},
-    "wenet-module": {"family": "wenet-module", "factory": "tests.supernets.user_models:small_cnn", "num_classes": 4,
-                     "input_size": 12, "in_channels": 1, "group_choices": [1, 2, 4]},
+    # group counts and widths in one supernet (a conv-BN body, an MLP head)
+    "wenet-module": {"family": "wenet-module", "factory": "tests.supernets.user_models:cnn_with_mlp", "num_classes": 4,
+                     "input_size": 12, "in_channels": 1, "group_choices": [1, 2, 4], "width_ratios": [1.0, 0.5, 0.25]},
     "lasso-cifar-resnet": {"family": "lasso-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
                            "num_classes": 4, "input_size": 12,
                            "subnets": [{"name": "three-quarters", "channels": [max(1, c * 3 // 4) for c in _FULL]},

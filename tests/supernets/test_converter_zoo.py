@@ -1,11 +1,13 @@
 """The converter over torchvision's whole classification zoo, the way timm tests its models.
 
-Every model in `torchvision.models.list_models(module=torchvision.models)` is either converted, and
-then checked for exactness (full mode == original, materialized random modes == the supernet, the
-analytic cost == MACs counted by hooks on the materialized network, ONNX == materialized), or refused
-with the reason listed in REFUSED. A model added to torchvision shows up here and fails until it is
-classified. BN statistics and affine parameters are randomized (otherwise BN is nearly the identity
-and an equivalence test cannot fail); inputs are small to keep the suite fast.
+Every model in `torchvision.models.list_models(module=torchvision.models)` is either converted (group
+counts where a private BN follows a conv, widths where a layer feeds only dense layers: transformer
+MLPs, BN-less CNNs), and then checked for exactness (full mode == original, materialized random
+modes == the supernet, the analytic cost == MACs counted by hooks on the materialized network, ONNX
+== materialized), or refused with the reason listed in REFUSED. A model added to torchvision shows
+up here and fails until it is classified. BN statistics and affine parameters are randomized
+(otherwise BN is nearly the identity and an equivalence test cannot fail); inputs are small to keep
+the suite fast.
 """
 
 from __future__ import annotations
@@ -27,17 +29,14 @@ from tests.conftest import randomize_batchnorm
 
 pytestmark = pytest.mark.zoo  # the full tier (pytest --full); see pyproject.toml
 
-# Models the converter refuses, and the reason it must give.
-REFUSED = {
-    **{name: "no layer can be made switchable" for name in (
-        "alexnet", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg13", "vgg16", "vgg19",  # no BN at all
-        "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",  # LayerNorm, linear MLPs
-        "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b",
-        "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")},
-    "maxvit_t": r"only 1\d\.\d% of the MACs are in switchable layers",  # attention and MLPs are linear
-}
-# The smallest input each model accepts, where 32 is too small.
-INPUT_SIZE = {"inception_v3": 80, "maxvit_t": 224}
+# Models the converter refuses, and the reason it must give: none since width knobs (issue 31).
+REFUSED: dict[str, str] = {}
+WIDTHS = [1.0, 0.75, 0.5, 0.25]
+# The input each model is checked at, where 32 is too small (AlexNet's pools), not a multiple of the
+# patch (ViT-H/14), or mostly padding (Swin pads its 8x8 tokens at 32 to 14x14 windows, so its
+# attention projections would hold 88 % of the MACs and no knob could save much).
+INPUT_SIZE = {"inception_v3": 80, "maxvit_t": 224, "alexnet": 64, "vit_h_14": 28,
+              **{name: 224 for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")}}
 # The fast suite (CI) leaves out the largest variants, each built from the same blocks as a smaller
 # sibling that it checks; SUBNETSEARCH_FULL_ZOO=1 checks them too (about 3 minutes more here: 4.5 min in all vs 1.5).
 LARGE = {
@@ -52,19 +51,23 @@ LARGE = {
     "convnext_large": "convnext_tiny", "convnext_base": "convnext_tiny", "swin_v2_b": "swin_v2_t",
     "swin_b": "swin_t", "swin_v2_s": "swin_v2_t", "swin_s": "swin_t",
 }
-# ONNX cannot export VGG's adaptive pool to 7x7 from the 1x1 map a 32x32 input leaves (fine at 224).
-NO_ONNX_AT_32 = {"vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"}
+# ONNX cannot export VGG's adaptive pool to 7x7 (AlexNet's to 6x6) from the 1x1 map a small input
+# leaves (fine at 224).
+NO_ONNX_AT_32 = {"vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vgg11", "vgg13", "vgg16", "vgg19", "alexnet"}
 
 MODELS = torchvision.models.list_models(module=torchvision.models)
 
 
-def _build_original(name: str) -> nn.Module:
+def _build_original(name: str, size: int) -> nn.Module:
     """The plain model the `wenet-torchvision` family converts (the product's builder)."""
-    return original_model({"family": "wenet-torchvision", "model": name, "num_classes": 10}).eval()
+    return original_model({"family": "wenet-torchvision", "model": name, "num_classes": 10,
+                           "input_size": size}).eval()
 
 
 def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """MACs of every conv and linear layer, counted on the tensors that really flow (batch 1)."""
+    """MACs of every conv and linear layer, counted on the tensors that really flow (batch 1), and of
+    the projections attention modules compute with their weights directly (nn.MultiheadAttention's
+    in/out projections; Swin's qkv / proj on its input padded to whole windows)."""
     total = 0
 
     def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -72,10 +75,23 @@ def hook_macs(model: nn.Module, x: torch.Tensor) -> int:
         if isinstance(module, nn.Conv2d):
             kernel = module.kernel_size[0] * module.kernel_size[1]
             total += output.numel() * (module.in_channels // module.groups) * kernel
-        else:
+        elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
+        elif isinstance(module, nn.MultiheadAttention):
+            tokens = inputs[0].numel() // module.embed_dim
+            total += tokens * module.embed_dim * module.embed_dim * 4  # q, k, v and out
+        else:  # Swin's shifted window attention: tokens padded to whole windows
+            _, height, width, _ = inputs[0].shape
+            windows = [-(-size // w) * w for size, w in zip((height, width), module.window_size, strict=True)]
+            tokens = windows[0] * windows[1]
+            total += tokens * (module.qkv.in_features * module.qkv.out_features
+                               + module.proj.in_features * module.proj.out_features)
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    def counted(m: nn.Module) -> bool:
+        return isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention)) or type(m).__name__.startswith(
+            "ShiftedWindowAttention")
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if counted(m)]
     try:
         with torch.no_grad():
             model(x)
@@ -95,13 +111,13 @@ def test_every_torchvision_classifier_is_converted_exactly_or_refused_with_its_r
     if name in LARGE and not os.environ.get("SUBNETSEARCH_FULL_ZOO"):
         pytest.skip(f"large variant: the fast suite checks {LARGE[name]} (same blocks); SUBNETSEARCH_FULL_ZOO=1 runs it")
     size = INPUT_SIZE.get(name, 32)
-    arch = {"family": "wenet-torchvision", "model": name, "num_classes": 10, "input_size": size}
+    arch = {"family": "wenet-torchvision", "model": name, "num_classes": 10, "input_size": size, "width_ratios": WIDTHS}
     if name in REFUSED:
         with pytest.raises(ArchError, match=REFUSED[name]):
             build_supernet(arch)
         return
     torch.manual_seed(0)
-    original = _build_original(name)
+    original = _build_original(name, size)
     randomize_batchnorm(original)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # low switchable share: asserted in its own test
