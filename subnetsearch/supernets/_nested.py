@@ -10,6 +10,12 @@ many input channels as its input has of one full weight (and the first `c` entri
 a switch is a few integer assignments. Narrower dense layers are what pays on CPUs, where grouped
 convolutions often do not (measured in issue 31's table).
 
+With `group_choices` (e.g. [1, 2, 4]; none by default, so older checkpoints build as they did) each
+block's two 3x3 convolutions also get a group count (`layerS.B.groups1`, `.groups2`): the conv then
+runs the block-diagonal cut of its width prefix (WeNet's group switching on the active channels),
+followed by a channel shuffle by conv1's group count, so one layer can be narrower and grouped and
+a device's search finds which kind pays there. Every group count must divide every width.
+
 BN is one layer per convolution, sliced with it: training updates the statistics of the channels a
 mode uses (`set_bn_tracking(False)` stops a sampled mode from updating them), and evaluation
 recalibrates each mode's statistics (the evaluator's per-mode calibration), as US-Nets do.
@@ -32,14 +38,16 @@ from subnetsearch.costs import Cost, LayerShape, network_cost
 from subnetsearch.errors import InputError
 from subnetsearch.spaces import Knob, Mode, SearchSpace
 from subnetsearch.supernets._base import BaseSupernet, conv_areas
-from subnetsearch.supernets._materialize import warn_untraceable
+from subnetsearch.supernets._layers import ChannelShuffle
+from subnetsearch.supernets._materialize import DynamicLeafTracer, fold_shuffles, warn_untraceable
 
 NESTED_RESNET_DEFAULTS: dict[str, Any] = {"depth": 20, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 10,
                                           "input_size": 28, "ratios": [1.0, 0.75, 0.5, 0.25]}
 
 
 class NestState:
-    """The active width of every knob, shared by the layers of one network."""
+    """The active value of every knob (widths, and group counts where the architecture offers
+    them), shared by the layers of one network."""
 
     __slots__ = ("track_running_stats", "widths")
 
@@ -48,28 +56,51 @@ class NestState:
         self.track_running_stats = True
 
 
+def grouped_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The (out, in / g, k, k) weight of a g-group conv cut from a dense (out, in, k, k) one: group j
+    keeps the block of output channels j and input channels j (block-diagonal), as WeNet's group
+    switching does, so a narrower prefix grouped is the same cut of a narrower dense weight."""
+    if groups == 1:
+        return weight
+    blocks = weight.unflatten(0, (groups, -1)).unflatten(2, (groups, -1))  # (g, out/g, g, in/g, k, k)
+    return torch.diagonal(blocks, dim1=0, dim2=2).permute(4, 0, 1, 2, 3).flatten(0, 1)
+
+
+def shuffle_channels(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle by `groups` (reshape, transpose, flatten): after a g-group conv,
+    each consecutive share of the channels holds some of every group's."""
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
 class NestedConv2d(nn.Conv2d):
     """A conv on the first `widths[knob]` output channels (all of them without a knob) and as many
-    input channels as its input has, of one full weight."""
+    input channels as its input has, of one full weight; in `widths[groups_knob]` groups where it
+    has a group knob (the block-diagonal cut of that prefix)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, state: NestState,
-                 knob: str | None) -> None:
+                 knob: str | None, groups_knob: str | None = None) -> None:
         super().__init__(in_channels, out_channels, kernel, stride, kernel // 2, bias=False)
-        self.state, self.knob = state, knob
+        self.state, self.knob, self.groups_knob = state, knob, groups_knob
 
     @property
     def active_out(self) -> int:
         return self.out_channels if self.knob is None else self.state.widths[self.knob]
 
+    @property
+    def active_groups(self) -> int:
+        return 1 if self.groups_knob is None else self.state.widths[self.groups_knob]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight[:self.active_out, :x.shape[1]], None, self.stride, self.padding)
+        groups = self.active_groups
+        weight = grouped_weight(self.weight[:self.active_out, :x.shape[1]], groups)
+        return F.conv2d(x, weight, None, self.stride, self.padding, 1, groups)
 
     def to_static(self, in_channels: int) -> nn.Conv2d:
-        out = self.active_out
+        out, groups = self.active_out, self.active_groups
         padding = cast(tuple[int, ...], self.padding)[0]
-        conv = nn.Conv2d(in_channels, out, self.kernel_size[0], self.stride[0], padding, bias=False)
+        conv = nn.Conv2d(in_channels, out, self.kernel_size[0], self.stride[0], padding, bias=False, groups=groups)
         with torch.no_grad():
-            conv.weight.copy_(self.weight[:out, :in_channels])
+            conv.weight.copy_(grouped_weight(self.weight[:out, :in_channels], groups))
         return conv
 
 
@@ -112,17 +143,22 @@ class NestedLinear(nn.Linear):
 
 
 class Block(nn.Module):
-    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), shortcut a 1x1 conv + BN or the input."""
+    """relu(bn2(conv2(shuffle(relu(bn1(conv1(x)))))) + shortcut(x)), shortcut a 1x1 conv + BN or the
+    input; the shuffle by conv1's active group count where it is grouped (a static copy holds it as
+    a `ChannelShuffle` module, which materializing folds into a dense conv2)."""
 
     def __init__(self, conv1: nn.Module, bn1: nn.Module, conv2: nn.Module, bn2: nn.Module,
-                 shortcut: nn.Module | None) -> None:
+                 shortcut: nn.Module | None, shuffle: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.shuffle = shuffle if shuffle is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        if isinstance(self.conv1, NestedConv2d) and self.conv1.active_groups > 1:
+            out = shuffle_channels(out, self.conv1.active_groups)
+        return F.relu(self.bn2(self.conv2(self.shuffle(out))) + self.shortcut(x))
 
 
 class Network(nn.Module):
@@ -137,6 +173,24 @@ class Network(nn.Module):
 
 def _widths_of(full: int, ratios: Sequence[float]) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(full * ratio)) for ratio in ratios}, reverse=True))
+
+
+def _group_choices(choices: Sequence[int], width_knobs: Sequence[Knob]) -> tuple[int, ...]:
+    """The group counts a block's convs offer (1 first), each dividing every width a conv can take
+    (a width that a group count does not divide is refused here, not when a mode meets it)."""
+    try:
+        groups = tuple(sorted({int(g) for g in choices}))
+    except (TypeError, ValueError):
+        raise InputError(f"group_choices must be positive integers, got {choices!r}") from None
+    if not groups or groups[0] != 1:
+        raise InputError(f"group_choices must be positive integers, 1 among them; got {list(choices)}")
+    for knob in width_knobs:
+        for width in knob.values:
+            bad = [g for g in groups if width % g]
+            if bad:
+                raise InputError(f"group count {bad[0]} does not divide width {width} of {knob.name} (its widths "
+                                 f"{list(knob.values)}): choose group counts that divide every width")
+    return groups
 
 
 class NestedSupernet(BaseSupernet):
@@ -162,6 +216,13 @@ class NestedSupernet(BaseSupernet):
         knobs = [Knob(f"stage{s + 1}", "categorical", _widths_of(w, ratios)) for s, w in enumerate(widths)]
         knobs += [Knob(f"layer{s + 1}.{b}", "categorical", _widths_of(w, ratios))
                   for s, w in enumerate(widths) for b in range(per_stage)]
+        self.width_knobs = tuple(knob.name for knob in knobs)
+        groups = _group_choices(self.arch.get("group_choices", [1]), knobs)
+        grouped = len(groups) > 1  # each block's two 3x3 convs get a group count beside their widths
+        if grouped:
+            knobs += [Knob(f"layer{s + 1}.{b}.groups{c}", "ordered", groups)
+                      for s in range(3) for b in range(per_stage) for c in (1, 2)]
+        self.group_knobs = tuple(knob.name for knob in knobs if knob.name not in self.width_knobs)
         self.space = SearchSpace(knobs, context={k: v for k, v in self.arch.items() if k != "family"})
         self.state = NestState({knob.name: knob.values[0] for knob in knobs})
         state = self.state
@@ -175,9 +236,10 @@ class NestedSupernet(BaseSupernet):
                 if stride != 1 or previous != width:
                     shortcut = nn.Sequential(NestedConv2d(previous, width, 1, stride, state, f"stage{s + 1}"),
                                              NestedBatchNorm2d(width, state))
-                blocks.append(Block(NestedConv2d(previous, width, 3, stride, state, f"layer{s + 1}.{b}"),
+                group1, group2 = (f"layer{s + 1}.{b}.groups1", f"layer{s + 1}.{b}.groups2") if grouped else (None, None)
+                blocks.append(Block(NestedConv2d(previous, width, 3, stride, state, f"layer{s + 1}.{b}", group1),
                                     NestedBatchNorm2d(width, state),
-                                    NestedConv2d(width, width, 3, 1, state, f"stage{s + 1}"),
+                                    NestedConv2d(width, width, 3, 1, state, f"stage{s + 1}", group2),
                                     NestedBatchNorm2d(width, state), shortcut))
                 previous = width
         self.network = Network(stem, NestedBatchNorm2d(widths[0], state), blocks,
@@ -203,14 +265,31 @@ class NestedSupernet(BaseSupernet):
         ratios = [float(r) for r in self.arch["ratios"]]
         if ratio not in ratios:
             raise InputError(f"no width ratio {ratio}; this supernet offers {ratios}")
-        return self.space.mode({knob.name: max(1, round(knob.values[0] * ratio)) for knob in self.space.knobs})
+        values = {knob.name: max(1, round(knob.values[0] * ratio)) for knob in self.space.knobs
+                  if knob.name in self.width_knobs}
+        return self.space.mode({**values, **{name: 1 for name in self.group_knobs}})
+
+    def groups_mode(self, groups: int) -> Mode:
+        """Full width, every block conv in `groups` groups (the WeNet 1/g network of this supernet)."""
+        offered = [g for knob in self.space.knobs if knob.name in self.group_knobs for g in knob.values]
+        if groups not in offered:
+            raise InputError(f"no group count {groups}; this supernet offers {sorted(set(offered)) or 'none'}")
+        full = {knob.name: knob.values[0] for knob in self.space.knobs if knob.name in self.width_knobs}
+        return self.space.mode({**full, **{name: groups for name in self.group_knobs}})
+
+    def kind_of(self, mode: Mode) -> str:
+        """full, width, groups or width+groups: which kinds of knob `mode` moves from full."""
+        narrow = any(mode.values[k.name] != k.values[0] for k in self.space.knobs if k.name in self.width_knobs)
+        grouped = any(int(mode.values[name]) > 1 for name in self.group_knobs)
+        return {(False, False): "full", (True, False): "width", (False, True): "groups",
+                (True, True): "width+groups"}[(narrow, grouped)]
 
     def channel_groups(self) -> dict[str, tuple[list[nn.Module], list[tuple[nn.Module, int]]]]:
         """Per knob: the (conv, BN) modules that produce its channels, and the modules that consume
         them with the dimension of their weight that indexes them (1 for convs and the classifier)."""
         net = self.network
         groups: dict[str, tuple[list[nn.Module], list[tuple[nn.Module, int]]]] = {
-            knob.name: ([], []) for knob in self.space.knobs}
+            name: ([], []) for name in self.width_knobs}
         groups["stage1"][0].extend([net.stem, net.stem_bn])
         stream = "stage1"
         for block in net.blocks:
@@ -277,26 +356,38 @@ class NestedSupernet(BaseSupernet):
                     tensor.copy_(was)
                     continue
                 tensor[tuple(slice(0, n) for n in was.shape)].copy_(was)
-            full = {knob.name: knob.values[0] for knob in self.space.knobs}
+            full = {knob.name: knob.values[0] for knob in self.space.knobs if knob.name in self.width_knobs}
             for name, (_, consumers) in wider.channel_groups().items():
                 for module, dim in consumers:
                     weight = cast(torch.Tensor, module.weight)
                     weight.narrow(dim, full[name], weight.shape[dim] - full[name]).zero_()
         return wider
 
+    def _groups_offered(self) -> list[int]:
+        return sorted({g for knob in self.space.knobs if knob.name in self.group_knobs for g in knob.values})
+
     def uniform_modes(self) -> list[Mode]:
-        """Every knob at one of the ratios between 1 and the smallest."""
+        """Every width knob at one of the ratios between 1 and the smallest; every group knob at one
+        of the group counts between 1 and the largest."""
         ratios = sorted({float(r) for r in self.arch["ratios"]}, reverse=True)[1:-1]
-        return [self.uniform_mode(ratio) for ratio in ratios]
+        return [self.uniform_mode(ratio) for ratio in ratios] + [self.groups_mode(g) for g in self._groups_offered()[1:-1]]
 
     def named_modes(self) -> dict[str, Mode]:
         named = super().named_modes()
         for ratio in self.arch["ratios"]:
             if 0 < float(ratio) < 1:
                 named[f"width:{float(ratio):g}"] = self.uniform_mode(float(ratio))
+        for groups in self._groups_offered()[1:]:
+            named[f"groups:{groups}"] = self.groups_mode(groups)
         return named
 
     def mode_named(self, text: str) -> Mode | None:
+        if text.startswith("groups:"):
+            try:
+                groups = int(text.split(":", 1)[1])
+            except ValueError:
+                raise InputError(f"groups:G needs a group count, got {text!r}") from None
+            return self.groups_mode(groups)
         if text.startswith("width:"):
             try:
                 ratio = float(text.split(":", 1)[1])
@@ -306,10 +397,22 @@ class NestedSupernet(BaseSupernet):
         return super().mode_named(text)
 
     def describe(self, mode: Mode) -> str:
-        """Each knob's share of its channels: "all .5" for a uniform mode, else the stages' residual
-        widths, then each stage's block widths ("stages 1 .5 .75; blocks 1 .25 .25 | .5 .5 1 | ...")."""
-        shares = {knob.name: mode.values[knob.name] / knob.values[0] for knob in self.space.knobs}
+        """Each width knob's share of its channels: "all .5" for a uniform mode, else the stages'
+        residual widths, then each stage's block widths ("stages 1 .5 .75; blocks 1 .25 .25 | .5 .5 1
+        | ..."); where a block conv is grouped, each block's two group counts after ("; groups 1/2 4/4
+        1/1 | ...")."""
+        shares = {knob.name: mode.values[knob.name] / knob.values[0] for knob in self.space.knobs
+                  if knob.name in self.width_knobs}
+        widths = self._describe_widths(shares)
+        if not any(int(mode.values[name]) > 1 for name in self.group_knobs):
+            return widths
+        stages: dict[str, list[str]] = {}
+        for name in self.group_knobs[::2]:  # groups1 and groups2 of each block, in order
+            stages.setdefault(name.split(".")[0], []).append(
+                f"{mode.values[name]}/{mode.values[name.removesuffix('1') + '2']}")
+        return f"{widths}; groups " + " | ".join(" ".join(values) for values in stages.values())
 
+    def _describe_widths(self, shares: Mapping[str, float]) -> str:
         def text(share: float) -> str:
             return f"{share:.2f}".rstrip("0").rstrip(".").removeprefix("0") or "0"
 
@@ -324,7 +427,7 @@ class NestedSupernet(BaseSupernet):
                 + " | ".join(" ".join(values) for values in blocks.values()))
 
     def mode_layout(self) -> str:
-        return "width shares (stages; blocks by stage)"
+        return "width shares (stages; blocks by stage)" + ("; groups per block" if self.group_knobs else "")
 
     def materialize(self, mode: Mode) -> nn.Module:
         previous = self.mode
@@ -334,10 +437,13 @@ class NestedSupernet(BaseSupernet):
         finally:
             self.set_mode(previous)
         try:
-            return fuse(fx.symbolic_trace(static), inplace=True).eval()
+            traced = fx.GraphModule(static, DynamicLeafTracer().trace(static))  # shuffles stay modules
         except Exception as error:  # not traceable: the unfused copy computes the same function
             warn_untraceable(static, error)
             return static
+        fused = cast(fx.GraphModule, fuse(traced, inplace=True, no_trace=True))
+        fold_shuffles(fused)  # a shuffle before a dense conv2 goes into its weights
+        return fused.eval()
 
     def _static_copy(self) -> Network:
         net = self.network
@@ -352,8 +458,9 @@ class NestedSupernet(BaseSupernet):
             if isinstance(block.shortcut, nn.Sequential):
                 conv = cast(NestedConv2d, block.shortcut[0]).to_static(width)
                 shortcut = nn.Sequential(conv, cast(NestedBatchNorm2d, block.shortcut[1]).to_static(conv.out_channels))
+            shuffle = ChannelShuffle(conv1.out_channels, conv1.groups) if conv1.groups > 1 else None
             blocks.append(Block(conv1, cast(NestedBatchNorm2d, block.bn1).to_static(conv1.out_channels), conv2,
-                                cast(NestedBatchNorm2d, block.bn2).to_static(conv2.out_channels), shortcut))
+                                cast(NestedBatchNorm2d, block.bn2).to_static(conv2.out_channels), shortcut, shuffle))
             width = conv2.out_channels
         static = Network(stem, cast(NestedBatchNorm2d, net.stem_bn).to_static(stem.out_channels), blocks,
                          cast(NestedLinear, net.fc).to_static(width))
@@ -369,8 +476,9 @@ class NestedSupernet(BaseSupernet):
             if isinstance(module, NestedConv2d):
                 out = module.out_channels if module.knob is None else widths[module.knob]
                 source = width if not name.endswith("shortcut.0") else self._block_input(name, widths)
-                shapes.append(LayerShape(name, "conv", source, out, module.kernel_size[0] ** 2, *self._areas[name], 1,
-                                         None, True))
+                groups = widths[module.groups_knob] if module.groups_knob else 1
+                shapes.append(LayerShape(name, "conv", source, out, module.kernel_size[0] ** 2, *self._areas[name],
+                                         groups, None, True))
                 if not name.endswith("shortcut.0"):
                     width = out
         shapes.append(LayerShape("fc", "linear", width, self.num_classes, 1, 1, 1, 1, None, True))

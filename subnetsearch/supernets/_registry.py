@@ -119,7 +119,7 @@ def _ddi_resnet(arch: Mapping[str, Any]) -> DDISupernet:
 
 
 def _nested_resnet(arch: Mapping[str, Any]) -> NestedSupernet:
-    fields = _take(arch, set(NESTED_RESNET_DEFAULTS))
+    fields = _take(arch, {*NESTED_RESNET_DEFAULTS, "group_choices"})  # group counts: only where given
     config = {"family": "nested-cifar-resnet", **NESTED_RESNET_DEFAULTS, **fields}
     try:
         return NestedSupernet(config)

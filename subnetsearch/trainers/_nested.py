@@ -25,6 +25,16 @@ from subnetsearch.trainers._family import TrainJob, TrainOption
 from subnetsearch.trainers._wenet import WeNetRecipe, WeNetTrainer
 
 
+def _group_counts(text: str) -> list[int]:
+    try:
+        groups = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        groups = []
+    if not groups or groups[0] != 1:
+        raise InputError(f"--groups must be comma-separated group counts, 1 among them, e.g. 1,2,4; got {text!r}")
+    return groups
+
+
 def _ratios(text: str) -> list[float]:
     try:
         ratios = [float(part) for part in text.split(",") if part.strip()]
@@ -53,6 +63,9 @@ class NestedTrainer(WeNetTrainer):
     supernet_class = NestedSupernet
     options: ClassVar[tuple[TrainOption, ...]] = (
         TrainOption("ratios", "1,0.75,0.5,0.25", "the widths each layer offers, as shares of its channels"),
+        TrainOption("groups", "1", "the group counts each block's two 3x3 convolutions offer beside their widths, "
+                                   "e.g. 1,2,4 (a mode can be narrower and grouped in one layer; each count must "
+                                   "divide every width; 1: widths only); with --start, added to its knobs"),
         TrainOption("start", None, "a trained nested checkpoint to start from (--ratios and the architecture come "
                                    "from it): its full network alone (--fixed-mode full), whose channels are "
                                    "sorted by importance first, or a nested supernet, trained on in the nesting "
@@ -74,6 +87,7 @@ class NestedTrainer(WeNetTrainer):
             del options["ratios"]  # the start checkpoint's (resolving the job again finds none given)
         else:
             _ratios(options["ratios"])
+        _group_counts(options["groups"])
         return replace(job, options=options)
 
     def recipe(self, job: TrainJob, supernet: BaseSupernet) -> WeNetRecipe:
@@ -108,6 +122,12 @@ class NestedTrainer(WeNetTrainer):
                 say(f"started from {start}, its channels sorted by importance")
             else:
                 say(f"started from {start}, a nested supernet: training on in its nesting order")
+            groups = _group_counts(job.options["groups"])
+            if len(groups) > 1 and groups != [int(g) for g in supernet.arch.get("group_choices", [1])]:
+                with_groups = NestedSupernet({**supernet.arch, "group_choices": groups})
+                with_groups.load_state_dict(supernet.state_dict())  # group knobs add no weights
+                supernet = with_groups
+                say(f"group counts {','.join(map(str, groups))} added to every block's convolutions")
             if job.widths is not None and list(job.widths) != [int(w) for w in supernet.arch["widths"]]:
                 was = "-".join(str(w) for w in supernet.arch["widths"])
                 with seeded(job.seed):  # the added channels' initial weights: the same job, the same checkpoint
@@ -115,7 +135,9 @@ class NestedTrainer(WeNetTrainer):
                 say(f"grown from widths {was} to {'-'.join(map(str, job.widths))} (the trained network is the "
                     f"prefix; the added channels start read by zero weights)")
             return supernet
+        groups = _group_counts(job.options["groups"])
         arch = job.resnet(splits, **{**NESTED_RESNET_DEFAULTS, "family": "nested-cifar-resnet",
-                                     "ratios": _ratios(job.options["ratios"])})
+                                     "ratios": _ratios(job.options["ratios"]),
+                                     **({"group_choices": groups} if len(groups) > 1 else {})})
         with seeded(job.seed):  # the initial weights too: the same job gives the same checkpoint
             return build_supernet_of(NestedSupernet, arch)

@@ -37,7 +37,8 @@ TINY = {
     "ddi-cifar-resnet": {"family": "ddi-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
                          "num_classes": 4, "input_size": 12, "gating": "mgl2s", "exits": False},
     "nested-cifar-resnet": {"family": "nested-cifar-resnet", "depth": 8, "widths": [8, 16, 16], "in_channels": 1,
-                            "num_classes": 4, "input_size": 12, "ratios": [1.0, 0.5, 0.25]},
+                            "num_classes": 4, "input_size": 12, "ratios": [1.0, 0.5, 0.25],
+                            "group_choices": [1, 2]},  # widths and group counts, in one layer
     "toy-mlp": TOY_ARCH,
 }
 

@@ -130,3 +130,79 @@ def test_train_the_full_network_then_the_nested_supernet_from_it(tmp_path) -> No
                                    "--widths", "4,16,16", "--out", str(tmp_path / "narrower")])
     assert narrower.exit_code == 2 and "each at least this supernet's [8, 16, 16]" in narrower.output
     assert not (tmp_path / "narrower" / "supernet.pt").exists()
+
+
+GROUPED = {"family": "nested-cifar-resnet", "depth": 8, "widths": [16, 32, 64], "in_channels": 1, "num_classes": 4,
+           "input_size": 12, "ratios": [1.0, 0.5, 0.25], "group_choices": [1, 2, 4]}
+
+
+def test_width_and_groups_combine_in_one_layer_exactly_on_random_modes() -> None:
+    from subnetsearch.devices import export_onnx
+    from tests.supernets.test_converter_zoo import hook_macs
+
+    supernet = build_supernet(GROUPED).eval()
+    randomize_batchnorm(supernet)
+    assert supernet.group_knobs == ("layer1.0.groups1", "layer1.0.groups2", "layer2.0.groups1", "layer2.0.groups2",
+                                    "layer3.0.groups1", "layer3.0.groups2")
+    generator, x = torch.Generator().manual_seed(0), torch.randn(2, 1, 12, 12)
+    modes = [supernet.random_mode(generator) for _ in range(6)] + [supernet.smallest_mode()]
+    assert any(supernet.kind_of(m) == "width+groups" for m in modes)
+    for mode in modes:
+        supernet.set_mode(mode)
+        static = supernet.materialize(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(static(x), supernet(x), rtol=1e-4, atol=1e-5)
+        assert supernet.cost(mode).macs == hook_macs(static, x[:1])
+        grouped = {m.groups for m in static.modules() if isinstance(m, torch.nn.Conv2d)}
+        assert grouped == {1} | {int(mode.values[k]) for k in supernet.group_knobs}  # real grouped kernels
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(export_onnx(static, x[:1]), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = static(x[:1])
+    torch.testing.assert_close(torch.from_numpy(session.run(None, {"input": x[:1].numpy()})[0]), expected,
+                               rtol=1e-4, atol=1e-4)
+    # one layer narrower and grouped: a quarter of the channels in 4 groups costs 1/64 of the full conv
+    full, small = supernet.full_mode(), supernet.smallest_mode()
+    conv = {layer.name: layer for layer in supernet.layers_for(small)[0]}["blocks.0.conv1"]
+    assert (conv.out_channels, conv.fixed_groups) == (4, 4)
+    assert supernet.kind_of(supernet.groups_mode(2)) == "groups" and supernet.kind_of(full) == "full"
+    assert supernet.describe(supernet.groups_mode(4)) == "all 1; groups 4/4 | 4/4 | 4/4"
+    assert {"groups:2", "groups:4", "width:0.5"} <= set(supernet.named_modes())
+
+
+def test_a_group_count_that_does_not_divide_a_width_is_refused_when_built() -> None:
+    from subnetsearch.supernets import ArchError
+
+    with pytest.raises(ArchError, match=r"group count 4 does not divide width 2 of stage1"):
+        build_supernet({**GROUPED, "widths": [8, 16, 32]})
+    with pytest.raises(ArchError, match="1 among them"):
+        build_supernet({**GROUPED, "group_choices": [2, 4]})
+    old = build_supernet({k: v for k, v in GROUPED.items() if k != "group_choices"})
+    assert not old.group_knobs and "group_choices" not in old.arch  # what older checkpoints build, unchanged
+
+
+@pytest.mark.slow
+def test_train_a_width_and_groups_supernet_then_search_and_export_it(tmp_path) -> None:
+    import onnxruntime
+
+    out = tmp_path / "wg"
+    quick = ["--family", "nested", "--data", "synthetic", "--batch-size", "32", "--epochs", "1",
+             "--max-steps-per-epoch", "3", "--threads", "1", "--depth", "8", "--widths", "16,32,32",
+             "--ratios", "1,0.5,0.25"]
+    bad = runner.invoke(app, ["train", *quick, "--groups", "1,3", "--out", str(out)])
+    assert bad.exit_code == 2 and "group count 3 does not divide" in " ".join(bad.output.split()), bad.output
+    assert not (out / "supernet.pt").exists()
+    trained = runner.invoke(app, ["train", *quick, "--groups", "1,2,4", "--out", str(out)])
+    assert trained.exit_code == 0, trained.output
+    supernet = load_checkpoint(out / "supernet.pt").build()
+    assert supernet.group_knobs and supernet.arch["group_choices"] == [1, 2, 4]
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    search = runner.invoke(app, ["search", "--checkpoint", str(out / "supernet.pt"), "--strategy", "optuna",
+                                 "--sampler", "random", "--trials", "4", "--objectives", "accuracy,macs",
+                                 "--storage", storage])
+    assert search.exit_code == 0, search.output
+    best = runner.invoke(app, ["best", "--storage", storage, "--objective", "macs", "-o", str(tmp_path / "m.onnx")])
+    assert best.exit_code == 0, best.output
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    assert session.run(None, {"input": torch.rand(1, 1, 12, 12).numpy() * 255})[0].shape == (1, 4)
