@@ -84,6 +84,8 @@ def supernet_from_model(model: nn.Module, name: str, arch: Mapping[str, Any], in
         reasons = "; ".join(f"{layer}: {why}" for layer, why in list(report.static.items())[:4])
         raise ConversionError(f"{name}: no layer can be made switchable ({len(report.static)} static: {reasons}"
                               f"{' ...' if len(report.static) > 4 else ''})")
+    if len(ratios) > 1:  # recorded, so that a rebuild from the arch (a checkpoint) gets the same knobs
+        arch = {**arch, "width_ratios": [float(r) for r in ratios]}
     supernet = WeNetSupernet(model, arch, input_shape)
     total = sum(layer_cost(layer, layer.fixed_groups).macs for layer in supernet.layer_shapes)
     switchable = sum(layer_cost(layer, 1).macs for layer in supernet.layer_shapes

@@ -180,3 +180,9 @@ def test_an_old_arch_without_width_ratios_builds_the_supernet_it_always_did() ->
     assert new.width_knobs and len(new.space.knobs) > len(old.space.knobs)
     with pytest.raises(ArchError):
         build_supernet({**arch, "width_ratios": [0.5]})
+
+
+def test_width_ratios_given_to_the_converter_are_recorded_in_the_arch() -> None:
+    supernet = supernet_from_model(_vgg_like(), "vgg", {"family": "test"}, (3, 8, 8), width_ratios=RATIOS)
+    assert supernet.arch["width_ratios"] == RATIOS  # a rebuild from the arch gets the same knobs
+    assert supernet.kind_of(supernet.width_mode(0.5)) == "width"
