@@ -202,6 +202,12 @@ class BaseSupernet(nn.Module, abc.ABC):
         kinds says which per mode (e.g. "width+groups")."""
         return "full" if mode.id == self.full_mode().id else self.mode_kind
 
+    @staticmethod
+    def width_and_groups_kind(narrow: bool, grouped: bool) -> str:
+        """The kind of a mode of a family with width and group knobs: "full", "width", "groups" or
+        "width+groups", from whether it narrows any layer and whether it groups any."""
+        return ("width+groups" if grouped else "width") if narrow else ("groups" if grouped else "full")
+
     # ---- realizations: a family with grouped layers overrides both ------------------------------
     def grouped_layers(self, mode: Mode) -> tuple[str, ...]:
         """The layers that `mode` computes with more than one group (what a realization may compute

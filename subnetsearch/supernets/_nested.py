@@ -281,8 +281,7 @@ class NestedSupernet(BaseSupernet):
         """full, width, groups or width+groups: which kinds of knob `mode` moves from full."""
         narrow = any(mode.values[k.name] != k.values[0] for k in self.space.knobs if k.name in self.width_knobs)
         grouped = any(int(mode.values[name]) > 1 for name in self.group_knobs)
-        return {(False, False): "full", (True, False): "width", (False, True): "groups",
-                (True, True): "width+groups"}[(narrow, grouped)]
+        return self.width_and_groups_kind(narrow, grouped)
 
     def channel_groups(self) -> dict[str, tuple[list[nn.Module], list[tuple[nn.Module, int]]]]:
         """Per knob: the (conv, BN) modules that produce its channels, and the modules that consume

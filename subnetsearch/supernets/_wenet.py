@@ -181,8 +181,7 @@ class WeNetSupernet(BaseSupernet):
         """full, groups, width or width+groups: which kinds of knob `mode` moves from full."""
         grouped = any(int(mode.values[name]) > 1 for name in self._group_knobs)
         narrow = any(int(mode.values[name]) < choices[0] for name, choices in self.width_knobs.items())
-        return {(False, False): "full", (True, False): "groups", (False, True): "width",
-                (True, True): "width+groups"}[(grouped, narrow)]
+        return self.width_and_groups_kind(narrow, grouped)
 
     def mode_layout(self) -> str:
         if not self.width_knobs:
